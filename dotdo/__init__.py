@@ -1,0 +1,94 @@
+"""dotdo: Durable Objects on Ray.
+
+``class Counter(dotdo.DurableObject)`` defines a kind of object; ``dotdo.Counter("x")``
+is a stub for the object with id ``"x"``: a Ray actor with its own SQLite file,
+created on first use. Calls on stubs return promises that pipeline.
+"""
+
+from __future__ import annotations
+
+from dotdo.errors import (
+    ConfigError,
+    CorruptStorageError,
+    DecodeError,
+    DotdoError,
+    EncodeError,
+    InvalidIdError,
+    MethodNotFoundError,
+    ObjectError,
+    StorageError,
+)
+from dotdo.journal import Storage
+from dotdo.object import DurableObject, known_names, lookup
+from dotdo.runtime import Settings, current_object, init, shutdown
+from dotdo.stub import Promise, Stub, get
+
+__all__ = [
+    # objects
+    "DurableObject",
+    "Storage",
+    "stub",
+    # calls and promises
+    "Stub",
+    "Promise",
+    "get",
+    # running
+    "init",
+    "shutdown",
+    "Settings",
+    "current_object",
+    # errors
+    "DotdoError",
+    "ConfigError",
+    "InvalidIdError",
+    "EncodeError",
+    "DecodeError",
+    "StorageError",
+    "CorruptStorageError",
+    "ObjectError",
+    "MethodNotFoundError",
+]
+
+
+def stub(cls: type[DurableObject] | str, object_id: str) -> Stub:
+    """A stub for object ``object_id`` of ``cls`` (a class or a registered class name)."""
+    if isinstance(cls, str):
+        found = lookup(cls)
+        if found is None:
+            raise AttributeError(_unknown(cls))
+        cls = found
+    return Stub(cls, object_id)
+
+
+class _Factory:
+    """``dotdo.<ClassName>``: call it with an id to get a stub."""
+
+    __slots__ = ("_cls",)
+
+    def __init__(self, cls: type[DurableObject]) -> None:
+        self._cls = cls
+
+    def __call__(self, object_id: str) -> Stub:
+        return Stub(self._cls, object_id)
+
+    def __repr__(self) -> str:
+        return f"<dotdo stubs of {self._cls.__module__}.{self._cls.__qualname__}>"
+
+
+def _unknown(name: str) -> str:
+    known = ", ".join(known_names()) or "none yet"
+    return (
+        f"module 'dotdo' has no attribute {name!r}, and no DurableObject subclass is "
+        f"named {name!r} (known: {known}). Define `class {name}(dotdo.DurableObject)` "
+        "or import the module that defines it before calling dotdo."
+        f"{name}(id)."
+    )
+
+
+def __getattr__(name: str) -> _Factory:
+    if name.startswith("_"):
+        raise AttributeError(name)
+    cls = lookup(name)
+    if cls is None:
+        raise AttributeError(_unknown(name))
+    return _Factory(cls)

@@ -1,0 +1,179 @@
+"""msgpack with a few extensions: the only format dotdo persists.
+
+Nothing persisted is ever unpickled. Besides msgpack's own types (None, bool, int,
+float, str, bytes, list, dict) these round-trip: ``datetime`` (with its offset, and
+its ``ZoneInfo`` key when it has one), ``date``, ``time``, ``timedelta``, ``UUID``,
+``Decimal``, ``set``, ``frozenset``, ``tuple``, integers beyond 64 bits, and
+dataclass instances. Enum members store as their value. Other modules add their
+own types with :func:`register` (stubs do, so an object can store a reference to
+another object).
+
+A dataclass is stored by its import path and fields; if that class cannot be
+imported when the value is read back (it lived in a script's ``__main__``, say), the
+value comes back as a plain ``dict`` of its fields rather than failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import importlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+from dotdo.errors import DecodeError, EncodeError
+
+__all__ = ["encode", "decode", "check", "register"]
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+# Extension codes are persisted: never renumber them.
+_DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL = 1, 2, 3, 4, 5, 6
+_SET, _FROZENSET, _TUPLE, _BIGINT, _DATACLASS = 7, 8, 9, 10, 11
+
+_encoders: dict[type, tuple[int, Callable[[Any], Any]]] = {}
+_decoders: dict[int, Callable[[Any], Any]] = {}
+
+
+def register(
+    cls: type, code: int, to_plain: Callable[[Any], Any], from_plain: Callable[[Any], Any]
+) -> None:
+    """Teach the codec a type: ``to_plain`` turns it into encodable data, ``from_plain`` back.
+
+    Codes 0-31 are dotdo's; a code may be registered only once.
+    """
+    if code in _decoders and _encoders.get(cls, (None,))[0] != code:
+        raise ValueError(f"msgpack extension code {code} is already registered")
+    _encoders[cls] = (code, to_plain)
+    _decoders[code] = from_plain
+
+
+def _tz_plain(value: dt.datetime | dt.time) -> str | None:
+    tz = value.tzinfo
+    return tz.key if isinstance(tz, ZoneInfo) else None
+
+
+def _datetime_from(plain: list) -> dt.datetime:
+    iso, zone = plain
+    value = dt.datetime.fromisoformat(iso)
+    return value.astimezone(ZoneInfo(zone)) if zone else value
+
+
+def _dataclass_from(plain: list) -> Any:
+    path, fields = plain
+    module, _, qualname = path.partition(":")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        return fields
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return fields
+    obj = cls.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+register(dt.datetime, _DATETIME, lambda v: [v.isoformat(), _tz_plain(v)], _datetime_from)
+register(dt.date, _DATE, lambda v: v.isoformat(), dt.date.fromisoformat)
+register(dt.time, _TIME, lambda v: v.isoformat(), dt.time.fromisoformat)
+register(
+    dt.timedelta,
+    _TIMEDELTA,
+    lambda v: [v.days, v.seconds, v.microseconds],
+    lambda p: dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
+)
+register(uuid.UUID, _UUID, lambda v: v.bytes, lambda p: uuid.UUID(bytes=p))
+register(decimal.Decimal, _DECIMAL, str, decimal.Decimal)
+register(set, _SET, list, set)
+register(frozenset, _FROZENSET, list, frozenset)
+register(tuple, _TUPLE, list, tuple)
+register(int, _BIGINT, str, int)
+
+
+_NATIVE = (bool, int, float, str, bytes, dict, list)
+
+
+def _default(value: Any) -> Any:
+    cls = type(value)
+    entry = _encoders.get(cls)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if entry is None and cls not in _NATIVE:
+        # str/int/dict subclasses (StrEnum, IntEnum, OrderedDict) store as their base.
+        for base in _NATIVE:
+            if isinstance(value, base):
+                return base(value)
+    if entry is None:
+        for base in cls.__mro__[1:]:
+            entry = _encoders.get(base)
+            if entry is not None:
+                break
+    if entry is not None:
+        code, to_plain = entry
+        return msgpack.ExtType(code, _pack(to_plain(value)))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        return msgpack.ExtType(_DATACLASS, _pack([path, fields]))
+    raise EncodeError(
+        f"cannot store a value of type {cls.__module__}.{cls.__qualname__}: dotdo stores "
+        "msgpack (None, bool, int, float, str, bytes, list, dict, tuple, set, datetime, "
+        "date, time, timedelta, UUID, Decimal, dataclasses). Convert it to one of those "
+        "first, for example to a dict or a str."
+    )
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    from_plain = _DATACLASS_DECODER if code == _DATACLASS else _decoders.get(code)
+    if from_plain is None:
+        raise DecodeError(f"unknown msgpack extension code {code}: written by a newer dotdo?")
+    return from_plain(_unpack(data))
+
+
+_DATACLASS_DECODER = _dataclass_from
+
+
+def _pack(value: Any) -> bytes:
+    # strict_types routes tuples and int/str subclasses through _default, so tuples
+    # round-trip and big ints get a type of their own.
+    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` as msgpack bytes, or raise :class:`EncodeError` naming its type."""
+    try:
+        return _pack(value)
+    except EncodeError:
+        raise
+    except OverflowError:
+        raise EncodeError("an integer is too large to store") from None
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"cannot store this value: {exc}") from None
+
+
+def decode(data: bytes) -> Any:
+    """Decode bytes written by :func:`encode`."""
+    try:
+        return _unpack(data)
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for bad input
+        raise DecodeError(f"stored bytes are not dotdo msgpack: {exc}") from exc
+
+
+def check(value: Any) -> None:
+    """Raise :class:`EncodeError` if ``value`` cannot be stored; write nothing."""
+    encode(value)

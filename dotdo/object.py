@@ -1,0 +1,73 @@
+"""``DurableObject``, the base class, and the registry that maps class names to classes.
+
+Subclassing registers the class by its ``__name__``; ``dotdo.<Name>(id)`` then returns
+a stub for the object with that id. Instances are made by the runtime, never by
+user code: ``id`` and ``storage`` are set before ``__init__`` runs, so ``__init__``
+can rebuild the object's in-memory state from its storage after every restart.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from dotdo.journal import Storage
+
+__all__ = ["DurableObject", "lookup", "known_names", "public_methods"]
+
+_registry: dict[str, type[DurableObject]] = {}
+
+
+class DurableObject:
+    """Base class of durable objects.
+
+    ``self.id`` is the object's id; ``self.storage`` its :class:`~dotdo.journal.Storage`.
+    Public methods (names not starting with ``_``), sync or ``async``, are callable
+    through stubs; calls to one object run one at a time and interleave only at
+    ``await``.
+    """
+
+    id: str
+    storage: Storage
+    _dotdo_abstract: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._dotdo_abstract = False
+        previous = _registry.get(cls.__name__)
+        if previous is not None and previous is not cls and _origin(previous) != _origin(cls):
+            warnings.warn(
+                f"durable object class {cls.__name__} from {cls.__module__} replaces the "
+                f"one from {previous.__module__}: objects are addressed by class name, so "
+                "give one of them another name",
+                stacklevel=2,
+            )
+        _registry[cls.__name__] = cls
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'id', '?')!r}>"
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def lookup(name: str) -> type[DurableObject] | None:
+    """The registered class named ``name``, or None."""
+    return _registry.get(name)
+
+
+def known_names() -> list[str]:
+    """Names of every registered durable object class, sorted."""
+    return sorted(_registry)
+
+
+def public_methods(cls: type) -> list[str]:
+    """Names a stub may call on objects of ``cls``."""
+    base = set(dir(DurableObject))
+    return sorted(
+        name
+        for name in dir(cls)
+        if not name.startswith("_") and name not in base and callable(getattr(cls, name, None))
+    )

@@ -1,0 +1,75 @@
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import socket
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dotdo import codec
+from dotdo.errors import DecodeError, EncodeError
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: str = "a"
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+VALUES = [
+    None, True, 0, -1, 2**63 - 1, 2**64 - 1, 2**80, -(2**80), 1.5, "text", b"\x00bytes",
+    [1, [2]], {"a": {"b": 1}}, {1: "int key"}, (1, (2, 3)), {1, 2}, frozenset({3}),
+    dt.datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+    dt.datetime(2026, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+    dt.datetime(2026, 1, 1, 12), dt.date(2026, 1, 2), dt.time(3, 4, 5),
+    dt.timedelta(days=2, seconds=3, microseconds=4), uuid.uuid4(), decimal.Decimal("1.10"),
+    Point(1, "b"),
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_round_trip_keeps_value_and_type(value):
+    back = codec.decode(codec.encode(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_zoneinfo_survives():
+    value = dt.datetime(2026, 7, 1, tzinfo=ZoneInfo("America/New_York"))
+    assert codec.decode(codec.encode(value)).tzinfo == ZoneInfo("America/New_York")
+
+
+def test_enum_stores_its_value():
+    assert codec.decode(codec.encode(Color.RED)) == "red"
+
+
+@pytest.mark.parametrize("bad", [object(), {"nested": [lambda: 1]}, socket.socket])
+def test_unencodable_value_names_its_type(bad):
+    with pytest.raises(EncodeError) as info:
+        codec.encode(bad)
+    assert isinstance(info.value, TypeError)
+    assert "cannot store a value of type" in str(info.value)
+
+
+def test_error_names_the_offending_type():
+    with pytest.raises(EncodeError, match="socket.socket"):
+        codec.check({"ok": 1, "bad": socket.socket()})
+
+
+def test_dataclass_from_missing_module_decodes_as_dict():
+    data = codec.encode(Point(3))
+    patched = data.replace(b"tests.test_codec", b"tests.no_modul3")
+    assert codec.decode(patched) == {"x": 3, "y": "a"}
+
+
+def test_garbage_bytes_raise_decode_error():
+    with pytest.raises(DecodeError):
+        codec.decode(b"\xc1")
+    with pytest.raises(DecodeError, match="extension code 99"):
+        codec.decode(b"\xd4\x63\x00")

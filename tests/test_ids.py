@@ -1,0 +1,44 @@
+import os
+
+import pytest
+
+from dotdo.errors import InvalidIdError
+from dotdo.ids import MAX_ID_LENGTH, actor_name, check_id, storage_path
+
+ROOT = "/srv/dotdo"
+
+
+@pytest.mark.parametrize("bad", ["", "x" * (MAX_ID_LENGTH + 1)])
+def test_empty_or_long_ids_raise_value_error(bad):
+    with pytest.raises(ValueError):
+        check_id(bad)
+
+
+def test_non_string_id_names_the_fix():
+    with pytest.raises(InvalidIdError, match="str"):
+        check_id(42)
+
+
+@pytest.mark.parametrize(
+    "object_id", ["../x", "../../etc/passwd", "/etc/passwd", "a\x00b", "..", ".", "C:\\x", "x" * 512]
+)
+def test_no_id_escapes_the_root(object_id):
+    path = storage_path(ROOT, "Counter", check_id(object_id))
+    assert os.path.commonpath([ROOT, os.path.normpath(path)]) == ROOT
+    assert "\x00" not in path
+    assert os.path.dirname(os.path.dirname(path)) == os.path.join(ROOT, "Counter")
+
+
+def test_ids_differing_in_case_or_punctuation_get_different_files():
+    ids = ["user-1", "User-1", "USER-1", "user_1", "user.1", "user 1", "user1"]
+    paths = {storage_path(ROOT, "Counter", i).lower() for i in ids}
+    assert len(paths) == len(ids)
+
+
+def test_path_is_stable_and_readable():
+    assert storage_path(ROOT, "Counter", "Order #42") == storage_path(ROOT, "Counter", "Order #42")
+    assert os.path.basename(storage_path(ROOT, "Counter", "Order #42")).startswith("order-42-")
+
+
+def test_actor_name_is_class_slash_id():
+    assert actor_name("Counter", "a/b") == "Counter/a/b"

@@ -1,0 +1,129 @@
+import os
+import socket
+import sqlite3
+
+import pytest
+
+from dotdo.errors import CorruptStorageError, EncodeError, StorageError
+from dotdo.journal import Storage
+
+
+@pytest.fixture
+def make_storage(tmp_path):
+    """Factory of Storage objects on real files; closes them all afterwards."""
+    opened = []
+
+    def make(object_id="o1", class_name="Thing"):
+        s = Storage(str(tmp_path / class_name / f"{object_id}.sqlite3"), class_name, object_id)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+def test_put_get_delete(make_storage):
+    s = make_storage()
+    assert s.get("k") is None and s.get("k", 5) == 5
+    s.put("k", {"a": [1, 2]})
+    assert s.get("k") == {"a": [1, 2]}
+    assert s.delete("k") is True and s.delete("k") is False
+    s.put({"a": 1, "b": 2, "c": 3})
+    assert s.delete(["a", "b", "zz"]) == 2
+
+
+def test_values_survive_reopen(make_storage, tmp_path):
+    s = make_storage()
+    s.put("k", "v")
+    s.close()
+    assert make_storage().get("k") == "v"
+
+
+def test_list_prefix_range_limit_reverse(make_storage):
+    s = make_storage()
+    s.put({"user:1": 1, "user:2": 2, "user:10": 10, "users": 0, "order:1": "o"})
+    assert list(s.list("user:")) == ["user:1", "user:10", "user:2"]
+    assert list(s.list("user:", limit=2)) == ["user:1", "user:10"]
+    assert list(s.list("user:", reverse=True)) == ["user:2", "user:10", "user:1"]
+    assert list(s.list(start="order", end="user:10")) == ["order:1", "user:1"]
+    assert len(s.list()) == 5
+
+
+def test_wal_mode(make_storage):
+    s = make_storage()
+    assert s.sql.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_transaction_is_atomic(make_storage):
+    s = make_storage()
+    s.put("balance", 10)
+    with pytest.raises(RuntimeError):
+        with s.transaction():
+            s.put("balance", 0)
+            s.put("other", 1)
+            raise RuntimeError("boom")
+    assert s.get("balance") == 10 and s.get("other") is None
+
+
+def test_nested_transaction_rolls_back_inner_only(make_storage):
+    s = make_storage()
+    with s.transaction():
+        s.put("outer", 1)
+        with pytest.raises(KeyError):
+            with s.transaction():
+                s.put("inner", 1)
+                raise KeyError("x")
+    assert s.get("outer") == 1 and s.get("inner") is None
+
+
+def test_unencodable_put_writes_nothing(make_storage):
+    s = make_storage()
+    with pytest.raises(EncodeError, match="socket"):
+        s.put({"good": 1, "bad": socket.socket()})
+    assert s.list() == {}
+
+
+def test_non_string_key_is_refused(make_storage):
+    with pytest.raises(TypeError, match="keys are str"):
+        make_storage().put(1, "x")
+
+
+def test_sql_gives_the_objects_own_tables(make_storage):
+    s = make_storage()
+    s.sql["orders"].insert({"id": 1, "total": 9.5}, pk="id")
+    assert list(s.sql["orders"].rows) == [{"id": 1, "total": 9.5}]
+    assert "_dotdo_kv" in s.sql.table_names()
+
+
+def test_corrupt_file_is_named_and_left_alone(tmp_path):
+    path = tmp_path / "Thing" / "bad.sqlite3"
+    path.parent.mkdir()
+    path.write_bytes(b"this is not a database" * 100)
+    before = path.read_bytes()
+    with pytest.raises(CorruptStorageError) as info:
+        Storage(str(path), "Thing", "bad")
+    assert str(path) in str(info.value) and info.value.path == str(path)
+    assert path.read_bytes() == before
+    assert not os.path.exists(str(path) + "-wal")
+
+
+def test_file_of_another_object_is_refused(make_storage, tmp_path):
+    make_storage("a").put("k", 1)
+    with pytest.raises(StorageError, match="belongs to Thing/a"):
+        Storage(str(tmp_path / "Thing" / "a.sqlite3"), "Thing", "b")
+
+
+def test_damaged_page_is_reported(tmp_path):
+    path = tmp_path / "Thing" / "d.sqlite3"
+    s = Storage(str(path), "Thing", "d")
+    s.put({f"k{i}": "x" * 500 for i in range(200)})
+    s.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 6] = b"\xff" * (4096 * 3)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptStorageError, match=str(path)):
+        Storage(str(path), "Thing", "d")
