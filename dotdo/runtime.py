@@ -7,8 +7,10 @@ without limit); the host itself already keeps a table of objects so that pooled
 hosting can put many objects in one actor.
 
 A host is an asyncio actor: calls to one object run on one event loop, one at a
-time, interleaving only at ``await``, as in Durable Objects. It is restarted by Ray
-after a crash and rebuilds each object from its SQLite file on the next call.
+time, interleaving only at ``await``, as in Durable Objects. Ray starts an async
+actor's tasks out of order, so each caller numbers its calls and the host's
+:class:`~dotdo.sequencer.Sequencer` starts them in that order. A host is restarted
+by Ray after a crash and rebuilds each object from its SQLite file on the next call.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
+import threading
 import os
+import uuid
 from typing import Any
 
 import ray
 
-from dotdo.errors import ConfigError, MethodNotFoundError, ObjectError
+from dotdo.errors import ConfigError, EncodeError, MethodNotFoundError, ObjectError
 from dotdo.ids import actor_name, storage_path
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, lookup, public_methods
-from dotdo.stub import Promise, unpack_args
+from dotdo.sequencer import Sequencer
+from dotdo.stub import Promise, resolve, unpack_args
 
 __all__ = ["init", "shutdown", "submit", "Settings", "settings", "current_object"]
 
@@ -43,7 +48,21 @@ class Settings:
 
 
 _settings: Settings | None = None
-_handles: dict[str, Any] = {}
+
+
+class _Line:
+    """This process's numbered stream of calls to one host (see the sequencer)."""
+
+    __slots__ = ("handle", "token", "next", "lock")
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.token = uuid.uuid4().hex
+        self.next = 1
+        self.lock = threading.Lock()
+
+
+_handles: dict[str, _Line] = {}
 _current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
     "dotdo_current_object", default=None
 )
@@ -79,13 +98,8 @@ def init(
                 "before dotdo.init(address=...) to join another cluster"
             )
     else:
-        if address not in (None, "local") and "RAY_AUTH_MODE" not in os.environ:
-            # A driver joining a token-protected cluster must say so, or Ray
-            # refuses it with InvalidAuthToken.
-            if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(
-                os.path.expanduser("~/.ray/auth_token")
-            ):
-                os.environ["RAY_AUTH_MODE"] = "token"
+        if address not in (None, "local"):
+            _use_auth_token_if_present()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
@@ -94,6 +108,19 @@ def init(
     os.makedirs(wanted.storage, exist_ok=True)
     _settings = wanted
     return wanted
+
+
+def _use_auth_token_if_present() -> None:
+    """A driver joining a token-protected cluster must present the token, or Ray
+    refuses it with ``InvalidAuthToken``; Ray only does this by itself for clusters
+    it starts. Ray caches ``RAY_AUTH_MODE`` at import, so use its own switch."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:  # a Ray without token authentication
+        return
+    auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def shutdown() -> None:
@@ -114,15 +141,21 @@ def settings() -> Settings:
     return _settings
 
 
+def adopt(conf: Settings) -> None:
+    """Use ``conf`` in this Ray worker, as the driver that sent work here does."""
+    global _settings
+    _settings = conf
+
+
 def current_object() -> DurableObject | None:
     """The object whose method or handler is running, or None in driver code."""
     return _current.get()
 
 
-def _host_handle(cls: type[DurableObject], object_id: str):
+def _line(cls: type[DurableObject], object_id: str) -> _Line:
     name = actor_name(cls.__name__, object_id)
-    handle = _handles.get(name)
-    if handle is None:
+    line = _handles.get(name)
+    if line is None:
         conf = settings()
         handle = _Host.options(
             name=name,
@@ -134,8 +167,8 @@ def _host_handle(cls: type[DurableObject], object_id: str):
             num_cpus=0,
             max_concurrency=_HOST_CONCURRENCY,
         ).remote({cls.__name__: cls}, conf)
-        _handles[name] = handle
-    return handle
+        line = _handles[name] = _Line(handle)
+    return line
 
 
 def submit(
@@ -144,27 +177,36 @@ def submit(
     """Send one call to an object's host; returns the ``ObjectRef`` of its result."""
     if not ray.is_initialized():
         _handles.clear()
-    handle = _host_handle(cls, object_id)
-    return handle.call.remote((cls.__name__, object_id), method, args, kwargs, *deps)
+    line = _line(cls, object_id)
+    key = (cls.__name__, object_id)
+    with line.lock:  # a number is used only by a call that was really sent
+        try:
+            ref = line.handle.call.remote(key, method, args, kwargs, deps, line.token, line.next)
+        except TypeError as exc:  # Ray could not pickle an argument
+            first = str(exc).splitlines()[0]
+            raise EncodeError(
+                f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
+            ) from None
+        line.next += 1
+    return ref
 
 
 def actor_handle(stub) -> Any:
     """The Ray actor handle hosting ``stub``'s object (for tests and operators)."""
-    return _host_handle(stub._cls, stub._id)
+    return _line(stub._cls, stub._id).handle
 
 
 class _HostActor:
     """Runs durable objects; see the module docstring."""
 
     def __init__(self, classes: dict[str, type[DurableObject]], conf: Settings) -> None:
-        global _settings
-        # Stubs used inside objects need the same settings as the driver that made us.
-        _settings = conf
+        adopt(conf)  # stubs called inside objects use the settings of their creator
         self._classes = dict(classes)
         self._conf = conf
         self._objects: dict[tuple[str, str], DurableObject] = {}
         self._methods: dict[type, frozenset[str]] = {}
         self._calls: dict[tuple[str, str], int] = {}
+        self._sequencer = Sequencer()
 
     def _class(self, name: str) -> type[DurableObject]:
         cls = self._classes.get(name) or lookup(name)
@@ -201,11 +243,22 @@ class _HostActor:
             )
         return getattr(obj, name)
 
-    async def call(self, key: tuple[str, str], method: str, args, kwargs, *deps) -> Any:
-        obj = self._objects.get(key) or self._activate(key)
-        self._calls[key] = self._calls.get(key, 0) + 1
-        fn = self._method(obj, method)
-        args, kwargs = unpack_args(args, kwargs, deps)
+    async def call(
+        self, key: tuple[str, str], method: str, args, kwargs, deps, stream: str, seq: int
+    ) -> Any:
+        """Run ``method`` on the object ``key``, after the caller's earlier calls."""
+        turn = (key, stream)
+        admitted = self._sequencer.arrive(turn, seq)
+        if admitted is not None:
+            await admitted
+        try:
+            obj = self._objects.get(key) or self._activate(key)
+            self._calls[key] = self._calls.get(key, 0) + 1
+            fn = self._method(obj, method)
+            if deps:
+                args, kwargs = unpack_args(args, kwargs, await resolve(deps))
+        finally:
+            self._sequencer.started(turn, seq)
         token = _current.set(obj)
         try:
             result = fn(*args, **kwargs)

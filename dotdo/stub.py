@@ -8,9 +8,9 @@ Pipelining rules, all without a round trip to the caller:
 * ``p.attr`` and ``p["key"]`` are *projections*: new promises over the same
   ``ObjectRef`` plus a path, applied wherever the value is finally read. So
   ``await dotdo.Queue(q).get_metrics().pending`` is one actor call.
-* A promise (or a raw ``ObjectRef``) anywhere in the arguments of another call is
-  sent as a top-level Ray dependency: Ray delivers the call once the value exists
-  and the receiving side applies the projection. The caller never blocks.
+* A promise (or a raw ``ObjectRef``) anywhere in the arguments of another call
+  travels as a ref beside the arguments; the receiving host awaits it and applies
+  the projection before the method runs. The caller never blocks.
 * ``p.method(...)`` calls a method on the value once it exists (on a promised stub
   this calls that object), in a small Ray task, so it runs even if nobody awaits.
 * A failed promise fails everything derived from it with the same exception.
@@ -30,7 +30,7 @@ from dotdo import codec
 from dotdo.ids import check_id
 from dotdo.object import DurableObject
 
-__all__ = ["Stub", "Promise", "get", "pack_args", "unpack_args"]
+__all__ = ["Stub", "Promise", "get", "pack_args", "unpack_args", "resolve"]
 
 Path = tuple[tuple[str, Any], ...]
 
@@ -88,8 +88,11 @@ class Promise:
         path, name = self._path, None
         if path and path[-1][0] == "attr":
             path, name = path[:-1], path[-1][1]
+        from dotdo import runtime
+
         args, kwargs, deps = pack_args(args, kwargs)
-        return Promise(_call_on.remote(self._ref, path, name, args, kwargs, *deps))
+        conf = runtime.settings()
+        return Promise(_call_on.remote(conf, self._ref, path, name, args, kwargs, *deps))
 
     def __reduce__(self):
         return (Promise, (self._ref, self._path))
@@ -142,7 +145,10 @@ def _project(value: Any, path: Path) -> Any:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _call_on(value, path, name, args, kwargs, *deps):
+def _call_on(conf, value, path, name, args, kwargs, *deps):
+    from dotdo import runtime
+
+    runtime.adopt(conf)  # stubs called here must use the caller's storage root
     target = follow(value, path)
     args, kwargs = unpack_args(args, kwargs, deps)
     result = (getattr(target, name) if name is not None else target)(*args, **kwargs)
@@ -155,7 +161,7 @@ async def _await(awaitable):
     return await awaitable
 
 
-# -- arguments: promises travel as top-level Ray dependencies ------------------------
+# -- arguments: promises travel as refs the receiver awaits ---------------------------
 
 
 class _Dep:
@@ -197,7 +203,7 @@ def _swap(obj: Any, deps: list) -> Any:
 
 
 def pack_args(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
-    """Move promises out of ``args``/``kwargs`` into a list of refs Ray resolves first."""
+    """Move promises out of ``args``/``kwargs`` into a list of refs to resolve first."""
     if not (_has_promise(args) or _has_promise(kwargs)):
         return args, kwargs, []
     deps: list = []
@@ -215,7 +221,15 @@ def _fill(obj: Any, deps: tuple) -> Any:
     return obj
 
 
-def unpack_args(args: tuple, kwargs: dict, deps: tuple) -> tuple[tuple, dict]:
+async def resolve(refs: list) -> list:
+    """Await the refs of :func:`pack_args`, raising a failed one's own exception."""
+    try:
+        return await asyncio.gather(*refs)
+    except RayTaskError as exc:
+        raise _cause(exc) from None
+
+
+def unpack_args(args: tuple, kwargs: dict, deps: tuple | list) -> tuple[tuple, dict]:
     """The receiving side of :func:`pack_args`: put the resolved values back."""
     if not deps:
         return args, kwargs

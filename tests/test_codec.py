@@ -64,7 +64,7 @@ def test_error_names_the_offending_type():
 
 def test_dataclass_from_missing_module_decodes_as_dict():
     data = codec.encode(Point(3))
-    patched = data.replace(b"tests.test_codec", b"tests.no_modul3")
+    patched = data.replace(b"tests.test_codec", b"tests.no_module_")
     assert codec.decode(patched) == {"x": 3, "y": "a"}
 
 

@@ -1,0 +1,214 @@
+"""Objects as Ray actors with their own SQLite (SPEC 1, 7), on real Ray."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import ray
+
+import dotdo
+from dotdo import runtime
+from dotdo.ids import storage_path
+from tests import objects  # noqa: F401  (registers Counter and Pipe)
+from tests.conftest import ROOT, run_driver
+
+
+def test_unknown_class_lists_known_ones():
+    with pytest.raises(AttributeError, match=r"no DurableObject subclass is named 'Nope'.*Counter"):
+        dotdo.Nope("x")
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 513])
+def test_bad_ids_raise_value_error_before_anything_happens(bad):
+    with pytest.raises(ValueError):
+        dotdo.Counter(bad)
+
+
+def test_object_is_a_named_detached_actor_with_its_own_file(ray_session, unique):
+    counter = dotdo.Counter(unique)
+    assert counter.incr().result() == 1
+    handle = ray.get_actor(f"Counter/{unique}", namespace="dotdo")
+    assert ray.get(handle.stats.remote())["objects"] == [("Counter", unique)]
+    assert os.path.exists(storage_path(ray_session.storage, "Counter", unique))
+
+
+def test_odd_ids_work_and_stay_apart(ray_session):
+    a, b = dotdo.Counter("../Odd Id"), dotdo.Counter("../odd-id")
+    assert dotdo.get([a.incr(1), b.incr(10)]) == [1, 10]
+    root = ray_session.storage
+    for object_id in ("../Odd Id", "../odd-id"):
+        path = storage_path(root, "Counter", object_id)
+        assert os.path.commonpath([root, path]) == root and os.path.exists(path)
+
+
+def test_unencodable_value_is_refused_and_nothing_written(ray_session, unique):
+    counter = dotdo.Counter(unique)
+    # Ray can send a complex number, msgpack cannot store it: refused in the object.
+    with pytest.raises(dotdo.EncodeError, match="complex"):
+        counter.put("k", {"ok": 1, "bad": 1j}).result()
+    # A socket cannot even be sent: refused at the call, before anything is sent.
+    with socket.socket() as sock, pytest.raises(dotdo.EncodeError, match="Counter.put"):
+        counter.put("k", sock)
+    assert counter.keys().result() == []
+    assert counter.incr().result() == 1  # the refused calls left no gap behind
+
+
+def _kill_and_wait(stub, how: str) -> None:
+    handle = runtime.actor_handle(stub)
+    pid = ray.get(handle.stats.remote())["pid"]
+    if how == "ray.kill":
+        ray.kill(handle, no_restart=False)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    # The next call waits for the restart; a new process answers it.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if stub.pid().result(timeout=30) != pid:
+                return
+        except ray.exceptions.RayActorError:
+            pass  # the call raced the kill; try again
+    raise AssertionError("the object did not come back")
+
+
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+def test_state_survives_a_crash(ray_session, unique, how):
+    counter = dotdo.Counter(unique)
+    dotdo.get([counter.incr() for _ in range(20)])
+    counter.put("profile", {"name": "Ada"}).result()
+    _kill_and_wait(counter, how)
+    assert counter.get().result() == 20
+    assert counter.read("profile").result() == {"name": "Ada"}
+    assert counter.incr().result() == 21
+
+
+def test_corrupt_file_fails_only_that_object(ray_session, unique):
+    path = storage_path(ray_session.storage, "Counter", unique)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"garbage" * 1000)
+    with pytest.raises(dotdo.CorruptStorageError) as info:
+        dotdo.Counter(unique).incr().result()
+    assert path in str(info.value)
+    with open(path, "rb") as f:
+        assert f.read() == b"garbage" * 1000
+    assert dotdo.Counter(unique + "-healthy").incr().result() == 1
+    # Once the user moves the bad file away, the object starts afresh.
+    os.rename(path, path + ".bad")
+    assert dotdo.Counter(unique).incr().result() == 1
+
+
+def test_two_drivers_share_one_actor_and_lose_nothing(ray_session, unique, tmp_path):
+    address = ray.get_runtime_context().gcs_address
+    go = tmp_path / "go"
+    code = f"""
+import os, time, dotdo
+from tests.objects import Counter
+dotdo.init(address={address!r}, storage={ray_session.storage!r})
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.005)
+dotdo.get([dotdo.Counter({unique!r}).incr() for _ in range(50)])
+print("done")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    drivers = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    time.sleep(3)  # both joined and waiting (if not, they start later: still correct)
+    go.touch()
+    for d in drivers:
+        out, err = d.communicate(timeout=120)
+        assert d.returncode == 0, err
+    assert dotdo.Counter(unique).get().result() == 100
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    assert names.count(f"Counter/{unique}") == 1
+
+
+def test_state_survives_full_ray_shutdown(ray_session, unique):
+    counter = dotdo.Counter(unique)
+    dotdo.get([counter.incr(2) for _ in range(5)])
+    storage = ray_session.storage
+    dotdo.shutdown()
+    assert not ray.is_initialized()
+    dotdo.init(address="local", storage=storage, num_cpus=2)
+    assert dotdo.Counter(unique).get().result() == 10
+
+
+def test_embedded_default_starts_local_ray_and_uses_dot_dotdo(tmp_path):
+    code = """
+import os, ray, dotdo
+from tests.objects import Counter
+assert not ray.is_initialized()
+print(dotdo.Counter("embedded").incr().result())
+print(os.path.isdir(os.path.join(os.getcwd(), ".dotdo", "Counter")))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("DOTDO_STORAGE", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "True"]
+
+
+def test_dotdo_storage_env_sets_the_root(tmp_path, ray_session):
+    code = """
+import dotdo
+print(dotdo.init.__module__, dotdo.runtime._default_storage())
+"""
+    out = run_driver(code, env={"DOTDO_STORAGE": str(tmp_path / "here")})
+    assert out.split()[1] == str(tmp_path / "here")
+
+
+def test_join_a_cluster_started_with_ray_start(tmp_path):
+    port = _free_port()
+    # Ray's socket paths must stay under 108 bytes: pytest's tmp_path is too deep.
+    temp = tempfile.mkdtemp(prefix="dotdo-ray-")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    head = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head",
+         f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats", "--block"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for_port(port, head)
+        code = f"""
+import dotdo
+from tests.objects import Counter
+dotdo.init(address="auto", storage={str(tmp_path / "store")!r})
+print(dotdo.Counter("joined").incr(5).result())
+"""
+        out = run_driver(code, env={"RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=180)
+        assert out.split()[-1] == "5"
+        assert os.path.exists(storage_path(str(tmp_path / "store"), "Counter", "joined"))
+    finally:
+        head.terminate()
+        head.communicate(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"ray start failed:\n{process.stdout.read()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError("ray start did not open its port")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,72 @@
+"""The host's reordering of calls (no Ray needed: it is plain asyncio)."""
+
+import asyncio
+import random
+
+from dotdo.sequencer import Sequencer
+
+
+async def _run(seq: Sequencer, stream, n: int, order: list, delay: float = 0.0):
+    admitted = seq.arrive(stream, n)
+    if admitted is not None:
+        await admitted
+    order.append(n)
+    seq.started(stream, n)
+
+
+def test_scrambled_arrivals_start_in_number_order():
+    async def main():
+        seq, order = Sequencer(), []
+        numbers = list(range(1, 201))
+        random.Random(7).shuffle(numbers)
+        await asyncio.gather(*(_run(seq, "s", n, order) for n in numbers))
+        return order
+
+    assert asyncio.run(main()) == list(range(1, 201))
+
+
+def test_streams_are_independent():
+    async def main():
+        seq, a, b = Sequencer(), [], []
+        await asyncio.gather(
+            _run(seq, "a", 2, a), _run(seq, "b", 1, b), _run(seq, "a", 1, a), _run(seq, "b", 2, b)
+        )
+        return a, b
+
+    assert asyncio.run(main()) == ([1, 2], [1, 2])
+
+
+def test_unknown_stream_settles_then_starts_from_lowest():
+    async def main():
+        seq, order = Sequencer(settle=0.05), []
+        # A restarted host: the stream's calls 1..40 died with the old process.
+        await asyncio.gather(*(_run(seq, "s", n, order) for n in [43, 41, 42]))
+        return order
+
+    assert asyncio.run(main()) == [41, 42, 43]
+
+
+def test_gap_that_never_fills_is_skipped():
+    async def main():
+        seq, order = Sequencer(gap_timeout=0.05), []
+        await _run(seq, "s", 1, order)
+        await asyncio.gather(_run(seq, "s", 4, order), _run(seq, "s", 3, order))
+        # call 2 arrives after it was given up on: it still runs
+        await _run(seq, "s", 2, order)
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == ([1, 3, 4, 2], 1)
+
+
+def test_next_waits_until_previous_has_started():
+    async def main():
+        seq, order = Sequencer(), []
+        assert seq.arrive("s", 1) is None
+        second = asyncio.ensure_future(_run(seq, "s", 2, order))
+        await asyncio.sleep(0.01)
+        assert order == []  # 1 admitted but not started: 2 waits
+        seq.started("s", 1)
+        await second
+        return order
+
+    assert asyncio.run(main()) == [2]
