@@ -11,6 +11,11 @@ time, interleaving only at ``await``, as in Durable Objects. Ray starts an async
 actor's tasks out of order, so each caller numbers its calls and the host's
 :class:`~dotdo.sequencer.Sequencer` starts them in that order. A host is restarted
 by Ray after a crash and rebuilds each object from its SQLite file on the next call.
+
+Promise arguments travel as top-level Ray dependencies, so Ray's core pushes a call
+the moment its arguments exist. When an argument fails, Ray fails the call without
+delivering it; the caller notices (a callback on the argument) and tells the host
+to skip that call's number, so the calls after it are not held up.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
-import threading
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -30,7 +36,7 @@ from dotdo.ids import actor_name, storage_path
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, lookup, public_methods
 from dotdo.sequencer import Sequencer
-from dotdo.stub import Promise, resolve, unpack_args
+from dotdo.stub import Promise, unpack_args
 
 __all__ = ["init", "shutdown", "submit", "Settings", "settings", "current_object"]
 
@@ -53,19 +59,24 @@ _settings: Settings | None = None
 class _Line:
     """This process's numbered stream of calls to one host (see the sequencer)."""
 
-    __slots__ = ("handle", "token", "next", "lock")
+    __slots__ = ("key", "handle", "token", "next", "lock", "deferred")
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, key: tuple[str, str], handle: Any) -> None:
+        self.key = key
         self.handle = handle
         self.token = uuid.uuid4().hex
         self.next = 1
         self.lock = threading.Lock()
+        # Calls Ray holds back until their promise arguments exist: number -> how
+        # many of those arguments are still pending.
+        self.deferred: dict[int, int] = {}
 
 
 _handles: dict[str, _Line] = {}
 _current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
     "dotdo_current_object", default=None
 )
+_notifier: ThreadPoolExecutor | None = None
 
 
 def _default_storage() -> str:
@@ -98,7 +109,7 @@ def init(
                 "before dotdo.init(address=...) to join another cluster"
             )
     else:
-        if address not in (None, "local"):
+        if address not in (None, "local") or (address is None and os.environ.get("RAY_ADDRESS")):
             _use_auth_token_if_present()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
@@ -167,28 +178,57 @@ def _line(cls: type[DurableObject], object_id: str) -> _Line:
             num_cpus=0,
             max_concurrency=_HOST_CONCURRENCY,
         ).remote({cls.__name__: cls}, conf)
-        line = _handles[name] = _Line(handle)
+        line = _handles[name] = _Line((cls.__name__, object_id), handle)
     return line
 
 
 def submit(
     cls: type[DurableObject], object_id: str, method: str, args: tuple, kwargs: dict, deps: list
 ) -> ray.ObjectRef:
-    """Send one call to an object's host; returns the ``ObjectRef`` of its result."""
+    """Send one call to an object's host (arguments as :func:`~dotdo.stub.pack_args`
+    leaves them); returns the ``ObjectRef`` of its result."""
     if not ray.is_initialized():
         _handles.clear()
     line = _line(cls, object_id)
-    key = (cls.__name__, object_id)
     with line.lock:  # a number is used only by a call that was really sent
+        seq = line.next
+        # One argument of lists, dicts and scalars, plus the dependencies: Ray
+        # serialises each argument on its own, and those types through msgpack,
+        # cheaper than the pickle it falls back to for tuples.
+        message = [cls.__name__, object_id, method, list(args), kwargs,
+                   list(line.deferred) or None, line.token, seq]
         try:
-            ref = line.handle.call.remote(key, method, args, kwargs, deps, line.token, line.next)
+            ref = line.handle.call.remote(message, *deps)
         except TypeError as exc:  # Ray could not pickle an argument
             first = str(exc).splitlines()[0]
             raise EncodeError(
                 f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
             ) from None
-        line.next += 1
+        line.next = seq + 1
+        if deps:
+            line.deferred[seq] = len(deps)
+    for dep in deps:
+        dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
     return ref
+
+
+def _dep_done(line: _Line, seq: int, value: Any) -> None:
+    """A promise argument of call ``seq`` exists; if it failed, Ray will fail the call
+    without delivering it, so tell the host to skip that number."""
+    failed = isinstance(value, BaseException)
+    with line.lock:
+        left = line.deferred.get(seq)
+        if left is None:
+            return
+        if failed or left == 1:
+            del line.deferred[seq]
+        else:
+            line.deferred[seq] = left - 1
+    if failed:
+        global _notifier
+        if _notifier is None:  # Ray runs this callback on its own thread: send elsewhere
+            _notifier = ThreadPoolExecutor(1, thread_name_prefix="dotdo-skip")
+        _notifier.submit(line.handle.skip.remote, *line.key, line.token, seq)
 
 
 def actor_handle(stub) -> Any:
@@ -243,22 +283,23 @@ class _HostActor:
             )
         return getattr(obj, name)
 
-    async def call(
-        self, key: tuple[str, str], method: str, args, kwargs, deps, stream: str, seq: int
-    ) -> Any:
-        """Run ``method`` on the object ``key``, after the caller's earlier calls."""
+    async def call(self, message: list, *deps: Any) -> Any:
+        """Run one call ``[class, id, method, args, kwargs, deferred, stream, seq]``
+        on object ``(class, id)``, after the earlier calls of its caller; ``deps`` are
+        the values of its promise arguments, resolved by Ray."""
+        class_name, object_id, method, args, kwargs, deferred, stream, seq = message
+        key = (class_name, object_id)
         turn = (key, stream)
-        admitted = self._sequencer.arrive(turn, seq)
+        admitted = self._sequencer.arrive(turn, seq, deferred)
         if admitted is not None:
             await admitted
         try:
             obj = self._objects.get(key) or self._activate(key)
             self._calls[key] = self._calls.get(key, 0) + 1
             fn = self._method(obj, method)
-            if deps:
-                args, kwargs = unpack_args(args, kwargs, await resolve(deps))
         finally:
             self._sequencer.started(turn, seq)
+        args, kwargs = unpack_args(args, kwargs, deps)
         token = _current.set(obj)
         try:
             result = fn(*args, **kwargs)
@@ -270,12 +311,17 @@ class _HostActor:
             result = await result
         return result
 
+    async def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
+        """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""
+        self._sequencer.skip(((class_name, object_id), stream), seq)
+
     async def stats(self) -> dict[str, Any]:
         """Process id, objects held and calls received per object (tests use this)."""
         return {
             "pid": os.getpid(),
             "objects": sorted(self._objects),
             "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
+            "gaps_skipped": self._sequencer.skipped,
         }
 
 

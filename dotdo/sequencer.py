@@ -12,24 +12,32 @@ Two cases have no predecessor to wait for, and are handled without blocking fore
   then starts from the lowest number that arrived.
 * A gap that never fills (the missing call died with a previous incarnation of the
   host): after ``gap_timeout`` seconds the waiting calls go on, lowest first.
+
+A call whose promise arguments are not ready yet is held back by Ray on the
+caller's side; the caller lists it as *deferred* in its later calls, so the host
+waits for it however long that takes, and tells the host to :meth:`~Sequencer.skip`
+it if one of those arguments fails (Ray then never delivers the call).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, Iterable
 
 __all__ = ["Sequencer"]
 
 
 class _Stream:
-    __slots__ = ("next", "busy", "waiting")
+    __slots__ = ("next", "busy", "waiting", "skipped", "deferred", "deferred_from")
 
     def __init__(self, next_seq: int | None) -> None:
         self.next = next_seq  # None while settling
         self.busy = False  # call ``next`` admitted and not yet started
         self.waiting: dict[int, asyncio.Future] = {}
+        self.skipped: set[int] = set()  # calls that will never come
+        self.deferred: frozenset[int] = frozenset()  # calls held back by their caller
+        self.deferred_from = 0
 
 
 class Sequencer:
@@ -44,11 +52,7 @@ class Sequencer:
         self._streams: OrderedDict[Hashable, _Stream] = OrderedDict()
         self.skipped = 0  # gaps given up on, for stats
 
-    def arrive(self, stream: Hashable, seq: int) -> Awaitable[None] | None:
-        """None if call ``seq`` may start now, else an awaitable to wait on first.
-
-        Once admitted, the call must report :meth:`started` (also when it fails).
-        """
+    def _stream(self, stream: Hashable, seq: int) -> _Stream:
         st = self._streams.get(stream)
         if st is None:
             st = self._streams[stream] = _Stream(1 if seq == 1 else None)
@@ -57,6 +61,21 @@ class Sequencer:
                 asyncio.get_running_loop().call_later(self.settle, self._settled, stream)
         else:
             self._streams.move_to_end(stream)
+        return st
+
+    def arrive(
+        self, stream: Hashable, seq: int, deferred: Iterable[int] | None = None
+    ) -> Awaitable[None] | None:
+        """None if call ``seq`` may start now, else an awaitable to wait on first.
+
+        ``deferred`` lists earlier calls of the stream that their caller is still
+        holding back (waiting for their arguments): gaps there are waited out, never
+        skipped. Once admitted, the call must report :meth:`started` (also when it
+        fails).
+        """
+        st = self._stream(stream, seq)
+        if deferred is not None and seq > st.deferred_from:
+            st.deferred, st.deferred_from = frozenset(deferred), seq
         if st.next is not None:
             if seq < st.next:
                 return None  # a straggler from before a skipped gap: run it now
@@ -73,32 +92,53 @@ class Sequencer:
         if st is None or not st.busy or st.next != seq:
             return
         st.next, st.busy = seq + 1, False
-        self._release(st)
+        self._advance(st)
+
+    def skip(self, stream: Hashable, seq: int) -> None:
+        """Call ``seq`` will never come (its caller knows it failed before sending)."""
+        st = self._stream(stream, seq)
+        if st.next is None or seq >= st.next:
+            st.skipped.add(seq)
+            self._advance(st)
+
+    def has_started(self, stream: Hashable, seq: int) -> bool:
+        """Whether call ``seq`` of ``stream`` is known to have started already."""
+        st = self._streams.get(stream)
+        if st is None or st.next is None:
+            return False
+        return seq < st.next or (seq == st.next and st.busy)
 
     @staticmethod
-    def _release(st: _Stream) -> None:
-        fut = st.waiting.pop(st.next, None)
-        if fut is not None:
-            st.busy = True
-            fut.set_result(None)
+    def _advance(st: _Stream) -> None:
+        while st.next is not None and not st.busy:
+            if st.next in st.skipped:
+                st.skipped.discard(st.next)
+                st.next += 1
+                continue
+            fut = st.waiting.pop(st.next, None)
+            if fut is not None:
+                st.busy = True
+                fut.set_result(None)
+            return
 
     async def _wait(self, st: _Stream, fut: asyncio.Future) -> None:
         while not fut.done():
             try:
                 await asyncio.wait_for(asyncio.shield(fut), self.gap_timeout)
             except asyncio.TimeoutError:
-                if not fut.done() and not st.busy and st.waiting:
-                    # The gap will not fill: go on from the lowest waiting call.
-                    self.skipped += 1
-                    st.next = min(st.waiting)
-                    self._release(st)
+                if fut.done() or st.busy or not st.waiting or st.next in st.deferred:
+                    continue
+                # The gap will not fill: go on from the lowest waiting call.
+                self.skipped += 1
+                st.next = min(st.waiting)
+                self._advance(st)
 
     def _settled(self, stream: Hashable) -> None:
         st = self._streams.get(stream)
         if st is not None and st.next is None:
-            if st.waiting:
-                st.next = min(st.waiting)
-                self._release(st)
+            if st.waiting or st.skipped:
+                st.next = min(st.waiting.keys() | st.skipped)
+                self._advance(st)
             else:
                 del self._streams[stream]
 

@@ -8,9 +8,10 @@ Pipelining rules, all without a round trip to the caller:
 * ``p.attr`` and ``p["key"]`` are *projections*: new promises over the same
   ``ObjectRef`` plus a path, applied wherever the value is finally read. So
   ``await dotdo.Queue(q).get_metrics().pending`` is one actor call.
-* A promise (or a raw ``ObjectRef``) anywhere in the arguments of another call
-  travels as a ref beside the arguments; the receiving host awaits it and applies
-  the projection before the method runs. The caller never blocks.
+* A promise (or a raw ``ObjectRef``) anywhere in the arguments of another call is
+  sent as a top-level Ray dependency: Ray's core (C++, on the caller's side) pushes
+  the call as soon as the value exists, and the receiving host applies the
+  projection. The caller never blocks, and no Python runs in between.
 * ``p.method(...)`` calls a method on the value once it exists (on a promised stub
   this calls that object), in a small Ray task, so it runs even if nobody awaits.
 * A failed promise fails everything derived from it with the same exception.
@@ -30,7 +31,7 @@ from dotdo import codec
 from dotdo.ids import check_id
 from dotdo.object import DurableObject
 
-__all__ = ["Stub", "Promise", "get", "pack_args", "unpack_args", "resolve"]
+__all__ = ["Stub", "Promise", "get", "pack_args", "unpack_args"]
 
 Path = tuple[tuple[str, Any], ...]
 
@@ -161,7 +162,7 @@ async def _await(awaitable):
     return await awaitable
 
 
-# -- arguments: promises travel as refs the receiver awaits ---------------------------
+# -- arguments: promises travel as top-level Ray dependencies ------------------------
 
 
 class _Dep:
@@ -203,7 +204,7 @@ def _swap(obj: Any, deps: list) -> Any:
 
 
 def pack_args(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
-    """Move promises out of ``args``/``kwargs`` into a list of refs to resolve first."""
+    """Move promises out of ``args``/``kwargs`` into a list of refs Ray resolves first."""
     if not (_has_promise(args) or _has_promise(kwargs)):
         return args, kwargs, []
     deps: list = []
@@ -219,14 +220,6 @@ def _fill(obj: Any, deps: tuple) -> Any:
     if t is dict:
         return {k: _fill(v, deps) for k, v in obj.items()}
     return obj
-
-
-async def resolve(refs: list) -> list:
-    """Await the refs of :func:`pack_args`, raising a failed one's own exception."""
-    try:
-        return await asyncio.gather(*refs)
-    except RayTaskError as exc:
-        raise _cause(exc) from None
 
 
 def unpack_args(args: tuple, kwargs: dict, deps: tuple | list) -> tuple[tuple, dict]:
@@ -296,8 +289,7 @@ class _Method:
         from dotdo import runtime
 
         stub = self._stub
-        args, kwargs, deps = pack_args(args, kwargs)
-        return Promise(runtime.submit(stub._cls, stub._id, self._name, args, kwargs, deps))
+        return Promise(runtime.submit(stub._cls, stub._id, self._name, *pack_args(args, kwargs)))
 
     def __repr__(self) -> str:
         return f"<method {self._name} of {self._stub!r}>"

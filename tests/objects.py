@@ -72,6 +72,10 @@ class Pipe(dotdo.DurableObject):
     def fail(self, message: str):
         raise ValueError(message)
 
+    async def fail_later(self, seconds: float, message: str):
+        await asyncio.sleep(seconds)
+        raise ValueError(message)
+
     def peer(self, object_id: str):
         return dotdo.Counter(object_id)
 

@@ -70,3 +70,39 @@ def test_next_waits_until_previous_has_started():
         return order
 
     assert asyncio.run(main()) == [2]
+
+
+def test_skipped_call_lets_the_next_in():
+    async def main():
+        seq, order = Sequencer(gap_timeout=60), []
+        await _run(seq, "s", 1, order)
+        later = asyncio.ensure_future(_run(seq, "s", 3, order))
+        await asyncio.sleep(0.01)
+        seq.skip("s", 2)  # call 2's argument failed: it will never come
+        await later
+        return order
+
+    assert asyncio.run(main()) == [1, 3]
+
+
+def test_deferred_gap_is_waited_out_not_skipped():
+    async def main():
+        seq, order = Sequencer(gap_timeout=0.02), []
+        await _run(seq, "s", 1, order)
+        # Call 2 waits for a promise argument; call 3 says so and must wait for it.
+        later = asyncio.ensure_future(_run_deferred(seq, "s", 3, order, deferred=[2]))
+        await asyncio.sleep(0.1)  # five gap timeouts
+        assert order == [1]
+        await _run(seq, "s", 2, order)
+        await later
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == ([1, 2, 3], 0)
+
+
+async def _run_deferred(seq, stream, n, order, deferred):
+    admitted = seq.arrive(stream, n, deferred)
+    if admitted is not None:
+        await admitted
+    order.append(n)
+    seq.started(stream, n)

@@ -127,3 +127,15 @@ def test_unknown_method_names_the_known_ones(ray_session):
 def test_promise_has_no_truth_value(ray_session):
     with pytest.raises(TypeError, match="await it"):
         bool(dotdo.Pipe("p1").hop(1))
+
+
+def test_failed_argument_does_not_hold_up_later_calls(ray_session, unique):
+    counter = dotdo.Counter(unique)
+    bad = dotdo.Pipe("p1").fail_later(0.3, "upstream broke")
+    ps = [counter.append(1), counter.append(bad), counter.append(3)]
+    with pytest.raises(ValueError, match="upstream broke"):
+        ps[1].result()
+    assert dotdo.get([ps[0], ps[2]], timeout=60) == [1, 2]
+    assert counter.seen().result() == [1, 3]
+    # The caller told the host to skip the failed call: no gap was waited out.
+    assert ray.get(runtime.actor_handle(counter).stats.remote())["gaps_skipped"] == 0
