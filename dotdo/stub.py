@@ -25,9 +25,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayTaskError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayTaskError
 
 from dotdo import codec
+from dotdo.errors import ObjectError
 from dotdo.ids import check_id
 from dotdo.object import DurableObject
 
@@ -64,8 +65,8 @@ class Promise:
     async def _resolve(self) -> Any:
         try:
             value = await self._ref
-        except RayTaskError as exc:
-            raise _cause(exc) from None
+        except (RayTaskError, ActorDiedError) as exc:
+            raise _raised(exc) from exc.__cause__
         return follow(value, self._path)
 
     def result(self, timeout: float | None = None) -> Any:
@@ -113,12 +114,33 @@ def get(promises: Promise | Iterable[Promise], timeout: float | None = None) -> 
     refs = [p._ref if isinstance(p, Promise) else p for p in items]
     try:
         values = ray.get(refs, timeout=timeout)
-    except RayTaskError as exc:
-        raise _cause(exc) from None
+    except (RayTaskError, ActorDiedError) as exc:
+        raise _raised(exc) from exc.__cause__
     except GetTimeoutError:
         raise TimeoutError(f"not resolved within {timeout} s") from None
     out = [follow(v, p._path) if isinstance(p, Promise) else v for v, p in zip(values, items)]
     return out[0] if single else out
+
+
+def _raised(exc: RayTaskError | ActorDiedError) -> BaseException:
+    """What a caller should see for an error Ray reports."""
+    if isinstance(exc, ActorDiedError):
+        if "creation task" not in str(exc):
+            return exc  # a crash mid-call: the object restarts, the call is lost
+        # The host could not even start: say why, and what usually fixes it.
+        reason = next(
+            (line.strip() for line in reversed(str(exc).splitlines()) if "Error" in line),
+            str(exc).splitlines()[0],
+        )
+        error = ObjectError(
+            f"the host of this object could not start: {reason}. Ray workers import "
+            "durable object classes by module name, so define the class in a module "
+            "every worker can import (run from the project root, install the package, "
+            "or pass runtime_env= to dotdo.init), or in the script you run."
+        )
+        error.__cause__ = exc
+        return error
+    return _cause(exc)
 
 
 def _cause(exc: RayTaskError) -> BaseException:

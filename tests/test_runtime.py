@@ -212,3 +212,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_class_workers_cannot_import_gets_a_clear_error(ray_session, tmp_path, monkeypatch):
+    # Given a class in a module only this driver can import (not the workers)
+    (tmp_path / "only_here.py").write_text(
+        "import dotdo\nclass OnlyHere(dotdo.DurableObject):\n    def ping(self):\n        return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here  # noqa: F401
+
+    # When it is called, the error says why its host could not start and what to do.
+    with pytest.raises(dotdo.ObjectError, match="No module named 'only_here'.*every worker can import"):
+        dotdo.OnlyHere("x").ping().result(timeout=120)
