@@ -7,6 +7,9 @@ created on first use. Calls on stubs return promises that pipeline.
 
 from __future__ import annotations
 
+from dotdo import app as _app  # noqa: F401  (registers App: dotdo.App(id) is a stub)
+from dotdo.clock import Clock, FakeClock
+from dotdo.context import do, send, try_
 from dotdo.errors import (
     ConfigError,
     CorruptStorageError,
@@ -18,9 +21,12 @@ from dotdo.errors import (
     ObjectError,
     StorageError,
 )
+from dotdo.events import ErrorInfo, Event, on, on_error
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
-from dotdo.runtime import Settings, current_object, init, shutdown
+from dotdo.retry import RetryPolicy, TerminalError
+from dotdo.runtime import Settings, current_object, deploy, init, shutdown
+from dotdo.schedule import Schedule, every
 from dotdo.stub import Promise, Stub, get
 
 __all__ = [
@@ -32,11 +38,26 @@ __all__ = [
     "Stub",
     "Promise",
     "get",
+    # the seed's $: three durability levels, events, schedules
+    "send",
+    "try_",
+    "do",
+    "RetryPolicy",
+    "TerminalError",
+    "on",
+    "on_error",
+    "Event",
+    "ErrorInfo",
+    "every",
+    "Schedule",
     # running
     "init",
     "shutdown",
+    "deploy",
     "Settings",
     "current_object",
+    "Clock",
+    "FakeClock",
     # errors
     "DotdoError",
     "ConfigError",

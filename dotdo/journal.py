@@ -13,10 +13,12 @@ for the object's own tables in the same file.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlite_utils
@@ -24,7 +26,7 @@ import sqlite_utils
 from dotdo import codec
 from dotdo.errors import CorruptStorageError, StorageError
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "Journal"]
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +42,56 @@ CREATE TABLE IF NOT EXISTS _dotdo_kv (
     value BLOB NOT NULL
 ) WITHOUT ROWID"""
 
+CREATE_STEPS = """
+CREATE TABLE IF NOT EXISTS _dotdo_steps (
+    step_id   TEXT PRIMARY KEY,
+    result    BLOB NOT NULL,
+    attempts  INTEGER NOT NULL,
+    finished  REAL NOT NULL
+) WITHOUT ROWID"""
+
+CREATE_ATTEMPTS = """
+CREATE TABLE IF NOT EXISTS _dotdo_attempts (
+    step_id   TEXT NOT NULL,
+    attempt   INTEGER NOT NULL,
+    started   REAL NOT NULL,
+    finished  REAL NOT NULL,
+    error     TEXT,
+    PRIMARY KEY (step_id, attempt)
+) WITHOUT ROWID"""
+
+CREATE_EVENTS = """
+CREATE TABLE IF NOT EXISTS _dotdo_events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        TEXT NOT NULL UNIQUE,
+    type      TEXT NOT NULL,
+    data      BLOB NOT NULL,
+    created   REAL NOT NULL,
+    handled   REAL
+)"""
+
+CREATE_EVENTS_PENDING = """
+CREATE INDEX IF NOT EXISTS _dotdo_events_pending ON _dotdo_events (seq) WHERE handled IS NULL"""
+
+CREATE_SCHEDULES = """
+CREATE TABLE IF NOT EXISTS _dotdo_schedules (
+    name      TEXT PRIMARY KEY,
+    spec      TEXT NOT NULL,
+    next_fire REAL NOT NULL,
+    last_fire REAL,
+    ticks     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID"""
+
+CREATE_ALARM = """
+CREATE TABLE IF NOT EXISTS _dotdo_alarm (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    fire_at   REAL NOT NULL,
+    attempts  INTEGER NOT NULL DEFAULT 0
+)"""
+
+SCHEMA = (CREATE_META, CREATE_KV, CREATE_STEPS, CREATE_ATTEMPTS, CREATE_EVENTS,
+          CREATE_EVENTS_PENDING, CREATE_SCHEDULES, CREATE_ALARM)
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -53,6 +105,35 @@ UPSERT_VALUE = "INSERT OR REPLACE INTO _dotdo_kv (key, value) VALUES (?, ?)"
 DELETE_VALUE = "DELETE FROM _dotdo_kv WHERE key = ?"
 SELECT_RANGE = "SELECT key, value FROM _dotdo_kv WHERE key >= ? AND key < ? ORDER BY key {order} LIMIT ?"
 SELECT_FROM = "SELECT key, value FROM _dotdo_kv WHERE key >= ? ORDER BY key {order} LIMIT ?"
+
+SELECT_STEP = "SELECT result, attempts FROM _dotdo_steps WHERE step_id = ?"
+INSERT_STEP = "INSERT OR IGNORE INTO _dotdo_steps (step_id, result, attempts, finished) VALUES (?, ?, ?, ?)"
+INSERT_ATTEMPT = (
+    "INSERT OR REPLACE INTO _dotdo_attempts (step_id, attempt, started, finished, error) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+SELECT_ATTEMPTS = (
+    "SELECT attempt, started, finished, error FROM _dotdo_attempts WHERE step_id = ? "
+    "ORDER BY attempt"
+)
+INSERT_EVENT = "INSERT INTO _dotdo_events (id, type, data, created) VALUES (?, ?, ?, ?)"
+SELECT_PENDING_EVENTS = (
+    "SELECT id, type, data, created FROM _dotdo_events WHERE handled IS NULL ORDER BY seq"
+)
+MARK_EVENT_HANDLED = "UPDATE _dotdo_events SET handled = ? WHERE id = ?"
+SELECT_SCHEDULE = "SELECT spec, next_fire, ticks FROM _dotdo_schedules WHERE name = ?"
+UPSERT_SCHEDULE = (
+    "INSERT INTO _dotdo_schedules (name, spec, next_fire) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_fire = excluded.next_fire"
+)
+RECORD_TICK = (
+    "UPDATE _dotdo_schedules SET last_fire = ?, next_fire = ?, ticks = ticks + 1 WHERE name = ?"
+)
+SELECT_ALARM = "SELECT fire_at, attempts FROM _dotdo_alarm WHERE one = 1"
+UPSERT_ALARM = "INSERT OR REPLACE INTO _dotdo_alarm (one, fire_at, attempts) VALUES (1, ?, 0)"
+COUNT_ALARM_ATTEMPT = "UPDATE _dotdo_alarm SET attempts = attempts + 1 WHERE one = 1"
+DELETE_ALARM = "DELETE FROM _dotdo_alarm WHERE one = 1"
+DELETE_ALARM_IF = "DELETE FROM _dotdo_alarm WHERE one = 1 AND fire_at = ?"
 
 _MISSING = object()
 _TOP = "\U0010ffff"  # greater than any character an id or key can hold
@@ -85,6 +166,10 @@ class Storage:
         self._depth = 0
         self._sql: sqlite_utils.Database | None = None
         self._conn = self._connect(path, class_name, object_id)
+        self.journal = Journal(self)
+        # The runtime's hooks: its clock, and a call when the alarm changes.
+        self.now: Callable[[], float] = time.time
+        self.on_alarm_change: Callable[[], None] | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -98,8 +183,8 @@ class Storage:
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(CREATE_META)
-            conn.execute(CREATE_KV)
+            for ddl in SCHEMA:
+                conn.execute(ddl)
             conn.executemany(
                 INSERT_META,
                 [("class", class_name), ("id", object_id), ("schema", str(SCHEMA_VERSION))],
@@ -224,3 +309,115 @@ class Storage:
         if self._sql is None:
             self._sql = sqlite_utils.Database(self._conn)
         return self._sql
+
+    # -- alarms (public: SPEC 7) ------------------------------------------------------
+
+    def set_alarm(self, when: float | datetime.datetime | datetime.timedelta) -> float:
+        """Have the object's ``alarm()`` method called at ``when`` (an epoch time, an
+        aware datetime, or a delay); replaces any alarm set before. Returns the epoch
+        time. At-least-once: retried with backoff while ``alarm()`` raises, and kept
+        across restarts."""
+        fire_at = _epoch(when, self.now)
+        with self.transaction():
+            self._execute(UPSERT_ALARM, (fire_at,))
+        if self.on_alarm_change is not None:
+            self.on_alarm_change()
+        return fire_at
+
+    def get_alarm(self) -> float | None:
+        """The epoch time of the pending alarm, or None."""
+        row = self._execute(SELECT_ALARM).fetchone()
+        return None if row is None else row[0]
+
+    def delete_alarm(self) -> None:
+        """Cancel the pending alarm, if any."""
+        with self.transaction():
+            self._execute(DELETE_ALARM)
+        if self.on_alarm_change is not None:
+            self.on_alarm_change()
+
+
+def _epoch(when: float | datetime.datetime | datetime.timedelta, now: Callable[[], float]) -> float:
+    if isinstance(when, datetime.timedelta):
+        return now() + when.total_seconds()
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:
+            raise ValueError(
+                f"set_alarm needs an aware datetime, got the naive {when!r}: "
+                "add tzinfo (for example datetime.timezone.utc)"
+            )
+        return when.timestamp()
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return float(when)
+    raise TypeError(f"set_alarm takes an epoch time, a datetime or a timedelta, not {type(when).__name__}")
+
+
+class Journal:
+    """dotdo's own records in an object's file: steps, events, schedules, alarms.
+
+    Used by the runtime, not by objects; shares the storage's connection and its
+    transaction context manager.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._s = storage
+
+    # steps
+    def step(self, step_id: str) -> tuple[bool, Any]:
+        """``(True, result)`` if the step finished before, else ``(False, None)``."""
+        row = self._s._execute(SELECT_STEP, (step_id,)).fetchone()
+        return (False, None) if row is None else (True, codec.decode(row[0]))
+
+    def record_attempt(
+        self, step_id: str, attempt: int, started: float, finished: float, error: str | None
+    ) -> None:
+        with self._s.transaction():
+            self._s._execute(INSERT_ATTEMPT, (step_id, attempt, started, finished, error))
+
+    def finish_step(self, step_id: str, result: bytes, attempt: int, started: float, finished: float) -> None:
+        """Journal the attempt and the step's encoded result in one commit."""
+        with self._s.transaction():
+            self._s._execute(INSERT_ATTEMPT, (step_id, attempt, started, finished, None))
+            self._s._execute(INSERT_STEP, (step_id, result, attempt, finished))
+
+    def attempts(self, step_id: str) -> list[dict[str, Any]]:
+        rows = self._s._execute(SELECT_ATTEMPTS, (step_id,)).fetchall()
+        return [dict(zip(("attempt", "started", "finished", "error"), r)) for r in rows]
+
+    # events
+    def append_event(self, event_id: str, event_type: str, data: bytes, created: float) -> None:
+        with self._s.transaction():
+            self._s._execute(INSERT_EVENT, (event_id, event_type, data, created))
+
+    def pending_events(self) -> list[tuple[str, str, Any, float]]:
+        rows = self._s._execute(SELECT_PENDING_EVENTS).fetchall()
+        return [(i, t, codec.decode(d), c) for i, t, d, c in rows]
+
+    def event_handled(self, event_id: str, when: float) -> None:
+        with self._s.transaction():
+            self._s._execute(MARK_EVENT_HANDLED, (when, event_id))
+
+    # schedules
+    def schedule(self, name: str) -> tuple[str, float, int] | None:
+        return self._s._execute(SELECT_SCHEDULE, (name,)).fetchone()
+
+    def set_schedule(self, name: str, spec: str, next_fire: float) -> None:
+        with self._s.transaction():
+            self._s._execute(UPSERT_SCHEDULE, (name, spec, next_fire))
+
+    def record_tick(self, name: str, fired: float, next_fire: float) -> None:
+        with self._s.transaction():
+            self._s._execute(RECORD_TICK, (fired, next_fire, name))
+
+    # alarm
+    def alarm(self) -> tuple[float, int] | None:
+        return self._s._execute(SELECT_ALARM).fetchone()
+
+    def count_alarm_attempt(self) -> None:
+        with self._s.transaction():
+            self._s._execute(COUNT_ALARM_ATTEMPT)
+
+    def alarm_done(self, fire_at: float) -> None:
+        """Clear the alarm that fired, unless ``alarm()`` set a new one meanwhile."""
+        with self._s.transaction():
+            self._s._execute(DELETE_ALARM_IF, (fire_at,))

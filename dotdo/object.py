@@ -35,6 +35,12 @@ class DurableObject:
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls._dotdo_abstract = False
+        # Methods marked by @on / @every / @on_error: every object subscribes them.
+        cls._dotdo_subscriptions = [
+            (kind, key, name)
+            for name, attr in _members(cls)
+            for kind, key in getattr(attr, "_dotdo_marks", ())
+        ]
         previous = _registry.get(cls.__name__)
         if previous is not None and previous is not cls and _origin(previous) != _origin(cls):
             warnings.warn(
@@ -49,8 +55,20 @@ class DurableObject:
         return f"<{type(self).__name__} {getattr(self, 'id', '?')!r}>"
 
 
+def _members(cls: type):
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        for name, attr in vars(klass).items():
+            if name not in seen:
+                seen.add(name)
+                yield name, attr
+
+
 def _origin(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+    # A script's classes exist as __main__ in its driver and as __dotdo_script__ in
+    # the App that imports it: the same class.
+    module = "__main__" if cls.__module__ == "__dotdo_script__" else cls.__module__
+    return f"{module}:{cls.__qualname__}"
 
 
 def lookup(name: str) -> type[DurableObject] | None:

@@ -20,9 +20,9 @@ to skip that call's number, so the calls after it are not held up.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import inspect
+import logging
 import os
 import threading
 import uuid
@@ -31,14 +31,18 @@ from typing import Any
 
 import ray
 
+from dotdo import registry
+from dotdo.background import Activity
+from dotdo.clock import Clock
+from dotdo.context import _current, current_object
 from dotdo.errors import ConfigError, EncodeError, MethodNotFoundError, ObjectError
 from dotdo.ids import actor_name, storage_path
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, lookup, public_methods
 from dotdo.sequencer import Sequencer
-from dotdo.stub import Promise, unpack_args
+from dotdo.stub import Promise, Stub, unpack_args
 
-__all__ = ["init", "shutdown", "submit", "Settings", "settings", "current_object"]
+__all__ = ["init", "shutdown", "deploy", "submit", "Settings", "settings", "current_object"]
 
 DEFAULT_NAMESPACE = "dotdo"
 # Enough concurrent calls that a slow call never holds up the rest of the host.
@@ -73,9 +77,6 @@ class _Line:
 
 
 _handles: dict[str, _Line] = {}
-_current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
-    "dotdo_current_object", default=None
-)
 _notifier: ThreadPoolExecutor | None = None
 
 
@@ -158,11 +159,6 @@ def adopt(conf: Settings) -> None:
     _settings = conf
 
 
-def current_object() -> DurableObject | None:
-    """The object whose method or handler is running, or None in driver code."""
-    return _current.get()
-
-
 def _line(cls: type[DurableObject], object_id: str) -> _Line:
     name = actor_name(cls.__name__, object_id)
     line = _handles.get(name)
@@ -177,7 +173,7 @@ def _line(cls: type[DurableObject], object_id: str) -> _Line:
             max_task_retries=0,
             num_cpus=0,
             max_concurrency=_HOST_CONCURRENCY,
-        ).remote({cls.__name__: cls}, conf)
+        ).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
         line = _handles[name] = _Line((cls.__name__, object_id), handle)
     return line
 
@@ -189,6 +185,8 @@ def submit(
     leaves them); returns the ``ObjectRef`` of its result."""
     if not ray.is_initialized():
         _handles.clear()
+    if registry.unshipped() and any(registry.unshipped().values()):
+        _ship_registrations()
     line = _line(cls, object_id)
     with line.lock:  # a number is used only by a call that was really sent
         seq = line.next
@@ -210,6 +208,30 @@ def submit(
     for dep in deps:
         dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
     return ref
+
+
+def _ship_registrations() -> None:
+    """Tell each App which modules registered its handlers, before any other call,
+    so that the App's own process imports them (drivers only)."""
+    settings()
+    if ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
+        registry.unshipped().clear()  # inside a host: module handlers live in its App
+        return
+    from dotdo.app import App
+
+    for app, specs in list(registry.unshipped().items()):
+        if specs:
+            batch = set(specs)
+            registry.mark_shipped(app, batch)
+            Stub(App, app).adopt(sorted(list(s) for s in batch))
+
+
+def deploy(app: str = registry.DEFAULT_APP) -> list:
+    """Ship this driver's module-level handlers and schedules to ``App(app)`` and
+    wait until it runs them; from then on they run with no driver attached."""
+    from dotdo.app import App
+
+    return Stub(App, app).adopt([]).result()
 
 
 def _dep_done(line: _Line, seq: int, value: Any) -> None:
@@ -239,7 +261,9 @@ def actor_handle(stub) -> Any:
 class _HostActor:
     """Runs durable objects; see the module docstring."""
 
-    def __init__(self, classes: dict[str, type[DurableObject]], conf: Settings) -> None:
+    def __init__(
+        self, classes: dict[str, type[DurableObject]], conf: Settings, key: tuple[str, str] | None = None
+    ) -> None:
         adopt(conf)  # stubs called inside objects use the settings of their creator
         self._classes = dict(classes)
         self._conf = conf
@@ -247,6 +271,11 @@ class _HostActor:
         self._methods: dict[type, frozenset[str]] = {}
         self._calls: dict[tuple[str, str], int] = {}
         self._sequencer = Sequencer()
+        self._clock = Clock()
+        if key is not None:
+            # Activate at once, not at the next call: after a restart the object's
+            # pending events, schedules and alarm must resume with nobody calling.
+            ray.get_runtime_context().current_actor.wake.remote(list(key))
 
     def _class(self, name: str) -> type[DurableObject]:
         cls = self._classes.get(name) or lookup(name)
@@ -263,13 +292,34 @@ class _HostActor:
         storage = Storage(path, key[0], key[1])
         obj = cls.__new__(cls)
         obj.id, obj.storage = key[1], storage
+        activity = obj._dotdo_activity = Activity(obj, self._clock)
+        storage.now = self._clock.now
+        storage.on_alarm_change = activity.alarm_changed
+        token = _current.set(obj)  # so that __init__ may subscribe handlers itself
         try:
             obj.__init__()
         except BaseException:
             storage.close()
             raise
+        finally:
+            _current.reset(token)
         self._objects[key] = obj
+        activity.start()
         return obj
+
+    async def wake(self, key: list) -> None:
+        """Activate an object now (its background work resumes)."""
+        key = tuple(key)
+        if key not in self._objects:
+            try:
+                self._activate(key)
+            except Exception:  # noqa: BLE001 - the next call reports it to its caller
+                logging.getLogger("dotdo").exception("dotdo: cannot activate %s/%s", *key)
+
+    async def shift_clock(self, seconds: float) -> float:
+        """Move this host's clock (tests: 'three hours pass'); returns its offset."""
+        self._clock.shift(seconds)
+        return self._clock.offset
 
     def _method(self, obj: DurableObject, name: str):
         cls = type(obj)

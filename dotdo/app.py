@@ -1,0 +1,86 @@
+"""``App``: the object that module-level handlers and schedules belong to.
+
+Driver code's ``send`` and ``do`` act for ``App("default")``. The App imports the
+modules that registered handlers (the driver ships their names the first time it
+calls into dotdo, or at :func:`dotdo.deploy`), remembers them in its storage, and
+imports them again whenever it reactivates, so its schedules keep ticking with no
+driver attached.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+from dotdo import context, registry
+from dotdo.object import DurableObject
+
+__all__ = ["App"]
+
+log = logging.getLogger("dotdo")
+
+
+def _import(spec: tuple[str, str]) -> None:
+    kind, target = spec
+    if kind == "module":
+        importlib.import_module(target)
+        return
+    # A script the driver ran as __main__: load it under another name, so that its
+    # `if __name__ == "__main__":` block does not run here.
+    if registry.SCRIPT_MODULE in sys.modules and sys.modules[registry.SCRIPT_MODULE].__file__ == target:
+        return
+    module_spec = importlib.util.spec_from_file_location(registry.SCRIPT_MODULE, target)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot import the script {target}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[registry.SCRIPT_MODULE] = module
+    module_spec.loader.exec_module(module)
+
+
+class App(DurableObject):
+    """Home of module-level handlers, schedules and driver-side steps."""
+
+    def __init__(self) -> None:
+        self.modules: list[list[str]] = self.storage.get("modules", [])
+        self._load(self.modules)
+
+    def _load(self, specs: list) -> None:
+        token = context._current.set(None)  # imports register at module level, not here
+        try:
+            for spec in specs:
+                try:
+                    _import(tuple(spec))
+                except Exception:  # noqa: BLE001 - one broken module must not stop the App
+                    log.exception("dotdo: App %r could not import %s", self.id, spec)
+        finally:
+            context._current.reset(token)
+        self._dotdo_activity.merge(registry.app_registrations(self.id))
+
+    def adopt(self, specs: list) -> list:
+        """Import these modules (``[kind, name]``) now and at every reactivation."""
+        new = [list(s) for s in specs if list(s) not in self.modules]
+        if new:
+            self.modules = self.modules + new
+            self.storage.put("modules", self.modules)
+            self._load(new)
+        return self.modules
+
+    def emit(self, event_type: str, data: Any = None) -> None:
+        """``dotdo.send`` from driver code lands here."""
+        context.send(event_type, data)
+
+    def step(self, step_id: str) -> tuple[bool, Any]:
+        return self.storage.journal.step(step_id)
+
+    def step_attempt(self, step_id: str, n: int, started: float, finished: float, error: str) -> None:
+        self.storage.journal.record_attempt(step_id, n, started, finished, error)
+
+    def step_finish(self, step_id: str, encoded: bytes, n: int, started: float, finished: float) -> None:
+        self.storage.journal.finish_step(step_id, encoded, n, started, finished)
+
+    def attempts(self, step_id: str) -> list[dict[str, Any]]:
+        """The journaled attempts of a driver-side step, for inspection."""
+        return self.storage.journal.attempts(step_id)

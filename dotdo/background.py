@@ -1,0 +1,209 @@
+"""What an object does on its own: handling its events, ticking its schedules,
+firing its alarm. One :class:`Activity` per active object, on its host's loop.
+
+* Events are journaled by ``send`` before it returns; a dispatcher task hands them to
+  the matching handlers one event at a time, in order, and marks each handled once
+  all its handlers ran. An event not yet marked when the process dies is handled
+  again after the restart (at-least-once; ``event.id`` is stable for dedupe).
+* Each schedule is one task: it sleeps until the next fire time kept in SQLite, runs
+  the tick (so ticks of one schedule never overlap), and stores the next time. A tick
+  missed while the object was down fires once on recovery, not once per miss.
+* The alarm task waits for the stored alarm time, calls ``alarm()``, retries it with
+  backoff while it raises, and clears the alarm only once it succeeded.
+* Failures of handlers and ticks go to the ``on_error`` callbacks, never up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dotdo import codec
+from dotdo.context import _current
+from dotdo.events import ErrorInfo, Event, matches
+from dotdo.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from dotdo.clock import Clock
+    from dotdo.object import DurableObject
+    from dotdo.registry import Registrations
+
+__all__ = ["Activity"]
+
+log = logging.getLogger("dotdo")
+ALARM_RETRY = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class Activity:
+    """The background work of one object; see the module docstring."""
+
+    def __init__(self, obj: DurableObject, clock: Clock) -> None:
+        self.obj = obj
+        self.clock = clock
+        self.journal = obj.storage.journal
+        self.handlers: list[tuple[str, Callable[..., Any]]] = []
+        self.schedules: list[tuple[Any, Callable[..., Any]]] = []
+        self.errors: list[Callable[..., Any]] = []
+        self._queue: asyncio.Queue[tuple[str, str, Any, float]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._started = False
+        self._alarm_changed = asyncio.Event()
+        for kind, key, name in getattr(type(obj), "_dotdo_subscriptions", ()):
+            self.add(kind, key, getattr(obj, name))
+
+    # -- registration -------------------------------------------------------------------
+
+    def add(self, kind: str, key: Any, fn: Callable[..., Any]) -> None:
+        if kind == "on":
+            self.handlers.append((key, fn))
+        elif kind == "every":
+            self.schedules.append((key, fn))
+            if self._started:
+                self._spawn(self._schedule_loop(key, fn))
+        else:
+            self.errors.append(fn)
+
+    def merge(self, regs: Registrations) -> None:
+        """Take on module-level registrations not taken yet (an App's)."""
+        have = {id(fn) for _, fn in self.handlers} | {id(fn) for _, fn in self.schedules}
+        have |= {id(fn) for fn in self.errors}
+        for pattern, fn in regs.handlers:
+            if id(fn) not in have:
+                self.add("on", pattern, fn)
+        for schedule, fn in regs.schedules:
+            if id(fn) not in have:
+                self.add("every", schedule, fn)
+        for fn in regs.errors:
+            if id(fn) not in have:
+                self.add("on_error", None, fn)
+
+    # -- life ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume journaled work: pending events, schedules, the alarm."""
+        if self._started:
+            return
+        self._started = True
+        for row in self.journal.pending_events():
+            self._queue.put_nowait(row)
+        self._spawn(self._dispatch_loop())
+        for schedule, fn in self.schedules:
+            self._spawn(self._schedule_loop(schedule, fn))
+        if hasattr(type(self.obj), "alarm"):
+            self._spawn(self._alarm_loop())
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        self._started = False
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        token = _current.set(self.obj)
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            _current.reset(token)
+
+    async def report(self, info: ErrorInfo) -> None:
+        """Give a failure to every ``on_error`` callback (or the log, if none)."""
+        if not self.errors:
+            log.error("dotdo: %s failed in %r: %r", info.event_type, self.obj, info.error)
+        for callback in self.errors:
+            try:
+                await self._run(callback, info)
+            except Exception:  # noqa: BLE001 - a broken callback must not stop the object
+                log.exception("dotdo: on_error callback %s failed", _name(callback))
+
+    # -- events -------------------------------------------------------------------------
+
+    def emit(self, event_type: str, encoded: bytes) -> str:
+        """Journal an event (already checked and encoded) and queue it; returns its id."""
+        event_id = uuid.uuid4().hex
+        created = self.clock.now()
+        self.journal.append_event(event_id, event_type, encoded, created)
+        self._queue.put_nowait((event_id, event_type, codec.decode(encoded), created))
+        return event_id
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            event_id, event_type, data, created = await self._queue.get()
+            event = Event(event_id, event_type, data, created)
+            for pattern, handler in list(self.handlers):
+                if not matches(pattern, event_type):
+                    continue
+                try:
+                    await self._run(handler, event)
+                except Exception as exc:  # noqa: BLE001 - goes to on_error, not the sender
+                    await self.report(ErrorInfo(event_type, event_id, data, exc, _name(handler)))
+            self.journal.event_handled(event_id, self.clock.now())
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def _schedule_loop(self, schedule: Any, fn: Callable[..., Any]) -> None:
+        name = f"{_name(fn)}@{schedule.spec}"
+        row = self.journal.schedule(name)
+        if row is None or row[0] != schedule.spec:
+            self.journal.set_schedule(name, schedule.spec, schedule.next_after(self.clock.now()))
+        while True:
+            _, next_fire, _ = self.journal.schedule(name)
+            wait = next_fire - self.clock.now()
+            if wait > 0:
+                await self.clock.sleep(wait)
+                if self.clock.now() < next_fire:
+                    continue  # woke early (the clock moved): check again
+            fired = self.clock.now()
+            try:
+                await self._run(fn)
+            except Exception as exc:  # noqa: BLE001 - the schedule goes on
+                await self.report(ErrorInfo("Schedule.ticked", None, name, exc, _name(fn)))
+            # Missed ticks collapse into the one that just ran: next is after now.
+            self.journal.record_tick(name, fired, schedule.next_after(max(self.clock.now(), fired)))
+
+    # -- alarm --------------------------------------------------------------------------
+
+    def alarm_changed(self) -> None:
+        self._alarm_changed.set()
+
+    async def _alarm_loop(self) -> None:
+        failures = 0
+        while True:
+            self._alarm_changed.clear()
+            row = self.journal.alarm()
+            if row is None:
+                await self._alarm_changed.wait()
+                continue
+            fire_at, _ = row
+            wait = fire_at - self.clock.now()
+            if wait > 0:
+                sleeper = asyncio.ensure_future(self.clock.sleep(wait))
+                changed = asyncio.ensure_future(self._alarm_changed.wait())
+                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+                sleeper.cancel()
+                changed.cancel()
+                continue  # re-read: it may have moved, or it is due now
+            self.journal.count_alarm_attempt()
+            try:
+                await self._run(self.obj.alarm)
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                failures += 1
+                await self.report(ErrorInfo("Alarm.failed", None, fire_at, exc, "alarm"))
+                await self.clock.sleep(ALARM_RETRY.delay(failures))
+                continue
+            failures = 0
+            self.journal.alarm_done(fire_at)

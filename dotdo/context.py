@@ -1,0 +1,217 @@
+"""The seed's ``$``: ``send``, ``try_`` and ``do``, acting for the current object.
+
+Inside an object's method, handler or tick, they act for that object (found through
+a context variable the host sets). In driver code they act for
+``dotdo.App("default")``: ``send`` delivers the event there, and ``do`` keeps its
+step journal there while running ``fn`` in the driver.
+
+| | ``send`` | ``try_`` | ``do`` |
+|---|---|---|---|
+| retries | no | no | yes, ``max_retries`` more attempts |
+| awaitable | no: returns None at once | yes | yes |
+| raises | no: handler errors go to ``on_error`` | yes | yes, after the last attempt |
+| timeout | no | ``timeout=`` seconds | no |
+| replay-safe | no | no | yes, with ``step_id`` |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dotdo import codec
+from dotdo.errors import EncodeError
+from dotdo.events import check_event_type
+from dotdo.retry import RetryPolicy, TerminalError
+
+if TYPE_CHECKING:
+    from dotdo.object import DurableObject
+
+__all__ = ["current_object", "send", "try_", "do"]
+
+_current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
+    "dotdo_current_object", default=None
+)
+DEFAULT_APP = "default"
+
+
+def current_object() -> DurableObject | None:
+    """The object whose method, handler or tick is running; None in driver code."""
+    return _current.get()
+
+
+# -- send ---------------------------------------------------------------------------
+
+
+def send(event_type: str, data: Any = None) -> None:
+    """Fire and forget: log ``Noun.verb`` durably and return None at once.
+
+    Every matching handler runs once, asynchronously, in the object (or, from driver
+    code, in ``App("default")``); its errors go to ``on_error``, never to the sender.
+    A bad type or data that does not encode raises here, and nothing is logged.
+    """
+    check_event_type(event_type)
+    encoded = codec.encode(data)
+    obj = current_object()
+    if obj is not None:
+        obj._dotdo_activity.emit(event_type, encoded)
+        return None
+    from dotdo import stub
+    from dotdo.app import App
+
+    stub.Stub(App, DEFAULT_APP).emit(event_type, data)  # the call is sent; nobody waits
+    return None
+
+
+# -- try_ ---------------------------------------------------------------------------
+
+
+async def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def try_(fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    """One attempt at ``fn(*args, **kwargs)``: no retries, no journal; raises what it
+    raises, or ``TimeoutError`` after ``timeout`` seconds.
+
+    With a timeout, a sync ``fn`` runs in a worker thread so that the timeout can
+    fire (the thread is not interrupted); async functions are cancelled.
+    """
+    if timeout is None:
+        return await _call(fn, args, kwargs)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"timeout is seconds > 0, got {timeout!r}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await asyncio.wait_for(fn(*args, **kwargs), timeout)
+        result = await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), timeout)
+        if inspect.isawaitable(result):  # a lambda that returns a coroutine
+            result = await asyncio.wait_for(result, max(deadline - loop.time(), 0.001))
+        return result
+    except TimeoutError:
+        raise TimeoutError(f"try_ gave up after {timeout} s") from None
+
+
+# -- do -----------------------------------------------------------------------------
+
+
+class _ObjectJournal:
+    """Steps of the current object, in its own SQLite file."""
+
+    def __init__(self, obj: DurableObject) -> None:
+        self._j = obj.storage.journal
+
+    async def lookup(self, step_id: str) -> tuple[bool, Any]:
+        return self._j.step(step_id)
+
+    async def attempt(self, step_id: str, n: int, started: float, finished: float, error: str) -> None:
+        self._j.record_attempt(step_id, n, started, finished, error)
+
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float, finished: float) -> None:
+        self._j.finish_step(step_id, encoded, n, started, finished)
+
+
+class _AppJournal:
+    """Steps of driver code, journaled in ``App("default")``."""
+
+    def __init__(self) -> None:
+        from dotdo import stub
+        from dotdo.app import App
+
+        self._app = stub.Stub(App, DEFAULT_APP)
+
+    async def lookup(self, step_id: str) -> tuple[bool, Any]:
+        return tuple(await self._app.step(step_id))
+
+    async def attempt(self, step_id: str, n: int, started: float, finished: float, error: str) -> None:
+        await self._app.step_attempt(step_id, n, started, finished, error)
+
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float, finished: float) -> None:
+        await self._app.step_finish(step_id, encoded, n, started, finished)
+
+
+def _clock():
+    obj = current_object()
+    activity = getattr(obj, "_dotdo_activity", None)
+    if activity is not None:
+        return activity.clock
+    from dotdo.clock import Clock
+
+    return Clock()
+
+
+async def do(
+    fn: Callable[..., Any],
+    *args: Any,
+    step_id: str | None = None,
+    max_retries: int | None = None,
+    backoff: float | None = None,
+    max_backoff: float | None = None,
+    jitter: bool | None = None,
+    policy: RetryPolicy | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``fn(*args, **kwargs)`` durably: retried with backoff (attempt 1 at once,
+    then 1 s, 2 s, 4 s ... capped at 10 s; ``max_retries=3`` allows 4 attempts).
+
+    ``raise TerminalError`` stops at once. After the last attempt the last exception
+    is raised as itself, with ``.attempts`` set and a note. With ``step_id``, the
+    first successful result is journaled (msgpack) before ``do`` returns, and every
+    later ``do`` with that id in this object returns it without calling ``fn``, also
+    after a crash and restart. Every attempt is journaled with its time and error.
+    """
+    if "timeout" in kwargs:
+        raise TypeError("do() has no timeout (see the seed's table): wrap the work in "
+                        "try_(fn, timeout=...) inside the step, or pass fn a partial")
+    base = policy or RetryPolicy()
+    overrides = {k: v for k, v in (("max_retries", max_retries), ("backoff", backoff),
+                                   ("max_backoff", max_backoff), ("jitter", jitter))
+                 if v is not None}
+    policy = RetryPolicy(**{**vars(base), **overrides}) if overrides else base
+    if step_id is not None and (not isinstance(step_id, str) or not step_id):
+        raise ValueError(f"step_id is a non-empty str, got {step_id!r}")
+    obj = current_object()
+    journal = None
+    if step_id is not None:
+        journal = _ObjectJournal(obj) if obj is not None else _AppJournal()
+        found, value = await journal.lookup(step_id)
+        if found:
+            return value
+    clock = _clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        started = clock.now()
+        try:
+            result = await _call(fn, args, kwargs)
+            encoded = codec.encode(result) if journal is not None else b""
+        except EncodeError as exc:
+            exc.add_note(f"the step {step_id!r} ran, but its result cannot be journaled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of fn is retried
+            if journal is not None:
+                await journal.attempt(step_id, attempt, started, clock.now(), f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, TerminalError) or attempt > policy.max_retries:
+                _attach_attempts(exc, attempt)
+                raise
+            await clock.sleep(policy.delay(attempt))
+            continue
+        if journal is not None:
+            await journal.finish(step_id, encoded, attempt, started, clock.now())
+        return result
+
+
+def _attach_attempts(exc: BaseException, attempts: int) -> None:
+    try:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    exc.add_note(f"dotdo.do: gave up after {attempts} attempt{'s' * (attempts != 1)}")
