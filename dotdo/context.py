@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dotdo import codec
+from dotdo.clock import Clock
 from dotdo.errors import EncodeError
 from dotdo.events import check_event_type
 from dotdo.retry import RetryPolicy, TerminalError
@@ -30,7 +31,7 @@ from dotdo.retry import RetryPolicy, TerminalError
 if TYPE_CHECKING:
     from dotdo.object import DurableObject
 
-__all__ = ["current_object", "send", "try_", "do"]
+__all__ = ["current_object", "send", "try_", "do", "use_clock"]
 
 _current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
     "dotdo_current_object", default=None
@@ -59,10 +60,10 @@ def send(event_type: str, data: Any = None) -> None:
     if obj is not None:
         obj._dotdo_activity.emit(event_type, encoded)
         return None
-    from dotdo import stub
     from dotdo.app import App
+    from dotdo.stub import Stub
 
-    stub.Stub(App, DEFAULT_APP).emit(event_type, data)  # the call is sent; nobody waits
+    Stub(App, DEFAULT_APP).emit(event_type, data)  # the call is sent; nobody waits
     return None
 
 
@@ -123,10 +124,10 @@ class _AppJournal:
     """Steps of driver code, journaled in ``App("default")``."""
 
     def __init__(self) -> None:
-        from dotdo import stub
         from dotdo.app import App
+        from dotdo.stub import Stub
 
-        self._app = stub.Stub(App, DEFAULT_APP)
+        self._app = Stub(App, DEFAULT_APP)
 
     async def lookup(self, step_id: str) -> tuple[bool, Any]:
         return tuple(await self._app.step(step_id))
@@ -138,14 +139,23 @@ class _AppJournal:
         await self._app.step_finish(step_id, encoded, n, started, finished)
 
 
-def _clock():
+_driver_clock: contextvars.ContextVar[Clock | None] = contextvars.ContextVar(
+    "dotdo_driver_clock", default=None
+)
+
+
+def use_clock(clock: Clock) -> contextvars.Token:
+    """Make driver code's ``do`` read ``clock`` (a :class:`~dotdo.clock.FakeClock` in
+    tests); objects read their host's clock."""
+    return _driver_clock.set(clock)
+
+
+def _clock() -> Clock:
     obj = current_object()
     activity = getattr(obj, "_dotdo_activity", None)
     if activity is not None:
         return activity.clock
-    from dotdo.clock import Clock
-
-    return Clock()
+    return _driver_clock.get() or Clock()
 
 
 async def do(

@@ -56,3 +56,48 @@ def run_driver(code: str, *, env: dict | None = None, timeout: float = 120) -> s
     if done.returncode != 0:
         raise AssertionError(f"driver failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done.stdout
+
+
+@pytest.fixture
+def make_object(ray_session):
+    """Factory of stubs whose actors are stopped for good at the end of the test,
+    so that objects with schedules do not keep ticking through the session."""
+    made = []
+
+    def make(cls_name: str, object_id: str):
+        stub = dotdo.stub(cls_name, object_id)
+        made.append(stub)
+        return stub
+
+    yield make
+    for stub in made:
+        try:
+            ray.kill(runtime.actor_handle(stub), no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    runtime._handles.clear()
+
+
+def host_pid(stub) -> int:
+    return ray.get(runtime.actor_handle(stub).stats.remote())["pid"]
+
+
+def kill_and_wait(stub, how: str = "SIGKILL") -> None:
+    """Kill the object's actor and wait until a new process serves it."""
+    import signal
+    import time
+
+    handle = runtime.actor_handle(stub)
+    pid = host_pid(stub)
+    if how == "ray.kill":
+        ray.kill(handle, no_restart=False)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if ray.get(handle.stats.remote(), timeout=30)["pid"] != pid:
+                return
+        except ray.exceptions.RayActorError:
+            time.sleep(0.05)
+    raise AssertionError("the object did not come back")

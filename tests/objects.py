@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import os
 
 import dotdo
@@ -84,3 +85,190 @@ class Pipe(dotdo.DurableObject):
 
     def hop(self, value: int) -> int:
         return value + 1
+
+
+class Recorder(dotdo.DurableObject):
+    """Counts what other objects tell it, durably: the witness of replay tests."""
+
+    def hit(self, name: str) -> int:
+        n = self.storage.get(f"hit:{name}", 0) + 1
+        self.storage.put(f"hit:{name}", n)
+        return n
+
+    def hits(self, name: str) -> int:
+        return self.storage.get(f"hit:{name}", 0)
+
+    def note(self, name: str, item) -> None:
+        self.storage.put(f"list:{name}", self.storage.get(f"list:{name}", []) + [item])
+
+    def notes(self, name: str) -> list:
+        return self.storage.get(f"list:{name}", [])
+
+
+class Steps(dotdo.DurableObject):
+    """Methods that run dotdo.do / try_ steps."""
+
+    async def step(self, step_id: str, recorder: str, hold: float = 0.0, work_time: float = 0.0):
+        async def work():
+            await dotdo.Recorder(recorder).hit(step_id)
+            if work_time:
+                await asyncio.sleep(work_time)
+            return {"done": step_id}
+
+        result = await dotdo.do(work, step_id=step_id)
+        if hold:
+            await asyncio.sleep(hold)  # a window to kill us after the step finished
+        return result
+
+    async def flaky(self, fail_times: int, max_retries: int, backoff: float, step_id=None):
+        import time
+
+        times: list[float] = []
+
+        def work():
+            times.append(time.monotonic())
+            if len(times) <= fail_times:
+                raise ConnectionError(f"attempt {len(times)} failed")
+            return len(times)
+
+        try:
+            out = await dotdo.do(work, step_id=step_id, max_retries=max_retries, backoff=backoff)
+        except ConnectionError as exc:
+            return {"raised": type(exc).__name__, "message": str(exc), "attempts": exc.attempts,
+                    "times": times}
+        return {"result": out, "times": times}
+
+    async def terminal(self) -> dict:
+        calls = []
+
+        def work():
+            calls.append(1)
+            raise dotdo.TerminalError("no point retrying")
+
+        try:
+            await dotdo.do(work, backoff=0.01)
+        except dotdo.TerminalError as exc:
+            return {"calls": len(calls), "attempts": exc.attempts}
+
+    async def attempt_once(self, recorder: str, fail: bool, timeout=None, sleep: float = 0.0):
+        async def work():
+            await dotdo.Recorder(recorder).hit("try")
+            await asyncio.sleep(sleep)
+            if fail:
+                raise RuntimeError("try failed")
+            return "tried"
+
+        return await dotdo.try_(work, timeout=timeout)
+
+    def attempts(self, step_id: str) -> list:
+        return self.storage.journal.attempts(step_id)
+
+    def send_one(self, event_type, data=None):
+        return dotdo.send(event_type, data)
+
+
+class Events(dotdo.DurableObject):
+    """Handlers as methods; what they see is recorded in storage."""
+
+    def _record(self, key: str, item) -> None:
+        self.storage.put(key, self.storage.get(key, []) + [item])
+
+    @dotdo.on.Order.placed
+    async def placed(self, event):
+        self._record("placed", [event.id, event.data])
+
+    @dotdo.on["*"].created
+    def any_created(self, event):
+        self._record("created", event.type)
+
+    @dotdo.on.Job["*"]
+    def any_job(self, event):
+        self._record("job", event.type)
+
+    @dotdo.on.Order.broken
+    def broken(self, event):
+        raise RuntimeError(f"handler broke on {event.data}")
+
+    @dotdo.on.Slow.started
+    async def slow(self, event):
+        self._record("slow", ["start", event.id])
+        await asyncio.sleep(event.data)
+        self._record("slow", ["end", event.id])
+
+    @dotdo.on_error
+    def errors(self, info):
+        self._record("errors", [info.event_type, info.event_id, info.data, repr(info.error)])
+
+    def fire(self, event_type, data=None):
+        return dotdo.send(event_type, data)
+
+    def seen(self, key: str) -> list:
+        return self.storage.get(key, [])
+
+    def pending(self) -> int:
+        return len(self.storage.journal.pending_events())
+
+
+class Ticker(dotdo.DurableObject):
+    """Schedules as methods."""
+
+    def _record(self, key: str, item) -> None:
+        self.storage.put(key, self.storage.get(key, []) + [item])
+
+    @dotdo.every(1).hours
+    def hourly(self):
+        self._record("hourly", time_now())
+
+    @dotdo.every(0.2).seconds
+    async def long_tick(self):
+        self._record("long", ["start", time_now()])
+        await asyncio.sleep(0.5)
+        self._record("long", ["end", time_now()])
+
+    @dotdo.every(0.2).seconds
+    def failing_tick(self):
+        n = self.storage.get("failing", 0) + 1
+        self.storage.put("failing", n)
+        raise ValueError(f"tick {n} failed")
+
+    @dotdo.on_error
+    def errors(self, info):
+        self.storage.put("errors", self.storage.get("errors", 0) + 1)
+
+    def seen(self, key: str):
+        return self.storage.get(key, [])
+
+    def push_next_fire(self, seconds_back: float) -> int:
+        """Pretend the object was down: move the hourly schedule's next fire time back."""
+        return self.storage.sql.execute(
+            "UPDATE _dotdo_schedules SET next_fire = next_fire - ? WHERE name LIKE '%hourly%'",
+            [seconds_back],
+        ).rowcount
+
+
+class Alarmed(dotdo.DurableObject):
+    """An alarm that fails a given number of times before it succeeds."""
+
+    def arm(self, delay: float, fail_times: int = 0) -> float:
+        self.storage.put("fail_times", fail_times)
+        return self.storage.set_alarm(datetime.timedelta(seconds=delay))
+
+    async def alarm(self):
+        n = self.storage.get("attempts", 0) + 1
+        self.storage.put("attempts", n)
+        if n <= self.storage.get("fail_times", 0):
+            raise RuntimeError(f"alarm attempt {n} failed")
+        self.storage.put("fired", self.storage.get("fired", 0) + 1)
+
+    def state(self) -> dict:
+        return {"attempts": self.storage.get("attempts", 0), "fired": self.storage.get("fired", 0),
+                "pending": self.storage.get_alarm()}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()

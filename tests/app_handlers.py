@@ -1,0 +1,21 @@
+"""Module-level handlers and schedules: they belong to dotdo.App("default")."""
+
+import dotdo
+from tests import objects  # noqa: F401  (the App process needs Recorder too)
+
+WITNESS = "app-witness"
+
+
+@dotdo.on.Signup.created
+async def welcome(event):
+    await dotdo.Recorder(WITNESS).note("signups", [event.id, event.data])
+
+
+@dotdo.on.Signup.rejected
+def reject(event):
+    raise PermissionError(f"rejected {event.data}")
+
+
+@dotdo.on_error
+async def report(info):
+    await dotdo.Recorder(WITNESS).note("errors", [info.event_type, str(info.error)])

@@ -1,0 +1,75 @@
+"""Events on real Ray: wildcards, on_error, driver code's App, at-least-once."""
+
+import time
+
+import ray
+
+import dotdo
+from tests import objects  # noqa: F401
+from tests.conftest import kill_and_wait
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_exact_and_wildcard_handlers(make_object, unique):
+    events = make_object("Events", unique)
+    for event_type in ["Order.placed", "Order.created", "Job.created", "Job.enqueued", "User.deleted"]:
+        events.fire(event_type, {"n": 1})
+    wait_for(lambda: events.pending().result() == 0 and events.seen("job").result())
+    assert [data for _, data in events.seen("placed").result()] == [{"n": 1}]
+    assert events.seen("created").result() == ["Order.created", "Job.created"]
+    assert events.seen("job").result() == ["Job.created", "Job.enqueued"]
+
+
+def test_handler_error_goes_to_on_error_with_the_event(make_object, unique):
+    events = make_object("Events", unique)
+    events.fire("Order.broken", {"order": 7}).result()
+    (event_type, event_id, data, error), = wait_for(lambda: events.seen("errors").result())
+    assert event_type == "Order.broken" and data == {"order": 7}
+    assert "RuntimeError" in error and len(event_id) == 32
+    # and the object goes on handling events
+    events.fire("Order.placed", 1)
+    wait_for(lambda: events.seen("placed").result())
+
+
+def test_events_are_handled_in_order(make_object, unique):
+    events = make_object("Events", unique)
+    dotdo.get([events.fire("Order.placed", i) for i in range(50)])
+    wait_for(lambda: len(events.seen("placed").result()) == 50)
+    assert [d for _, d in events.seen("placed").result()] == list(range(50))
+
+
+def test_event_accepted_before_a_crash_is_handled_after_it(make_object, unique):
+    events = make_object("Events", unique)
+    events.fire("Slow.started", 3.0).result()
+    wait_for(lambda: events.seen("slow").result())  # the handler is mid-way
+    kill_and_wait(events, "SIGKILL")
+    marks = wait_for(lambda: [m for m in events.seen("slow").result() if m[0] == "end"] and
+                     events.seen("slow").result())
+    starts = [event_id for mark, event_id in marks if mark == "start"]
+    ends = [event_id for mark, event_id in marks if mark == "end"]
+    # Handled again after the restart (at-least-once), under the same event id.
+    assert len(starts) == 2 and len(set(starts)) == 1 and ends == starts[:1]
+    assert events.pending().result() == 0
+
+
+def test_driver_send_reaches_module_level_handlers_in_the_app(ray_session):
+    from tests import app_handlers
+
+    witness = dotdo.Recorder(app_handlers.WITNESS)
+    assert dotdo.send("Signup.created", {"user": "ada"}) is None
+    dotdo.send("Signup.rejected", {"user": "eve"})
+    signups = wait_for(lambda: witness.notes("signups").result())
+    assert signups[0][1] == {"user": "ada"}
+    errors = wait_for(lambda: witness.notes("errors").result())
+    assert errors == [["Signup.rejected", "rejected {'user': 'eve'}"]]
+    app = ray.get_actor("App/default", namespace="dotdo")
+    assert app is not None

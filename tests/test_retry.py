@@ -1,0 +1,120 @@
+"""The backoff schedule and do/try_ without Ray (driver code, a fake clock)."""
+
+import asyncio
+
+import pytest
+
+import dotdo
+from dotdo.clock import FakeClock
+from dotdo.context import use_clock
+from dotdo.retry import RetryPolicy, backoff_delays
+
+
+@pytest.mark.parametrize(
+    "policy, delays",
+    [
+        (RetryPolicy(max_retries=0), []),
+        (RetryPolicy(max_retries=3), [1.0, 2.0, 4.0]),
+        (RetryPolicy(max_retries=5), [1.0, 2.0, 4.0, 8.0, 10.0]),
+        (RetryPolicy(max_retries=5, max_backoff=1000), [1.0, 2.0, 4.0, 8.0, 16.0]),
+        (RetryPolicy(max_retries=3, backoff=0.5, max_backoff=1.0), [0.5, 1.0, 1.0]),
+    ],
+)
+def test_backoff_delays_are_the_seeds(policy, delays):
+    assert backoff_delays(policy) == delays
+
+
+def test_jitter_stays_within_half_to_full_wait():
+    policy = RetryPolicy(max_retries=5, jitter=True)
+    for _ in range(50):
+        for got, full in zip(backoff_delays(policy), [1, 2, 4, 8, 10]):
+            assert full / 2 <= got <= full
+
+
+def test_bad_policy_is_refused():
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=-1)
+
+
+def _run(coro, clock):
+    async def main():
+        use_clock(clock)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def test_do_waits_the_schedule_between_attempts():
+    clock, calls = FakeClock(), []
+
+    def flaky():
+        calls.append(clock.now())
+        if len(calls) < 4:
+            raise ConnectionError(f"attempt {len(calls)}")
+        return "ok"
+
+    assert _run(dotdo.do(flaky), clock) == "ok"
+    assert clock.slept == [1.0, 2.0, 4.0]
+    assert [b - a for a, b in zip(calls, calls[1:])] == [1.0, 2.0, 4.0]
+
+
+def test_do_raises_last_error_with_attempts_after_giving_up():
+    clock = FakeClock()
+
+    async def always():
+        raise KeyError("gone")
+
+    with pytest.raises(KeyError) as info:
+        _run(dotdo.do(always, max_retries=5), clock)
+    assert info.value.attempts == 6
+    assert clock.slept == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert any("gave up after 6 attempts" in n for n in info.value.__notes__)
+
+
+def test_terminal_error_stops_at_once():
+    clock, calls = FakeClock(), []
+
+    def refuse():
+        calls.append(1)
+        raise dotdo.TerminalError("card declined")
+
+    with pytest.raises(dotdo.TerminalError):
+        _run(dotdo.do(refuse), clock)
+    assert calls == [1] and clock.slept == []
+
+
+def test_do_passes_arguments_and_awaits_lambdas():
+    async def add(a, b):
+        return a + b
+
+    assert _run(dotdo.do(add, 2, b=3), FakeClock()) == 5
+    assert _run(dotdo.do(lambda: add(1, 1)), FakeClock()) == 2
+
+
+def test_do_has_no_timeout():
+    with pytest.raises(TypeError, match="try_"):
+        _run(dotdo.do(lambda: 1, timeout=1), FakeClock())
+
+
+def test_try_once_raises_and_times_out():
+    calls = []
+
+    def boom():
+        calls.append(1)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        asyncio.run(dotdo.try_(boom))
+    assert calls == [1]  # no retry
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    with pytest.raises(TimeoutError, match="0.05"):
+        asyncio.run(dotdo.try_(slow, timeout=0.05))
+
+    import time
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(dotdo.try_(time.sleep, 1, timeout=0.05))  # a blocking sync fn too
+    assert asyncio.run(dotdo.try_(lambda x: x * 2, 21, timeout=1)) == 42
