@@ -9,6 +9,7 @@ driver attached.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -30,14 +31,24 @@ def _import(spec: tuple[str, str]) -> None:
         return
     # A script the driver ran as __main__: load it under another name, so that its
     # `if __name__ == "__main__":` block does not run here.
-    if registry.SCRIPT_MODULE in sys.modules and sys.modules[registry.SCRIPT_MODULE].__file__ == target:
+    name = registry.SCRIPT_MODULE + hashlib.sha1(target.encode()).hexdigest()[:12]
+    if name in sys.modules:
         return
-    module_spec = importlib.util.spec_from_file_location(registry.SCRIPT_MODULE, target)
+    module_spec = importlib.util.spec_from_file_location(name, target)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot import the script {target}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[registry.SCRIPT_MODULE] = module
-    module_spec.loader.exec_module(module)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    # No other process can import this module by name: send its classes by value,
+    # as the driver does for its __main__, when an object here calls one of them.
+    from dotdo import runtime
+
+    runtime.pickle_by_value(module)
 
 
 class App(DurableObject):

@@ -67,7 +67,7 @@ def _members(cls: type):
 def _origin(cls: type) -> str:
     # A script's classes exist as __main__ in its driver and as __dotdo_script__ in
     # the App that imports it: the same class.
-    module = "__main__" if cls.__module__ == "__dotdo_script__" else cls.__module__
+    module = "__main__" if cls.__module__.startswith("__dotdo_script__") else cls.__module__
     return f"{module}:{cls.__qualname__}"
 
 

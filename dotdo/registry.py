@@ -57,7 +57,7 @@ def module_spec(fn: Callable[..., Any]) -> tuple[str, str] | None:
     if module == "__main__":
         path = getattr(sys.modules["__main__"], "__file__", None)
         return ("script", os.path.abspath(path)) if path else None
-    if module in (None, SCRIPT_MODULE):
+    if module is None or module.startswith(SCRIPT_MODULE):
         return None
     return ("module", module)
 

@@ -84,11 +84,15 @@ def _default_storage() -> str:
     return os.path.abspath(os.environ.get("DOTDO_STORAGE") or ".dotdo")
 
 
+def _default_namespace() -> str:
+    return os.environ.get("DOTDO_NAMESPACE") or DEFAULT_NAMESPACE
+
+
 def init(
     address: str | None = None,
     *,
     storage: str | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str | None = None,
     **ray_kwargs: Any,
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
@@ -96,13 +100,17 @@ def init(
     With no ``address`` and no Ray running, a local Ray starts (dashboard off); with
     ``address="auto"``, ``"host:port"`` or ``"ray://..."`` this driver joins that
     cluster. ``storage`` defaults to ``$DOTDO_STORAGE`` or ``./.dotdo``; on a cluster it
-    must be a path every node sees. Extra keyword arguments go to ``ray.init``.
+    must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
+    ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
+    class and id in two namespaces are two objects. Extra keyword arguments go to
+    ``ray.init``.
     Calling it is optional: the first call on a stub does it with the defaults.
     """
     global _settings
-    wanted = Settings(os.path.abspath(storage) if storage else _default_storage(), namespace)
+    namespace = _default_namespace() if namespace is None else namespace
     if not namespace or not isinstance(namespace, str):
-        raise ConfigError("namespace must be a non-empty string")
+        raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
+    wanted = Settings(os.path.abspath(storage) if storage else _default_storage(), namespace)
     if ray.is_initialized():
         if address is not None and _settings is not None:
             raise ConfigError(
@@ -120,6 +128,12 @@ def init(
     os.makedirs(wanted.storage, exist_ok=True)
     _settings = wanted
     return wanted
+
+
+def pickle_by_value(module: Any) -> None:
+    """Have Ray send the classes and functions of ``module`` by value (for modules no
+    other process can import, like a script an App loaded from its file)."""
+    ray.cloudpickle.register_pickle_by_value(module)
 
 
 def _use_auth_token_if_present() -> None:

@@ -1,19 +1,48 @@
-"""Every script in examples/ runs, so the examples never rot."""
+"""Every script in examples/ runs as `python examples/<name>.py`, so they never rot."""
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import ray
 
-from tests.conftest import ROOT, run_driver
+from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# What each example must print: proof that it did its job, not only that it ran.
+EXPECTED = {
+    "do.py": [r"attempt 1: ConnectionError", r"attempt 3: ok", r"\(from the journal\)",
+              r"stopped after 1 attempt: card declined"],
+    "events.py": [r"reserved: \['o-1', 'o-2'\]", r"audit: 2",
+                  r"failures: \['Order.placed \w{8}: order o-2 needs a manual check'\]"],
+    "pipelining.py": [r"alice deposits 10 -> balance 10", r"ledger entries: 1, last for alice: 10",
+                      r"refused: an object id must not be empty"],
+    "schedules.py": [r"every.day.at\('midnight'\)\s+next: \w{3} \d{4}-\d\d-\d\d 00:00 UTC",
+                     r"heartbeats after 3.5 s: [1-9]"],
+    "send.py": [r"handled: 100 signups counted by the App"],
+    "try_.py": [r"driver: 9.99", r"object: lamp: the price service is slow",
+                r"object: unknown: no price for unknown"],
+}
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: Path, ray_session, tmp_path):
-    # Join the session's Ray rather than starting another one.
-    env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "DOTDO_STORAGE": str(tmp_path)}
-    out = run_driver(script.read_text(), env=env, timeout=300)
-    assert out.strip(), f"{script.name} printed nothing"
-    assert any(tmp_path.rglob("*.sqlite3")), f"{script.name} stored nothing"
+    # Join the session's Ray rather than starting another, in a namespace of its own
+    # so that the example's App is not the session's.
+    namespace = f"example-{script.stem}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DOTDO_STORAGE": str(tmp_path),
+           "DOTDO_NAMESPACE": namespace, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{script.name} failed:\n{done.stdout}\n{done.stderr}"
+        for pattern in EXPECTED[script.name]:
+            assert re.search(pattern, done.stdout), f"{script.name}: no {pattern!r} in\n{done.stdout}"
+        assert any(tmp_path.rglob("*.sqlite3")), f"{script.name} stored nothing"
+    finally:
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == namespace:
+                ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)
