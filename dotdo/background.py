@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Activity"]
 
 log = logging.getLogger("dotdo")
+_MARK_BATCH = 256
 ALARM_RETRY = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
 
 
@@ -141,7 +142,13 @@ class Activity:
         return event_id
 
     async def _dispatch_loop(self) -> None:
+        handled: list[str] = []
         while True:
+            if handled and (self._queue.empty() or len(handled) >= _MARK_BATCH):
+                # One commit marks a run of events: a crash before it only means
+                # those events are handled again (at-least-once, as promised).
+                self.journal.events_handled(handled, self.clock.now())
+                handled = []
             event_id, event_type, data, created = await self._queue.get()
             event = Event(event_id, event_type, data, created)
             for pattern, handler in list(self.handlers):
@@ -151,7 +158,7 @@ class Activity:
                     await self._run(handler, event)
                 except Exception as exc:  # noqa: BLE001 - goes to on_error, not the sender
                     await self.report(ErrorInfo(event_type, event_id, data, exc, _name(handler)))
-            self.journal.event_handled(event_id, self.clock.now())
+            handled.append(event_id)
 
     # -- schedules ----------------------------------------------------------------------
 

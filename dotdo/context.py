@@ -37,6 +37,7 @@ _current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
     "dotdo_current_object", default=None
 )
 DEFAULT_APP = "default"
+_DEFAULT_POLICY = RetryPolicy()
 
 
 def current_object() -> DurableObject | None:
@@ -181,7 +182,7 @@ async def do(
     if "timeout" in kwargs:
         raise TypeError("do() has no timeout (see the seed's table): wrap the work in "
                         "try_(fn, timeout=...) inside the step, or pass fn a partial")
-    base = policy or RetryPolicy()
+    base = policy or _DEFAULT_POLICY
     overrides = {k: v for k, v in (("max_retries", max_retries), ("backoff", backoff),
                                    ("max_backoff", max_backoff), ("jitter", jitter))
                  if v is not None}

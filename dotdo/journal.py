@@ -47,8 +47,11 @@ CREATE TABLE IF NOT EXISTS _dotdo_steps (
     step_id   TEXT PRIMARY KEY,
     result    BLOB NOT NULL,
     attempts  INTEGER NOT NULL,
+    started   REAL NOT NULL,
     finished  REAL NOT NULL
 ) WITHOUT ROWID"""
+
+# Failed attempts; the successful one is the step's own row.
 
 CREATE_ATTEMPTS = """
 CREATE TABLE IF NOT EXISTS _dotdo_attempts (
@@ -107,7 +110,11 @@ SELECT_RANGE = "SELECT key, value FROM _dotdo_kv WHERE key >= ? AND key < ? ORDE
 SELECT_FROM = "SELECT key, value FROM _dotdo_kv WHERE key >= ? ORDER BY key {order} LIMIT ?"
 
 SELECT_STEP = "SELECT result, attempts FROM _dotdo_steps WHERE step_id = ?"
-INSERT_STEP = "INSERT OR IGNORE INTO _dotdo_steps (step_id, result, attempts, finished) VALUES (?, ?, ?, ?)"
+INSERT_STEP = (
+    "INSERT OR IGNORE INTO _dotdo_steps (step_id, result, attempts, started, finished) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+SELECT_STEP_ROW = "SELECT attempts, started, finished FROM _dotdo_steps WHERE step_id = ?"
 INSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO _dotdo_attempts (step_id, attempt, started, finished, error) "
     "VALUES (?, ?, ?, ?, ?)"
@@ -243,6 +250,12 @@ class Storage:
             self._depth -= 1
             self._execute("COMMIT" if outer else f"RELEASE {savepoint}")
 
+    def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """One statement, atomic by itself: SQLite wraps it in its own transaction
+        (or it joins the open one), so no BEGIN/COMMIT round trips are needed."""
+        with self._lock:
+            return self._execute(sql, params)
+
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._conn.execute(sql, tuple(params))
@@ -264,6 +277,9 @@ class Storage:
         if value is _MISSING and not isinstance(key, dict):
             raise TypeError("put(key, value) needs a value, or pass a dict of entries")
         rows = [(_check_key(k), codec.encode(v)) for k, v in items.items()]
+        if len(rows) == 1:
+            self._write(UPSERT_VALUE, rows[0])
+            return
         with self.transaction():
             self._conn.executemany(UPSERT_VALUE, rows)
 
@@ -318,8 +334,7 @@ class Storage:
         time. At-least-once: retried with backoff while ``alarm()`` raises, and kept
         across restarts."""
         fire_at = _epoch(when, self.now)
-        with self.transaction():
-            self._execute(UPSERT_ALARM, (fire_at,))
+        self._write(UPSERT_ALARM, (fire_at,))
         if self.on_alarm_change is not None:
             self.on_alarm_change()
         return fire_at
@@ -331,8 +346,7 @@ class Storage:
 
     def delete_alarm(self) -> None:
         """Cancel the pending alarm, if any."""
-        with self.transaction():
-            self._execute(DELETE_ALARM)
+        self._write(DELETE_ALARM)
         if self.on_alarm_change is not None:
             self.on_alarm_change()
 
@@ -371,53 +385,51 @@ class Journal:
     def record_attempt(
         self, step_id: str, attempt: int, started: float, finished: float, error: str | None
     ) -> None:
-        with self._s.transaction():
-            self._s._execute(INSERT_ATTEMPT, (step_id, attempt, started, finished, error))
+        self._s._write(INSERT_ATTEMPT, (step_id, attempt, started, finished, error))
 
     def finish_step(self, step_id: str, result: bytes, attempt: int, started: float, finished: float) -> None:
-        """Journal the attempt and the step's encoded result in one commit."""
-        with self._s.transaction():
-            self._s._execute(INSERT_ATTEMPT, (step_id, attempt, started, finished, None))
-            self._s._execute(INSERT_STEP, (step_id, result, attempt, finished))
+        """Journal the successful attempt with the step's encoded result: one row,
+        one commit (the hot path of every step)."""
+        self._s._write(INSERT_STEP, (step_id, result, attempt, started, finished))
 
     def attempts(self, step_id: str) -> list[dict[str, Any]]:
+        """Every attempt of a step, in order: the failed ones, then the success."""
         rows = self._s._execute(SELECT_ATTEMPTS, (step_id,)).fetchall()
-        return [dict(zip(("attempt", "started", "finished", "error"), r)) for r in rows]
+        out = [dict(zip(("attempt", "started", "finished", "error"), r)) for r in rows]
+        done = self._s._execute(SELECT_STEP_ROW, (step_id,)).fetchone()
+        if done is not None:
+            out.append({"attempt": done[0], "started": done[1], "finished": done[2], "error": None})
+        return out
 
     # events
     def append_event(self, event_id: str, event_type: str, data: bytes, created: float) -> None:
-        with self._s.transaction():
-            self._s._execute(INSERT_EVENT, (event_id, event_type, data, created))
+        self._s._write(INSERT_EVENT, (event_id, event_type, data, created))
 
     def pending_events(self) -> list[tuple[str, str, Any, float]]:
         rows = self._s._execute(SELECT_PENDING_EVENTS).fetchall()
         return [(i, t, codec.decode(d), c) for i, t, d, c in rows]
 
-    def event_handled(self, event_id: str, when: float) -> None:
+    def events_handled(self, event_ids: list[str], when: float) -> None:
         with self._s.transaction():
-            self._s._execute(MARK_EVENT_HANDLED, (when, event_id))
+            self._s._conn.executemany(MARK_EVENT_HANDLED, [(when, i) for i in event_ids])
 
     # schedules
     def schedule(self, name: str) -> tuple[str, float, int] | None:
         return self._s._execute(SELECT_SCHEDULE, (name,)).fetchone()
 
     def set_schedule(self, name: str, spec: str, next_fire: float) -> None:
-        with self._s.transaction():
-            self._s._execute(UPSERT_SCHEDULE, (name, spec, next_fire))
+        self._s._write(UPSERT_SCHEDULE, (name, spec, next_fire))
 
     def record_tick(self, name: str, fired: float, next_fire: float) -> None:
-        with self._s.transaction():
-            self._s._execute(RECORD_TICK, (fired, next_fire, name))
+        self._s._write(RECORD_TICK, (fired, next_fire, name))
 
     # alarm
     def alarm(self) -> tuple[float, int] | None:
         return self._s._execute(SELECT_ALARM).fetchone()
 
     def count_alarm_attempt(self) -> None:
-        with self._s.transaction():
-            self._s._execute(COUNT_ALARM_ATTEMPT)
+        self._s._write(COUNT_ALARM_ATTEMPT)
 
     def alarm_done(self, fire_at: float) -> None:
         """Clear the alarm that fired, unless ``alarm()`` set a new one meanwhile."""
-        with self._s.transaction():
-            self._s._execute(DELETE_ALARM_IF, (fire_at,))
+        self._s._write(DELETE_ALARM_IF, (fire_at,))
