@@ -19,6 +19,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/pipelining.py
+	$(PY) benchmarks/durable_steps.py
 
 clean:
 	rm -rf $(VENV) .dotdo .pytest_cache *.egg-info
