@@ -95,3 +95,13 @@ if __name__ == "__main__":
         wait_for(lambda: len(ticks.read_text().split()) >= first + 3)
     finally:
         ray.kill(ray.get_actor("App/default", namespace="ticking"), no_restart=True)
+
+
+def test_injected_clock_moves_an_objects_schedules(make_object, unique):
+    ticker = make_object("Ticker", unique)
+    assert ticker.seen("hourly").result() == []
+    # Two and a half hours pass on the object's clock: its hourly tick fires once.
+    ray.get(ray.get_actor(f"Ticker/{unique}", namespace="dotdo").shift_clock.remote(2.5 * 3600))
+    wait_for(lambda: ticker.seen("hourly").result())
+    time.sleep(0.5)
+    assert len(ticker.seen("hourly").result()) == 1
