@@ -22,6 +22,7 @@ from dotdo.errors import (
     StorageError,
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
+from dotdo.jobs import job
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
 from dotdo.retry import RetryPolicy, TerminalError
@@ -50,6 +51,8 @@ __all__ = [
     "ErrorInfo",
     "every",
     "Schedule",
+    # the job queue (Queue and Worker live in the actors package)
+    "job",
     # running
     "init",
     "shutdown",
@@ -73,12 +76,7 @@ __all__ = [
 
 def stub(cls: type[DurableObject] | str, object_id: str) -> Stub:
     """A stub for object ``object_id`` of ``cls`` (a class or a registered class name)."""
-    if isinstance(cls, str):
-        found = lookup(cls)
-        if found is None:
-            raise AttributeError(_unknown(cls))
-        cls = found
-    return Stub(cls, object_id)
+    return Stub(_resolve(cls) if isinstance(cls, str) else cls, object_id)
 
 
 class _Factory:
@@ -106,10 +104,18 @@ def _unknown(name: str) -> str:
     )
 
 
+def _resolve(name: str) -> type[DurableObject]:
+    cls = lookup(name)
+    if cls is None:
+        import actors  # noqa: F401  (the shipped objects: Queue, Worker)
+
+        cls = lookup(name)
+    if cls is None:
+        raise AttributeError(_unknown(name))
+    return cls
+
+
 def __getattr__(name: str) -> _Factory:
     if name.startswith("_"):
         raise AttributeError(name)
-    cls = lookup(name)
-    if cls is None:
-        raise AttributeError(_unknown(name))
-    return _Factory(cls)
+    return _Factory(_resolve(name))

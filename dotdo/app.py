@@ -51,6 +51,20 @@ def _import(spec: tuple[str, str]) -> None:
     runtime.pickle_by_value(module)
 
 
+def import_modules(specs: list, importer: str) -> None:
+    """Import modules shipped by drivers; their module-level registrations go to the
+    process-wide registry, never to the object that happens to be importing."""
+    token = context._current.set(None)
+    try:
+        for spec in specs:
+            try:
+                _import(tuple(spec))
+            except Exception:  # noqa: BLE001 - one broken module must not stop the importer
+                log.exception("dotdo: %s could not import %s", importer, spec)
+    finally:
+        context._current.reset(token)
+
+
 class App(DurableObject):
     """Home of module-level handlers, schedules and driver-side steps."""
 
@@ -59,15 +73,7 @@ class App(DurableObject):
         self._load(self.modules)
 
     def _load(self, specs: list) -> None:
-        token = context._current.set(None)  # imports register at module level, not here
-        try:
-            for spec in specs:
-                try:
-                    _import(tuple(spec))
-                except Exception:  # noqa: BLE001 - one broken module must not stop the App
-                    log.exception("dotdo: App %r could not import %s", self.id, spec)
-        finally:
-            context._current.reset(token)
+        import_modules(specs, f"App {self.id!r}")
         self._dotdo_activity.merge(registry.app_registrations(self.id))
 
     def adopt(self, specs: list) -> list:
@@ -82,6 +88,16 @@ class App(DurableObject):
     def emit(self, event_type: str, data: Any = None) -> None:
         """``dotdo.send`` from driver code lands here."""
         context.send(event_type, data)
+
+    def emit_many(self, events: list) -> int:
+        """Events other objects forward in batches (``[type, data]`` pairs)."""
+        for event_type, data in events:
+            context.send(event_type, data)
+        return len(events)
+
+    def module_list(self) -> list:
+        """The modules this App imports: workers import them too, for job handlers."""
+        return self.modules
 
     def step(self, step_id: str) -> tuple[bool, Any]:
         return self.storage.journal.step(step_id)

@@ -68,16 +68,21 @@ def register(kind: str, key: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         raise TypeError(f"{kind} registers a function, not {type(fn).__name__}")
     obj = current_object()
     activity = getattr(obj, "_dotdo_activity", None) if obj is not None else None
-    if activity is not None:
-        activity.add(kind, key, fn)
-    elif _is_method(fn):
+    if _is_method(fn):  # a class body being run: whatever object imported the module
         fn.__dict__.setdefault("_dotdo_marks", []).append((kind, key))
+    elif activity is not None:
+        activity.add(kind, key, fn)
     else:
         _apps.setdefault(DEFAULT_APP, Registrations()).add(kind, key, fn)
-        spec = module_spec(fn)
-        if spec is not None:
-            _unshipped.setdefault(DEFAULT_APP, set()).add(spec)
+        remember_module(fn)
     return fn
+
+
+def remember_module(fn: Callable[..., Any], app: str = DEFAULT_APP) -> None:
+    """Ship the module defining ``fn`` to ``app``, whose list workers import too."""
+    spec = module_spec(fn)
+    if spec is not None:
+        _unshipped.setdefault(app, set()).add(spec)
 
 
 def app_registrations(app: str) -> Registrations:

@@ -112,6 +112,12 @@ def init(
         raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
     wanted = Settings(os.path.abspath(storage) if storage else _default_storage(), namespace)
     if ray.is_initialized():
+        if ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
+            raise ConfigError(
+                "dotdo.init() ran inside a Ray worker: a module with handlers was imported "
+                "there (by an App or a Worker) and its driver code ran too. Put driver "
+                "code under `if __name__ == \"__main__\":`."
+            )
         if address is not None and _settings is not None:
             raise ConfigError(
                 "Ray is already initialised in this process: call dotdo.shutdown() "
