@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 import dotdo
+from actors import metrics
 from actors.jobs import JobStatus, Metrics, job_thing, result_thing
 from dotdo import codec
 
@@ -111,6 +112,7 @@ class Queue(dotdo.DurableObject):
         self._paused = bool(self.storage.get("paused", False))
         self._concurrency = self.storage.get("concurrency")
         self._workers: dict[str, float] = {}  # worker id -> last seen (monotonic)
+        self._depth_at = 0.0
         self._ready = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
@@ -128,6 +130,15 @@ class Queue(dotdo.DurableObject):
     def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
         row = {**row, "payload": codec.decode(row["payload"])}
         return job_thing(row, time.time())
+
+    def _gauge_depth(self) -> None:
+        if time.monotonic() - self._depth_at < 1.0:  # a count per second is plenty
+            return
+        self._depth_at = time.monotonic()
+        ready = self.storage.sql.execute(
+            "SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= ?", (time.time(),)
+        ).fetchone()[0]
+        metrics.DEPTH.set(ready, tags={"queue": self.id})
 
     def _event(self, event_type: str, data: Any) -> None:
         self.storage.sql.execute(INSERT_OUTBOX, (event_type, codec.encode(data)))
@@ -178,6 +189,7 @@ class Queue(dotdo.DurableObject):
                 self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
         if new:
             self._ready.set()
+            self._gauge_depth()
         return [self._thing(self._rows(SELECT_JOB, (row[0],))[0]) for row in rows]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -307,6 +319,7 @@ class Queue(dotdo.DurableObject):
         while True:
             jobs = mine + self._lease(worker, n - len(mine))
             if jobs or time.monotonic() >= deadline:
+                self._gauge_depth()
                 return [self._thing(r) for r in jobs]
             self._ready.clear()
             next_run = self.storage.sql.execute(NEXT_RUN_AT).fetchone()[0]

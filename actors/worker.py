@@ -18,11 +18,17 @@ import time
 from typing import Any
 
 import dotdo
+from actors import metrics
 from actors.jobs import result_thing
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
 
 __all__ = ["Worker"]
+
+
+def _record(tags: dict[str, str], outcome: str, started: float) -> None:
+    metrics.JOBS.inc(tags={**tags, "outcome": outcome})
+    metrics.DURATION.observe(time.monotonic() - started, tags=tags)
 
 log = logging.getLogger("dotdo")
 _HEARTBEAT = 5.0
@@ -91,6 +97,8 @@ class Worker(dotdo.DurableObject):
             await self._load_handler_modules()
             handler = job_handlers.handler_for(job_type)
         if handler is None:
+            _record({"queue": (self._config or {}).get("queue", ""), "type": job_type},
+                    "unknown_type", time.monotonic())
             return [job_id, False, f"no handler registered for job type {job_type!r}", 0]
         calls = 0
         timeout = job.get("timeout")
@@ -103,13 +111,17 @@ class Worker(dotdo.DurableObject):
             return await dotdo.try_(handler, job["payload"])
 
         step_id = f"job-{job_id}"
+        started = time.monotonic()
+        tags = {"queue": (self._config or {}).get("queue", ""), "type": job_type}
         try:
             output = await dotdo.do(attempt, step_id=step_id,
                                     max_retries=job.get("maxRetries", 3), backoff=backoff)
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
+            _record(tags, "failed", started)
             return [job_id, False, f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", calls)]
         if calls == 0:  # replayed from the journal: it ran in a previous life
             calls = len(self.storage.journal.attempts(step_id))
+        _record(tags, "completed", started)
         return [job_id, True, output, calls]
 
     async def _loop(self) -> None:

@@ -19,3 +19,13 @@ def reject(event):
 @dotdo.on_error
 async def report(info):
     await dotdo.Recorder(WITNESS).note("errors", [info.event_type, str(info.error)])
+
+
+@dotdo.on.Job.failed
+async def dead_letter(event):
+    await dotdo.Recorder(WITNESS).note("job-failed", event.data["$id"])
+
+
+@dotdo.on.Job.completed
+async def completed(event):
+    await dotdo.Recorder(WITNESS).note("job-completed", event.data["jobId"])

@@ -21,9 +21,15 @@ def storage_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dotdo-storage")
 
 
+def start_ray(storage_root) -> None:
+    """The session's local Ray; metrics reach the Prometheus endpoint each second."""
+    dotdo.init(address="local", storage=str(storage_root), num_cpus=2,
+               _system_config={"metrics_report_interval_ms": 1000})
+
+
 @pytest.fixture(scope="session")
 def _ray_session(storage_root):
-    dotdo.init(address="local", storage=str(storage_root), num_cpus=2)
+    start_ray(storage_root)
     yield
     dotdo.shutdown()
 
@@ -32,7 +38,7 @@ def _ray_session(storage_root):
 def ray_session(_ray_session, storage_root):
     """dotdo on the session's Ray; starts it again if a test shut it down."""
     if not ray.is_initialized():
-        dotdo.init(address="local", storage=str(storage_root), num_cpus=2)
+        start_ray(storage_root)
     return runtime.settings()
 
 

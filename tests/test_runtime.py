@@ -16,7 +16,7 @@ import dotdo
 from dotdo import runtime
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
-from tests.conftest import ROOT, run_driver
+from tests.conftest import ROOT, run_driver, start_ray
 
 
 def test_unknown_class_lists_known_ones():
@@ -138,7 +138,7 @@ def test_state_survives_full_ray_shutdown(ray_session, unique):
     storage = ray_session.storage
     dotdo.shutdown()
     assert not ray.is_initialized()
-    dotdo.init(address="local", storage=storage, num_cpus=2)
+    start_ray(storage)
     assert dotdo.Counter(unique).get().result() == 10
 
 

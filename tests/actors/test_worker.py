@@ -198,3 +198,58 @@ def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_sessio
     # Every job's handler started at least once (some twice: unfinished when killed).
     starts = [witness.hits(f"start:{i}") for i in range(n)]
     assert min(dotdo.get(starts)) >= 1
+
+
+def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
+    import urllib.request
+
+    queue, _, start = setup
+    queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5)]).result()
+    queue.enqueue("doomed", None, max_retries=0).result()
+    start(1)
+    wait_for(lambda: drained(queue))
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+
+    def scraped():
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        lines = [line for line in text.splitlines() if f'queue="{unique}"' in line]
+        return lines if any("dotdo_jobs_total" in line and 'outcome="failed"' in line
+                            for line in lines) else None
+
+    lines = wait_for(scraped, timeout=90)
+    completed = [line for line in lines
+                 if line.startswith("ray_dotdo_jobs_total") and 'outcome="completed"' in line]
+    assert completed and float(completed[0].rsplit(" ", 1)[1]) == 5.0
+    assert any(line.startswith("ray_dotdo_job_duration_seconds") for line in lines)
+
+
+def test_queue_events_reach_user_handlers(setup, unique):
+    from tests import app_handlers
+
+    queue, _, start = setup
+    ok = queue.enqueue("echo", 1, job_id=f"{unique}-ok").result()["$id"]
+    bad = queue.enqueue("doomed", None, job_id=f"{unique}-bad", max_retries=0).result()["$id"]
+    start(1)
+    witness = dotdo.Recorder(app_handlers.WITNESS)
+    wait_for(lambda: bad in witness.notes("job-failed").result())
+    wait_for(lambda: ok in witness.notes("job-completed").result())
+
+
+def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, storage_root):
+    from tests.conftest import start_ray
+
+    queue, _, start = setup
+    n = 200
+    queue.enqueue_many([{"type": "slow", "payload": {"witness": f"{unique}-witness", "n": i,
+                                                      "seconds": 0.05}} for i in range(n)]).result()
+    workers = start(2, concurrency=4)
+    wait_for(lambda: queue.get_metrics().completed.result() >= n * 0.2)
+    # The whole of Ray goes away mid-run; the files stay.
+    dotdo.shutdown()
+    start_ray(storage_root)
+    # The first call activates the queue, which wakes its workers.
+    metrics = wait_for(lambda: drained(queue), timeout=180)
+    assert metrics.completed == n and metrics.failed == 0
+    steps = [s for s in _journaled_steps(ray_session.storage, [w.id for w in workers])]
+    assert len(steps) == len(set(steps)) == n
