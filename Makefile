@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) examples/pipelining.py
+	$(PY) examples/job_queue.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -234,6 +234,14 @@ class Queue(dotdo.DurableObject):
             paused=self._paused, concurrency=self._concurrency,
         )
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{type: {status: count}}`` over every job the queue holds."""
+        out: dict[str, dict[str, int]] = {}
+        rows = self.storage.sql.execute("SELECT type, status, count(*) FROM jobs GROUP BY 1, 2")
+        for job_type, status, n in rows.fetchall():
+            out.setdefault(job_type, {})[status] = n
+        return out
+
     def retry(self, job_id: str) -> dict[str, Any]:
         """Send a failed job back to the queue (out of the dead-letter list)."""
         job = self._must(job_id)

@@ -16,6 +16,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "do.py": [r"attempt 1: ConnectionError", r"attempt 3: ok", r"\(from the journal\)",
               r"stopped after 1 attempt: card declined"],
+    "job_queue.py": [r"enqueued 3000 jobs", r"jobs/s end to end",
+                     r"dead letter: \w{8} report: ValueError: report \d+ has a corrupt row"],
     "events.py": [r"reserved: \['o-1', 'o-2'\]", r"audit: 2",
                   r"failures: \['Order.placed \w{8}: order o-2 needs a manual check'\]"],
     "pipelining.py": [r"alice deposits 10 -> balance 10", r"ledger entries: 1, last for alice: 10",
