@@ -105,12 +105,14 @@ def main() -> None:
     console.print(table)
     console.print(f"enqueued {args.jobs} jobs in {enqueued:.2f} s "
                   f"({args.jobs / enqueued:,.0f} jobs/s); all finished in {elapsed:.2f} s "
-                  f"({args.jobs / elapsed:,.0f} jobs/s end to end, retry waits included)")
+                  f"({args.jobs / elapsed:,.0f} jobs/s end to end, retry waits included)",
+                  soft_wrap=True)
     failed = queue.list(status="failed", limit=3).result()["jobs"]
     for job in failed:
-        console.print(f"  dead letter: {job['$id'][:8]} {job['type']}: {job['error']}")
+        console.print(f"  dead letter: {job['$id'][:8]} {job['type']}: {job['error']}",
+                      soft_wrap=True)
     console.print(f"SQLite files: {settings.storage}/Queue and {settings.storage}/Worker "
-                  "(one file per object; `sqlite3` opens them)")
+                  "(one file per object; `sqlite3` opens them)", soft_wrap=True)
 
 
 if __name__ == "__main__":
