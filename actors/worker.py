@@ -33,6 +33,7 @@ def _record(tags: dict[str, str], outcome: str, started: float) -> None:
 log = logging.getLogger("dotdo")
 _HEARTBEAT = 5.0
 _FLUSH_EVERY = 0.05
+_RELOAD_AFTER = 1.0
 
 
 class Worker(dotdo.DurableObject):
@@ -42,6 +43,7 @@ class Worker(dotdo.DurableObject):
         self._config: dict[str, Any] | None = self.storage.get("config")
         self._loop_task: asyncio.Task | None = None
         self._modules: asyncio.Task | None = None
+        self._modules_at = 0.0
         if self._config:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -80,9 +82,13 @@ class Worker(dotdo.DurableObject):
     # -- running jobs ------------------------------------------------------------------
 
     async def _load_handler_modules(self) -> None:
-        """Import the modules the App knows, where the drivers' job handlers live
-        (once: concurrent jobs wait for the same load)."""
-        if self._modules is None:
+        """Import the modules the App knows, where the drivers' job handlers live.
+        Concurrent jobs wait for the same load; a type still unknown afterwards asks
+        again, at most once a second (its module may have reached the App since)."""
+        stale = self._modules is not None and self._modules.done() and (
+            time.monotonic() - self._modules_at > _RELOAD_AFTER)
+        if self._modules is None or stale:
+            self._modules_at = time.monotonic()
             self._modules = asyncio.get_running_loop().create_task(self._import_modules())
         await self._modules
 
