@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -28,14 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import dotdo  # noqa: E402
+from benchmarks._results import write_results  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "durable_steps.json"
 console = Console()
 
 
@@ -169,16 +166,7 @@ def main() -> None:
     table.add_row(f"dotdo.send from a driver to App('default'), {n_driver} events",
                   f"sent {f['sent_per_s']:,.0f}/s, handled {f['handled_per_s']:,.0f}/s", "")
     console.print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "durable_steps",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "ray": ray.__version__},
-        "rounds": rounds,
-        "figures": figures,
-    }, indent=2))
-    console.print(f"results written to {RESULTS}")
+    write_results("durable_steps", console, rounds=rounds, figures=figures)
     dotdo.shutdown()
 
 

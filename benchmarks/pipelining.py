@@ -15,9 +15,6 @@ figures are medians over rounds. Results go to ``benchmarks/results/pipelining.j
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,8 +29,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import dotdo  # noqa: E402
+from benchmarks._results import write_results  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pipelining.json"
 console = Console()
 
 
@@ -253,16 +250,7 @@ def main() -> None:
                   f"{f['raw_ray_speedup']:.2f}x faster", "(reference)")
     console.print(table)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "pipelining",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "ray": ray.__version__},
-        "rounds": rounds,
-        "figures": figures,
-    }, indent=2))
-    console.print(f"results written to {RESULTS}")
+    write_results("pipelining", console, rounds=rounds, figures=figures)
     dotdo.shutdown()
 
 

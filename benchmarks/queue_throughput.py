@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -36,10 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._results import write_results  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "queue_throughput.json"
 BIN = Path(sys.executable).parent
 console = Console()
 
@@ -83,8 +81,7 @@ class Peer:
     def __init__(self, redis_url: str, broker_url: str, tmp: str) -> None:
         self.redis_url, self.broker_url, self.tmp = redis_url, broker_url, tmp
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_REDIS_URL": redis_url,
-                    "BENCH_BROKER_URL": broker_url,
-                    "BENCH_HUEY_DB": os.path.join(tmp, f"huey-{time.time_ns()}.db")}
+                    "BENCH_BROKER_URL": broker_url, "BENCH_HUEY_DB": os.path.join(tmp, "huey.db")}
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("BENCH_")})
         self.procs: list[subprocess.Popen] = []
 
@@ -202,6 +199,13 @@ class HueyPeer(Peer):
     def commands(self):
         return [[str(BIN / "huey_consumer"), "benchmarks.peers.huey_tasks.huey", "-w", "2",
                  "-k", "process", "-q"]]
+
+    def start_workers(self):
+        from benchmarks.peers import huey_tasks
+
+        if not self.procs:  # a new run, not a restart after kill -9: start empty
+            huey_tasks.huey.flush()
+        super().start_workers()
 
     def enqueue(self, ids):
         from benchmarks.peers import huey_tasks
@@ -349,7 +353,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="1,000 jobs")
     parser.add_argument("--only", default="dotdo,celery,rq,dramatiq,huey")
-    parser.add_argument("--timeout", type=float, default=180.0,
+    parser.add_argument("--timeout", type=float, default=90.0,
                         help="seconds a run may take before its missing jobs count as lost")
     args = parser.parse_args()
     n = 1000 if args.quick else args.jobs
@@ -418,15 +422,8 @@ def main() -> None:
     if "dotdo" in results and peers and results["dotdo"]["end_to_end_per_s"]:
         ratio = results["dotdo"]["end_to_end_per_s"] / max(peers)
         console.print(f"dotdo end-to-end vs the best peer: {ratio:.2f}x (target >= 2x)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "queue_throughput",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "jobs": n, "results": results, "skipped": skipped,
-        "dotdo_vs_best_peer": ratio,
-    }, indent=2))
-    console.print(f"results written to {RESULTS}")
+    write_results("queue_throughput", console, jobs=n, results=results, skipped=skipped,
+                  dotdo_vs_best_peer=ratio)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Registrations:
 
 
 _apps: dict[str, Registrations] = {}
+_modules: dict[str, set[tuple[str, str]]] = {}  # every module that registered, per App
 _unshipped: dict[str, set[tuple[str, str]]] = {}
 
 
@@ -82,7 +83,14 @@ def remember_module(fn: Callable[..., Any], app: str = DEFAULT_APP) -> None:
     """Ship the module defining ``fn`` to ``app``, whose list workers import too."""
     spec = module_spec(fn)
     if spec is not None:
+        _modules.setdefault(app, set()).add(spec)
         _unshipped.setdefault(app, set()).add(spec)
+
+
+def ship_again() -> None:
+    """A new cluster or storage: its Apps have not been told anything yet."""
+    for app, specs in _modules.items():
+        _unshipped.setdefault(app, set()).update(specs)
 
 
 def app_registrations(app: str) -> Registrations:

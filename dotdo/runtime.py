@@ -132,6 +132,8 @@ def init(
         ray.init(address=address, **ray_kwargs)
         _handles.clear()
     os.makedirs(wanted.storage, exist_ok=True)
+    if wanted != _settings:
+        registry.ship_again()  # this cluster's or storage's Apps know nothing yet
     _settings = wanted
     return wanted
 

@@ -107,3 +107,20 @@ def kill_and_wait(stub, how: str = "SIGKILL") -> None:
         except ray.exceptions.RayActorError:
             time.sleep(0.05)
     raise AssertionError("the object did not come back")
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    """Poll ``predicate`` until it returns something true, and return that. A read
+    that was in flight when a test killed the actor is simply read again."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except ray.exceptions.RayActorError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")

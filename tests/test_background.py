@@ -9,17 +9,8 @@ import time
 import ray
 
 from tests import objects  # noqa: F401
-from tests.conftest import ROOT, kill_and_wait
+from tests.conftest import ROOT, kill_and_wait, wait_for
 
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_missed_ticks_fire_once_on_recovery(make_object, unique):

@@ -9,7 +9,7 @@ import ray
 
 import dotdo
 from tests import objects  # noqa: F401  (registers the classes)
-from tests.conftest import kill_and_wait
+from tests.conftest import kill_and_wait, wait_for
 
 # -- the table: retries ---------------------------------------------------------------
 
@@ -28,7 +28,7 @@ def test_try_does_not_retry(ray_session, unique):
 def test_send_does_not_retry_a_failing_handler(make_object, unique):
     events = make_object("Events", unique)
     events.fire("Order.broken", 1).result()
-    _wait_for(lambda: len(events.seen("errors").result()) == 1)
+    wait_for(lambda: len(events.seen("errors").result()) == 1)
     time.sleep(0.3)
     assert len(events.seen("errors").result()) == 1
 
@@ -41,7 +41,7 @@ def test_send_returns_none_at_once_and_the_others_are_awaitable(make_object, uni
     # The handler sleeps 2 s; send returned before it finished.
     assert events.fire("Slow.started", 2.0).result() is None
     assert all(mark != "end" for mark, _ in events.seen("slow").result())
-    _wait_for(lambda: [m for m, _ in events.seen("slow").result()] == ["start", "end"])
+    wait_for(lambda: [m for m, _ in events.seen("slow").result()] == ["start", "end"])
     steps = dotdo.Steps(unique)
     assert steps.attempt_once(unique, fail=False).result() == "tried"
     assert steps.step(f"{unique}-s", unique).result() == {"done": f"{unique}-s"}
@@ -53,7 +53,7 @@ def test_send_returns_none_at_once_and_the_others_are_awaitable(make_object, uni
 def test_send_never_raises_handler_errors_to_the_sender(make_object, unique):
     events = make_object("Events", unique)
     assert events.fire("Order.broken", "x").result() is None
-    _wait_for(lambda: events.seen("errors").result())
+    wait_for(lambda: events.seen("errors").result())
     event_type, event_id, data, error = events.seen("errors").result()[0]
     assert (event_type, data) == ("Order.broken", "x") and "handler broke on x" in error
     assert event_id
@@ -98,7 +98,7 @@ def test_finished_step_is_not_redone_after_a_kill(ray_session, unique):
     steps, recorder = dotdo.Steps(unique), dotdo.Recorder(unique)
     # Given a step that finished, in a method that has not returned yet
     pending = steps.step("send-invoice", unique, hold=30)
-    _wait_for(lambda: recorder.hits("send-invoice").result() == 1)
+    wait_for(lambda: recorder.hits("send-invoice").result() == 1)
     # When the object is killed and the method is called again
     kill_and_wait(steps, "SIGKILL")
     with pytest.raises(ray.exceptions.RayActorError):
@@ -111,7 +111,7 @@ def test_finished_step_is_not_redone_after_a_kill(ray_session, unique):
 def test_unfinished_step_runs_again_after_a_kill(ray_session, unique):
     steps, recorder = dotdo.Steps(unique), dotdo.Recorder(unique)
     pending = steps.step("slow-step", unique, work_time=30)
-    _wait_for(lambda: recorder.hits("slow-step").result() == 1)
+    wait_for(lambda: recorder.hits("slow-step").result() == 1)
     kill_and_wait(steps, "ray.kill")
     with pytest.raises(ray.exceptions.RayActorError):
         pending.result(timeout=60)
@@ -165,11 +165,3 @@ def test_unencodable_event_data_raises_at_send_and_logs_nothing(make_object, uni
 def ray_count_events(events) -> int:
     return events.seen("placed").result().__len__() + events.pending().result()
 
-
-def _wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")

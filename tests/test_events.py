@@ -1,22 +1,12 @@
 """Events on real Ray: wildcards, on_error, driver code's App, at-least-once."""
 
-import time
 
 import ray
 
 import dotdo
 from tests import objects  # noqa: F401
-from tests.conftest import kill_and_wait
+from tests.conftest import kill_and_wait, wait_for
 
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_exact_and_wildcard_handlers(make_object, unique):

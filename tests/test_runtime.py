@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,10 +12,9 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
-from tests.conftest import ROOT, run_driver, start_ray
+from tests.conftest import ROOT, kill_and_wait, run_driver, start_ray
 
 
 def test_unknown_class_lists_known_ones():
@@ -59,30 +57,12 @@ def test_unencodable_value_is_refused_and_nothing_written(ray_session, unique):
     assert counter.incr().result() == 1  # the refused calls left no gap behind
 
 
-def _kill_and_wait(stub, how: str) -> None:
-    handle = runtime.actor_handle(stub)
-    pid = ray.get(handle.stats.remote())["pid"]
-    if how == "ray.kill":
-        ray.kill(handle, no_restart=False)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    # The next call waits for the restart; a new process answers it.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if stub.pid().result(timeout=30) != pid:
-                return
-        except ray.exceptions.RayActorError:
-            pass  # the call raced the kill; try again
-    raise AssertionError("the object did not come back")
-
-
 @pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
 def test_state_survives_a_crash(ray_session, unique, how):
     counter = dotdo.Counter(unique)
     dotdo.get([counter.incr() for _ in range(20)])
     counter.put("profile", {"name": "Ada"}).result()
-    _kill_and_wait(counter, how)
+    kill_and_wait(counter, how)
     assert counter.get().result() == 20
     assert counter.read("profile").result() == {"name": "Ada"}
     assert counter.incr().result() == 21

@@ -5,7 +5,6 @@ import glob
 import os
 import signal
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -15,20 +14,8 @@ import dotdo
 from dotdo import runtime
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
-from tests.conftest import host_pid
+from tests.conftest import host_pid, wait_for
 
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except ray.exceptions.RayActorError:
-            value = None  # a read in flight when the actor was killed: read again
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def drained(queue):
