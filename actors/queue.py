@@ -11,7 +11,8 @@ first (it replays finished steps from its journal instead of running them again)
 worker silent for ``lease_timeout`` seconds loses its jobs to the others. Events
 (``Job.enqueued``, ``Job.completed``, ``Job.failed``) are written to an outbox in the
 same transaction as the change they describe, and forwarded to ``App("default")``,
-where module-level handlers subscribe to them.
+where module-level handlers subscribe to them. While no handler there listens to
+``Job`` events (the queue asks every two seconds), none are written.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ DELETE_OUTBOX = "DELETE FROM outbox WHERE seq <= ?"
 
 _FINISHED = ("completed", "failed", "cancelled")
 _OUTBOX_BATCH = 500
+_LISTEN_EVERY = 2.0
 
 
 def _number(name: str, value: Any, *, minimum: float, allow_none: bool = True) -> Any:
@@ -116,7 +118,10 @@ class Queue(dotdo.DurableObject):
         self._ready = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
-        asyncio.get_running_loop().create_task(self._forward_events())
+        self._listened = True  # until the App says otherwise
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._forward_events())
+        loop.create_task(self._watch_listeners())
         for worker in self.storage.get("workers", []):
             dotdo.Worker(worker).resume()  # after a restart, workers come back too
 
@@ -141,6 +146,8 @@ class Queue(dotdo.DurableObject):
         metrics.DEPTH.set(ready, tags={"queue": self.id})
 
     def _event(self, event_type: str, data: Any) -> None:
+        if not self._listened:  # nobody handles Job events: sending them is waste
+            return
         self.storage.sql.execute(INSERT_OUTBOX, (event_type, codec.encode(data)))
         self._outbox_ready.set()
 
@@ -383,6 +390,16 @@ class Queue(dotdo.DurableObject):
         if self._concurrency is not None:
             self._ready.set()
         return done
+
+    async def _watch_listeners(self) -> None:
+        """Ask the App every few seconds whether anyone handles Job events."""
+        app = dotdo.App("default")
+        while True:
+            try:
+                self._listened = await app.listens("Job")
+            except Exception:  # noqa: BLE001 - the App is restarting: keep sending
+                self._listened = True
+            await asyncio.sleep(_LISTEN_EVERY)
 
     async def _forward_events(self) -> None:
         """Forward the outbox to App("default") in batches, deleting what it took."""

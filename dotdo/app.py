@@ -95,6 +95,12 @@ class App(DurableObject):
             context.send(event_type, data)
         return len(events)
 
+    def listens(self, noun: str) -> bool:
+        """Whether any handler here would receive events of ``noun`` (senders that
+        forward many events skip the work when nobody listens)."""
+        return any(pattern.partition(".")[0] in ("*", noun)
+                   for pattern, _ in self._dotdo_activity.handlers)
+
     def module_list(self) -> list:
         """The modules this App imports: workers import them too, for job handlers."""
         return self.modules

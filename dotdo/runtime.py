@@ -170,7 +170,11 @@ def shutdown() -> None:
 def settings() -> Settings:
     """The settings in force, initialising with the defaults if needed."""
     if _settings is None or not ray.is_initialized():
-        init()
+        if ray.is_initialized() and ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
+            # A Ray task or actor of the user's calling a stub: Ray is up already.
+            adopt(Settings(_default_storage(), _default_namespace()))
+        else:
+            init()
     assert _settings is not None
     return _settings
 
