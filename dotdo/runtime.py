@@ -296,7 +296,9 @@ class _HostActor:
         self._objects: dict[tuple[str, str], DurableObject] = {}
         self._methods: dict[type, frozenset[str]] = {}
         self._calls: dict[tuple[str, str], int] = {}
-        self._sequencer = Sequencer()
+        self._sequencer = Sequencer(
+            fresh=not ray.get_runtime_context().was_current_actor_reconstructed
+        )
         self._clock = Clock()
         if key is not None:
             # Activate at once, not at the next call: after a restart the object's

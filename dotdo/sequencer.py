@@ -7,9 +7,10 @@ of a stream only after call ``n - 1`` has started.
 
 Two cases have no predecessor to wait for, and are handled without blocking forever:
 
-* A stream the host has not seen, whose first call is not number 1 (the host
-  restarted, or forgot an idle stream): it waits ``settle`` seconds for stragglers,
-  then starts from the lowest number that arrived.
+* A stream a *restarted* host meets mid-way (its first call here is not number 1),
+  or one it forgot while idle: it waits ``settle`` seconds for stragglers, then
+  starts from the lowest number that arrived. A host in its first life knows every
+  stream starts at 1, and waits for call 1 however late it arrives.
 * A gap that never fills (the missing call died with a previous incarnation of the
   host): after ``gap_timeout`` seconds the waiting calls go on, lowest first.
 
@@ -44,18 +45,25 @@ class Sequencer:
     """Admits each stream's calls in number order; see the module docstring."""
 
     def __init__(
-        self, *, settle: float = 0.05, gap_timeout: float = 5.0, max_streams: int = 10_000
+        self, *, fresh: bool = False, settle: float = 0.5, gap_timeout: float = 5.0,
+        max_streams: int = 10_000,
     ) -> None:
+        # A host's first life has seen every stream from its call 1: however late
+        # call 1 arrives, it is coming. Only a restarted host (or one that forgot a
+        # stream) must guess where a stream it meets mid-way starts.
+        self.fresh = fresh
         self.settle = settle
         self.gap_timeout = gap_timeout
         self.max_streams = max_streams
         self._streams: OrderedDict[Hashable, _Stream] = OrderedDict()
+        self._forgot = False
         self.skipped = 0  # gaps given up on, for stats
 
     def _stream(self, stream: Hashable, seq: int) -> _Stream:
         st = self._streams.get(stream)
         if st is None:
-            st = self._streams[stream] = _Stream(1 if seq == 1 else None)
+            known_start = seq == 1 or (self.fresh and not self._forgot)
+            st = self._streams[stream] = _Stream(1 if known_start else None)
             self._forget_idle()
             if st.next is None:
                 asyncio.get_running_loop().call_later(self.settle, self._settled, stream)
@@ -149,3 +157,4 @@ class Sequencer:
                 self._streams.move_to_end(key)
                 return
             del self._streams[key]
+            self._forgot = True

@@ -35,6 +35,7 @@ if __name__ == "__main__":
         assert dotdo.send("Metrics.recorded", {"event": "signup"}) is None
     print(f"100 sends returned in {(time.perf_counter() - start) * 1e3:.0f} ms")
     tally = dotdo.Tally("analytics")
-    while tally.total("signup").result() < 100:  # handlers run asynchronously
-        time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while tally.total("signup").result() < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)  # handlers run asynchronously
     print(f"handled: {tally.total('signup').result()} signups counted by the App")

@@ -36,7 +36,7 @@ def test_streams_are_independent():
     assert asyncio.run(main()) == ([1, 2], [1, 2])
 
 
-def test_unknown_stream_settles_then_starts_from_lowest():
+def test_restarted_host_settles_then_starts_from_lowest():
     async def main():
         seq, order = Sequencer(settle=0.05), []
         # A restarted host: the stream's calls 1..40 died with the old process.
@@ -106,3 +106,16 @@ async def _run_deferred(seq, stream, n, order, deferred):
         await admitted
     order.append(n)
     seq.started(stream, n)
+
+
+def test_fresh_host_waits_for_call_one_however_late():
+    async def main():
+        seq, order = Sequencer(fresh=True, settle=0.01, gap_timeout=60), []
+        later = asyncio.ensure_future(asyncio.gather(_run(seq, "s", 3, order), _run(seq, "s", 2, order)))
+        await asyncio.sleep(0.1)  # ten settle periods: a restarted host would have moved on
+        assert order == []
+        await _run(seq, "s", 1, order)
+        await later
+        return order
+
+    assert asyncio.run(main()) == [1, 2, 3]
