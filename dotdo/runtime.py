@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -296,9 +297,7 @@ class _HostActor:
         self._objects: dict[tuple[str, str], DurableObject] = {}
         self._methods: dict[type, frozenset[str]] = {}
         self._calls: dict[tuple[str, str], int] = {}
-        self._sequencer = Sequencer(
-            fresh=not ray.get_runtime_context().was_current_actor_reconstructed
-        )
+        self._sequencer = Sequencer(fresh=not _restarted())
         self._clock = Clock()
         if key is not None:
             # Activate at once, not at the next call: after a restart the object's
@@ -401,6 +400,14 @@ class _HostActor:
             "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
             "gaps_skipped": self._sequencer.skipped,
         }
+
+
+def _restarted() -> bool:
+    """Whether this actor is a restart (Ray's check warns about its own deprecated
+    ``actor_id``; the warning is Ray's business, not our users')."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 _Host = ray.remote(_HostActor)
