@@ -6,8 +6,8 @@ import random
 from dotdo.sequencer import Sequencer
 
 
-async def _run(seq: Sequencer, stream, n: int, order: list, delay: float = 0.0):
-    admitted = seq.arrive(stream, n)
+async def _run(seq: Sequencer, stream, n: int, order: list, deferred=None):
+    admitted = seq.arrive(stream, n, deferred)
     if admitted is not None:
         await admitted
     order.append(n)
@@ -90,7 +90,7 @@ def test_deferred_gap_is_waited_out_not_skipped():
         seq, order = Sequencer(gap_timeout=0.02), []
         await _run(seq, "s", 1, order)
         # Call 2 waits for a promise argument; call 3 says so and must wait for it.
-        later = asyncio.ensure_future(_run_deferred(seq, "s", 3, order, deferred=[2]))
+        later = asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
         await asyncio.sleep(0.1)  # five gap timeouts
         assert order == [1]
         await _run(seq, "s", 2, order)
@@ -98,14 +98,6 @@ def test_deferred_gap_is_waited_out_not_skipped():
         return order, seq.skipped
 
     assert asyncio.run(main()) == ([1, 2, 3], 0)
-
-
-async def _run_deferred(seq, stream, n, order, deferred):
-    admitted = seq.arrive(stream, n, deferred)
-    if admitted is not None:
-        await admitted
-    order.append(n)
-    seq.started(stream, n)
 
 
 def test_fresh_host_waits_for_call_one_however_late():
