@@ -22,6 +22,7 @@ from dotdo.errors import (
     StorageError,
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
+from dotdo.hosting import Dedicated, Pooled
 from dotdo.jobs import job
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
@@ -53,6 +54,9 @@ __all__ = [
     "Schedule",
     # the job queue (Queue and Worker live in the actors package)
     "job",
+    # hosting: one actor per object, or a pool of actors
+    "Dedicated",
+    "Pooled",
     # running
     "init",
     "shutdown",

@@ -11,6 +11,11 @@ firing its alarm. One :class:`Activity` per active object, on its host's loop.
 * The alarm task waits for the stored alarm time, calls ``alarm()``, retries it with
   backoff while it raises, and clears the alarm only once it succeeded.
 * Failures of handlers and ticks go to the ``on_error`` callbacks, never up.
+
+A pooled host asks an Activity whether it is :attr:`~Activity.idle` before evicting
+its object, and when it must be woken again (:meth:`~Activity.next_wake`); the
+``on_busy`` hook tells the host the moment the object has background work, so that a
+host that dies brings the object back.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class Activity:
         self._tasks: list[asyncio.Task] = []
         self._started = False
         self._alarm_changed = asyncio.Event()
+        self._running = 0  # handlers, ticks and alarms running now
+        self._unmarked: list[str] = []  # handled events not yet marked in the journal
+        self.on_busy: Callable[[], None] | None = None
         for kind, key, name in getattr(type(obj), "_dotdo_subscriptions", ()):
             self.add(kind, key, getattr(obj, name))
 
@@ -95,6 +103,8 @@ class Activity:
         self._started = True
         for row in self.journal.pending_events():
             self._queue.put_nowait(row)
+        if self.schedules or not self._queue.empty() or self.journal.alarm() is not None:
+            self._busy()
         self._spawn(self._dispatch_loop())
         for schedule, fn in self.schedules:
             self._spawn(self._schedule_loop(schedule, fn))
@@ -107,18 +117,43 @@ class Activity:
         self._tasks.clear()
         self._started = False
 
+    @property
+    def idle(self) -> bool:
+        """Nothing running or waiting: no handler, tick or alarm call, no event queued."""
+        return not self._running and self._queue.empty() and not self._unmarked
+
+    def next_wake(self) -> float | None:
+        """When the object must be active again by itself: its alarm or next tick."""
+        times = [row[0] for row in [self.journal.alarm()] if row is not None]
+        for schedule, fn in self.schedules:
+            row = self.journal.schedule(f"{_name(fn)}@{schedule.spec}")
+            times.append(self.clock.now() if row is None else row[1])
+        return min(times, default=None)
+
+    def _busy(self) -> None:
+        if self.on_busy is not None:
+            self.on_busy()
+
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        # Created outside the object's context: the host counts tasks the object
+        # starts itself (they keep it in memory), not the Activity's own.
+        token = _current.set(None)
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        finally:
+            _current.reset(token)
         self._tasks.append(task)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         token = _current.set(self.obj)
+        self._running += 1
         try:
             result = fn(*args)
             if inspect.isawaitable(result):
                 result = await result
             return result
         finally:
+            self._running -= 1
             _current.reset(token)
 
     async def report(self, info: ErrorInfo) -> None:
@@ -138,17 +173,18 @@ class Activity:
         event_id = uuid.uuid4().hex
         created = self.clock.now()
         self.journal.append_event(event_id, event_type, encoded, created)
+        self._busy()
         self._queue.put_nowait((event_id, event_type, codec.decode(encoded), created))
         return event_id
 
     async def _dispatch_loop(self) -> None:
-        handled: list[str] = []
+        handled = self._unmarked
         while True:
             if handled and (self._queue.empty() or len(handled) >= _MARK_BATCH):
                 # One commit marks a run of events: a crash before it only means
                 # those events are handled again (at-least-once, as promised).
                 self.journal.events_handled(handled, self.clock.now())
-                handled = []
+                handled.clear()
             event_id, event_type, data, created = await self._queue.get()
             event = Event(event_id, event_type, data, created)
             for pattern, handler in list(self.handlers):
@@ -185,6 +221,7 @@ class Activity:
     # -- alarm --------------------------------------------------------------------------
 
     def alarm_changed(self) -> None:
+        self._busy()
         self._alarm_changed.set()
 
     async def _alarm_loop(self) -> None:
@@ -200,9 +237,11 @@ class Activity:
             if wait > 0:
                 sleeper = asyncio.ensure_future(self.clock.sleep(wait))
                 changed = asyncio.ensure_future(self._alarm_changed.wait())
-                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
-                sleeper.cancel()
-                changed.cancel()
+                try:
+                    await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when the object is evicted while waiting
+                    sleeper.cancel()
+                    changed.cancel()
                 continue  # re-read: it may have moved, or it is due now
             self.journal.count_alarm_attempt()
             try:

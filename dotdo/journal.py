@@ -26,7 +26,7 @@ import sqlite_utils
 from dotdo import codec
 from dotdo.errors import CorruptStorageError, StorageError
 
-__all__ = ["Storage", "Journal"]
+__all__ = ["Storage", "Journal", "Directory"]
 
 SCHEMA_VERSION = 1
 
@@ -100,6 +100,20 @@ PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=5000",
 )
+
+# A pooled host's list of the objects it must bring back by itself: after a restart
+# (wake_at = 0: the object was in memory) or at its alarm or next schedule tick.
+CREATE_HOSTED = """
+CREATE TABLE IF NOT EXISTS _dotdo_hosted (
+    class     TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    wake_at   REAL NOT NULL,
+    PRIMARY KEY (class, id)
+) WITHOUT ROWID"""
+
+UPSERT_HOSTED = "INSERT OR REPLACE INTO _dotdo_hosted (class, id, wake_at) VALUES (?, ?, ?)"
+DELETE_HOSTED = "DELETE FROM _dotdo_hosted WHERE class = ? AND id = ?"
+SELECT_HOSTED = "SELECT class, id, wake_at FROM _dotdo_hosted"
 
 SELECT_META = "SELECT key, value FROM _dotdo_meta"
 INSERT_META = "INSERT OR IGNORE INTO _dotdo_meta (key, value) VALUES (?, ?)"
@@ -433,3 +447,50 @@ class Journal:
     def alarm_done(self, fire_at: float) -> None:
         """Clear the alarm that fired, unless ``alarm()`` set a new one meanwhile."""
         self._s._write(DELETE_ALARM_IF, (fire_at,))
+
+
+class Directory:
+    """A pooled host's own file: which objects it must wake without being called.
+
+    An object is written as live (``wake_at = 0``) when it activates, so a host that
+    crashes brings back every object it held; on eviction its row becomes the time of
+    its next alarm or schedule tick, or goes away when it has none.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            for pragma in PRAGMAS:
+                self._conn.execute(pragma)
+            self._conn.execute(CREATE_HOSTED)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStorageError(
+                f"the pooled host's directory {path} is not a readable SQLite database "
+                f"({exc}); move it away: its objects then wake at their next call",
+                path,
+            ) from exc
+
+    def live(self, key: tuple[str, str]) -> None:
+        self._conn.execute(UPSERT_HOSTED, (key[0], key[1], 0.0))
+
+    def asleep(self, key: tuple[str, str], wake_at: float | None) -> None:
+        if wake_at is None:
+            self._conn.execute(DELETE_HOSTED, key)
+        else:
+            self._conn.execute(UPSERT_HOSTED, (key[0], key[1], wake_at))
+
+    def asleep_many(self, rows: list[tuple[tuple[str, str], float | None]]) -> None:
+        """Record a sweep's evictions in one commit."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key, wake_at in rows:
+                self.asleep(key, wake_at)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def rows(self) -> list[tuple[tuple[str, str], float]]:
+        return [((c, i), w) for c, i, w in self._conn.execute(SELECT_HOSTED).fetchall()]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, ClassVar
 
+from dotdo.hosting import Hosting, check
+
 if TYPE_CHECKING:
     from dotdo.journal import Storage
 
@@ -25,16 +27,21 @@ class DurableObject:
     ``self.id`` is the object's id; ``self.storage`` its :class:`~dotdo.journal.Storage`.
     Public methods (names not starting with ``_``), sync or ``async``, are callable
     through stubs; calls to one object run one at a time and interleave only at
-    ``await``.
+    ``await``. ``class Room(DurableObject, hosting=dotdo.Pooled())`` chooses how its
+    objects map to Ray actors (see :mod:`dotdo.hosting`).
     """
 
     id: str
     storage: Storage
     _dotdo_abstract: ClassVar[bool] = True
+    # None: the default of dotdo.init() / $DOTDO_HOSTING.
+    _dotdo_hosting: ClassVar[Hosting | None] = None
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, hosting: Hosting | None = None, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls._dotdo_abstract = False
+        if hosting is not None:
+            cls._dotdo_hosting = check(hosting, f"class {cls.__name__}")
         # Methods marked by @on / @every / @on_error: every object subscribes them.
         cls._dotdo_subscriptions = [
             (kind, key, name)

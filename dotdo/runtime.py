@@ -1,10 +1,14 @@
 """The Ray side: starting or joining Ray, and the host actor that runs objects.
 
 A *host* is a Ray actor; an *object* is a ``DurableObject`` instance living in a
-host, keyed by ``(class name, id)``. Today every object gets a dedicated host, the
-detached actor ``"<Class>/<id>"`` in namespace ``dotdo`` (get-if-exists, restarted
-without limit); the host itself already keeps a table of objects so that pooled
-hosting can put many objects in one actor.
+host, keyed by ``(class name, id)``. Hosts are detached actors in namespace ``dotdo``
+(get-if-exists, restarted without limit), named as :mod:`dotdo.hosting` says: one per
+object (dedicated) or a pool shared by many objects (pooled).
+
+A pooled host evicts objects idle for the pool's ``idle_timeout`` (no call in flight,
+no event queued or handler running, no task of their own) and keeps a
+:class:`~dotdo.journal.Directory` of the objects it must wake by itself: those with
+background work when it died, and evicted ones at their alarm or next tick.
 
 A host is an asyncio actor: calls to one object run on one event loop, one at a
 time, interleaving only at ``await``, as in Durable Objects. Ray starts an async
@@ -20,13 +24,17 @@ to skip that call's number, so the calls after it are not held up.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import heapq
 import inspect
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,8 +45,10 @@ from dotdo.background import Activity
 from dotdo.clock import Clock
 from dotdo.context import _current, current_object
 from dotdo.errors import ConfigError, EncodeError, MethodNotFoundError, ObjectError
+from dotdo.hosting import Dedicated, Hosting, Pooled, from_env, host_name
+from dotdo.hosting import check as check_hosting
 from dotdo.ids import actor_name, storage_path
-from dotdo.journal import Storage
+from dotdo.journal import Directory, Storage
 from dotdo.object import DurableObject, lookup, public_methods
 from dotdo.sequencer import Sequencer
 from dotdo.stub import Promise, Stub, unpack_args
@@ -52,10 +62,12 @@ _HOST_CONCURRENCY = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Where objects keep their files and which Ray namespace holds their actors."""
+    """Where objects keep their files, which Ray namespace holds their actors, and
+    the hosting of classes that do not choose their own."""
 
     storage: str
     namespace: str = DEFAULT_NAMESPACE
+    hosting: Hosting = dataclasses.field(default_factory=Dedicated)
 
 
 _settings: Settings | None = None
@@ -78,6 +90,7 @@ class _Line:
 
 
 _handles: dict[str, _Line] = {}
+_hosts: dict[str, Any] = {}  # host actor name -> handle
 _notifier: ThreadPoolExecutor | None = None
 
 
@@ -89,11 +102,22 @@ def _default_namespace() -> str:
     return os.environ.get("DOTDO_NAMESPACE") or DEFAULT_NAMESPACE
 
 
+def _default_hosting() -> Hosting:
+    return from_env(os.environ.get("DOTDO_HOSTING"))
+
+
+def forget_handles() -> None:
+    """Drop this process's actor handles and call streams (after Ray restarted)."""
+    _handles.clear()
+    _hosts.clear()
+
+
 def init(
     address: str | None = None,
     *,
     storage: str | None = None,
     namespace: str | None = None,
+    hosting: Hosting | None = None,
     **ray_kwargs: Any,
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
@@ -103,15 +127,18 @@ def init(
     cluster. ``storage`` defaults to ``$DOTDO_STORAGE`` or ``./.dotdo``; on a cluster it
     must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
     ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
-    class and id in two namespaces are two objects. Extra keyword arguments go to
-    ``ray.init``.
+    class and id in two namespaces are two objects. ``hosting`` (default
+    ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
+    Extra keyword arguments go to ``ray.init``.
     Calling it is optional: the first call on a stub does it with the defaults.
     """
     global _settings
     namespace = _default_namespace() if namespace is None else namespace
     if not namespace or not isinstance(namespace, str):
         raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
-    wanted = Settings(os.path.abspath(storage) if storage else _default_storage(), namespace)
+    hosting = _default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
+    wanted = Settings(os.path.abspath(storage) if storage else _default_storage(), namespace,
+                      hosting)
     if ray.is_initialized():
         if ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
             raise ConfigError(
@@ -131,7 +158,7 @@ def init(
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
         ray.init(address=address, **ray_kwargs)
-        _handles.clear()
+        forget_handles()
     os.makedirs(wanted.storage, exist_ok=True)
     if wanted != _settings:
         registry.ship_again()  # this cluster's or storage's Apps know nothing yet
@@ -162,7 +189,7 @@ def shutdown() -> None:
     """Disconnect from Ray (stopping it if this process started it). Objects'
     files stay; the next call starts or joins Ray again."""
     global _settings
-    _handles.clear()
+    forget_handles()
     _settings = None
     if ray.is_initialized():
         ray.shutdown()
@@ -173,7 +200,7 @@ def settings() -> Settings:
     if _settings is None or not ray.is_initialized():
         if ray.is_initialized() and ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
             # A Ray task or actor of the user's calling a stub: Ray is up already.
-            adopt(Settings(_default_storage(), _default_namespace()))
+            adopt(Settings(_default_storage(), _default_namespace(), _default_hosting()))
         else:
             init()
     assert _settings is not None
@@ -186,23 +213,43 @@ def adopt(conf: Settings) -> None:
     _settings = conf
 
 
+def hosting_of(cls: type[DurableObject]) -> Hosting:
+    """How objects of ``cls`` are hosted: the class's choice, else the default."""
+    return cls._dotdo_hosting or settings().hosting
+
+
 def _line(cls: type[DurableObject], object_id: str) -> _Line:
     name = actor_name(cls.__name__, object_id)
     line = _handles.get(name)
     if line is None:
         conf = settings()
-        handle = _Host.options(
-            name=name,
-            namespace=conf.namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,
-            max_task_retries=0,
-            num_cpus=0,
-            max_concurrency=_HOST_CONCURRENCY,
-        ).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
+        hosting = cls._dotdo_hosting or conf.hosting
+        host = host_name(cls.__name__, object_id, hosting)
+        handle = _hosts.get(host)
+        if handle is None:
+            handle = _hosts[host] = _start_host(host, cls, object_id, hosting, conf)
         line = _handles[name] = _Line((cls.__name__, object_id), handle)
     return line
+
+
+def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Hosting,
+                conf: Settings) -> Any:
+    """The handle of actor ``host``, created unless it exists (get-if-exists)."""
+    options = dict(
+        name=host,
+        namespace=conf.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=_HOST_CONCURRENCY,
+    )
+    options.update(hosting.actor_options)
+    if isinstance(hosting, Pooled):
+        return _Host.options(**options).remote(
+            {cls.__name__: cls}, conf, None, (host, hosting.idle_timeout))
+    return _Host.options(**options).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
 
 
 def submit(
@@ -211,7 +258,7 @@ def submit(
     """Send one call to an object's host (arguments as :func:`~dotdo.stub.pack_args`
     leaves them); returns the ``ObjectRef`` of its result."""
     if not ray.is_initialized():
-        _handles.clear()
+        forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
     line = _line(cls, object_id)
@@ -289,7 +336,11 @@ class _HostActor:
     """Runs durable objects; see the module docstring."""
 
     def __init__(
-        self, classes: dict[str, type[DurableObject]], conf: Settings, key: tuple[str, str] | None = None
+        self,
+        classes: dict[str, type[DurableObject]],
+        conf: Settings,
+        key: tuple[str, str] | None = None,
+        pool: tuple[str, float | None] | None = None,
     ) -> None:
         adopt(conf)  # stubs called inside objects use the settings of their creator
         self._classes = dict(classes)
@@ -297,12 +348,46 @@ class _HostActor:
         self._objects: dict[tuple[str, str], DurableObject] = {}
         self._methods: dict[type, frozenset[str]] = {}
         self._calls: dict[tuple[str, str], int] = {}
-        self._sequencer = Sequencer(fresh=not _restarted())
+        self._inflight: dict[tuple[str, str], int] = {}
+        # Live objects with nothing in flight, oldest first: the eviction candidates.
+        self._idle_since: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._interned: dict[str, str] = {}
+        self._sequencer = Sequencer(fresh=not _restarted(), max_streams=2_000)
         self._clock = Clock()
-        if key is not None:
-            # Activate at once, not at the next call: after a restart the object's
-            # pending events, schedules and alarm must resume with nobody calling.
-            ray.get_runtime_context().current_actor.wake.remote(list(key))
+        self._idle_timeout = pool[1] if pool else None
+        self._evicted = 0
+        self._ready = False
+        self._directory: Directory | None = None
+        self._wake_at: dict[tuple[str, str], float] = {}
+        self._wakes: list[tuple[float, tuple[str, str]]] = []
+        if pool is not None:
+            self._directory = Directory(storage_path(conf.storage, "_dotdo_hosts", pool[0]))
+            for obj_key, at in self._directory.rows():
+                self._wake_later(obj_key, at)
+        # Start now, not at the next call: after a restart, objects' pending events,
+        # schedules and alarms must resume with nobody calling.
+        ray.get_runtime_context().current_actor.wake.remote(list(key) if key else None)
+
+    def _setup(self) -> None:
+        """First thing on the actor's event loop: count the tasks objects start, and
+        start a pooled host's round of evictions and wake-ups."""
+        self._ready = True
+        loop = asyncio.get_running_loop()
+        previous = loop.get_task_factory()
+
+        def factory(loop, coro, **kwargs):
+            task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+            obj = _current.get()
+            if obj is not None:  # a task of the object's own keeps it in memory
+                tasks = obj.__dict__.setdefault("_dotdo_tasks", set())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                self._mark_live(obj)
+            return task
+
+        loop.set_task_factory(factory)
+        if self._directory is not None:
+            loop.create_task(self._tend())
 
     def _class(self, name: str) -> type[DurableObject]:
         cls = self._classes.get(name) or lookup(name)
@@ -319,9 +404,12 @@ class _HostActor:
         storage = Storage(path, key[0], key[1])
         obj = cls.__new__(cls)
         obj.id, obj.storage = key[1], storage
+        obj._dotdo_live = False
         activity = obj._dotdo_activity = Activity(obj, self._clock)
         storage.now = self._clock.now
         storage.on_alarm_change = activity.alarm_changed
+        if self._directory is not None:
+            activity.on_busy = lambda: self._mark_live(obj)
         token = _current.set(obj)  # so that __init__ may subscribe handlers itself
         try:
             obj.__init__()
@@ -331,17 +419,124 @@ class _HostActor:
         finally:
             _current.reset(token)
         self._objects[key] = obj
+        if not self._inflight.get(key):
+            self._idle_since[key] = time.monotonic()
+        self._wake_at.pop(key, None)
         activity.start()
         return obj
 
-    async def wake(self, key: list) -> None:
+    def _mark_live(self, obj: DurableObject) -> None:
+        """``obj`` has background work: a host that dies must bring it back."""
+        if self._directory is not None and not obj._dotdo_live:
+            obj._dotdo_live = True
+            self._directory.live((type(obj).__name__, obj.id))
+
+    # -- a pooled host's housekeeping -----------------------------------------------
+
+    def _wake_later(self, key: tuple[str, str], at: float) -> None:
+        self._wake_at[key] = at
+        heapq.heappush(self._wakes, (at, key))
+
+    async def _tend(self) -> None:
+        timeout = self._idle_timeout
+        tick = 1.0 if timeout is None else min(1.0, max(0.05, timeout / 4))
+        while True:
+            try:
+                self._wake_due()
+                if timeout is not None:
+                    self._evict_idle(time.monotonic() - timeout)
+            except Exception:  # noqa: BLE001 - housekeeping must go on
+                logging.getLogger("dotdo").exception("dotdo: pooled host housekeeping failed")
+            await self._clock.sleep(tick)
+
+    def _wake_due(self) -> None:
+        now = self._clock.now()
+        while self._wakes and self._wakes[0][0] <= now:
+            at, key = heapq.heappop(self._wakes)
+            if self._wake_at.get(key) != at or key in self._objects:
+                continue  # superseded, or awake already
+            try:
+                self._activate(key)
+            except Exception:  # noqa: BLE001 - its next call reports it to the caller
+                self._wake_at.pop(key, None)
+                logging.getLogger("dotdo").exception("dotdo: cannot wake %s/%s", *key)
+
+    def _evictable(self, key: tuple[str, str], obj: DurableObject) -> bool:
+        return (not self._inflight.get(key) and obj._dotdo_activity.idle
+                and not obj.__dict__.get("_dotdo_tasks"))
+
+    def _evict_idle(self, cutoff: float) -> None:
+        asleep: list[tuple[tuple[str, str], float | None]] = []
+        now = time.monotonic()
+        while self._idle_since:
+            key, since = next(iter(self._idle_since.items()))
+            if since > cutoff:
+                break
+            del self._idle_since[key]
+            obj = self._objects.get(key)
+            if obj is None:
+                continue
+            if not self._evictable(key, obj):
+                self._idle_since[key] = now  # busy by itself: look again later
+                continue
+            wake_at = self._release(key, obj)
+            if obj._dotdo_live or wake_at is not None:
+                asleep.append((key, wake_at))
+        if asleep:
+            self._directory.asleep_many(asleep)
+
+    def _release(self, key: tuple[str, str], obj: DurableObject) -> float | None:
+        """Take ``obj`` out of memory; returns when it must wake by itself, if ever."""
+        activity = obj._dotdo_activity
+        wake_at = activity.next_wake()
+        activity.stop()
+        for task in list(obj.__dict__.get("_dotdo_tasks", ())):
+            task.cancel()
+        obj.storage.close()
+        del self._objects[key]
+        self._idle_since.pop(key, None)
+        self._calls.pop(key, None)
+        self._evicted += 1
+        if wake_at is not None:
+            self._wake_later(key, wake_at)
+        return wake_at
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def wake(self, key: list | None) -> None:
         """Activate an object now (its background work resumes)."""
+        if not self._ready:
+            self._setup()
+        if key is None:
+            return
         key = tuple(key)
         if key not in self._objects:
             try:
                 self._activate(key)
             except Exception:  # noqa: BLE001 - the next call reports it to its caller
                 logging.getLogger("dotdo").exception("dotdo: cannot activate %s/%s", *key)
+
+    async def evict(self, class_name: str, object_id: str, forget: bool = False) -> bool:
+        """Take an idle object out of memory now (tests, operators); False if it is
+        busy or not in memory. ``forget`` retires it even if busy (its own tasks are
+        cancelled) and stops waking it for its alarm or schedules until its next call."""
+        key = (class_name, object_id)
+        obj = self._objects.get(key)
+        if obj is None or not (forget or self._evictable(key, obj)):
+            if forget:
+                self._forget(key)
+            return False
+        wake_at = self._release(key, obj)
+        if forget:
+            self._forget(key)
+        elif self._directory is not None and (obj._dotdo_live or wake_at is not None):
+            self._directory.asleep(key, wake_at)
+        return True
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._wake_at.pop(key, None)
+        if self._directory is not None:
+            self._directory.asleep(key, None)
 
     async def shift_clock(self, seconds: float) -> float:
         """Move this host's clock (tests: 'three hours pass'); returns its offset."""
@@ -365,40 +560,56 @@ class _HostActor:
         on object ``(class, id)``, after the earlier calls of its caller; ``deps`` are
         the values of its promise arguments, resolved by Ray."""
         class_name, object_id, method, args, kwargs, deferred, stream, seq = message
-        key = (class_name, object_id)
-        turn = (key, stream)
-        admitted = self._sequencer.arrive(turn, seq, deferred)
-        if admitted is not None:
-            await admitted
+        if not self._ready:
+            self._setup()
+        interned = self._interned
+        # Streams outlive evictions (parked in the sequencer): share their strings.
+        key = (interned.setdefault(class_name, class_name), object_id)
+        turn = (key, interned.setdefault(stream, stream))
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._idle_since.pop(key, None)
         try:
-            obj = self._objects.get(key) or self._activate(key)
-            self._calls[key] = self._calls.get(key, 0) + 1
-            fn = self._method(obj, method)
-        finally:
-            self._sequencer.started(turn, seq)
-        args, kwargs = unpack_args(args, kwargs, deps)
-        token = _current.set(obj)
-        try:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            admitted = self._sequencer.arrive(turn, seq, deferred)
+            if admitted is not None:
+                await admitted
+            try:
+                obj = self._objects.get(key) or self._activate(key)
+                self._calls[key] = self._calls.get(key, 0) + 1
+                fn = self._method(obj, method)
+            finally:
+                self._sequencer.started(turn, seq)
+            args, kwargs = unpack_args(args, kwargs, deps)
+            token = _current.set(obj)
+            try:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:
+                _current.reset(token)
+            if isinstance(result, Promise):  # returning a promise returns its value
                 result = await result
+            return result
         finally:
-            _current.reset(token)
-        if isinstance(result, Promise):  # returning a promise returns its value
-            result = await result
-        return result
+            left = self._inflight.pop(key) - 1
+            if left:
+                self._inflight[key] = left
+            elif key in self._objects:
+                self._idle_since[key] = time.monotonic()
 
     async def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
         """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""
         self._sequencer.skip(((class_name, object_id), stream), seq)
 
     async def stats(self) -> dict[str, Any]:
-        """Process id, objects held and calls received per object (tests use this)."""
+        """Process id, objects in memory, calls per object in memory, evictions
+        (tests and operators use this)."""
         return {
             "pid": os.getpid(),
             "objects": sorted(self._objects),
             "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
             "gaps_skipped": self._sequencer.skipped,
+            "evicted": self._evicted,
+            "sleeping": len(self._wake_at),
         }
 
 

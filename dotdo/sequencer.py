@@ -8,11 +8,16 @@ of a stream only after call ``n - 1`` has started.
 Two cases have no predecessor to wait for, and are handled without blocking forever:
 
 * A stream a *restarted* host meets mid-way (its first call here is not number 1),
-  or one it forgot while idle: it waits ``settle`` seconds for stragglers, then
+  or one it forgot: it waits ``settle`` seconds for stragglers, then
   starts from the lowest number that arrived. A host in its first life knows every
   stream starts at 1, and waits for call 1 however late it arrives.
 * A gap that never fills (the missing call died with a previous incarnation of the
   host): after ``gap_timeout`` seconds the waiting calls go on, lowest first.
+
+Idle streams beyond ``max_streams`` are *parked*: only their next number is kept
+(a few hundred bytes, so a pooled host can remember the callers of 100,000 evicted
+objects); a parked stream resumes exactly where it was. Beyond ``max_parked`` the
+oldest are forgotten.
 
 A call whose promise arguments are not ready yet is held back by Ray on the
 caller's side; the caller lists it as *deferred* in its later calls, so the host
@@ -46,7 +51,7 @@ class Sequencer:
 
     def __init__(
         self, *, fresh: bool = False, settle: float = 0.5, gap_timeout: float = 5.0,
-        max_streams: int = 10_000,
+        max_streams: int = 10_000, max_parked: int = 2_000_000,
     ) -> None:
         # A host's first life has seen every stream from its call 1: however late
         # call 1 arrives, it is coming. Only a restarted host (or one that forgot a
@@ -55,15 +60,18 @@ class Sequencer:
         self.settle = settle
         self.gap_timeout = gap_timeout
         self.max_streams = max_streams
+        self.max_parked = max_parked
         self._streams: OrderedDict[Hashable, _Stream] = OrderedDict()
+        self._parked: dict[Hashable, int] = {}  # insertion order = age
         self._forgot = False
         self.skipped = 0  # gaps given up on, for stats
 
     def _stream(self, stream: Hashable, seq: int) -> _Stream:
         st = self._streams.get(stream)
         if st is None:
+            parked = self._parked.pop(stream, None)
             known_start = seq == 1 or (self.fresh and not self._forgot)
-            st = self._streams[stream] = _Stream(1 if known_start else None)
+            st = self._streams[stream] = _Stream(parked or (1 if known_start else None))
             self._forget_idle()
             if st.next is None:
                 asyncio.get_running_loop().call_later(self.settle, self._settled, stream)
@@ -153,8 +161,14 @@ class Sequencer:
     def _forget_idle(self) -> None:
         while len(self._streams) > self.max_streams:
             key, st = next(iter(self._streams.items()))
-            if st.waiting or st.busy:
+            if st.waiting or st.busy or st.next is None:
                 self._streams.move_to_end(key)
                 return
             del self._streams[key]
-            self._forgot = True
+            if st.skipped:  # rare: cannot be told in one number; settle if it returns
+                self._forgot = True
+                continue
+            self._parked[key] = st.next
+            while len(self._parked) > self.max_parked:
+                del self._parked[next(iter(self._parked))]
+                self._forgot = True

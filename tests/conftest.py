@@ -16,9 +16,27 @@ from dotdo import runtime
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every test on Ray runs in both hosting modes. The pool evicts after a second idle,
+# so objects leave memory and come back all through the suite.
+HOSTINGS = {"dedicated": "dedicated", "pooled": "pooled:2:1"}
+
+
+@pytest.fixture(scope="session", params=sorted(HOSTINGS))
+def hosting(request) -> str:
+    """The hosting mode of this pass: ``dedicated`` or ``pooled``. Drivers started by
+    tests inherit it through ``$DOTDO_HOSTING``."""
+    previous = os.environ.get("DOTDO_HOSTING")
+    os.environ["DOTDO_HOSTING"] = HOSTINGS[request.param]
+    yield request.param
+    if previous is None:
+        os.environ.pop("DOTDO_HOSTING", None)
+    else:
+        os.environ["DOTDO_HOSTING"] = previous
+
+
 @pytest.fixture(scope="session")
-def storage_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("dotdo-storage")
+def storage_root(tmp_path_factory, hosting) -> Path:
+    return tmp_path_factory.mktemp(f"dotdo-storage-{hosting}")
 
 
 def start_ray(storage_root) -> None:
@@ -78,10 +96,20 @@ def make_object(ray_session):
     yield make
     for stub in made:
         try:
-            ray.kill(runtime.actor_handle(stub), no_restart=True)
+            if isinstance(runtime.hosting_of(stub._cls), dotdo.Pooled):  # other objects share it
+                ray.get(runtime.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
+            else:
+                ray.kill(runtime.actor_handle(stub), no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-    runtime._handles.clear()
+    runtime.forget_handles()
+
+
+def host_actor_name(class_name: str, object_id: str) -> str:
+    """The Ray actor name hosting an object, in this pass's hosting mode."""
+    from dotdo.hosting import host_name
+
+    return host_name(class_name, object_id, runtime.hosting_of(dotdo.stub(class_name, object_id)._cls))
 
 
 def host_pid(stub) -> int:

@@ -272,3 +272,65 @@ def time_now() -> float:
     import time
 
     return time.time()
+
+
+class Room(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=2, idle_timeout=0.5, pool="rooms")):
+    """A pooled object: two hosts, evicted after half a second idle."""
+
+    def __init__(self) -> None:
+        self.activations = self.storage.get("activations", 0) + 1
+        self.storage.put("activations", self.activations)
+
+    def incr(self, key: str = "n") -> int:
+        n = self.storage.get(key, 0) + 1
+        self.storage.put(key, n)
+        return n
+
+    def read(self, key: str = "n"):
+        return self.storage.get(key)
+
+    def state(self) -> dict:
+        return {"pid": os.getpid(), "activations": self.activations,
+                "n": self.storage.get("n", 0), "fired": self.storage.get("fired", 0),
+                "ticks": self.storage.get("ticks", 0), "handled": self.storage.get("handled", [])}
+
+    async def slow(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "slow done"
+
+    def arm(self, delay: float) -> float:
+        return self.storage.set_alarm(datetime.timedelta(seconds=delay))
+
+    def alarm(self) -> None:
+        self.storage.put("fired", self.storage.get("fired", 0) + 1)
+
+    async def step(self, step_id: str) -> int:
+        """A durable step that counts its own runs in storage."""
+        def work():
+            runs = self.storage.get(f"runs:{step_id}", 0) + 1
+            self.storage.put(f"runs:{step_id}", runs)
+            return runs
+        return await dotdo.do(work, step_id=step_id)
+
+    def runs(self, step_id: str) -> int:
+        return self.storage.get(f"runs:{step_id}", 0)
+
+    def notify(self, n: int) -> None:
+        for i in range(n):
+            dotdo.send("Room.noted", i)
+
+    @dotdo.on.Room.noted
+    async def _noted(self, event) -> None:
+        await asyncio.sleep(0.1)  # slow enough that a kill finds events still queued
+        self.storage.put("handled", self.storage.get("handled", []) + [event.data])
+
+
+class Clockwork(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=0.5, pool="clockwork")):
+    """A pooled object with a schedule: evicted between ticks, woken for each."""
+
+    @dotdo.every(1).seconds
+    def tick(self) -> None:
+        self.storage.put("ticks", self.storage.get("ticks", 0) + 1)
+
+    def ticks(self) -> int:
+        return self.storage.get("ticks", 0)

@@ -9,7 +9,8 @@ import time
 import ray
 
 from tests import objects  # noqa: F401
-from tests.conftest import ROOT, kill_and_wait, wait_for
+from dotdo import runtime
+from tests.conftest import ROOT, host_actor_name, kill_and_wait, wait_for
 
 
 
@@ -85,14 +86,15 @@ if __name__ == "__main__":
         first = wait_for(lambda: ticks.exists() and len(ticks.read_text().split()))
         wait_for(lambda: len(ticks.read_text().split()) >= first + 3)
     finally:
-        ray.kill(ray.get_actor("App/default", namespace="ticking"), no_restart=True)
+        ray.kill(ray.get_actor(host_actor_name("App", "default"), namespace="ticking"),
+                 no_restart=True)
 
 
 def test_injected_clock_moves_an_objects_schedules(make_object, unique):
     ticker = make_object("Ticker", unique)
     assert ticker.seen("hourly").result() == []
     # Two and a half hours pass on the object's clock: its hourly tick fires once.
-    ray.get(ray.get_actor(f"Ticker/{unique}", namespace="dotdo").shift_clock.remote(2.5 * 3600))
+    ray.get(runtime.actor_handle(ticker).shift_clock.remote(2.5 * 3600))
     wait_for(lambda: ticker.seen("hourly").result())
     time.sleep(0.5)
     assert len(ticker.seen("hourly").result()) == 1

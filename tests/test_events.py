@@ -5,7 +5,7 @@ import ray
 
 import dotdo
 from tests import objects  # noqa: F401
-from tests.conftest import kill_and_wait, wait_for
+from tests.conftest import host_actor_name, kill_and_wait, wait_for
 
 
 
@@ -61,5 +61,5 @@ def test_driver_send_reaches_module_level_handlers_in_the_app(ray_session):
     assert signups[0][1] == {"user": "ada"}
     errors = wait_for(lambda: witness.notes("errors").result())
     assert errors == [["Signup.rejected", "rejected {'user': 'eve'}"]]
-    app = ray.get_actor("App/default", namespace="dotdo")
+    app = ray.get_actor(host_actor_name("App", "default"), namespace="dotdo")
     assert app is not None

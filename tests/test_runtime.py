@@ -14,7 +14,7 @@ import ray
 import dotdo
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
-from tests.conftest import ROOT, kill_and_wait, run_driver, start_ray
+from tests.conftest import ROOT, host_actor_name, kill_and_wait, run_driver, start_ray
 
 
 def test_unknown_class_lists_known_ones():
@@ -31,8 +31,8 @@ def test_bad_ids_raise_value_error_before_anything_happens(bad):
 def test_object_is_a_named_detached_actor_with_its_own_file(ray_session, unique):
     counter = dotdo.Counter(unique)
     assert counter.incr().result() == 1
-    handle = ray.get_actor(f"Counter/{unique}", namespace="dotdo")
-    assert ray.get(handle.stats.remote())["objects"] == [("Counter", unique)]
+    handle = ray.get_actor(host_actor_name("Counter", unique), namespace="dotdo")
+    assert ("Counter", unique) in ray.get(handle.stats.remote())["objects"]
     assert os.path.exists(storage_path(ray_session.storage, "Counter", unique))
 
 
@@ -109,7 +109,7 @@ print("done")
         assert d.returncode == 0, err
     assert dotdo.Counter(unique).get().result() == 100
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
-    assert names.count(f"Counter/{unique}") == 1
+    assert names.count(host_actor_name("Counter", unique)) == 1
 
 
 def test_state_survives_full_ray_shutdown(ray_session, unique):
