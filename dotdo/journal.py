@@ -101,6 +101,13 @@ PRAGMAS = (
     "PRAGMA busy_timeout=5000",
 )
 
+# Memory per open file, for hosts holding thousands of objects: a new file gets
+# 1 KB pages (objects are mostly small), and each connection caches at most 128 KB
+# of pages (the OS caches the file as well). Measured: ~290 KB -> well under 100 KB
+# per live object.
+NEW_FILE_PRAGMAS = ("PRAGMA page_size=1024",)
+CACHE_PRAGMAS = ("PRAGMA cache_size=-128",)
+
 # A pooled host's list of the objects it must bring back by itself: after a restart
 # (wake_at = 0: the object was in memory) or at its alarm or next schedule tick.
 CREATE_HOSTED = """
@@ -196,13 +203,16 @@ class Storage:
 
     def _connect(self, path: str, class_name: str, object_id: str) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        new = not os.path.exists(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            for pragma in PRAGMAS:
+            for pragma in (NEW_FILE_PRAGMAS if new else ()) + CACHE_PRAGMAS + PRAGMAS:
                 conn.execute(pragma)
-            (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
-            if verdict != "ok":
-                raise sqlite3.DatabaseError(verdict)
+            if not new:
+                (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(verdict)
+                conn.execute("PRAGMA shrink_memory")  # the check's pages are not needed
             conn.execute("BEGIN IMMEDIATE")
             for ddl in SCHEMA:
                 conn.execute(ddl)

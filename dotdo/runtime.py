@@ -356,6 +356,7 @@ class _HostActor:
         self._clock = Clock()
         self._idle_timeout = pool[1] if pool else None
         self._evicted = 0
+        self._trimmed_at = 0
         self._ready = False
         self._directory: Directory | None = None
         self._wake_at: dict[tuple[str, str], float] = {}
@@ -484,6 +485,11 @@ class _HostActor:
                 asleep.append((key, wake_at))
         if asleep:
             self._directory.asleep_many(asleep)
+        if self._evicted - self._trimmed_at >= _TRIM_AFTER and not self._idle_since:
+            # A burst of evictions is over: give the freed memory back to the OS, so
+            # the host's size follows its live objects, not its busiest moment.
+            self._trimmed_at = self._evicted
+            _malloc_trim()
 
     def _release(self, key: tuple[str, str], obj: DurableObject) -> float | None:
         """Take ``obj`` out of memory; returns when it must wake by itself, if ever."""
@@ -605,12 +611,26 @@ class _HostActor:
         (tests and operators use this)."""
         return {
             "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
             "objects": sorted(self._objects),
             "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
             "gaps_skipped": self._sequencer.skipped,
             "evicted": self._evicted,
             "sleeping": len(self._wake_at),
         }
+
+
+_TRIM_AFTER = 256  # evictions
+
+
+def _malloc_trim() -> None:
+    """Return free heap pages to the OS (glibc only; elsewhere a no-op)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _restarted() -> bool:

@@ -334,3 +334,24 @@ class Clockwork(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=
 
     def ticks(self) -> int:
         return self.storage.get("ticks", 0)
+
+
+class Spread(dotdo.DurableObject, hosting=dotdo.Pooled(
+        hosts=6, idle_timeout=None, pool="spread", actor_options={"scheduling_strategy": "SPREAD"})):
+    """Pooled over six hosts that Ray spreads across a cluster's nodes."""
+
+    def put(self, value) -> None:
+        self.storage.put("value", value)
+
+    def read(self):
+        return self.storage.get("value")
+
+    async def step(self, step_id: str) -> int:
+        def work():
+            runs = self.storage.get(f"runs:{step_id}", 0) + 1
+            self.storage.put(f"runs:{step_id}", runs)
+            return runs
+        return await dotdo.do(work, step_id=step_id)
+
+    def runs(self, step_id: str) -> int:
+        return self.storage.get(f"runs:{step_id}", 0)

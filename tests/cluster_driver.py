@@ -1,0 +1,130 @@
+"""A driver that builds a real three-node Ray cluster on this machine, spreads objects
+and a job queue over it, kills a node holding objects mid-run, and counts what
+survived. ``tests/test_cluster.py`` runs it in its own process (a process has one Ray)
+and checks the counts it prints as JSON.
+
+    python -m tests.cluster_driver <shared storage dir>
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import sqlite3
+import sys
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+import dotdo
+from dotdo import runtime
+
+N_OBJECTS = 36
+N_JOBS = 300
+# Detect a dead node in about two seconds rather than Ray's default thirty.
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                      "health_check_failure_threshold": 4}
+
+
+def wait_for(predicate, timeout: float = 180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except ray.exceptions.RayError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def stats(stub) -> dict:
+    return ray.get(runtime.actor_handle(stub).stats.remote(), timeout=60)
+
+
+def journaled_job_steps(storage: str) -> list[str]:
+    steps = []
+    for path in glob.glob(os.path.join(storage, "Worker", "*", "*.sqlite3")):
+        conn = sqlite3.connect(path)
+        steps += [r[0] for r in conn.execute("SELECT step_id FROM _dotdo_steps")]
+        conn.close()
+    return steps
+
+
+def main(storage: str) -> dict:
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
+    workers_nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    # Queue, Worker and the witness spread over the nodes too, one actor each.
+    dotdo.init(address=cluster.address, storage=storage,
+               hosting=dotdo.Dedicated(actor_options={"scheduling_strategy": "SPREAD"}))
+    from tests import job_handlers  # noqa: F401  (registers the job types)
+    from tests import objects  # noqa: F401  (Spread)
+
+    # Given objects on pooled hosts spread across three nodes, each with a finished step
+    spread = [dotdo.Spread(f"s{i}") for i in range(N_OBJECTS)]
+    dotdo.get([s.put(i) for i, s in enumerate(spread)])
+    assert dotdo.get([s.step("before") for s in spread]) == [1] * N_OBJECTS
+    node_of = {s.id: stats(s)["node"] for s in spread}
+
+    # and a queue with workers on the nodes, running slow jobs
+    queue = dotdo.Queue("cluster-jobs")
+    witness = dotdo.Recorder("cluster-witness")
+    queue.enqueue_many([{"type": "slow", "payload": {"witness": "cluster-witness", "n": i,
+                                                      "seconds": 0.05}} for i in range(N_JOBS)]).result()
+    workers = [dotdo.Worker(f"cluster-w{i}") for i in range(4)]
+    dotdo.get([w.start("cluster-jobs", concurrency=4) for w in workers])
+    worker_nodes = {w.id: stats(w)["node"] for w in workers}
+    wait_for(lambda: queue.get_metrics().completed.result() >= N_JOBS * 0.25)
+
+    # When the worker node holding the most objects dies (SIGKILL of its processes)
+    by_node = collections.Counter(node_of.values())
+    victim = max(workers_nodes, key=lambda n: by_node.get(n.node_id, 0))
+    lost_objects = sorted(i for i, n in node_of.items() if n == victim.node_id)
+    lost_workers = sorted(i for i, n in worker_nodes.items() if n == victim.node_id)
+    completed_before = queue.get_metrics().completed.result()
+    cluster.remove_node(victim, allow_graceful=False)
+
+    # Then every object answers again, from a surviving node, with its journal intact
+    def moved():
+        now = {s.id: stats(s)["node"] for s in spread}
+        return victim.node_id not in now.values() and now
+
+    after = wait_for(moved)
+    values = wait_for(lambda: dotdo.get([s.read() for s in spread], timeout=60))
+    replayed = dotdo.get([s.step("before") for s in spread])
+    runs = dotdo.get([s.runs("before") for s in spread])
+    # and the queue finishes every job, none lost, no finished step run twice
+    metrics = wait_for(lambda: (m := queue.get_metrics().result()).completed + m.failed >= N_JOBS
+                       and m, timeout=300)
+    steps = [s for s in journaled_job_steps(storage) if s.startswith("job-")]
+    starts = dotdo.get([witness.hits(f"start:{i}") for i in range(N_JOBS)])
+    return {
+        "nodes": 3,
+        "victim": victim.node_id,
+        "objects_on_victim": lost_objects,
+        "workers_on_victim": lost_workers,
+        "objects_now_on_victim": sorted(i for i, n in after.items() if n == victim.node_id),
+        "values_ok": values == list(range(N_OBJECTS)),
+        "replayed_steps": replayed,
+        "step_runs": runs,
+        "jobs": N_JOBS,
+        "completed_before_kill": completed_before,
+        "completed": metrics.completed,
+        "failed": metrics.failed,
+        "job_steps": len(steps),
+        "distinct_job_steps": len(set(steps)),
+        "jobs_never_started": sum(1 for n in starts if n == 0),
+    }
+
+
+if __name__ == "__main__":
+    outcome = main(sys.argv[1])
+    print("OUTCOME " + json.dumps(outcome))
+    sys.stdout.flush()
+    os._exit(0)  # the Cluster's processes die with this driver's Ray session
