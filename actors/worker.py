@@ -133,6 +133,7 @@ class Worker(dotdo.DurableObject):
     async def _loop(self) -> None:
         fresh = True
         running: set[asyncio.Task] = set()
+        active: set[str] = set()  # ids of the jobs running here or not yet reported
         outcomes: list = []
         last_beat = time.monotonic()
         queue_name = self._config["queue"] if self._config else None
@@ -148,13 +149,18 @@ class Worker(dotdo.DurableObject):
             queue = dotdo.Queue(queue_name)
             try:
                 if outcomes:
+                    reported = [outcome[0] for outcome in outcomes]
                     await self._report(queue_name, outcomes)
+                    active.difference_update(reported)  # finished and known to the queue
                 room = config["concurrency"] - len(running)
                 if room > 0:
                     jobs = await queue.claim(self.id, room, wait=0.0 if running else 1.0,
                                              fresh=fresh)
                     fresh = False
                     for job in jobs:
+                        if job["$id"] in active:
+                            continue  # re-claimed after a lost answer: running already
+                        active.add(job["$id"])
                         task = asyncio.get_running_loop().create_task(
                             self._run(job, config["backoff"]))
                         running.add(task)
@@ -169,6 +175,9 @@ class Worker(dotdo.DurableObject):
                     last_beat = time.monotonic()
             except Exception:  # noqa: BLE001 - the queue is restarting: try again
                 log.warning("dotdo: worker %s lost its queue for a moment", self.id, exc_info=True)
+                # A claim may have leased jobs whose answer was lost with the queue:
+                # claim this worker's own running jobs again (those not running here).
+                fresh = True
                 await asyncio.sleep(0.5)
 
     async def _report(self, queue: str, outcomes: list) -> None:

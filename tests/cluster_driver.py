@@ -58,6 +58,14 @@ def journaled_job_steps(storage: str) -> list[str]:
 def main(storage: str) -> dict:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
+    try:
+        return run(cluster, storage)
+    finally:  # stop every process of this cluster, or later drivers could join it
+        dotdo.shutdown()
+        cluster.shutdown()
+
+
+def run(cluster: Cluster, storage: str) -> dict:
     workers_nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     # Queue, Worker and the witness spread over the nodes too, one actor each.
@@ -82,9 +90,11 @@ def main(storage: str) -> dict:
     worker_nodes = {w.id: stats(w)["node"] for w in workers}
     wait_for(lambda: queue.get_metrics().completed.result() >= N_JOBS * 0.25)
 
-    # When the worker node holding the most objects dies (SIGKILL of its processes)
+    # When a worker node dies (SIGKILL of its processes): the one holding the queue if
+    # one does (a claim's answer is then lost mid-flight), else the most objects
     by_node = collections.Counter(node_of.values())
-    victim = max(workers_nodes, key=lambda n: by_node.get(n.node_id, 0))
+    queue_node = stats(queue)["node"]
+    victim = max(workers_nodes, key=lambda n: (n.node_id == queue_node, by_node.get(n.node_id, 0)))
     lost_objects = sorted(i for i, n in node_of.items() if n == victim.node_id)
     lost_workers = sorted(i for i, n in worker_nodes.items() if n == victim.node_id)
     completed_before = queue.get_metrics().completed.result()
@@ -100,8 +110,11 @@ def main(storage: str) -> dict:
     replayed = dotdo.get([s.step("before") for s in spread])
     runs = dotdo.get([s.runs("before") for s in spread])
     # and the queue finishes every job, none lost, no finished step run twice
-    metrics = wait_for(lambda: (m := queue.get_metrics().result()).completed + m.failed >= N_JOBS
-                       and m, timeout=300)
+    try:
+        metrics = wait_for(lambda: (m := queue.get_metrics().result()).completed + m.failed
+                           >= N_JOBS and m, timeout=300)
+    except AssertionError:
+        raise AssertionError(f"jobs did not finish: {queue.get_metrics().result()}") from None
     steps = [s for s in journaled_job_steps(storage) if s.startswith("job-")]
     starts = dotdo.get([witness.hits(f"start:{i}") for i in range(N_JOBS)])
     return {
@@ -109,6 +122,7 @@ def main(storage: str) -> dict:
         "victim": victim.node_id,
         "objects_on_victim": lost_objects,
         "workers_on_victim": lost_workers,
+        "queue_on_victim": queue_node == victim.node_id,
         "objects_now_on_victim": sorted(i for i, n in after.items() if n == victim.node_id),
         "values_ok": values == list(range(N_OBJECTS)),
         "replayed_steps": replayed,
@@ -126,5 +140,3 @@ def main(storage: str) -> dict:
 if __name__ == "__main__":
     outcome = main(sys.argv[1])
     print("OUTCOME " + json.dumps(outcome))
-    sys.stdout.flush()
-    os._exit(0)  # the Cluster's processes die with this driver's Ray session
