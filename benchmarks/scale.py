@@ -10,6 +10,8 @@ In one run:
   each created and called once to store a value: seconds, objects/s, cost per object
   against bare, and the hosts' resident memory left per evicted object;
 * pooled, live (never evicted): N up to 10,000, the memory each live object holds;
+  (memory is the hosts' private resident memory after minus before, per object,
+  after a warm-up of 2,000 objects per pool);
 * dedicated: N = 100 objects, one actor each;
 * one pooled object against one raw Ray actor (asyncio and sync), 2,000 calls in
   flight at a time, rounds alternating.
@@ -41,7 +43,7 @@ from benchmarks._results import write_results  # noqa: E402
 from dotdo import journal, runtime  # noqa: E402
 from dotdo.ids import storage_path  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 HOSTS = 4
 CHUNK = 2_000  # calls in flight at once
 
@@ -83,12 +85,14 @@ class RawAsync:
 
 
 def rss(pid: int) -> int:
-    """Resident bytes of a process on this machine."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    """Private resident bytes of a process on this machine (shared libraries left out:
+    they are paid once per machine, not per object)."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 def bare_per_file(root: str, n: int) -> float:
@@ -146,6 +150,9 @@ def wait_until(predicate, timeout: float = 300.0) -> None:
 
 def pooled_run(progress, cls: type, prefix: str, n: int, bare: float) -> dict:
     handles = host_handles(cls, prefix)
+    if cls._dotdo_hosting.idle_timeout is not None:
+        wait_until(lambda: not any(s["objects"] for s in host_stats(handles)))
+    time.sleep(1.0)
     before = sum(rss(s["pid"]) for s in host_stats(handles))
     seconds = create(progress, cls, prefix, n, f"{cls.__name__} x {n:,}")
     if cls._dotdo_hosting.idle_timeout is not None:
@@ -209,6 +216,10 @@ def main() -> None:
         bare = bare_per_file(os.path.join(root, "bare"), 200 if args.quick else 2_000)
         rows = []
         with Progress(console=console, transient=True) as progress:
+            # Warm up: start the hosts and let them import, cache and grow their heaps
+            # once, so that memory per object is what each object adds.
+            create(progress, Evicting, "warm-e", 2_000, "warming up the evicting pool")
+            create(progress, Live, "warm-l", 2_000, "warming up the live pool")
             for n in sizes:
                 rows.append(pooled_run(progress, Evicting, f"e{n}-", n, bare))
             for n in live_sizes:

@@ -111,3 +111,31 @@ def test_fresh_host_waits_for_call_one_however_late():
         return order
 
     assert asyncio.run(main()) == [1, 2, 3]
+
+
+def test_a_parked_stream_resumes_in_order_without_settling():
+    async def main():
+        # Room for one live stream: "a" is parked (one number) when "b" arrives.
+        seq, a, b = Sequencer(max_streams=1, settle=3600), [], []
+        for n in (1, 2, 3):
+            await _run(seq, "a", n, a)
+        await _run(seq, "b", 1, b)
+        assert seq._parked == {"a": 4}
+        # Its calls 5 and 4 arrive out of order: 4 starts first, with no settle wait
+        # (an hour here), and 5 after it.
+        await asyncio.wait_for(asyncio.gather(_run(seq, "a", 5, a), _run(seq, "a", 4, a)), 5)
+        return a
+
+    assert asyncio.run(main()) == [1, 2, 3, 4, 5]
+
+
+def test_parked_streams_beyond_the_limit_are_forgotten_and_settle_if_they_return():
+    async def main():
+        seq, order = Sequencer(max_streams=1, max_parked=1, settle=0.05), []
+        for stream in ("a", "b", "c"):
+            await _run(seq, stream, 1, order)
+        assert list(seq._parked) == ["b"]  # "a" was the oldest: forgotten
+        await _run(seq, "a", 2, order)  # met mid-way: settles, then runs
+        return order
+
+    assert asyncio.run(main()) == [1, 1, 1, 2]
