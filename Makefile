@@ -24,6 +24,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/pipelining.py
 	$(PY) benchmarks/durable_steps.py
 	$(PY) benchmarks/queue_throughput.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) .dotdo .pytest_cache *.egg-info

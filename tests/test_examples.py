@@ -22,6 +22,8 @@ EXPECTED = {
                   r"failures: \['Order.placed \w{8}: order o-2 needs a manual check'\]"],
     "pipelining.py": [r"alice deposits 10 -> balance 10", r"ledger entries: 1, last for alice: 10",
                       r"refused: an object id must not be empty"],
+    "rooms.py": [r"2000 rooms on 4 actors", r"room-7 has 50",
+                 r"room-7: 50 messages, 1 member; evicted and back: True"],
     "schedules.py": [r"every.day.at\('midnight'\)\s+next: \w{3} \d{4}-\d\d-\d\d 00:00 UTC",
                      r"heartbeats after 3.5 s: [1-9]"],
     "send.py": [r"handled: 100 signups counted by the App"],
