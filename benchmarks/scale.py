@@ -102,7 +102,7 @@ def bare_per_file(root: str, n: int) -> float:
         path = storage_path(root, "Bare", f"b{i}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None)
-        for pragma in journal.NEW_FILE_PRAGMAS + journal.CACHE_PRAGMAS + journal.PRAGMAS:
+        for pragma in journal.COMPACT_FILE_PRAGMAS + journal.CACHE_PRAGMAS + journal.PRAGMAS:
             conn.execute(pragma)
         conn.execute("BEGIN IMMEDIATE")
         for ddl in journal.SCHEMA:

@@ -402,7 +402,7 @@ class _HostActor:
     def _activate(self, key: tuple[str, str]) -> DurableObject:
         cls = self._class(key[0])
         path = storage_path(self._conf.storage, key[0], key[1])
-        storage = Storage(path, key[0], key[1])
+        storage = Storage(path, key[0], key[1], compact=self._directory is not None)
         obj = cls.__new__(cls)
         obj.id, obj.storage = key[1], storage
         obj._dotdo_live = False

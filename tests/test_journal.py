@@ -13,8 +13,9 @@ def make_storage(tmp_path):
     """Factory of Storage objects on real files; closes them all afterwards."""
     opened = []
 
-    def make(object_id="o1", class_name="Thing"):
-        s = Storage(str(tmp_path / class_name / f"{object_id}.sqlite3"), class_name, object_id)
+    def make(object_id="o1", class_name="Thing", compact=False):
+        s = Storage(str(tmp_path / class_name / f"{object_id}.sqlite3"), class_name, object_id,
+                    compact=compact)
         opened.append(s)
         return s
 
@@ -127,3 +128,14 @@ def test_damaged_page_is_reported(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptStorageError, match=str(path)):
         Storage(str(path), "Thing", "d")
+
+
+def test_compact_files_get_small_pages_and_keep_them(make_storage):
+    small, big = make_storage("small", compact=True), make_storage("big")
+    page = lambda s: s._conn.execute("PRAGMA page_size").fetchone()[0]  # noqa: E731
+    assert (page(small), page(big)) == (1024, 4096)
+    small.put("k", "v")
+    small.close()
+    # Reopened without the flag, a file keeps the page size it was made with
+    again = make_storage("small")
+    assert page(again) == 1024 and again.get("k") == "v"
