@@ -40,6 +40,7 @@ from rich.table import Table  # noqa: E402
 
 import dotdo  # noqa: E402
 from benchmarks._results import write_results  # noqa: E402
+from benchmarks.pipelining import RawAsync, RawSync  # noqa: E402  (the same raw actors)
 from dotdo import journal, runtime  # noqa: E402
 from dotdo.ids import storage_path  # noqa: E402
 
@@ -70,18 +71,6 @@ class Single(dotdo.DurableObject, hosting=dotdo.Dedicated()):
 
     def put(self, value: int) -> None:
         self.storage.put("value", value)
-
-
-@ray.remote(num_cpus=0)
-class RawSync:
-    def work(self, x: int) -> int:
-        return x + 1
-
-
-@ray.remote(num_cpus=0)
-class RawAsync:
-    async def work(self, x: int) -> int:
-        return x + 1
 
 
 def rss(pid: int) -> int:

@@ -146,7 +146,7 @@ def wait_for(predicate, timeout: float = 60.0):
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             value = None
         if value:
             return value

@@ -274,7 +274,21 @@ def time_now() -> float:
     return time.time()
 
 
-class Room(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=2, idle_timeout=0.5, pool="rooms")):
+class Stepping:
+    """A durable step that counts its own runs in storage (a mixin)."""
+
+    async def step(self, step_id: str) -> int:
+        def work():
+            runs = self.storage.get(f"runs:{step_id}", 0) + 1
+            self.storage.put(f"runs:{step_id}", runs)
+            return runs
+        return await dotdo.do(work, step_id=step_id)
+
+    def runs(self, step_id: str) -> int:
+        return self.storage.get(f"runs:{step_id}", 0)
+
+
+class Room(Stepping, dotdo.DurableObject, hosting=dotdo.Pooled(hosts=2, idle_timeout=0.5, pool="rooms")):
     """A pooled object: two hosts, evicted after half a second idle."""
 
     def __init__(self) -> None:
@@ -304,17 +318,6 @@ class Room(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=2, idle_timeout=0.5, 
     def alarm(self) -> None:
         self.storage.put("fired", self.storage.get("fired", 0) + 1)
 
-    async def step(self, step_id: str) -> int:
-        """A durable step that counts its own runs in storage."""
-        def work():
-            runs = self.storage.get(f"runs:{step_id}", 0) + 1
-            self.storage.put(f"runs:{step_id}", runs)
-            return runs
-        return await dotdo.do(work, step_id=step_id)
-
-    def runs(self, step_id: str) -> int:
-        return self.storage.get(f"runs:{step_id}", 0)
-
     def notify(self, n: int) -> None:
         for i in range(n):
             dotdo.send("Room.noted", i)
@@ -335,23 +338,3 @@ class Clockwork(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=
     def ticks(self) -> int:
         return self.storage.get("ticks", 0)
 
-
-class Spread(dotdo.DurableObject, hosting=dotdo.Pooled(
-        hosts=6, idle_timeout=None, pool="spread", actor_options={"scheduling_strategy": "SPREAD"})):
-    """Pooled over six hosts that Ray spreads across a cluster's nodes."""
-
-    def put(self, value) -> None:
-        self.storage.put("value", value)
-
-    def read(self):
-        return self.storage.get("value")
-
-    async def step(self, step_id: str) -> int:
-        def work():
-            runs = self.storage.get(f"runs:{step_id}", 0) + 1
-            self.storage.put(f"runs:{step_id}", runs)
-            return runs
-        return await dotdo.do(work, step_id=step_id)
-
-    def runs(self, step_id: str) -> int:
-        return self.storage.get(f"runs:{step_id}", 0)

@@ -18,8 +18,10 @@ def test_losing_a_node_loses_no_step_and_no_job(tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("OUTCOME ")]
     assert lines, f"driver failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     out = json.loads(lines[-1].removeprefix("OUTCOME "))
-    # The node that died held objects and workers, mid-run
-    assert out["objects_on_victim"] and out["workers_on_victim"]
+    # The node that died held objects, the queue and its workers, mid-run; other
+    # objects lived on another node
+    assert out["objects_on_victim"] and out["objects_elsewhere"] and out["workers_on_victim"]
+    assert out["queue_on_victim"]
     assert 0 < out["completed_before_kill"] < out["jobs"]
     # Every object came back on a surviving node with its state and journal
     assert out["objects_now_on_victim"] == []
