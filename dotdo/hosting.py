@@ -14,8 +14,8 @@ a class that does not gets the default of :func:`dotdo.init` (``hosting=``), els
 ``$DOTDO_HOSTING`` (``dedicated``, ``pooled`` or ``pooled:<hosts>``).
 
 Changing ``hosts`` of a class moves its objects to other actors: stop the old pool
-first (a new namespace, or ``ray.kill`` of its actors), or an object could briefly
-be live in two of them.
+first (a new namespace, or ``ray.kill`` of its actors). An object is never live in two
+actors (its storage holds a lock on its file); the second gets a ``StorageError``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Modelled on huey's ``SqliteStorage``: the DDL is named constants, every write go
 through one transaction context manager, and all SQL is parameterised. Only this
 module touches SQLite.
 
+One process at a time: a live object holds an ``flock`` on its file, so a second
+actor that tries to activate the same object (drivers that disagree on its hosting, a
+pool resized while the old one still runs) gets a :class:`StorageError` instead of
+two live copies. SQLite's own locks are POSIX locks, which ``flock`` does not touch.
+
 One file per object, WAL mode with ``synchronous=NORMAL``: a committed write survives
 the death of the process (what crash tests exercise); only a power cut can lose the
 last few commits. dotdo's own tables are named ``_dotdo_*``; ``storage.sql`` is free
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import sqlite3
 import threading
@@ -195,7 +201,14 @@ class Storage:
         self._lock = threading.RLock()
         self._depth = 0
         self._sql: sqlite_utils.Database | None = None
-        self._conn = self._connect(path, class_name, object_id, compact)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        new = not os.path.exists(path)
+        self._held = _hold(path, class_name, object_id)
+        try:
+            self._conn = self._connect(path, class_name, object_id, new and compact, new)
+        except BaseException:
+            os.close(self._held)
+            raise
         self.journal = Journal(self)
         # The runtime's hooks: its clock, and a call when the alarm changes.
         self.now: Callable[[], float] = time.time
@@ -203,12 +216,11 @@ class Storage:
 
     # -- opening ---------------------------------------------------------------
 
-    def _connect(self, path: str, class_name: str, object_id: str, compact: bool) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        new = not os.path.exists(path)
+    def _connect(self, path: str, class_name: str, object_id: str, compact: bool,
+                 new: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            for pragma in (COMPACT_FILE_PRAGMAS if new and compact else ()) + CACHE_PRAGMAS + PRAGMAS:
+            for pragma in (COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS:
                 conn.execute(pragma)
             if not new:
                 (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
@@ -245,9 +257,13 @@ class Storage:
         return conn
 
     def close(self) -> None:
-        """Close the SQLite connection; the object reopens it when it next activates."""
+        """Close the SQLite connection and let go of the file; the object reopens it
+        when it next activates."""
         with self._lock:
             self._conn.close()
+            if self._held >= 0:
+                os.close(self._held)  # after SQLite's: closing drops a process's POSIX locks
+                self._held = -1
 
     # -- transactions ------------------------------------------------------------
 
@@ -375,6 +391,31 @@ class Storage:
         self._write(DELETE_ALARM)
         if self.on_alarm_change is not None:
             self.on_alarm_change()
+
+
+HOLD_WAIT = 5.0  # seconds: a dying process (Ray shutting down) lets go by then
+
+
+def _hold(path: str, class_name: str, object_id: str) -> int:
+    """An fd of ``path`` holding an exclusive ``flock``, or :class:`StorageError`."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + HOLD_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+        os.close(fd)
+        raise StorageError(
+            f"{class_name}/{object_id} is live in another actor ({path} is held): every "
+            "driver must give the class the same hosting (dotdo.init(hosting=...), "
+            "$DOTDO_HOSTING), and a pool whose number of hosts changed must be stopped "
+            "before the new one starts",
+            path,
+        )
 
 
 def _epoch(when: float | datetime.datetime | datetime.timedelta, now: Callable[[], float]) -> float:

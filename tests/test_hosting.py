@@ -183,3 +183,27 @@ def test_a_broken_pool_directory_names_the_file(pooled, tmp_path):
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(dotdo.CorruptStorageError, match="dir.sqlite3"):
         Directory(str(path))
+
+
+def test_drivers_that_disagree_on_hosting_get_an_error_not_two_live_copies(pooled, unique):
+    from tests.conftest import run_driver
+
+    # Given an object live in its pool (a call in flight keeps it in memory)
+    busy = dotdo.Pipe(unique).slow(30)
+    assert dotdo.Pipe(unique).echo(1).result() == {"args": [1], "kwargs": {}}
+    # When a driver that hosts the same class dedicated calls it
+    out = run_driver(f"""
+import dotdo
+from tests.objects import Pipe
+dotdo.init(address={ray.get_runtime_context().gcs_address!r}, storage={pooled.storage!r})
+try:
+    dotdo.Pipe({unique!r}).echo(2).result()
+    print("served twice")
+except dotdo.StorageError as exc:
+    print("refused:", exc)
+""", env={"DOTDO_HOSTING": "dedicated"})
+    # Then it is refused, naming the fix, and the live copy goes on
+    assert "refused: Pipe/" in out and "same hosting" in out
+    assert dotdo.Pipe(unique).echo(3).result()["args"] == [3]
+    ray.kill(ray.get_actor(f"Pipe/{unique}", namespace="dotdo"), no_restart=True)
+    del busy

@@ -110,7 +110,9 @@ def test_corrupt_file_is_named_and_left_alone(tmp_path):
 
 
 def test_file_of_another_object_is_refused(make_storage, tmp_path):
-    make_storage("a").put("k", 1)
+    a = make_storage("a")
+    a.put("k", 1)
+    a.close()  # as a file copied or renamed would be: nobody has it open
     with pytest.raises(StorageError, match="belongs to Thing/a"):
         Storage(str(tmp_path / "Thing" / "a.sqlite3"), "Thing", "b")
 
@@ -139,3 +141,17 @@ def test_compact_files_get_small_pages_and_keep_them(make_storage):
     # Reopened without the flag, a file keeps the page size it was made with
     again = make_storage("small")
     assert page(again) == 1024 and again.get("k") == "v"
+
+
+def test_an_object_file_is_held_by_one_storage_at_a_time(make_storage, monkeypatch):
+    monkeypatch.setattr("dotdo.journal.HOLD_WAIT", 0.2)
+    # Given a live object's storage
+    first = make_storage("one")
+    first.put("k", 1)
+    # When a second actor (here: a second Storage) tries to open the same object
+    with pytest.raises(StorageError, match="Thing/one is live in another actor.*same hosting"):
+        make_storage("one")
+    # Then nothing changed, and once the first lets go the object opens again
+    assert first.get("k") == 1
+    first.close()
+    assert make_storage("one").get("k") == 1
