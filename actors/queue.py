@@ -18,6 +18,7 @@ where module-level handlers subscribe to them. While no handler there listens to
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -65,6 +66,8 @@ INSERT_JOB = (
     "timeout, created) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)"
 )
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+# Jobs by id, many at once: ids as one JSON array, so one statement serves any count.
+SELECT_JOBS = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 CLAIM = (
     "UPDATE jobs SET status = 'running', worker = ?, started = ? WHERE seq IN ("
     "SELECT seq FROM jobs WHERE status = 'pending' AND run_at <= ? "
@@ -197,7 +200,9 @@ class Queue(dotdo.DurableObject):
         if new:
             self._ready.set()
             self._gauge_depth()
-        return [self._thing(self._rows(SELECT_JOB, (row[0],))[0]) for row in rows]
+        # Re-read to return what is stored: an idempotent enqueue returns the job as it is.
+        stored = {r["id"]: r for r in self._rows(SELECT_JOBS, (json.dumps([r[0] for r in rows]),))}
+        return [self._thing(stored[row[0]]) for row in rows]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         rows = self._rows(SELECT_JOB, (job_id,))
