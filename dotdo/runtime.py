@@ -160,6 +160,8 @@ def init(
         ray.init(address=address, **ray_kwargs)
         forget_handles()
     os.makedirs(wanted.storage, exist_ok=True)
+    if _settings is not None and wanted.hosting != _settings.hosting:
+        forget_handles()  # objects may now live on other actors
     if wanted != _settings:
         registry.ship_again()  # this cluster's or storage's Apps know nothing yet
     _settings = wanted
