@@ -48,6 +48,11 @@ def _name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+def _schedule_name(schedule: Any, fn: Callable[..., Any]) -> str:
+    """A schedule's key in the journal."""
+    return f"{_name(fn)}@{schedule.spec}"
+
+
 class Activity:
     """The background work of one object; see the module docstring."""
 
@@ -126,7 +131,7 @@ class Activity:
         """When the object must be active again by itself: its alarm or next tick."""
         times = [row[0] for row in [self.journal.alarm()] if row is not None]
         for schedule, fn in self.schedules:
-            row = self.journal.schedule(f"{_name(fn)}@{schedule.spec}")
+            row = self.journal.schedule(_schedule_name(schedule, fn))
             times.append(self.clock.now() if row is None else row[1])
         return min(times, default=None)
 
@@ -199,7 +204,7 @@ class Activity:
     # -- schedules ----------------------------------------------------------------------
 
     async def _schedule_loop(self, schedule: Any, fn: Callable[..., Any]) -> None:
-        name = f"{_name(fn)}@{schedule.spec}"
+        name = _schedule_name(schedule, fn)
         row = self.journal.schedule(name)
         if row is None or row[0] != schedule.spec:
             self.journal.set_schedule(name, schedule.spec, schedule.next_after(self.clock.now()))

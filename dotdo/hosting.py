@@ -31,6 +31,11 @@ from dotdo.ids import actor_name
 __all__ = ["Dedicated", "Pooled", "Hosting", "from_env", "check", "host_name"]
 
 
+def _options_key(options: Mapping[str, Any]) -> tuple:
+    """Ray options as something hashable (the dataclasses hash by value)."""
+    return tuple(sorted(options.items(), key=str))
+
+
 @dataclasses.dataclass(frozen=True)
 class Dedicated:
     """One Ray actor per object.
@@ -43,7 +48,7 @@ class Dedicated:
     actor_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(self.actor_options.items(), key=str))))
+        return hash((type(self), _options_key(self.actor_options)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Pooled:
 
     def __hash__(self) -> int:
         return hash((type(self), self.hosts, self.idle_timeout, self.pool,
-                     tuple(sorted(self.actor_options.items(), key=str))))
+                     _options_key(self.actor_options)))
 
     def index(self, class_name: str, object_id: str) -> int:
         """Which of the pool's hosts holds object ``(class_name, object_id)``."""

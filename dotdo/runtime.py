@@ -224,8 +224,7 @@ def _line(cls: type[DurableObject], object_id: str) -> _Line:
     name = actor_name(cls.__name__, object_id)
     line = _handles.get(name)
     if line is None:
-        conf = settings()
-        hosting = cls._dotdo_hosting or conf.hosting
+        conf, hosting = settings(), hosting_of(cls)
         host = host_name(cls.__name__, object_id, hosting)
         handle = _hosts.get(host)
         if handle is None:
@@ -482,9 +481,9 @@ class _HostActor:
             if not self._evictable(key, obj):
                 self._idle_since[key] = now  # busy by itself: look again later
                 continue
-            wake_at = self._release(key, obj)
-            if obj._dotdo_live or wake_at is not None:
-                asleep.append((key, wake_at))
+            row = self._release(key, obj)
+            if row is not None:
+                asleep.append(row)
         if asleep:
             self._directory.asleep_many(asleep)
         if self._evicted - self._trimmed_at >= _TRIM_AFTER and not self._idle_since:
@@ -493,8 +492,11 @@ class _HostActor:
             self._trimmed_at = self._evicted
             _malloc_trim()
 
-    def _release(self, key: tuple[str, str], obj: DurableObject) -> float | None:
-        """Take ``obj`` out of memory; returns when it must wake by itself, if ever."""
+    def _release(
+        self, key: tuple[str, str], obj: DurableObject
+    ) -> tuple[tuple[str, str], float | None] | None:
+        """Take ``obj`` out of memory; returns its directory row ``(key, wake_at)`` when
+        the directory must learn of it (it was live, or must wake by itself)."""
         activity = obj._dotdo_activity
         wake_at = activity.next_wake()
         activity.stop()
@@ -507,7 +509,9 @@ class _HostActor:
         self._evicted += 1
         if wake_at is not None:
             self._wake_later(key, wake_at)
-        return wake_at
+        if self._directory is None or not (obj._dotdo_live or wake_at is not None):
+            return None
+        return key, wake_at
 
     # -- calls ------------------------------------------------------------------------
 
@@ -534,11 +538,11 @@ class _HostActor:
             if forget:
                 self._forget(key)
             return False
-        wake_at = self._release(key, obj)
+        row = self._release(key, obj)
         if forget:
             self._forget(key)
-        elif self._directory is not None and (obj._dotdo_live or wake_at is not None):
-            self._directory.asleep(key, wake_at)
+        elif row is not None:
+            self._directory.asleep(*row)
         return True
 
     def _forget(self, key: tuple[str, str]) -> None:

@@ -8,12 +8,8 @@ and checks the counts it prints as JSON.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import sqlite3
 import sys
-import time
 
 import ray
 from ray.cluster_utils import Cluster
@@ -21,7 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import dotdo
 from dotdo import runtime
-from tests.conftest import wait_for
+from tests.conftest import journaled_steps, wait_for
 
 N_OBJECTS = 36
 N_JOBS = 300
@@ -32,15 +28,6 @@ FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_m
 
 def stats(stub) -> dict:
     return ray.get(runtime.actor_handle(stub).stats.remote(), timeout=60)
-
-
-def journaled_job_steps(storage: str) -> list[str]:
-    steps = []
-    for path in glob.glob(os.path.join(storage, "Worker", "*", "*.sqlite3")):
-        conn = sqlite3.connect(path)
-        steps += [r[0] for r in conn.execute("SELECT step_id FROM _dotdo_steps")]
-        conn.close()
-    return steps
 
 
 def main(storage: str) -> dict:
@@ -119,7 +106,7 @@ def run(cluster: Cluster, storage: str) -> dict:
                            >= N_JOBS and m, timeout=300)
     except AssertionError:
         raise AssertionError(f"jobs did not finish: {queue.get_metrics().result()}") from None
-    steps = [s for s in journaled_job_steps(storage) if s.startswith("job-")]
+    steps = [s for s in journaled_steps(storage) if s.startswith("job-")]
     starts = dotdo.get([witness.hits(f"start:{i}") for i in range(N_JOBS)])
     return {
         "nodes": 3,

@@ -105,6 +105,22 @@ def make_object(ray_session):
     runtime.forget_handles()
 
 
+def journaled_steps(storage_root: str, worker_ids: list[str] | None = None) -> list[str]:
+    """Finished steps across the Worker objects' own SQLite files (of ``worker_ids``,
+    or of every worker), read from outside as an operator would."""
+    import glob
+    import sqlite3
+
+    steps = []
+    for path in glob.glob(os.path.join(storage_root, "Worker", "*", "*.sqlite3")):
+        conn = sqlite3.connect(path)
+        owner = conn.execute("SELECT value FROM _dotdo_meta WHERE key = 'id'").fetchone()[0]
+        if worker_ids is None or owner in worker_ids:
+            steps += [r[0] for r in conn.execute("SELECT step_id FROM _dotdo_steps")]
+        conn.close()
+    return steps
+
+
 def host_actor_name(class_name: str, object_id: str) -> str:
     """The Ray actor name hosting an object, in this pass's hosting mode."""
     from dotdo.hosting import host_name

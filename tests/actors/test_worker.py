@@ -1,10 +1,8 @@
 """Workers running a queue's jobs on real Ray: retries, dead letters, ordering,
 limits, and crashes that lose nothing."""
 
-import glob
 import os
 import signal
-import sqlite3
 import time
 
 import pytest
@@ -14,7 +12,7 @@ import dotdo
 from dotdo import runtime
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
-from tests.conftest import host_pid, wait_for
+from tests.conftest import host_pid, journaled_steps, wait_for
 
 
 
@@ -142,18 +140,6 @@ def test_process_runs_one_job_directly(make_object, unique):
     assert result["jobId"] == job["$id"] and result["output"] == {"echo": "hi"}
 
 
-def _journaled_steps(storage_root: str, worker_ids: list[str]) -> list[str]:
-    """Finished job steps across the workers' own SQLite files."""
-    steps = []
-    for path in glob.glob(os.path.join(storage_root, "Worker", "*", "*.sqlite3")):
-        conn = sqlite3.connect(path)
-        owner = conn.execute("SELECT value FROM _dotdo_meta WHERE key = 'id'").fetchone()[0]
-        if owner in worker_ids:
-            steps += [r[0] for r in conn.execute("SELECT step_id FROM _dotdo_steps")]
-        conn.close()
-    return steps
-
-
 def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_session):
     queue, witness, start = setup
     n = 500
@@ -179,7 +165,7 @@ def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_sessio
     statuses = {j["status"] for page in [queue.list(limit=1000).result()] for j in page["jobs"]}
     assert statuses == {"completed", "failed"}
     # No finished step ran twice: each job's step is journaled once, in one worker.
-    steps = _journaled_steps(ray_session.storage, [w.id for w in workers])
+    steps = journaled_steps(ray_session.storage, [w.id for w in workers])
     slow_steps = [s for s in steps if s.startswith("job-")]
     assert len(slow_steps) == len(set(slow_steps)) == n
     # Every job's handler started at least once (some twice: unfinished when killed).
@@ -238,5 +224,5 @@ def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, 
     # The first call activates the queue, which wakes its workers.
     metrics = wait_for(lambda: drained(queue), timeout=180)
     assert metrics.completed == n and metrics.failed == 0
-    steps = [s for s in _journaled_steps(ray_session.storage, [w.id for w in workers])]
+    steps = [s for s in journaled_steps(ray_session.storage, [w.id for w in workers])]
     assert len(steps) == len(set(steps)) == n
