@@ -11,6 +11,9 @@ firing its alarm. One :class:`Activity` per active object, on its host's loop.
 * The alarm task waits for the stored alarm time, calls ``alarm()``, retries it with
   backoff while it raises, and clears the alarm only once it succeeded.
 * Failures of handlers and ticks go to the ``on_error`` callbacks, never up.
+* Handled events, and finished steps if the class says so, are pruned from the
+  journal after the class's ``retain_events`` / ``retain_steps`` seconds, at each
+  activation and every hour.
 
 A pooled host asks an Activity whether it is :attr:`~Activity.idle` before evicting
 its object, and when it must be woken again (:meth:`~Activity.next_wake`); the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,6 +45,7 @@ __all__ = ["Activity"]
 
 log = logging.getLogger("dotdo")
 _MARK_BATCH = 256
+_PRUNE_EVERY = 3600.0
 ALARM_RETRY = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
 
 
@@ -70,6 +75,9 @@ class Activity:
         self._running = 0  # handlers, ticks and alarms running now
         self._unmarked: list[str] = []  # handled events not yet marked in the journal
         self.on_busy: Callable[[], None] | None = None
+        # emit() may be called from a thread (a sync job handler): hand over to the loop.
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         for kind, key, name in getattr(type(obj), "_dotdo_subscriptions", ()):
             self.add(kind, key, getattr(obj, name))
 
@@ -111,6 +119,7 @@ class Activity:
         if self.schedules or not self._queue.empty() or self.journal.alarm() is not None:
             self._busy()
         self._spawn(self._dispatch_loop())
+        self._spawn(self._prune_loop())
         for schedule, fn in self.schedules:
             self._spawn(self._schedule_loop(schedule, fn))
         if hasattr(type(self.obj), "alarm"):
@@ -157,6 +166,9 @@ class Activity:
             if inspect.isawaitable(result):
                 result = await result
             return result
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Out of a task these would stop the host's event loop: a failure instead.
+            raise RuntimeError(f"{_name(fn)} raised {type(exc).__name__}: {exc}") from None
         finally:
             self._running -= 1
             _current.reset(token)
@@ -173,14 +185,24 @@ class Activity:
 
     # -- events -------------------------------------------------------------------------
 
-    def emit(self, event_type: str, encoded: bytes) -> str:
-        """Journal an event (already checked and encoded) and queue it; returns its id."""
-        event_id = uuid.uuid4().hex
+    def emit(self, event_type: str, encoded: bytes, event_id: str | None = None) -> str | None:
+        """Journal an event (already checked and encoded) and queue it; returns its id,
+        or None if an event with the given ``event_id`` was journaled before (a
+        sender repeating itself after a crash)."""
+        event_id = event_id or uuid.uuid4().hex
         created = self.clock.now()
-        self.journal.append_event(event_id, event_type, encoded, created)
-        self._busy()
-        self._queue.put_nowait((event_id, event_type, codec.decode(encoded), created))
+        if not self.journal.append_event(event_id, event_type, encoded, created):
+            return None
+        item = (event_id, event_type, codec.decode(encoded), created)
+        if threading.get_ident() == self._loop_thread:
+            self._deliver(item)
+        else:
+            self._loop.call_soon_threadsafe(self._deliver, item)
         return event_id
+
+    def _deliver(self, item: tuple[str, str, Any, float]) -> None:
+        self._busy()
+        self._queue.put_nowait(item)
 
     async def _dispatch_loop(self) -> None:
         handled = self._unmarked
@@ -200,6 +222,14 @@ class Activity:
                 except Exception as exc:  # noqa: BLE001 - goes to on_error, not the sender
                     await self.report(ErrorInfo(event_type, event_id, data, exc, _name(handler)))
             handled.append(event_id)
+
+    async def _prune_loop(self) -> None:
+        cls = type(self.obj)
+        while True:
+            now = self.clock.now()
+            self.journal.prune(None if cls.retain_events is None else now - cls.retain_events,
+                               None if cls.retain_steps is None else now - cls.retain_steps)
+            await self.clock.sleep(_PRUNE_EVERY)
 
     # -- schedules ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ step journal there while running ``fn`` in the driver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable
@@ -24,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from dotdo import codec
 from dotdo.clock import Clock
-from dotdo.errors import EncodeError
+from dotdo.errors import EncodeError, ObjectError
 from dotdo.events import check_event_type
 from dotdo.retry import RetryPolicy, TerminalError
 
 if TYPE_CHECKING:
     from dotdo.object import DurableObject
 
-__all__ = ["current_object", "send", "try_", "do", "use_clock"]
+__all__ = ["current_object", "send", "send_once", "try_", "do", "use_clock"]
 
 _current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
     "dotdo_current_object", default=None
@@ -66,6 +67,18 @@ def send(event_type: str, data: Any = None) -> None:
 
     Stub(App, DEFAULT_APP).emit(event_type, data)  # the call is sent; nobody waits
     return None
+
+
+def send_once(event_type: str, data: Any, event_id: str) -> str | None:
+    """``send`` with the sender's own ``event_id``, inside an object: returns None,
+    and delivers nothing, if that id was sent here before (a forward repeated)."""
+    check_event_type(event_type)
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError(f"an event id is a non-empty str, not {event_id!r}")
+    obj = current_object()
+    if obj is None:
+        raise ObjectError("send_once acts for the current object: call it inside one")
+    return obj._dotdo_activity.emit(event_type, codec.encode(data), event_id)
 
 
 # -- try_ ---------------------------------------------------------------------------
@@ -159,6 +172,40 @@ def _clock() -> Clock:
     return _driver_clock.get() or Clock()
 
 
+class _StepTurn:
+    """Who may run a step now: one ``do`` per step id at a time, per object."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+_driver_turns: dict[tuple[int, str], _StepTurn] = {}
+
+
+@contextlib.asynccontextmanager
+async def _step_turn(obj: DurableObject | None, step_id: str):
+    """Hold the turn of ``step_id``: a second ``do`` of the same step waits for the
+    first, then finds its result in the journal instead of running ``fn`` again."""
+    if obj is not None:
+        turns, key = obj.__dict__.setdefault("_dotdo_step_turns", {}), step_id
+    else:  # driver code: one lock per event loop (asyncio locks belong to one)
+        turns, key = _driver_turns, (id(asyncio.get_running_loop()), step_id)
+    turn = turns.get(key)
+    if turn is None:
+        turn = turns[key] = _StepTurn()
+    turn.users += 1
+    try:
+        async with turn.lock:
+            yield
+    finally:
+        turn.users -= 1
+        if not turn.users:
+            del turns[key]
+
+
 async def do(
     fn: Callable[..., Any],
     *args: Any,
@@ -177,7 +224,8 @@ async def do(
     is raised as itself, with ``.attempts`` set and a note. With ``step_id``, the
     first successful result is journaled (msgpack) before ``do`` returns, and every
     later ``do`` with that id in this object returns it without calling ``fn``, also
-    after a crash and restart. Every attempt is journaled with its time and error.
+    after a crash and restart; a ``do`` of a step that is running already waits for
+    it. Every attempt is journaled with its time and error.
     """
     if "timeout" in kwargs:
         raise TypeError("do() has no timeout (see the seed's table): wrap the work in "
@@ -190,12 +238,19 @@ async def do(
     if step_id is not None and (not isinstance(step_id, str) or not step_id):
         raise ValueError(f"step_id is a non-empty str, got {step_id!r}")
     obj = current_object()
-    journal = None
-    if step_id is not None:
+    if step_id is None:
+        return await _attempts(fn, args, kwargs, policy, None, None)
+    async with _step_turn(obj, step_id):
         journal = _ObjectJournal(obj) if obj is not None else _AppJournal()
         found, value = await journal.lookup(step_id)
         if found:
             return value
+        return await _attempts(fn, args, kwargs, policy, step_id, journal)
+
+
+async def _attempts(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: RetryPolicy,
+                    step_id: str | None, journal: Any) -> Any:
+    """Call ``fn`` until it succeeds or the policy gives up, journaling each attempt."""
     clock = _clock()
     attempt = 0
     while True:

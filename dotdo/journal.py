@@ -151,7 +151,8 @@ SELECT_ATTEMPTS = (
     "SELECT attempt, started, finished, error FROM _dotdo_attempts WHERE step_id = ? "
     "ORDER BY attempt"
 )
-INSERT_EVENT = "INSERT INTO _dotdo_events (id, type, data, created) VALUES (?, ?, ?, ?)"
+# OR IGNORE: an event forwarded again with the id it had (a sender's retry) is a no-op.
+INSERT_EVENT = "INSERT OR IGNORE INTO _dotdo_events (id, type, data, created) VALUES (?, ?, ?, ?)"
 SELECT_PENDING_EVENTS = (
     "SELECT id, type, data, created FROM _dotdo_events WHERE handled IS NULL ORDER BY seq"
 )
@@ -169,6 +170,12 @@ UPSERT_ALARM = "INSERT OR REPLACE INTO _dotdo_alarm (one, fire_at, attempts) VAL
 COUNT_ALARM_ATTEMPT = "UPDATE _dotdo_alarm SET attempts = attempts + 1 WHERE one = 1"
 DELETE_ALARM = "DELETE FROM _dotdo_alarm WHERE one = 1"
 DELETE_ALARM_IF = "DELETE FROM _dotdo_alarm WHERE one = 1 AND fire_at = ?"
+PRUNE_EVENTS = "DELETE FROM _dotdo_events WHERE handled IS NOT NULL AND handled < ?"
+PRUNE_STEPS = "DELETE FROM _dotdo_steps WHERE finished < ?"
+PRUNE_ATTEMPTS = "DELETE FROM _dotdo_attempts WHERE finished < ?"
+
+# The storage holds payloads and errors: only its owner may read it.
+DIR_MODE, FILE_MODE = 0o700, 0o600
 
 _MISSING = object()
 _TOP = "\U0010ffff"  # greater than any character an id or key can hold
@@ -201,7 +208,7 @@ class Storage:
         self._lock = threading.RLock()
         self._depth = 0
         self._sql: sqlite_utils.Database | None = None
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
         new = not os.path.exists(path)
         self._held = _hold(path, class_name, object_id)
         try:
@@ -398,7 +405,8 @@ HOLD_WAIT = 5.0  # seconds: a dying process (Ray shutting down) lets go by then
 
 def _hold(path: str, class_name: str, object_id: str) -> int:
     """An fd of ``path`` holding an exclusive ``flock``, or :class:`StorageError`."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # also a file an older dotdo created readable by all
     deadline = time.monotonic() + HOLD_WAIT
     while True:
         try:
@@ -469,8 +477,9 @@ class Journal:
         return out
 
     # events
-    def append_event(self, event_id: str, event_type: str, data: bytes, created: float) -> None:
-        self._s._write(INSERT_EVENT, (event_id, event_type, data, created))
+    def append_event(self, event_id: str, event_type: str, data: bytes, created: float) -> bool:
+        """Journal an event; False if one with this id is there already."""
+        return bool(self._s._write(INSERT_EVENT, (event_id, event_type, data, created)).rowcount)
 
     def pending_events(self) -> list[tuple[str, str, Any, float]]:
         rows = self._s._execute(SELECT_PENDING_EVENTS).fetchall()
@@ -479,6 +488,16 @@ class Journal:
     def events_handled(self, event_ids: list[str], when: float) -> None:
         with self._s.transaction():
             self._s._conn.executemany(MARK_EVENT_HANDLED, [(when, i) for i in event_ids])
+
+    def prune(self, events_before: float | None, steps_before: float | None) -> None:
+        """Forget events handled before ``events_before``, and steps (with their
+        attempts) finished before ``steps_before``; None keeps them."""
+        with self._s.transaction():
+            if events_before is not None:
+                self._s._execute(PRUNE_EVENTS, (events_before,))
+            if steps_before is not None:
+                self._s._execute(PRUNE_STEPS, (steps_before,))
+                self._s._execute(PRUNE_ATTEMPTS, (steps_before,))
 
     # schedules
     def schedule(self, name: str) -> tuple[str, float, int] | None:
@@ -512,7 +531,9 @@ class Directory:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             for pragma in PRAGMAS:

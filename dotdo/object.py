@@ -33,6 +33,10 @@ class DurableObject:
 
     id: str
     storage: Storage
+    #: Seconds the journal keeps handled events, and finished steps with their
+    #: attempts; None keeps them for ever (a finished step then never runs again).
+    retain_events: ClassVar[float | None] = 86_400.0
+    retain_steps: ClassVar[float | None] = None
     _dotdo_abstract: ClassVar[bool] = True
     # None: the default of dotdo.init() / $DOTDO_HOSTING.
     _dotdo_hosting: ClassVar[Hosting | None] = None

@@ -189,6 +189,10 @@ class Events(dotdo.DurableObject):
     def broken(self, event):
         raise RuntimeError(f"handler broke on {event.data}")
 
+    @dotdo.on.Order.exited
+    async def exited(self, event):
+        raise SystemExit(f"handler exits on {event.data}")
+
     @dotdo.on.Slow.started
     async def slow(self, event):
         self._record("slow", ["start", event.id])
@@ -238,11 +242,16 @@ class Ticker(dotdo.DurableObject):
     def seen(self, key: str):
         return self.storage.get(key, [])
 
-    def push_next_fire(self, seconds_back: float) -> int:
-        """Pretend the object was down: move the hourly schedule's next fire time back."""
+    @dotdo.every(1).hours
+    async def interrupted(self):
+        self._record("interrupted", time_now())
+        await asyncio.sleep(3600)  # a tick long enough to be killed in
+
+    def push_next_fire(self, seconds_back: float, schedule: str = "hourly") -> int:
+        """Pretend the object was down: move a schedule's next fire time back."""
         return self.storage.sql.execute(
-            "UPDATE _dotdo_schedules SET next_fire = next_fire - ? WHERE name LIKE '%hourly%'",
-            [seconds_back],
+            "UPDATE _dotdo_schedules SET next_fire = next_fire - ? WHERE name LIKE ?",
+            [seconds_back, f"%.{schedule}@%"],
         ).rowcount
 
 

@@ -98,3 +98,18 @@ def test_injected_clock_moves_an_objects_schedules(make_object, unique):
     wait_for(lambda: ticker.seen("hourly").result())
     time.sleep(0.5)
     assert len(ticker.seen("hourly").result()) == 1
+
+
+def test_a_tick_interrupted_by_a_crash_runs_again_once(make_object, unique):
+    ticker = make_object("Ticker", unique)
+    assert ticker.seen("interrupted").result() == []
+    # Given a tick that was due while the object was down, and runs when it is back
+    assert ticker.push_next_fire(2 * 3600, "interrupted").result() == 1
+    kill_and_wait(ticker, "SIGKILL")
+    wait_for(lambda: ticker.seen("interrupted").result())
+    # When the object is killed in the middle of that tick
+    kill_and_wait(ticker, "SIGKILL")
+    # Then the tick runs again once (at-least-once), not once per missed hour
+    wait_for(lambda: len(ticker.seen("interrupted").result()) >= 2)
+    time.sleep(1.0)
+    assert len(ticker.seen("interrupted").result()) == 2

@@ -165,3 +165,29 @@ def test_unencodable_event_data_raises_at_send_and_logs_nothing(make_object, uni
 def ray_count_events(events) -> int:
     return events.seen("placed").result().__len__() + events.pending().result()
 
+
+
+def test_two_concurrent_dos_of_one_step_run_fn_once(make_object, unique):
+    # Given two calls that run the same step at the same time in one object
+    steps = make_object("Steps", unique)
+    recorder = make_object("Recorder", f"{unique}-recorder")
+    calls = [steps.step("s1", recorder.id, work_time=0.5) for _ in range(2)]
+    # Then the second waits for the first and gets its journaled result
+    assert dotdo.get(calls) == [{"done": "s1"}, {"done": "s1"}]
+    assert recorder.hits("s1").result() == 1
+
+
+def test_two_concurrent_driver_dos_of_one_step_run_fn_once(ray_session, unique):
+    import asyncio
+
+    calls = []
+
+    async def work():
+        calls.append(1)
+        await asyncio.sleep(0.2)
+        return 7
+
+    async def main():
+        return await asyncio.gather(*(dotdo.do(work, step_id=unique) for _ in range(3)))
+
+    assert asyncio.run(main()) == [7, 7, 7] and calls == [1]

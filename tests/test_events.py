@@ -63,3 +63,31 @@ def test_driver_send_reaches_module_level_handlers_in_the_app(ray_session):
     assert errors == [["Signup.rejected", "rejected {'user': 'eve'}"]]
     app = ray.get_actor(host_actor_name("App", "default"), namespace="dotdo")
     assert app is not None
+
+
+def test_a_forwarded_event_sent_again_is_handled_once(ray_session, unique):
+    import time
+
+    from tests import app_handlers
+
+    # Given a batch forwarded to the App (as a queue forwards its outbox)
+    app = dotdo.App("default")
+    batch = [["Job.completed", {"jobId": unique}, f"{unique}-event"]]
+    assert app.emit_many(batch).result() == 1
+    # When the sender repeats it with the same ids (it crashed before it knew)
+    assert app.emit_many(batch).result() == 0
+    # Then the handler sees the event once
+    witness = dotdo.Recorder(app_handlers.WITNESS)
+    wait_for(lambda: unique in witness.notes("job-completed").result())
+    time.sleep(0.5)
+    assert witness.notes("job-completed").result().count(unique) == 1
+
+
+def test_a_handler_raising_system_exit_goes_to_on_error_and_the_object_goes_on(make_object,
+                                                                                unique):
+    events = make_object("Events", unique)
+    events.fire("Order.exited", 1).result()
+    (event_type, _, _, error), = wait_for(lambda: events.seen("errors").result())
+    assert event_type == "Order.exited" and "raised SystemExit: handler exits on 1" in error
+    events.fire("Order.placed", 2)
+    wait_for(lambda: events.seen("placed").result())

@@ -155,3 +155,39 @@ def test_an_object_file_is_held_by_one_storage_at_a_time(make_storage, monkeypat
     assert first.get("k") == 1
     first.close()
     assert make_storage("one").get("k") == 1
+
+
+def test_an_event_id_is_journaled_once(make_storage):
+    s = make_storage()
+    assert s.journal.append_event("e1", "Job.done", b"\xc0", 1.0) is True
+    assert s.journal.append_event("e1", "Job.done", b"\xc0", 2.0) is False  # sent again
+    assert [e[0] for e in s.journal.pending_events()] == ["e1"]
+
+
+def test_prune_forgets_old_handled_events_and_old_steps_only(make_storage):
+    s = make_storage()
+    for i, handled in enumerate((10.0, 100.0, None)):
+        s.journal.append_event(f"e{i}", "Job.done", b"\xc0", 1.0)
+        if handled is not None:
+            s.journal.events_handled([f"e{i}"], handled)
+    s.journal.record_attempt("old", 1, 1.0, 2.0, "boom")
+    s.journal.finish_step("old", b"\xc0", 2, 3.0, 4.0)
+    s.journal.finish_step("new", b"\xc0", 1, 200.0, 201.0)
+    s.journal.prune(events_before=50.0, steps_before=None)
+    ids = [r[0] for r in s.sql.execute("SELECT id FROM _dotdo_events ORDER BY seq").fetchall()]
+    assert ids == ["e1", "e2"]  # the unhandled one stays whatever its age
+    assert s.journal.step("old")[0]
+    s.journal.prune(events_before=None, steps_before=50.0)
+    assert not s.journal.step("old")[0] and s.journal.attempts("old") == []
+    assert s.journal.step("new")[0]
+
+
+def test_files_and_folders_are_private_to_their_owner(make_storage, tmp_path):
+    s = make_storage()
+    assert os.stat(s.path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(s.path)).st_mode & 0o777 == 0o700
+    # A file an older dotdo left readable by all is made private when it is opened
+    s.close()
+    os.chmod(s.path, 0o644)
+    again = make_storage()
+    assert os.stat(again.path).st_mode & 0o777 == 0o600
