@@ -17,9 +17,12 @@ actor's tasks out of order, so each caller numbers its calls and the host's
 by Ray after a crash and rebuilds each object from its SQLite file on the next call.
 
 Promise arguments travel as top-level Ray dependencies, so Ray's core pushes a call
-the moment its arguments exist. When an argument fails, Ray fails the call without
-delivering it; the caller notices (a callback on the argument) and tells the host
-to skip that call's number, so the calls after it are not held up.
+the moment its arguments exist. Meanwhile the caller lists the call as *deferred* in
+its later calls to that object, and a keeper thread pings the host with the full list
+every ``$DOTDO_DEFERRED_TIMEOUT / 6`` seconds, so the host keeps waiting for it while
+the caller lives. When an argument fails, Ray fails the call without delivering it;
+the caller notices (a callback on the argument) and tells the host to skip that
+call's number, so the calls after it are not held up.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import asyncio
 import dataclasses
 import heapq
 import inspect
+import itertools
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -58,6 +63,15 @@ __all__ = ["init", "shutdown", "deploy", "submit", "Settings", "settings", "curr
 DEFAULT_NAMESPACE = "dotdo"
 # Enough concurrent calls that a slow call never holds up the rest of the host.
 _HOST_CONCURRENCY = 1000
+DEFAULT_DEFERRED_TIMEOUT = 30.0  # seconds; see deferred_timeout()
+# A call lists at most this many of its caller's deferred calls: the list travels
+# with every call, and the host needs the lowest ones first.
+_MAX_LISTED = 256
+# Class names a host shares between its streams' keys; beyond this it starts over.
+_MAX_INTERNED = 1024
+_PROBE_TIMEOUT = 3.0  # seconds for a Ray address to accept a TCP connection
+_SHIP_WAIT = 30.0  # seconds a driver waits for an App to import its handlers' modules
+_log = logging.getLogger("dotdo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +106,9 @@ class _Line:
 _handles: dict[str, _Line] = {}
 _hosts: dict[str, Any] = {}  # host actor name -> handle
 _notifier: ThreadPoolExecutor | None = None
+_kept: set[_Line] = set()  # lines with deferred calls, pinged by the keeper thread
+_kept_lock = threading.Lock()  # taken inside a line's lock, never around one
+_keeper: threading.Thread | None = None
 
 
 def _default_storage() -> str:
@@ -106,10 +123,29 @@ def _default_hosting() -> Hosting:
     return from_env(os.environ.get("DOTDO_HOSTING"))
 
 
+def deferred_timeout() -> float:
+    """Seconds a host waits for a caller's deferred call with no news of it from the
+    caller (``$DOTDO_DEFERRED_TIMEOUT``, default 30); callers ping six times as often.
+    Hosts read it when they start, from the environment Ray gives its workers."""
+    raw = os.environ.get("DOTDO_DEFERRED_TIMEOUT")
+    try:
+        value = float(raw) if raw else DEFAULT_DEFERRED_TIMEOUT
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(
+            f"DOTDO_DEFERRED_TIMEOUT must be a number of seconds above 0, got {raw!r}: "
+            "set it so, or unset it for the default of 30"
+        )
+    return value
+
+
 def forget_handles() -> None:
     """Drop this process's actor handles and call streams (after Ray restarted)."""
     _handles.clear()
     _hosts.clear()
+    with _kept_lock:
+        _kept.clear()
 
 
 def init(
@@ -122,10 +158,13 @@ def init(
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
 
-    With no ``address`` and no Ray running, a local Ray starts (dashboard off); with
-    ``address="auto"``, ``"host:port"`` or ``"ray://..."`` this driver joins that
-    cluster. ``storage`` defaults to ``$DOTDO_STORAGE`` or ``./.dotdo``; on a cluster it
-    must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
+    With no ``address`` (nor ``$RAY_ADDRESS``) this driver joins the cluster ``ray
+    start`` recorded on this machine, else starts a local Ray (dashboard off), as
+    it does, with a warning, when the recorded cluster is gone; with
+    ``address="auto"``, ``"host:port"`` or ``"ray://..."`` it joins that cluster, and
+    raises ``ConfigError`` if nothing answers there. ``storage`` defaults to
+    ``$DOTDO_STORAGE`` or ``./.dotdo`` (created readable by this user only); on a
+    cluster it must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
     ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
     class and id in two namespaces are two objects. ``hosting`` (default
     ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
@@ -152,20 +191,71 @@ def init(
                 "before dotdo.init(address=...) to join another cluster"
             )
     else:
-        if address not in (None, "local") or (address is None and os.environ.get("RAY_ADDRESS")):
+        address = _address_to_join(address, ray_kwargs.get("_temp_dir"))
+        if address not in (None, "local"):
             _use_auth_token_if_present()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
         ray.init(address=address, **ray_kwargs)
         forget_handles()
-    os.makedirs(wanted.storage, exist_ok=True)
+    # Only this user: the files hold every object's payloads and errors.
+    os.makedirs(wanted.storage, mode=0o700, exist_ok=True)
     if _settings is not None and wanted.hosting != _settings.hosting:
         forget_handles()  # objects may now live on other actors
     if wanted != _settings:
         registry.ship_again()  # this cluster's or storage's Apps know nothing yet
     _settings = wanted
     return wanted
+
+
+def _address_to_join(address: str | None, temp_dir: str | None) -> str | None:
+    """The address ``ray.init`` should get, as Ray would pick it (the argument, else
+    ``$RAY_ADDRESS``, else the cluster ``ray start`` recorded in Ray's temp dir), but
+    checked first: Ray hangs for minutes on an address where no GCS answers.
+
+    A recorded cluster that does not answer is stale (its head was killed without
+    ``ray stop``): with no address asked for, start a local Ray of our own instead.
+    """
+    if address in (None, "auto"):
+        address = os.environ.get("RAY_ADDRESS") or address
+    if address not in (None, "auto"):
+        if address != "local" and not _answers(address):
+            raise ConfigError(
+                f"no Ray cluster answers at {address} (given as dotdo.init's address or "
+                "$RAY_ADDRESS): start it (ray start --head), or fix or unset the address "
+                "to start a local Ray"
+            )
+        return address
+    path = ray._private.utils.get_ray_address_file(temp_dir)
+    recorded = ray._private.utils.read_ray_address(temp_dir)
+    if not recorded or _answers(recorded):
+        return recorded or address
+    if address == "auto":
+        raise ConfigError(
+            f"address='auto' names the Ray cluster recorded in {path}, {recorded}, and "
+            f"nothing answers there: start it again (ray start --head), or run `ray stop` "
+            f"(or delete {path}) and call dotdo.init() to start a local Ray"
+        )
+    _log.warning(
+        "dotdo: %s records a Ray cluster at %s that does not answer (its head was "
+        "stopped without `ray stop`); starting a local Ray instead. Run `ray stop` or "
+        "delete %s to silence this.", path, recorded, path,
+    )
+    return "local"
+
+
+def _answers(address: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection; True for other forms
+    (``ray://...``), which Ray checks itself."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), _PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
 
 
 def pickle_by_value(module: Any) -> None:
@@ -265,11 +355,12 @@ def submit(
     line = _line(cls, object_id)
     with line.lock:  # a number is used only by a call that was really sent
         seq = line.next
+        deferred, more = _listed(line.deferred)
         # One argument of lists, dicts and scalars, plus the dependencies: Ray
         # serialises each argument on its own, and those types through msgpack,
         # cheaper than the pickle it falls back to for tuples.
         message = [cls.__name__, object_id, method, list(args), kwargs,
-                   list(line.deferred) or None, line.token, seq]
+                   deferred, more, line.token, seq]
         try:
             ref = line.handle.call.remote(message, *deps)
         except TypeError as exc:  # Ray could not pickle an argument
@@ -280,9 +371,60 @@ def submit(
         line.next = seq + 1
         if deps:
             line.deferred[seq] = len(deps)
+            _keep_alive(line)
     for dep in deps:
         dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
     return ref
+
+
+def _listed(deferred: dict[int, int]) -> tuple[list[int] | None, bool]:
+    """What a call tells its host of the earlier calls Ray still holds back: at
+    most ``_MAX_LISTED`` numbers, the lowest, and whether there are more."""
+    if len(deferred) <= _MAX_LISTED:
+        return list(deferred) or None, False
+    # Keys are in call order, so the first ones are the lowest.
+    return list(itertools.islice(deferred, _MAX_LISTED)), True
+
+
+def _keep_alive(line: _Line) -> None:
+    """Have the keeper thread ping ``line``'s host while it has deferred calls
+    (called under ``line.lock``)."""
+    global _keeper
+    with _kept_lock:
+        _kept.add(line)
+        if _keeper is None:
+            every = deferred_timeout() / 6  # pings a host may miss before giving up: 5
+            _keeper = threading.Thread(target=_keep_pinging, args=(every,),
+                                       name="dotdo-keep", daemon=True)
+            _keeper.start()
+
+
+def _keep_pinging(every: float) -> None:
+    """Tell each host, every ``every`` seconds, which calls this process still
+    holds back for it; ends when none are left."""
+    global _keeper
+    while True:
+        time.sleep(every)
+        batches: dict[int, tuple[Any, list]] = {}  # one message per host
+        with _kept_lock:
+            lines = list(_kept)
+        for line in lines:
+            with line.lock:
+                if not line.deferred:
+                    with _kept_lock:
+                        _kept.discard(line)
+                    continue
+                keep = [*line.key, line.token, list(line.deferred), line.next]
+            batches.setdefault(id(line.handle), (line.handle, []))[1].append(keep)
+        for handle, streams in batches.values():
+            try:
+                handle.keep.remote(streams)
+            except Exception:  # noqa: BLE001 - Ray shut down, or the host is gone
+                _log.debug("dotdo: cannot ping a host about deferred calls", exc_info=True)
+        with _kept_lock:
+            if not _kept:
+                _keeper = None
+                return
 
 
 def _ship_registrations() -> None:
@@ -297,8 +439,17 @@ def _ship_registrations() -> None:
     for app, specs in list(registry.unshipped().items()):
         if specs:
             batch = set(specs)
-            registry.mark_shipped(app, batch)
-            Stub(App, app).adopt(sorted(list(s) for s in batch))
+            registry.mark_shipped(app, batch)  # first: the adopt call comes through here
+            # Wait for it: until the App has them, it would tell others (a queue
+            # deciding whether to send Job events) that nobody listens.
+            try:
+                Stub(App, app).adopt(sorted(list(s) for s in batch)).result(_SHIP_WAIT)
+            except TimeoutError:
+                _log.warning("dotdo: App(%r) is slow to import %s; going on", app, sorted(batch))
+            except Exception:  # noqa: BLE001 - the App is away: tell it at the next call
+                registry.unshipped().setdefault(app, set()).update(batch)
+                _log.warning("dotdo: App(%r) could not take %s yet; will try again", app,
+                             sorted(batch), exc_info=True)
 
 
 def deploy(app: str = registry.DEFAULT_APP) -> list:
@@ -353,7 +504,8 @@ class _HostActor:
         # Live objects with nothing in flight, oldest first: the eviction candidates.
         self._idle_since: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._interned: dict[str, str] = {}
-        self._sequencer = Sequencer(fresh=not _restarted(), max_streams=2_000)
+        self._sequencer = Sequencer(fresh=not _restarted(), max_streams=2_000,
+                                    deferred_timeout=deferred_timeout())
         self._clock = Clock()
         self._idle_timeout = pool[1] if pool else None
         self._evicted = 0
@@ -368,7 +520,7 @@ class _HostActor:
                 self._wake_later(obj_key, at)
         # Start now, not at the next call: after a restart, objects' pending events,
         # schedules and alarms must resume with nobody calling.
-        ray.get_runtime_context().current_actor.wake.remote(list(key) if key else None)
+        _wake_self(list(key) if key else None)
 
     def _setup(self) -> None:
         """First thing on the actor's event loop: count the tasks objects start, and
@@ -568,28 +720,27 @@ class _HostActor:
         return getattr(obj, name)
 
     async def call(self, message: list, *deps: Any) -> Any:
-        """Run one call ``[class, id, method, args, kwargs, deferred, stream, seq]``
-        on object ``(class, id)``, after the earlier calls of its caller; ``deps`` are
-        the values of its promise arguments, resolved by Ray."""
-        class_name, object_id, method, args, kwargs, deferred, stream, seq = message
+        """Run one call ``[class, id, method, args, kwargs, deferred, more, stream,
+        seq]`` on object ``(class, id)``, after the earlier calls of its caller
+        (``deferred`` and ``more``: see :meth:`Sequencer.arrive`); ``deps`` are the
+        values of its promise arguments, resolved by Ray."""
+        class_name, object_id, method, args, kwargs, deferred, more, stream, seq = message
         if not self._ready:
             self._setup()
-        interned = self._interned
-        # Streams outlive evictions (parked in the sequencer): share their strings.
-        key = (interned.setdefault(class_name, class_name), object_id)
-        turn = (key, interned.setdefault(stream, stream))
+        key = (_intern(self._interned, class_name), object_id)
+        turn = (key, stream)
         self._inflight[key] = self._inflight.get(key, 0) + 1
         self._idle_since.pop(key, None)
         try:
-            admitted = self._sequencer.arrive(turn, seq, deferred)
-            if admitted is not None:
-                await admitted
-            try:
+            try:  # however this ends (cancelled too), the caller's next call goes on
+                admitted = self._sequencer.arrive(turn, seq, deferred, more)
+                if admitted is not None:
+                    await admitted
                 obj = self._objects.get(key) or self._activate(key)
                 self._calls[key] = self._calls.get(key, 0) + 1
                 fn = self._method(obj, method)
             finally:
-                self._sequencer.started(turn, seq)
+                self._sequencer.leave(turn, seq)
             args, kwargs = unpack_args(args, kwargs, deps)
             token = _current.set(obj)
             try:
@@ -612,21 +763,37 @@ class _HostActor:
         """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""
         self._sequencer.skip(((class_name, object_id), stream), seq)
 
+    async def keep(self, streams: list) -> None:
+        """Callers still hold back these calls: ``[class, id, stream, deferred,
+        upto]`` each (see :meth:`Sequencer.keep`)."""
+        for class_name, object_id, stream, deferred, upto in streams:
+            self._sequencer.keep(((class_name, object_id), stream), deferred, upto)
+
     async def stats(self) -> dict[str, Any]:
-        """Process id, objects in memory, calls per object in memory, evictions
-        (tests and operators use this)."""
+        """Process id, objects in memory, calls per object in memory, calls waiting
+        for their turn, evictions (tests and operators use this)."""
         return {
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
             "objects": sorted(self._objects),
             "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
             "gaps_skipped": self._sequencer.skipped,
+            "waiting": self._sequencer.waiting(),
             "evicted": self._evicted,
             "sleeping": len(self._wake_at),
         }
 
 
 _TRIM_AFTER = 256  # evictions
+
+
+def _intern(table: dict[str, str], name: str) -> str:
+    """``name``, or the equal string met before: every stream key parked in the
+    sequencer holds its class name, so share one copy. Starting over past
+    ``_MAX_INTERNED`` names only costs copies."""
+    if len(table) >= _MAX_INTERNED and name not in table:
+        table.clear()
+    return table.setdefault(name, name)
 
 
 def _malloc_trim() -> None:
@@ -637,6 +804,26 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _wake_self(key: list | None) -> None:
+    """Have this actor call its own ``wake`` once it serves calls. A call sent from
+    the constructor of a restarting actor can fail with "the actor is restarting"
+    (Ray sees it mid-restart): a thread keeps trying until the call is taken."""
+    handle = ray.get_runtime_context().current_actor
+
+    def send() -> None:
+        for attempt in range(100):
+            try:
+                # A future, not ray.get: this thread is made for blocking.
+                handle.wake.remote(key).future().result(timeout=60)
+                return
+            except (ray.exceptions.ActorUnavailableError, TimeoutError):
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            except ray.exceptions.RayActorError:
+                return  # this actor is gone for good
+
+    threading.Thread(target=send, name="dotdo-wake", daemon=True).start()
 
 
 def _restarted() -> bool:

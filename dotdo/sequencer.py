@@ -20,22 +20,35 @@ objects); a parked stream resumes exactly where it was. Beyond ``max_parked`` th
 oldest are forgotten.
 
 A call whose promise arguments are not ready yet is held back by Ray on the
-caller's side; the caller lists it as *deferred* in its later calls, so the host
-waits for it however long that takes, and tells the host to :meth:`~Sequencer.skip`
-it if one of those arguments fails (Ray then never delivers the call).
+caller's side; the caller lists it as *deferred* in its later calls (the lowest few
+hundred numbers, saying when there are more: every number above the highest listed
+is then taken as deferred), and tells the host to :meth:`~Sequencer.skip` it if one
+of those arguments fails (Ray then never delivers the call). The host waits for a
+deferred call as long as its caller keeps saying so, by a later call or a
+:meth:`~Sequencer.keep` ping. A caller that died can no longer send the call, so
+once ``deferred_timeout`` seconds pass without news, the gap is given up on like
+any other: later calls go on, and the deferred call, should it come after all,
+runs at once as a straggler.
+
+A call leaves admission through :meth:`~Sequencer.leave`, whatever happened to it:
+started, failed, or cancelled while waiting for its turn (then its number counts as
+skipped). So no call, however it ends, holds up the calls after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 __all__ = ["Sequencer"]
 
 
 class _Stream:
-    __slots__ = ("next", "busy", "waiting", "skipped", "deferred", "deferred_from")
+    __slots__ = ("next", "busy", "waiting", "skipped", "deferred", "deferred_above",
+                 "deferred_from", "deferred_at")
 
     def __init__(self, next_seq: int | None) -> None:
         self.next = next_seq  # None while settling
@@ -43,7 +56,9 @@ class _Stream:
         self.waiting: dict[int, asyncio.Future] = {}
         self.skipped: set[int] = set()  # calls that will never come
         self.deferred: frozenset[int] = frozenset()  # calls held back by their caller
-        self.deferred_from = 0
+        self.deferred_above = math.inf  # a cut list: every number above may be too
+        self.deferred_from = 0  # the call (or ping) that said so: newer ones replace it
+        self.deferred_at = -math.inf  # when the caller last said so
 
 
 class Sequencer:
@@ -51,7 +66,8 @@ class Sequencer:
 
     def __init__(
         self, *, fresh: bool = False, settle: float = 0.5, gap_timeout: float = 5.0,
-        max_streams: int = 10_000, max_parked: int = 2_000_000,
+        deferred_timeout: float = 30.0, max_streams: int = 10_000,
+        max_parked: int = 2_000_000, now: Callable[[], float] = time.monotonic,
     ) -> None:
         # A host's first life has seen every stream from its call 1: however late
         # call 1 arrives, it is coming. Only a restarted host (or one that forgot a
@@ -59,6 +75,8 @@ class Sequencer:
         self.fresh = fresh
         self.settle = settle
         self.gap_timeout = gap_timeout
+        self.deferred_timeout = deferred_timeout
+        self.now = now
         self.max_streams = max_streams
         self.max_parked = max_parked
         self._streams: OrderedDict[Hashable, _Stream] = OrderedDict()
@@ -80,18 +98,20 @@ class Sequencer:
         return st
 
     def arrive(
-        self, stream: Hashable, seq: int, deferred: Iterable[int] | None = None
+        self, stream: Hashable, seq: int, deferred: Iterable[int] | None = None,
+        more: bool = False,
     ) -> Awaitable[None] | None:
         """None if call ``seq`` may start now, else an awaitable to wait on first.
 
         ``deferred`` lists earlier calls of the stream that their caller is still
-        holding back (waiting for their arguments): gaps there are waited out, never
-        skipped. Once admitted, the call must report :meth:`started` (also when it
-        fails).
+        holding back (waiting for their arguments): gaps there are waited out while
+        the caller keeps saying so. ``more``: the list was cut, and every number above
+        its highest may be held back too. Whatever then happens to the call, admitted
+        or not, it must report :meth:`leave` (in a ``finally``).
         """
         st = self._stream(stream, seq)
-        if deferred is not None and seq > st.deferred_from:
-            st.deferred, st.deferred_from = frozenset(deferred), seq
+        if deferred is not None:
+            self._defer(st, seq, deferred, more)
         if st.next is not None:
             if seq < st.next:
                 return None  # a straggler from before a skipped gap: run it now
@@ -102,12 +122,22 @@ class Sequencer:
         st.waiting[seq] = fut
         return self._wait(st, fut)
 
-    def started(self, stream: Hashable, seq: int) -> None:
-        """Call ``seq`` has started: let the next one of its stream in."""
+    def leave(self, stream: Hashable, seq: int) -> None:
+        """Call ``seq`` is past admission: started, failed or cancelled. An admitted
+        call lets the next one in; one still waiting is forgotten and its number
+        skipped, so that the calls after it are not held up."""
         st = self._streams.get(stream)
-        if st is None or not st.busy or st.next != seq:
+        if st is None:
             return
-        st.next, st.busy = seq + 1, False
+        fut = st.waiting.pop(seq, None)
+        if fut is not None:
+            fut.cancel()  # its caller is gone: nobody may admit it any more
+            if st.next is None or seq >= st.next:
+                st.skipped.add(seq)
+        elif st.busy and st.next == seq:
+            st.next, st.busy = seq + 1, False
+        else:
+            return  # a straggler, or left already
         self._advance(st)
 
     def skip(self, stream: Hashable, seq: int) -> None:
@@ -116,6 +146,30 @@ class Sequencer:
         if st.next is None or seq >= st.next:
             st.skipped.add(seq)
             self._advance(st)
+
+    def keep(self, stream: Hashable, deferred: Iterable[int], upto: int) -> None:
+        """The caller of ``stream`` is alive and still holds back calls ``deferred``
+        (all of them, among its calls below ``upto``): keep waiting for them."""
+        st = self._streams.get(stream)
+        if st is not None:  # a stream with nothing here to hold up needs no news
+            self._defer(st, upto, deferred, False)
+
+    def waiting(self) -> int:
+        """Calls waiting for their turn, over all streams (for stats)."""
+        return sum(len(st.waiting) for st in self._streams.values())
+
+    def _defer(self, st: _Stream, upto: int, deferred: Iterable[int], more: bool) -> None:
+        if upto < st.deferred_from:
+            return  # older news than what the stream has: Ray delivered it late
+        st.deferred = frozenset(deferred)
+        st.deferred_above = max(st.deferred) if more and st.deferred else math.inf
+        st.deferred_from, st.deferred_at = upto, self.now()
+
+    def _held_back(self, st: _Stream, seq: int | None) -> bool:
+        """Whether call ``seq`` may still be held back by its live caller."""
+        if seq is None or self.now() - st.deferred_at > self.deferred_timeout:
+            return False  # no news for too long: the caller died, or forgot it
+        return seq in st.deferred or seq > st.deferred_above
 
     def has_started(self, stream: Hashable, seq: int) -> bool:
         """Whether call ``seq`` of ``stream`` is known to have started already."""
@@ -138,16 +192,16 @@ class Sequencer:
             return
 
     async def _wait(self, st: _Stream, fut: asyncio.Future) -> None:
+        # asyncio.wait, not wait_for: wait_for (3.11) swallows a cancellation that
+        # lands as ``fut`` completes, and the cancelled call would run after all.
         while not fut.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), self.gap_timeout)
-            except asyncio.TimeoutError:
-                if fut.done() or st.busy or not st.waiting or st.next in st.deferred:
-                    continue
-                # The gap will not fill: go on from the lowest waiting call.
-                self.skipped += 1
-                st.next = min(st.waiting)
-                self._advance(st)
+            await asyncio.wait((fut,), timeout=self.gap_timeout)
+            if fut.done() or st.busy or not st.waiting or self._held_back(st, st.next):
+                continue
+            # The gap will not fill: go on from the lowest waiting call.
+            self.skipped += 1
+            st.next = min(st.waiting)
+            self._advance(st)
 
     def _settled(self, stream: Hashable) -> None:
         st = self._streams.get(stream)

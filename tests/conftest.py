@@ -41,6 +41,9 @@ def storage_root(tmp_path_factory, hosting) -> Path:
 
 def start_ray(storage_root) -> None:
     """The session's local Ray; metrics reach the Prometheus endpoint each second."""
+    # Hosts (Ray workers inherit this environment) give up on a dead caller's
+    # deferred call after 5 s, not 30; drivers the tests start ping accordingly.
+    os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
     dotdo.init(address="local", storage=str(storage_root), num_cpus=2,
                _system_config={"metrics_report_interval_ms": 1000})
 

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 import dotdo
+from dotdo import runtime
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
 from tests.conftest import ROOT, host_actor_name, kill_and_wait, run_driver, start_ray
@@ -205,3 +206,91 @@ def test_class_workers_cannot_import_gets_a_clear_error(ray_session, tmp_path, m
     # When it is called, the error says why its host could not start and what to do.
     with pytest.raises(dotdo.ObjectError, match="No module named 'only_here'.*every worker can import"):
         dotdo.OnlyHere("x").ping().result(timeout=120)
+
+
+def test_a_call_lists_at_most_256_deferred_calls_the_lowest_and_says_if_there_are_more():
+    deferred = {n: 1 for n in range(5, 1005)}
+    for gone in (6, 7, 900):  # their arguments arrived
+        del deferred[gone]
+    numbers, more = runtime._listed(deferred)
+    assert numbers == [5] + list(range(8, 263)) and more
+    assert runtime._listed({3: 1, 9: 2}) == ([3, 9], False)
+    assert runtime._listed({}) == (None, False)
+
+
+def test_a_host_interns_a_bounded_number_of_class_names():
+    table: dict[str, str] = {}
+    for i in range(10 * runtime._MAX_INTERNED):
+        runtime._intern(table, f"Class{i}")
+    assert len(table) <= runtime._MAX_INTERNED
+    # Equal names share one string, so parked streams share their class name.
+    assert runtime._intern(table, "".join(["Coun", "ter"])) is runtime._intern(
+        table, "".join(["Cou", "nter"]))
+
+
+def _ray_temp_dir_recording(address: str) -> str:
+    """A Ray temp dir (short: Ray's socket paths must stay under 108 bytes) whose
+    ``ray_current_cluster`` names ``address``, as a `ray start` head killed
+    without `ray stop` leaves it."""
+    temp = tempfile.mkdtemp(prefix="dotdo-ray-")
+    os.makedirs(os.path.join(temp, "ray"))
+    with open(os.path.join(temp, "ray", "ray_current_cluster"), "w") as f:
+        f.write(address)
+    return temp
+
+
+def test_a_stale_recorded_cluster_is_passed_over_for_a_local_ray(tmp_path):
+    stale = f"127.0.0.1:{_free_port()}"
+    temp = _ray_temp_dir_recording(stale)
+    code = f"""
+import dotdo
+from tests.objects import Counter
+dotdo.init(storage={str(tmp_path / "store")!r})
+print(dotdo.Counter("stale").incr(3).result())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=temp, PYTHONPATH=str(ROOT))
+    try:
+        # The timeout only guards against a hang (Ray's own wait is minutes long).
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "3"
+    # The warning names the stale file, its address and the fix.
+    assert "ray_current_cluster" in done.stderr and stale in done.stderr
+    assert "ray stop" in done.stderr
+
+
+def test_an_address_where_nothing_answers_is_a_config_error_not_a_hang():
+    closed = f"127.0.0.1:{_free_port()}"
+    temp = _ray_temp_dir_recording(closed)
+    code = f"""
+import os, dotdo
+for address in (None, {closed!r}, "auto"):
+    try:
+        dotdo.init(address)
+        print("joined")
+    except dotdo.ConfigError as exc:
+        print("refused:", exc)
+    os.environ.pop("RAY_ADDRESS", None)  # "auto" then reads the recorded cluster
+"""
+    try:
+        out = run_driver(code, env={"RAY_ADDRESS": closed, "RAY_TMPDIR": temp}, timeout=120)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.startswith("refused:") for line in lines), out
+    assert all(closed in line and "ray start --head" in line for line in lines)
+    assert "ray_current_cluster" in lines[2]
+
+
+def test_the_storage_root_is_private_to_its_user(ray_session, tmp_path):
+    root = tmp_path / "private-root"
+    out = run_driver(f"""
+import os, dotdo
+dotdo.init(address={ray.get_runtime_context().gcs_address!r}, storage={str(root)!r})
+print(oct(os.stat({str(root)!r}).st_mode & 0o777))
+""")
+    assert out.split()[-1] == "0o700"

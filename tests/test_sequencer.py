@@ -6,12 +6,25 @@ import random
 from dotdo.sequencer import Sequencer
 
 
-async def _run(seq: Sequencer, stream, n: int, order: list, deferred=None):
-    admitted = seq.arrive(stream, n, deferred)
-    if admitted is not None:
-        await admitted
-    order.append(n)
-    seq.started(stream, n)
+async def _run(seq: Sequencer, stream, n: int, order: list, deferred=None, more=False):
+    """One call as the host runs it: whatever happens, it leaves admission."""
+    admitted = seq.arrive(stream, n, deferred, more)
+    try:
+        if admitted is not None:
+            await admitted
+        order.append(n)
+    finally:
+        seq.leave(stream, n)
+
+
+class _Clock:
+    """The sequencer's clock for the deferred timeout, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_scrambled_arrivals_start_in_number_order():
@@ -65,7 +78,7 @@ def test_next_waits_until_previous_has_started():
         second = asyncio.ensure_future(_run(seq, "s", 2, order))
         await asyncio.sleep(0.01)
         assert order == []  # 1 admitted but not started: 2 waits
-        seq.started("s", 1)
+        seq.leave("s", 1)
         await second
         return order
 
@@ -139,3 +152,109 @@ def test_parked_streams_beyond_the_limit_are_forgotten_and_settle_if_they_return
         return order
 
     assert asyncio.run(main()) == [1, 1, 1, 2]
+
+
+def test_a_waiting_call_that_is_cancelled_does_not_hold_up_the_calls_after_it():
+    async def main():
+        seq, order = Sequencer(gap_timeout=3600), []
+        assert seq.arrive("s", 1) is None  # admitted, not started yet
+        second = asyncio.ensure_future(_run(seq, "s", 2, order))
+        third = asyncio.ensure_future(_run(seq, "s", 3, order))
+        await asyncio.sleep(0)
+        second.cancel()  # e.g. ray.cancel while it waits for its turn
+        await asyncio.gather(second, return_exceptions=True)
+        seq.leave("s", 1)
+        await asyncio.wait_for(third, 10)  # a hang guard, far above what it takes
+        return order, seq.waiting(), seq.skipped
+
+    # Call 2 counts as skipped, not as a gap given up on after a timeout.
+    assert asyncio.run(main()) == ([3], 0, 0)
+
+
+def test_an_admitted_call_cancelled_before_it_starts_lets_the_next_in():
+    async def main():
+        seq, order = Sequencer(gap_timeout=3600), []
+        assert seq.arrive("s", 1) is None
+        second = asyncio.ensure_future(_run(seq, "s", 2, order))
+        third = asyncio.ensure_future(_run(seq, "s", 3, order))
+        await asyncio.sleep(0)
+        seq.leave("s", 1)  # call 2 is admitted now...
+        second.cancel()  # ...and cancelled before it runs a line
+        await asyncio.gather(second, return_exceptions=True)
+        await asyncio.wait_for(third, 10)
+        return order
+
+    assert asyncio.run(main()) == [3]
+
+
+def test_a_deferred_gap_without_news_is_given_up_after_the_deferred_timeout():
+    async def main():
+        clock = _Clock()
+        seq, order = Sequencer(gap_timeout=0.01, deferred_timeout=30, now=clock), []
+        await _run(seq, "s", 1, order)
+        later = asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
+        await asyncio.sleep(0.1)  # many gap timeouts, no time on the sequencer's clock
+        assert order == [1]
+        clock.now = 31  # its caller said nothing more: it died holding call 2 back
+        await asyncio.wait_for(later, 10)
+        await _run(seq, "s", 2, order)  # should it come after all: a straggler
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == ([1, 3, 2], 1)
+
+
+def test_pings_keep_a_deferred_gap_waited_for():
+    async def main():
+        clock = _Clock()
+        seq, order = Sequencer(gap_timeout=0.01, deferred_timeout=30, now=clock), []
+        await _run(seq, "s", 1, order)
+        later = asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
+        for now in (20, 40, 60):  # the caller pings: still holding call 2 back
+            clock.now = now
+            seq.keep("s", [2], upto=4)
+            await asyncio.sleep(0.05)
+        clock.now = 85  # 25 s since the last ping
+        await asyncio.sleep(0.05)
+        assert order == [1]
+        await _run(seq, "s", 2, order)
+        await asyncio.wait_for(later, 10)
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == ([1, 2, 3], 0)
+
+
+def test_a_late_delivered_list_does_not_replace_newer_news():
+    async def main():
+        clock = _Clock()
+        seq, order = Sequencer(gap_timeout=0.01, now=clock), []
+        await _run(seq, "s", 1, order)
+        seq.keep("s", [5], upto=7)  # a ping, sent after call 6
+        waiting = [asyncio.ensure_future(_run(seq, "s", n, order, deferred=d))
+                   for n, d in ((6, [2, 5]), (2, None), (3, [2]), (4, None))]
+        await asyncio.sleep(0.1)
+        assert order == [1, 2, 3, 4]  # call 3's old list did not drop 5
+        await _run(seq, "s", 5, order)
+        await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == ([1, 2, 3, 4, 5, 6], 0)
+
+
+def test_a_cut_deferred_list_waits_for_every_number_above_its_highest():
+    async def main():
+        clock = _Clock()
+        seq, order = Sequencer(gap_timeout=0.01, now=clock), []
+        await _run(seq, "s", 1, order)
+        # Calls 2..400 are held back; call 401 lists the lowest 256 and says so.
+        last = asyncio.ensure_future(
+            _run(seq, "s", 401, order, deferred=range(2, 258), more=True))
+        for n in range(2, 258):
+            await _run(seq, "s", n, order)
+        await asyncio.sleep(0.1)  # many gap timeouts: 258 is not listed, yet waited for
+        assert order[-1] == 257
+        for n in range(258, 401):
+            await _run(seq, "s", n, order)
+        await asyncio.wait_for(last, 10)
+        return order, seq.skipped
+
+    assert asyncio.run(main()) == (list(range(1, 402)), 0)
