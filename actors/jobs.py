@@ -6,15 +6,20 @@ import dataclasses
 import enum
 from typing import Any
 
-__all__ = ["JobStatus", "Metrics", "job_thing", "result_thing"]
+__all__ = ["JobStatus", "Metrics", "DEFAULT_TIMEOUT", "job_thing", "result_thing", "step_id"]
+
+DEFAULT_TIMEOUT = 600.0  # seconds per attempt, when a job gives none
 
 
 class JobStatus(str, enum.Enum):
-    """Where a job is. ``delayed`` is a pending job whose ``run_at`` is still ahead."""
+    """Where a job is. ``delayed`` is a pending job whose ``run_at`` is still ahead;
+    ``stuck`` a running job whose attempt ran past its timeout and has not stopped
+    (sync code cannot be interrupted: it holds its worker slot until it returns)."""
 
     PENDING = "pending"
     DELAYED = "delayed"
     RUNNING = "running"
+    STUCK = "stuck"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -31,6 +36,7 @@ class Metrics:
     delayed: int
     retries: int
     cancelled: int
+    stuck: int
     paused: bool
     concurrency: int | None
 
@@ -40,6 +46,8 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
     status = row["status"]
     if status == JobStatus.PENDING and row["run_at"] > now:
         status = JobStatus.DELAYED.value
+    elif status == JobStatus.RUNNING and row.get("stuck_since") is not None:
+        status = JobStatus.STUCK.value
     return {
         "$type": "Job",
         "$id": row["id"],
@@ -48,6 +56,8 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
         "status": status,
         "attempts": row["attempts"],
         "error": row["error"],
+        "claims": row.get("lease", 0),
+        "crashes": row.get("crashes", 0),
         "priority": row["priority"],
         "runAt": row["run_at"],
         "maxRetries": row["max_retries"],
@@ -61,3 +71,11 @@ def result_thing(job_id: str, output: Any, completed_at: float) -> dict[str, Any
     """The seed's Result Thing."""
     return {"$type": "Result", "$id": f"result-{job_id}", "jobId": job_id,
             "output": output, "completedAt": completed_at}
+
+
+def step_id(queue: str, job_id: str, uid: str | None) -> str:
+    """The step a job runs under in a worker's journal: the seed's ``job-{id}``,
+    scoped by queue and by enqueue (``uid``), so that the same id in two queues, or
+    enqueued again after a purge, is a new step. Jobs from files older than ``uid``
+    keep the plain ``job-{id}`` they were journaled under."""
+    return f"job-{job_id}" if uid is None else f"job-{job_id}@{queue}/{uid}"

@@ -1,11 +1,23 @@
-"""``Worker``: runs jobs of a queue, each under ``do(step_id=f"job-{id}")``.
+"""``Worker``: runs jobs of a queue, each under ``do(step_id=...)``.
 
 ``dotdo.Worker("w1").start("emails", concurrency=16)`` makes the worker pull batches
 of jobs from ``dotdo.Queue("emails")`` and run up to ``concurrency`` at once, with
-each job's retries and timeout; outcomes go back to the queue in batches. The
-assignment is stored, so after a crash the restarted worker resumes by itself: it
-first takes back the jobs it was running, and the step journal returns the result of
-any it had finished, so no finished job runs twice.
+each job's retries and per-attempt timeout; outcomes go back to the queue in batches.
+The assignment is stored, so after a crash the restarted worker resumes by itself.
+
+What keeps the queue's promise (no job lost, no finished job run again):
+
+* Every job the worker holds has a row in its own ``held`` table, written before the
+  job starts and deleted once the queue has its outcome. A job's success is journaled
+  as its step; a failure in the row. A restarted worker reports both from its file
+  (a finished job is never run again) and tells the queue which jobs were running
+  when its process died, so that one that kills its worker is found out.
+* Heartbeats come from a thread of their own: a handler that never yields, or a sync
+  one computing for minutes, cannot stop them.
+* Sync handlers run in a thread pool of the worker's concurrency, off the event loop.
+  An attempt past its timeout is cancelled if it is a coroutine; sync code cannot be
+  interrupted, so the job waits for it to return (shown as ``stuck`` meanwhile)
+  before it is tried again: two runs of one job never overlap.
 
 ``dotdo.Worker(id).process(job)`` runs one Job Thing directly (the seed's pattern).
 """
@@ -13,39 +25,129 @@ any it had finished, so no finished job runs twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
+import inspect
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dotdo
 from actors import metrics
-from actors.jobs import result_thing
+from actors.jobs import DEFAULT_TIMEOUT, result_thing
+from dotdo import codec
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
 
 __all__ = ["Worker"]
 
-
-def _record(tags: dict[str, str], outcome: str, started: float) -> None:
-    metrics.JOBS.inc(tags={**tags, "outcome": outcome})
-    metrics.DURATION.observe(time.monotonic() - started, tags=tags)
-
 log = logging.getLogger("dotdo")
-_HEARTBEAT = 5.0
 _FLUSH_EVERY = 0.05
 _RELOAD_AFTER = 1.0
+_RETRY_AFTER = 0.5  # seconds between tries while a queue or the App is away
+
+CREATE_HELD = """
+CREATE TABLE IF NOT EXISTS held (
+    step     TEXT PRIMARY KEY,
+    queue    TEXT NOT NULL,
+    job_id   TEXT NOT NULL,
+    uid      TEXT,
+    lease    INTEGER NOT NULL,
+    outcome  BLOB
+) WITHOUT ROWID"""
+HOLD = "INSERT INTO held (step, queue, job_id, uid, lease) VALUES (?, ?, ?, ?, ?)"
+RENEW = "UPDATE held SET lease = ? WHERE step = ?"
+SETTLE = "UPDATE held SET outcome = ? WHERE step = ?"
+RELEASE = "DELETE FROM held WHERE step = ?"
+SELECT_HELD = "SELECT step, queue, job_id, uid, lease, outcome FROM held"
+
+
+class HandlerError(RuntimeError):
+    """A handler raised something that is not an ``Exception`` (``SystemExit``, its own
+    ``CancelledError``): a failed attempt like any other, not the worker's end."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """A job this worker holds, from its claim until the queue has its outcome."""
+
+    step: str
+    queue: str
+    job_id: str
+    uid: str | None
+    lease: int
+    outcome: list | None = None  # [kind, value, attempts] once known
+    alone: bool = False  # nothing else ran beside it (a suspect, or the one that died)
+    deadline: float | None = None  # the running attempt's timeout, epoch
+    task: asyncio.Task | None = None
+
+    def report(self) -> list:
+        kind, value, attempts = self.outcome
+        return [self.job_id, self.uid, self.lease, kind, value, attempts]
+
+
+async def _guarded(awaitable) -> Any:
+    """Await a handler's coroutine, turning what would escape an asyncio task into
+    the loop itself (SystemExit and KeyboardInterrupt stop a loop) into a failure."""
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
+
+
+def _label(job_type: str) -> str:
+    # Enqueuers choose types: only registered ones become metric series.
+    return job_type if job_handlers.handler_for(job_type) else "(unregistered)"
+
+
+def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
+    tags = {"queue": queue, "type": _label(job_type)}
+    metrics.JOBS.inc(tags={**tags, "outcome": outcome})
+    metrics.DURATION.observe(time.monotonic() - started, tags=tags)
 
 
 class Worker(dotdo.DurableObject):
     """Pulls and runs jobs; see the module docstring."""
 
+    # A job's step is needed only until its queue has the outcome: keep it a week
+    # (for operators reading the journal), then let it go.
+    retain_steps = 7 * 86_400.0
+
     def __init__(self) -> None:
+        self.storage.sql.execute(CREATE_HELD)
         self._config: dict[str, Any] | None = self.storage.get("config")
         self._loop_task: asyncio.Task | None = None
         self._modules: asyncio.Task | None = None
         self._modules_at = 0.0
-        if self._config:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._lease_timeout = 30.0
+        self._reporting = asyncio.Lock()
+        self._held: dict[str, _Held] = {}
+        self._crashed: list[_Held] = []
+        self._rebuild()
+        if self._config or self._held or self._crashed:
+            self._start_loop()
+
+    def _rebuild(self) -> None:
+        """What this worker held when its process last died: finished jobs are
+        reported from the journal, the others were running at that moment."""
+        for step, queue, job_id, uid, lease, outcome in self.storage.sql.execute(SELECT_HELD):
+            held = _Held(step, queue, job_id, uid, lease)
+            if outcome is not None:
+                held.outcome = codec.decode(outcome)
+            else:
+                found, value = self.storage.journal.step(step)
+                if not found:
+                    self._crashed.append(held)
+                    continue
+                held.outcome = ["ok", value, len(self.storage.journal.attempts(step))]
+            self._held[step] = held
+        # A job that died alone is taken to have killed the process (the queue counts it).
+        if len(self._crashed) == 1:
+            self._crashed[0].alone = True
 
     # -- the API ----------------------------------------------------------------------
 
@@ -53,33 +155,55 @@ class Worker(dotdo.DurableObject):
         """Work for ``queue`` from now on (also after restarts) until ``stop()``."""
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency is an int >= 1, not {concurrency!r}")
-        dotdo.Queue(queue)  # checks the id
+        dotdo.RetryPolicy(backoff=backoff)  # checks it
+        await dotdo.Queue(queue).register_worker(self.id)
         self._config = {"queue": queue, "concurrency": concurrency, "backoff": backoff}
         self.storage.put("config", self._config)
-        await dotdo.Queue(queue).register_worker(self.id)
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        self._start_loop()
         return self._config
 
-    def resume(self) -> bool:
-        """A no-op call that activates the worker (its queue calls it after a restart)."""
-        return self._config is not None
+    def serves(self, queue: str) -> bool:
+        """Whether this worker still works for ``queue`` (calling it activates the
+        worker: a queue wakes its workers this way after a restart)."""
+        return bool((self._config and self._config["queue"] == queue)
+                    or any(h.queue == queue for h in [*self._held.values(), *self._crashed]))
 
     async def stop(self) -> None:
-        """Stop pulling jobs; the ones running finish first."""
+        """Stop pulling jobs; the running ones finish and their outcomes are reported.
+        If the queue is away, the outcomes stay in this worker's file and are sent
+        as soon as it is back."""
+        queue = self._config["queue"] if self._config else None
         self._config = None
         self.storage.delete("config")
-        if self._loop_task is not None:
-            await self._loop_task
+        while running := self._running():
+            await asyncio.wait(running)
+        try:
+            await self._report()
+            if queue is not None:
+                await dotdo.Queue(queue).unregister_worker(self.id)
+        except Exception:  # noqa: BLE001 - kept in the file; the pull loop sends them
+            log.warning("dotdo: worker %s keeps its outcomes until its queue is back", self.id)
 
     async def process(self, job: dict[str, Any]) -> dict[str, Any]:
         """Run one Job Thing now (replayed if it ran before); returns its Result."""
-        job_id, ok, value, _ = await self._run(job, backoff=1.0)
-        if not ok:
+        held = _Held(f"job-{job['$id']}", "", job["$id"], None, 0)
+        kind, value, _ = await self._run(job, held, backoff=1.0)
+        if kind != "ok":
             raise RuntimeError(value)
-        return result_thing(job_id, value, time.time())
+        return result_thing(job["$id"], value, time.time())
 
     # -- running jobs ------------------------------------------------------------------
+
+    def _running(self) -> list[asyncio.Task]:
+        return [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
+
+    def _threads(self, size: int) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_size < size:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)  # its threads finish what they run
+            self._pool = ThreadPoolExecutor(size, thread_name_prefix=f"dotdo-{self.id}")
+            self._pool_size = size
+        return self._pool
 
     async def _load_handler_modules(self) -> None:
         """Import the modules the App knows, where the drivers' job handlers live.
@@ -95,94 +219,218 @@ class Worker(dotdo.DurableObject):
     async def _import_modules(self) -> None:
         import_modules(await dotdo.App("default").module_list(), f"Worker {self.id!r}")
 
-    async def _run(self, job: dict[str, Any], backoff: float) -> list:
-        """``[job_id, ok, output_or_error, attempts]`` for one job."""
-        job_id, job_type = job["$id"], job["type"]
+    async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
+        """One attempt under ``timeout``; never returns while the handler still runs."""
+        loop = asyncio.get_running_loop()
+        if inspect.iscoroutinefunction(handler):
+            running = loop.create_task(_guarded(handler(payload)))
+            thread = False
+        else:  # off the loop, seeing this object as the current one
+            size = self._config["concurrency"] if self._config else 1
+            call = contextvars.copy_context().run
+            running = asyncio.wrap_future(self._threads(size).submit(call, handler, payload))
+            thread = True
+        held.deadline = time.time() + timeout
+        try:
+            done, _ = await asyncio.wait({running}, timeout=timeout)
+            if not done:
+                if not thread:
+                    running.cancel()
+                # Until it returns this job's slot stays taken (heartbeats say
+                # "stuck"): another attempt must not run beside it.
+                await asyncio.wait({running})
+                raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
+            result = running.result()
+            if inspect.isawaitable(result):  # a sync function that returned a coroutine
+                result = await asyncio.wait_for(_guarded(result),
+                                                max(held.deadline - time.time(), 0.001))
+            return result
+        except asyncio.CancelledError as exc:
+            if asyncio.current_task().cancelling():  # the worker itself is going away
+                raise
+            raise HandlerError(f"the handler raised CancelledError: {exc}") from None
+        except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            raise HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
+        finally:
+            held.deadline = None
+
+    async def _run(self, job: dict[str, Any], held: _Held, backoff: float) -> list:
+        """``[kind, output_or_error, attempts]`` for one job; ``released`` when it was
+        not run for a reason of the worker's (the App away while handlers load)."""
+        job_type = job["type"]
         handler = job_handlers.handler_for(job_type)
         if handler is None:
-            await self._load_handler_modules()
+            try:
+                await self._load_handler_modules()
+            except Exception as exc:  # noqa: BLE001 - not the job's fault: back to the queue
+                log.warning("dotdo: worker %s cannot load job handlers: %r", self.id, exc)
+                await asyncio.sleep(_RETRY_AFTER)  # its slot stays taken: no fast loop
+                return ["released", None, 0]
             handler = job_handlers.handler_for(job_type)
+        started = time.monotonic()
         if handler is None:
-            _record({"queue": (self._config or {}).get("queue", ""), "type": job_type},
-                    "unknown_type", time.monotonic())
-            return [job_id, False, f"no handler registered for job type {job_type!r}", 0]
+            _record(held.queue, job_type, "unknown_type", started)
+            return ["failed", f"no handler registered for job type {job_type!r}", 0]
         calls = 0
-        timeout = job.get("timeout")
+        timeout = job.get("timeout") or DEFAULT_TIMEOUT
 
         async def attempt():
             nonlocal calls
             calls += 1
-            if timeout:
-                return await dotdo.try_(handler, job["payload"], timeout=timeout)
-            return await dotdo.try_(handler, job["payload"])
+            return await self._attempt(handler, job["payload"], timeout, held)
 
-        step_id = f"job-{job_id}"
-        started = time.monotonic()
-        tags = {"queue": (self._config or {}).get("queue", ""), "type": job_type}
         try:
-            output = await dotdo.do(attempt, step_id=step_id,
+            output = await dotdo.do(attempt, step_id=held.step,
                                     max_retries=job.get("maxRetries", 3), backoff=backoff)
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
-            _record(tags, "failed", started)
-            return [job_id, False, f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", calls)]
+            _record(held.queue, job_type, "failed", started)
+            return ["failed", f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", calls)]
         if calls == 0:  # replayed from the journal: it ran in a previous life
-            calls = len(self.storage.journal.attempts(step_id))
-        _record(tags, "completed", started)
-        return [job_id, True, output, calls]
+            calls = len(self.storage.journal.attempts(held.step))
+        _record(held.queue, job_type, "completed", started)
+        return ["ok", output, calls]
+
+    async def _run_held(self, held: _Held, job: dict[str, Any], backoff: float) -> None:
+        outcome = await self._run(job, held, backoff)
+        if outcome[0] != "ok":  # a success is journaled as its step already
+            self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
+        held.outcome = outcome
+
+    def _hold(self, queue: str, grants: list[dict[str, Any]], backoff: float) -> None:
+        """Write the claimed jobs down, then start them (or hand them back, if this
+        worker was stopped while it claimed)."""
+        fresh = []
+        with self.storage.transaction():
+            for grant in grants:
+                job, step = grant["job"], grant["step"]
+                held = self._held.get(step)
+                if held is not None:  # ours again after a silence: it runs (or ran) here
+                    held.lease = grant["lease"]
+                    self.storage.sql.execute(RENEW, (held.lease, step))
+                    continue
+                held = self._held[step] = _Held(step, queue, job["$id"], grant["uid"],
+                                                grant["lease"], alone=grant["alone"])
+                self.storage.sql.execute(HOLD, (step, queue, held.job_id, held.uid, held.lease))
+                fresh.append((held, job))
+        loop = asyncio.get_running_loop()
+        for held, job in fresh:
+            if self._config is None:
+                held.outcome = ["released", None, 0]
+            else:
+                held.task = loop.create_task(self._run_held(held, job, backoff))
+
+    async def _report(self) -> None:
+        """Send finished jobs' outcomes to their queues, one call per queue, then let
+        go of them; raises (keeping them) if a queue is away."""
+        async with self._reporting:
+            by_queue: dict[str, list[_Held]] = {}
+            for held in self._held.values():
+                if held.outcome is not None:
+                    by_queue.setdefault(held.queue, []).append(held)
+            for queue, done in by_queue.items():
+                await dotdo.Queue(queue).complete(self.id, [h.report() for h in done])
+                self._let_go(done)
+
+    def _let_go(self, done: list[_Held]) -> None:
+        with self.storage.transaction():
+            for held in done:
+                self.storage.sql.execute(RELEASE, (held.step,))
+                if self._held.get(held.step) is held:
+                    del self._held[held.step]
+
+    async def _recover(self) -> None:
+        """Settle accounts with every queue this worker deals with: outcomes first,
+        then the jobs that were running when the process died, and leases whose
+        claim answer never arrived go back."""
+        await self._report()
+        queues = {h.queue for h in [*self._held.values(), *self._crashed]}
+        if self._config:
+            queues.add(self._config["queue"])
+        for queue in queues:
+            crashed = [h for h in self._crashed if h.queue == queue]
+            holding = [h.job_id for h in self._held.values() if h.queue == queue]
+            await dotdo.Queue(queue).recover(
+                self.id, [[h.job_id, h.uid, h.lease, h.alone] for h in crashed], holding)
+            self._let_go(crashed)
+            self._crashed = [h for h in self._crashed if h.queue != queue]
+
+    def _start_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        fresh = True
-        running: set[asyncio.Task] = set()
-        active: set[str] = set()  # ids of the jobs running here or not yet reported
-        outcomes: list = []
-        last_beat = time.monotonic()
-        queue_name = self._config["queue"] if self._config else None
-        while True:
-            config = self._config
-            if config is None:  # stopped: let the running jobs finish and report
-                if running:
-                    await asyncio.wait(running)
-                if queue_name is not None:
-                    await self._report(queue_name, outcomes)
-                return
-            queue_name = config["queue"]
-            queue = dotdo.Queue(queue_name)
-            try:
-                if outcomes:
-                    reported = [outcome[0] for outcome in outcomes]
-                    await self._report(queue_name, outcomes)
-                    active.difference_update(reported)  # finished and known to the queue
-                room = config["concurrency"] - len(running)
-                if room > 0:
-                    jobs = await queue.claim(self.id, room, wait=0.0 if running else 1.0,
-                                             fresh=fresh)
-                    fresh = False
-                    for job in jobs:
-                        if job["$id"] in active:
-                            continue  # re-claimed after a lost answer: running already
-                        active.add(job["$id"])
-                        task = asyncio.get_running_loop().create_task(
-                            self._run(job, config["backoff"]))
-                        running.add(task)
-                        task.add_done_callback(lambda t: outcomes.append(t.result()))
-                if running and (room <= 0 or not outcomes):
-                    done, _ = await asyncio.wait(running, timeout=_FLUSH_EVERY,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    running -= done
-                running = {t for t in running if not t.done()}
-                if time.monotonic() - last_beat > _HEARTBEAT:
-                    queue.heartbeat(self.id)
-                    last_beat = time.monotonic()
-            except Exception:  # noqa: BLE001 - the queue is restarting: try again
-                log.warning("dotdo: worker %s lost its queue for a moment", self.id, exc_info=True)
-                # A claim may have leased jobs whose answer was lost with the queue:
-                # claim this worker's own running jobs again (those not running here).
-                fresh = True
-                await asyncio.sleep(0.5)
+        beats = _Heartbeats(self)
+        beats.start()
+        recover = True
+        try:
+            while True:
+                config = self._config
+                try:
+                    if recover:
+                        await self._recover()
+                        recover = False
+                    await self._report()
+                    running = self._running()
+                    if config is None:  # stopped: the running jobs finish and report
+                        if not running:
+                            return
+                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    alone = any(h.alone for h in self._held.values() if h.outcome is None)
+                    room = 0 if alone else config["concurrency"] - len(running)
+                    if room > 0:
+                        grant = await dotdo.Queue(config["queue"]).claim(
+                            self.id, room, wait=0.0 if running else 1.0, idle=not running)
+                        self._lease_timeout = grant["lease_timeout"]
+                        self._hold(config["queue"], grant["jobs"], config["backoff"])
+                    running = self._running()
+                    if running and not any(h.outcome for h in self._held.values()):
+                        await asyncio.wait(running, timeout=_FLUSH_EVERY,
+                                           return_when=asyncio.FIRST_COMPLETED)
+                except Exception:  # noqa: BLE001 - a queue is restarting: try again
+                    log.warning("dotdo: worker %s lost its queue for a moment", self.id,
+                                exc_info=True)
+                    # A claim may have leased jobs whose answer was lost: give them back.
+                    recover = True
+                    await asyncio.sleep(_RETRY_AFTER)
+        finally:
+            beats.stop()
 
-    async def _report(self, queue: str, outcomes: list) -> None:
-        """Send finished jobs' outcomes in one call; keep them if the queue is away."""
-        if outcomes:
-            batch = list(outcomes)
-            await dotdo.Queue(queue).complete(self.id, batch)
-            del outcomes[: len(batch)]
+
+class _Heartbeats(threading.Thread):
+    """Renews the leases of the jobs a worker holds, from a thread: nothing a handler
+    does on the event loop (or in the thread pool) can hold it up."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name=f"dotdo-heartbeat-{worker.id}", daemon=True)
+        self._worker = worker
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        worker = self._worker
+        beaten = time.monotonic()
+        # Short naps, so that a shorter lease learnt from a claim applies at once.
+        while not self._done.wait(min(worker._lease_timeout / 3, 0.5)):
+            if time.monotonic() - beaten >= worker._lease_timeout / 3:
+                beaten = time.monotonic()
+                self._beat(worker)
+
+    @staticmethod
+    def _beat(worker: Worker) -> None:
+        now = time.time()
+        by_queue: dict[str, tuple[list[str], list[str]]] = {}
+        for held in list(worker._held.values()):  # one step under the GIL
+            ids, stuck = by_queue.setdefault(held.queue, ([], []))
+            ids.append(held.job_id)
+            if held.deadline is not None and now > held.deadline:
+                stuck.append(held.job_id)
+        for queue, (ids, stuck) in by_queue.items():
+            try:
+                # A future, not ray.get: blocking is what this thread is for.
+                beat = dotdo.Queue(queue).heartbeat(worker.id, ids, stuck).ref.future()
+                worker._lease_timeout = beat.result(timeout=worker._lease_timeout)
+            except Exception:  # noqa: BLE001 - the queue is away: beat again soon
+                pass

@@ -17,6 +17,7 @@ from dotdo.errors import (
     DotdoError,
     EncodeError,
     InvalidIdError,
+    LimitError,
     MethodNotFoundError,
     ObjectError,
     StorageError,
@@ -75,6 +76,7 @@ __all__ = [
     "CorruptStorageError",
     "ObjectError",
     "MethodNotFoundError",
+    "LimitError",
 ]
 
 

@@ -90,10 +90,11 @@ class App(DurableObject):
         context.send(event_type, data)
 
     def emit_many(self, events: list) -> int:
-        """Events other objects forward in batches (``[type, data]`` pairs)."""
-        for event_type, data in events:
-            context.send(event_type, data)
-        return len(events)
+        """Events other objects forward in batches, ``[type, data, id]`` each. The
+        sender's ids make a repeated batch harmless: an id seen before is dropped.
+        Returns how many were new."""
+        return sum(context.send_once(event_type, data, event_id) is not None
+                   for event_type, data, event_id in events)
 
     def listens(self, noun: str) -> bool:
         """Whether any handler here would receive events of ``noun`` (senders that

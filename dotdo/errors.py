@@ -9,8 +9,9 @@ The tree::
     ├── DecodeError                 stored bytes that do not decode
     ├── StorageError                the object's SQLite file cannot be used
     │   └── CorruptStorageError     ... because it is not a readable SQLite database
-    └── ObjectError                 a call reached an object but could not run
-        └── MethodNotFoundError (AttributeError)
+    ├── ObjectError                 a call reached an object but could not run
+    │   └── MethodNotFoundError (AttributeError)
+    └── LimitError (ValueError)     over a documented limit (payload size, batch, page)
 
 Errors raised by user code inside an object reach the caller as themselves (a
 ``ValueError`` raised in a method is a ``ValueError`` at ``await``), not wrapped.
@@ -28,6 +29,7 @@ __all__ = [
     "CorruptStorageError",
     "ObjectError",
     "MethodNotFoundError",
+    "LimitError",
 ]
 
 
@@ -72,3 +74,7 @@ class ObjectError(DotdoError):
 
 class MethodNotFoundError(ObjectError, AttributeError):
     """The object has no public method of that name."""
+
+
+class LimitError(DotdoError, ValueError):
+    """A value or a batch over one of dotdo's documented limits; nothing was written."""

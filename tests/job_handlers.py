@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 import dotdo
 from tests import objects  # noqa: F401  (Recorder, in the worker processes too)
@@ -53,3 +54,52 @@ def fail_always(payload):
 
 
 dotdo.job({"doomed": fail_always})
+
+
+# -- faults: handlers that misbehave the ways real ones do ------------------------------
+
+
+def _note(payload, item) -> None:
+    """From sync code (a handler in the worker's thread pool): wait for the note."""
+    dotdo.Recorder(payload["witness"]).note(payload.get("key", "runs"), item).result()
+
+
+@dotdo.job("burn")
+def burn(payload):
+    """Computes for ``seconds`` without ever yielding (a sync handler)."""
+    _note(payload, ["start", os.getpid(), time.time()])
+    deadline = time.monotonic() + payload["seconds"]
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    _note(payload, ["end", os.getpid(), time.time()])
+    return n > 0
+
+
+@dotdo.job("blocker")
+async def blocker(payload):
+    """An async handler that blocks its event loop (a common mistake)."""
+    await dotdo.Recorder(payload["witness"]).note(payload.get("key", "runs"), ["start", os.getpid()])
+    time.sleep(payload["seconds"])
+    await dotdo.Recorder(payload["witness"]).note(payload.get("key", "runs"), ["end", os.getpid()])
+    return "unblocked"
+
+
+@dotdo.job("overrun")
+def overrun(payload):
+    """Sleeps past its timeout: sync code cannot be interrupted."""
+    _note(payload, ["start", time.time()])
+    time.sleep(payload["seconds"])
+    _note(payload, ["end", time.time()])
+
+
+@dotdo.job("suicide")
+async def suicide(payload):
+    """Kills its worker's process, as a segfault or the OOM killer would."""
+    await dotdo.Recorder(payload["witness"]).hit(f"suicide:{payload['key']}")
+    os._exit(1)
+
+
+@dotdo.job("base_exception")
+async def base_exception(payload):
+    raise {"cancelled": asyncio.CancelledError, "exit": SystemExit}[payload]("from the handler")

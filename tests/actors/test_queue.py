@@ -1,10 +1,12 @@
 """Queue's API on real Ray: every call, its bad inputs, and nothing written by them."""
 
+import os
 import time
 
 import pytest
 
 import dotdo
+from tests.conftest import host_pid, kill_and_wait, wait_for
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 
@@ -86,9 +88,17 @@ def test_pause_resume_persist(queue):
         ((None,), {}, ValueError, "non-empty str"),
         (("echo", 1), {"priority": "high"}, ValueError, "priority is an int"),
         (("echo", 1), {"delay": 5, "run_at": 10.0}, ValueError, "not both"),
-        (("echo", 1), {"delay": -1}, ValueError, "delay must be a number >= 0"),
+        (("echo", 1), {"delay": -1}, ValueError, "delay must be a finite number >= 0"),
+        (("echo", 1), {"delay": float("nan")}, ValueError, "delay must be a finite number"),
+        (("echo", 1), {"run_at": float("inf")}, ValueError, "run_at must be a finite number"),
         (("echo", 1), {"max_retries": -1}, ValueError, "max_retries"),
+        (("echo", 1), {"max_retries": 2.0}, ValueError, "max_retries must be an int"),
         (("echo", 1), {"timeout": 0}, ValueError, "timeout"),
+        (("echo", 1), {"timeout": float("nan")}, ValueError, "timeout must be a finite number"),
+        (("echo", 1), {"job_id": "a\ud800"}, dotdo.InvalidIdError, "Unicode|surrogate|UTF-8"),
+        (("echo", 1), {"job_id": ""}, dotdo.InvalidIdError, "must not be empty"),
+        (("echo", 1), {"job_id": "x" * 513}, dotdo.InvalidIdError, "at most 512"),
+        (("echo", b"x" * (1 << 20)), {}, dotdo.LimitError, "over the limit of 1,048,576"),
         (("echo", 1), {"colour": "red"}, TypeError, "unknown job option"),
         (("echo", {"bad": 1j}), {}, dotdo.EncodeError, "complex"),
     ],
@@ -114,3 +124,180 @@ def test_bad_calls_name_the_fix(queue):
     with pytest.raises(ValueError, match="is not a valid JobStatus"):
         queue.list(status="done").result()
     assert queue.result(job_id).result() is None
+
+
+# -- the worker protocol: leases, fencing, crashes -----------------------------------------
+
+
+def _claim(queue, worker, n=1, idle=True):
+    return queue.claim(worker, n, wait=0.0, idle=idle).result()["jobs"]
+
+
+def _report(queue, worker, grant, kind, value=None, attempts=1):
+    job = grant["job"]
+    return queue.complete(worker, [[job["$id"], grant["uid"], grant["lease"], kind, value,
+                                    attempts]]).result()
+
+
+def test_a_report_counts_only_from_the_worker_holding_the_lease(queue):
+    # Given a job whose lease ran out on worker a and went to worker b
+    queue.configure(lease_timeout=0.5).result()
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    (old,) = _claim(queue, "a")
+    time.sleep(0.6)
+    (new,) = _claim(queue, "b")  # it went back as a suspect: an idle worker gets it alone
+    assert new["alone"] and new["lease"] == old["lease"] + 1
+    # When the old holder reports a failure, it does not count; the new holder's does
+    assert _report(queue, "a", old, "failed", "late") == 0
+    assert queue.get(job_id).result()["status"] == "running"
+    assert _report(queue, "b", new, "failed", "ValueError: real") == 1
+    assert queue.get(job_id).result()["error"] == "ValueError: real"
+    # And a failure reported again after a user's retry() does not undo it
+    queue.retry(job_id).result()
+    assert _report(queue, "b", new, "failed", "again") == 0
+    assert queue.get(job_id).result()["status"] == "pending"
+
+
+def test_a_success_from_a_past_holder_wins_over_a_failure(queue):
+    queue.configure(lease_timeout=0.5).result()
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    (old,) = _claim(queue, "a")
+    time.sleep(0.6)
+    (new,) = _claim(queue, "b")
+    assert _report(queue, "b", new, "failed", "ValueError: b") == 1
+    # The job did run to the end on a: that outcome is kept, not the failure
+    assert _report(queue, "a", old, "ok", {"done": True}) == 1
+    assert queue.result(job_id).result()["output"] == {"done": True}
+    # A report for an earlier enqueue of the same id never touches the new one
+    queue.purge().result()
+    queue.enqueue("echo", 2, job_id=job_id).result()
+    assert _report(queue, "a", old, "ok", "stale") == 0
+    assert queue.get(job_id).result()["status"] == "pending"
+
+
+def test_leases_outlive_a_queue_restart(queue):
+    # Given a job leased to a worker that then vanishes, and a queue that restarts
+    queue.configure(lease_timeout=1.0).result()
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    _claim(queue, "vanished")
+    kill_and_wait(queue, "SIGKILL")
+    # Then the job goes back to the queue once the lease (and the restart's grace) runs out
+    wait_for(lambda: queue.get(job_id).result()["status"] == "pending")
+
+
+def test_heartbeats_keep_leases_and_name_stuck_jobs(queue):
+    queue.configure(lease_timeout=0.5).result()
+    a, b = (queue.enqueue("echo", i).result()["$id"] for i in range(2))
+    _claim(queue, "w", n=2)
+    for _ in range(4):  # twice the lease, beating for both
+        assert queue.heartbeat("w", [a, b], [b]).result() == 0.5
+        time.sleep(0.25)
+    assert [queue.get(j).result()["status"] for j in (a, b)] == ["running", "stuck"]
+    metrics = queue.get_metrics().result()
+    assert (metrics.running, metrics.stuck) == (1, 1)
+    queue.heartbeat("w", [a, b], []).result()  # it returned: no longer stuck
+    assert queue.get(b).result()["status"] == "running"
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_and_suspects_run_alone(queue):
+    queue.configure(lease_timeout=1.0).result()
+    job_id = queue.enqueue("echo", "poison", max_retries=1).result()["$id"]
+    other = queue.enqueue("echo", "innocent").result()["$id"]
+    grants = _claim(queue, "w", n=2)
+    # Given the worker died running both: neither is to blame yet, both are suspects
+    crashed = [[g["job"]["$id"], g["uid"], g["lease"], False] for g in grants]
+    assert queue.recover("w", crashed, []).result() == {"failed": 0, "suspects": 2, "requeued": 0}
+    # A busy worker still gets other work while the suspects are fresh...
+    regular = queue.enqueue("echo", "regular").result()["$id"]
+    (g,) = _claim(queue, "w2", n=4, idle=False)
+    assert g["job"]["$id"] == regular and not g["alone"]
+    _report(queue, "w2", g, "ok")
+    # ...but once one has waited a lease timeout, the least busy worker gets nothing
+    # new (so that it goes idle), and the others go on
+    busy = [j["$id"] for j in queue.enqueue_many([{"type": "echo", "payload": i}
+                                                  for i in range(4)]).result()]
+    _claim(queue, "w1", n=2, idle=False)
+    _claim(queue, "w2", n=1, idle=False)
+    for _ in range(3):  # a lease timeout passes; the two keep their jobs
+        time.sleep(0.4)
+        for worker in ("w1", "w2"):
+            queue.heartbeat(worker, busy, []).result()
+    assert _claim(queue, "w2", n=4, idle=False) == []
+    assert len(_claim(queue, "w1", n=1, idle=False)) == 1
+    # and an idle worker gets one suspect, alone, the oldest first
+    (g,) = _claim(queue, "w2", n=4)
+    assert g["alone"] and g["job"]["$id"] == job_id
+    # It dies alone: the first crash counted; alone again, the second fails it
+    for failed in (0, 1):
+        assert queue.recover("w2", [[job_id, g["uid"], g["lease"], True]], []).result()[
+            "failed"] == failed
+        if not failed:
+            (g,) = _claim(queue, "w2")
+    job = queue.get(job_id).result()
+    assert job["status"] == "failed" and job["crashes"] == 2
+    assert job["error"].startswith("WorkerCrashError: the job's worker process died")
+    (g,) = _claim(queue, "w2")
+    assert g["job"]["$id"] == other and g["alone"]
+
+
+def test_recover_gives_back_leases_whose_answer_never_arrived(queue):
+    ids = [j["$id"] for j in queue.enqueue_many([{"type": "echo", "payload": i}
+                                                  for i in range(3)]).result()]
+    _claim(queue, "w", n=3)
+    # The worker got (and holds) only the first: the others go back, not as suspects
+    assert queue.recover("w", [], [ids[0]]).result()["requeued"] == 2
+    assert [queue.get(j).result()["status"] for j in ids] == ["running", "pending", "pending"]
+    assert [g["alone"] for g in _claim(queue, "w2", n=2, idle=False)] == [False, False]
+
+
+def test_claim_sleeps_while_paused_or_at_the_limit(queue):
+    # Given thousands of ready jobs the queue may not hand out
+    for i in range(4):
+        queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5_000)]).result()
+    pid = host_pid(queue)
+
+    def cpu() -> float:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settle() -> float:  # until the queue has forwarded its Job.enqueued events
+        for _ in range(120):
+            before = cpu()
+            time.sleep(0.5)
+            if cpu() - before < 0.05:
+                break
+        return cpu()
+
+    queue.pause().result()
+    before = settle()
+    assert queue.claim("w", 8, wait=2.0).result()["jobs"] == []
+    paused = cpu() - before
+    queue.resume().result()
+    queue.configure(concurrency=1).result()
+    _claim(queue, "w")
+    before = settle()
+    assert queue.claim("w", 8, wait=2.0).result()["jobs"] == []
+    limited = cpu() - before
+    # Then a two-second claim costs the queue's process next to no CPU: it waits for
+    # an event (resume, configure, a job finishing), it does not poll
+    assert paused < 0.5 and limited < 0.5, (paused, limited)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda q: q.configure(concurrency=2.5), "concurrency must be an int"),
+    (lambda q: q.configure(concurrency=float("nan")), "concurrency must be an int"),
+    (lambda q: q.configure(concurrency=0), "concurrency must be an int >= 1"),
+    (lambda q: q.configure(lease_timeout=float("inf")), "lease_timeout must be a finite"),
+    (lambda q: q.list(limit=1001), "at most 1,000 jobs a page"),
+    (lambda q: q.list(limit=2.5), "limit must be an int"),
+    (lambda q: q.enqueue_many([{"type": "echo"}] * 10_001), "at most 10,000 jobs per call"),
+])
+def test_bad_settings_and_oversized_calls_are_refused(queue, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(queue).result()
+    assert queue.configure().result() == {"concurrency": None, "lease_timeout": 30.0}
+    assert queue.list().result()["jobs"] == []
+
+
+def test_jobs_get_a_default_timeout(queue):
+    assert queue.enqueue("echo", 1).result()["timeout"] == 600.0

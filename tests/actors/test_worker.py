@@ -18,7 +18,7 @@ from tests.conftest import host_pid, journaled_steps, wait_for
 
 def drained(queue):
     m = queue.get_metrics().result()
-    return m.pending == 0 and m.running == 0 and m.delayed == 0 and m
+    return m.pending == 0 and m.running == 0 and m.stuck == 0 and m.delayed == 0 and m
 
 
 @pytest.fixture
@@ -179,6 +179,7 @@ def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
     queue, _, start = setup
     queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5)]).result()
     queue.enqueue("doomed", None, max_retries=0).result()
+    queue.enqueue(f"made-up-{unique}", None).result()  # types enqueuers invent
     start(1)
     wait_for(lambda: drained(queue))
     node = ray._private.worker.global_worker.node
@@ -195,6 +196,9 @@ def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
                  if line.startswith("ray_dotdo_jobs_total") and 'outcome="completed"' in line]
     assert completed and float(completed[0].rsplit(" ", 1)[1]) == 5.0
     assert any(line.startswith("ray_dotdo_job_duration_seconds") for line in lines)
+    # A type no handler knows does not become a series of its own: labels stay bounded
+    assert not any("made-up-" in line for line in lines)
+    wait_for(lambda: any('type="(unregistered)"' in line for line in scraped() or ()), timeout=90)
 
 
 def test_queue_events_reach_user_handlers(setup, unique):
@@ -226,3 +230,190 @@ def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, 
     assert metrics.completed == n and metrics.failed == 0
     steps = [s for s in journaled_steps(ray_session.storage, [w.id for w in workers])]
     assert len(steps) == len(set(steps)) == n
+
+
+# -- faults: what used to break the promise, each shown fixed ------------------------------
+
+
+def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique):
+    # Given a short lease (a beat every 0.5 s) and two workers that could steal jobs
+    queue, witness, start = setup
+    queue.configure(lease_timeout=1.5).result()
+    w = f"{unique}-witness"
+    burn = queue.enqueue("burn", {"witness": w, "key": "burn", "seconds": 4}, max_retries=0).result()
+    block = queue.enqueue("blocker", {"witness": w, "key": "block", "seconds": 4},
+                          max_retries=0).result()
+    start(2, concurrency=4)
+    # When each runs for more than twice the lease without yielding
+    wait_for(lambda: drained(queue), timeout=120)
+    # Then each ran once: heartbeats went on beside them, nobody took the job over
+    for job, key in ((burn, "burn"), (block, "block")):
+        done = queue.get(job["$id"]).result()
+        assert (done["status"], done["attempts"]) == ("completed", 1), done
+        assert [kind for kind, *_ in witness.notes(key).result()] == ["start", "end"]
+
+
+def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlaps(setup, unique):
+    queue, witness, start = setup
+    queue.configure(lease_timeout=1.5).result()
+    job_id = queue.enqueue("overrun", {"witness": f"{unique}-witness", "seconds": 3},
+                           timeout=0.5, max_retries=1).result()["$id"]
+    start(1)
+    # The sync handler cannot be interrupted: past its timeout the job shows as stuck
+    wait_for(lambda: queue.get(job_id).result()["status"] == "stuck")
+    assert queue.get_metrics().stuck.result() == 1
+    assert [j["$id"] for j in queue.list(status="stuck").result()["jobs"]] == [job_id]
+    wait_for(lambda: drained(queue), timeout=60)
+    done = queue.get(job_id).result()
+    assert done["status"] == "failed" and done["error"].startswith("TimeoutError")
+    assert done["attempts"] == 2
+    # The second attempt started only after the first had returned
+    marks = witness.notes("runs").result()
+    assert [kind for kind, _ in marks] == ["start", "end", "start", "end"]
+    assert marks[2][1] >= marks[1][1]
+
+
+def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(setup, unique):
+    queue, witness, start = setup
+    poison = queue.enqueue("suicide", {"witness": f"{unique}-witness", "key": "p"},
+                           max_retries=1).result()["$id"]
+    queue.enqueue_many([{"type": "echo", "payload": i} for i in range(12)]).result()
+    start(1, concurrency=4)
+    metrics = wait_for(lambda: drained(queue), timeout=180)
+    assert (metrics.completed, metrics.failed) == (12, 1)
+    job = queue.get(poison).result()
+    assert job["status"] == "failed" and job["error"].startswith("WorkerCrashError")
+    assert job["crashes"] == 2
+    # It killed its worker once in company (no count), then twice alone
+    assert 2 <= witness.hits("suicide:p").result() <= 3
+
+
+def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup):
+    queue, _, start = setup
+    ids = [queue.enqueue("base_exception", kind, max_retries=1).result()["$id"]
+           for kind in ("cancelled", "exit")]
+    echo = queue.enqueue("echo", "after").result()["$id"]
+    start(1)
+    wait_for(lambda: drained(queue))
+    for job_id, raised in zip(ids, ("CancelledError", "SystemExit")):
+        job = queue.get(job_id).result()
+        assert job["status"] == "failed" and job["attempts"] == 2
+        assert job["error"] == f"HandlerError: the handler raised {raised}: from the handler"
+    assert queue.get(echo).result()["status"] == "completed"
+
+
+def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_object, unique):
+    # Given a finished job "same" in one queue, run by a worker
+    first, second = make_object("Queue", f"{unique}-a"), make_object("Queue", f"{unique}-b")
+    worker = make_object("Worker", f"{unique}-w")
+    first.enqueue("echo", 1, job_id="same").result()
+    worker.start(first.id).result()
+    wait_for(lambda: first.result("same").result())
+    # When the id is used again after a purge, and in another queue
+    first.purge().result()
+    first.enqueue("echo", 2, job_id="same").result()
+    second.enqueue("echo", 3, job_id="same").result()
+    wait_for(lambda: first.result("same").result())
+    worker.start(second.id).result()
+    wait_for(lambda: second.result("same").result())
+    # Then each ran its own handler: no stale result from the worker's journal
+    assert first.result("same").result()["output"] == {"echo": 2}
+    assert second.result("same").result()["output"] == {"echo": 3}
+
+
+def test_stop_then_start_without_waiting_keeps_the_worker_working(setup):
+    queue, _, start = setup
+    worker = start(1)[0]
+    worker.stop()
+    worker.start(queue.id, concurrency=4).result()
+    queue.enqueue_many([{"type": "echo", "payload": i} for i in range(10)]).result()
+    assert wait_for(lambda: drained(queue)).completed == 10
+
+
+def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_object, unique):
+    old, new = make_object("Queue", f"{unique}-old"), make_object("Queue", f"{unique}-new")
+    witness = f"{unique}-witness"
+    make_object("Recorder", witness)
+    worker = make_object("Worker", f"{unique}-w")
+    old.enqueue_many([{"type": "slow", "payload": {"witness": witness, "n": i, "seconds": 1.0}}
+                      for i in range(4)]).result()
+    new.enqueue_many([{"type": "echo", "payload": i} for i in range(5)]).result()
+    worker.start(old.id, concurrency=4).result()
+    wait_for(lambda: old.get_metrics().running.result() == 4)
+    worker.start(new.id, concurrency=4).result()
+    assert wait_for(lambda: drained(old)).completed == 4
+    assert wait_for(lambda: drained(new)).completed == 5
+
+
+def test_stop_while_the_queue_is_away_keeps_the_outcomes_until_it_is_back(setup, unique,
+                                                                         ray_session):
+    import fcntl
+
+    from dotdo.ids import storage_path
+
+    queue, witness, start = setup
+    queue.enqueue_many([{"type": "slow", "payload": {"witness": f"{unique}-witness", "n": i,
+                                                      "seconds": 1.5}} for i in range(3)]).result()
+    worker = start(1, concurrency=4)[0]
+    wait_for(lambda: queue.get_metrics().running.result() == 3)
+    # Given the queue's process dies and its file is held elsewhere: it cannot come back
+    path = storage_path(ray_session.storage, "Queue", queue.id)
+    os.kill(host_pid(queue), signal.SIGKILL)
+    with open(path, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        # When the worker is stopped while its jobs finish
+        worker.stop().result(timeout=120)
+    # Then, once the queue is back, it has every outcome, and nothing ran twice
+    metrics = wait_for(lambda: drained(queue), timeout=120)
+    assert metrics.completed == 3
+    assert [witness.hits(f"start:{i}").result() for i in range(3)] == [1, 1, 1]
+
+
+def test_a_queue_forgets_workers_that_stopped(make_object, unique, hosting):
+    if hosting != "dedicated":
+        pytest.skip("runs in the dedicated pass: it counts the workers' actors")
+    from tests.conftest import kill_and_wait
+
+    queue = make_object("Queue", unique)
+    worker = make_object("Worker", f"{unique}-w")
+    worker.start(queue.id).result()
+    worker.stop().result()
+    ray.kill(runtime.actor_handle(worker), no_restart=True)
+    runtime.forget_handles()
+    # When the queue restarts, it wakes only the workers still working for it
+    kill_and_wait(queue, "SIGKILL")
+    queue.get_metrics().result()
+    time.sleep(2.0)
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    assert f"Worker/{worker.id}" not in names
+
+
+def test_a_job_whose_handlers_cannot_load_goes_back_to_the_queue(make_object, unique,
+                                                                 ray_session, hosting):
+    if hosting != "dedicated":
+        pytest.skip("runs in the dedicated pass: the same code path in both")
+    import fcntl
+
+    from dotdo.ids import storage_path
+    from tests import late_handlers  # noqa: F401  (only the App knows this module)
+
+    dotdo.deploy()
+    queue = make_object("Queue", unique)
+    job_id = queue.enqueue("late", 1).result()["$id"]
+    # Given the App (where workers learn the handlers' modules) cannot come back
+    app = dotdo.App("default")
+    os.kill(host_pid(app), signal.SIGKILL)
+    with open(storage_path(ray_session.storage, "App", "default"), "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        # When a new worker takes the job, it cannot load its handler: the job goes
+        # back to the queue, neither failed nor held for ever
+        worker = make_object("Worker", f"{unique}-w")
+        worker.start(queue.id).result()
+        deadline = time.monotonic() + 120
+        while (job := queue.get(job_id).result())["claims"] < 2:  # handed back, out again
+            assert job["status"] in ("pending", "running") and job["attempts"] == 0, job
+            assert time.monotonic() < deadline, f"never handed back: {job}"
+            time.sleep(0.2)
+    # Then, once the App is back, the job runs
+    wait_for(lambda: queue.get(job_id).result()["status"] == "completed", timeout=120)
+    assert queue.result(job_id).result()["output"] == {"late": 1}
