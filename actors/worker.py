@@ -108,8 +108,10 @@ def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
     metrics.DURATION.observe(time.monotonic() - started, tags=tags)
 
 
-class Worker(dotdo.DurableObject):
-    """Pulls and runs jobs; see the module docstring."""
+class Worker(dotdo.DurableObject, own_process=True):
+    """Pulls and runs jobs; see the module docstring. Each worker is a process of its
+    own (also when the default hosting is pooled): the jobs running in a process that
+    dies are the only suspects."""
 
     # A job's step is needed only until its queue has the outcome: keep it a week
     # (for operators reading the journal), then let it go.

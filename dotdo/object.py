@@ -11,7 +11,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, ClassVar
 
-from dotdo.hosting import Hosting, check
+from dotdo.errors import ConfigError
+from dotdo.hosting import Hosting, Pooled, check
 
 if TYPE_CHECKING:
     from dotdo.journal import Storage
@@ -28,7 +29,9 @@ class DurableObject:
     Public methods (names not starting with ``_``), sync or ``async``, are callable
     through stubs; calls to one object run one at a time and interleave only at
     ``await``. ``class Room(DurableObject, hosting=dotdo.Pooled())`` chooses how its
-    objects map to Ray actors (see :mod:`dotdo.hosting`).
+    objects map to Ray actors (see :mod:`dotdo.hosting`); ``own_process=True`` keeps
+    each of its objects in a process of its own whatever the default hosting says
+    (a ``Worker`` needs it: when a process dies, the jobs running in it are to blame).
     """
 
     id: str
@@ -40,12 +43,19 @@ class DurableObject:
     _dotdo_abstract: ClassVar[bool] = True
     # None: the default of dotdo.init() / $DOTDO_HOSTING.
     _dotdo_hosting: ClassVar[Hosting | None] = None
+    _dotdo_own_process: ClassVar[bool] = False
 
-    def __init_subclass__(cls, hosting: Hosting | None = None, **kwargs) -> None:
+    def __init_subclass__(cls, hosting: Hosting | None = None, own_process: bool | None = None,
+                          **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls._dotdo_abstract = False
         if hosting is not None:
             cls._dotdo_hosting = check(hosting, f"class {cls.__name__}")
+        if own_process is not None:
+            cls._dotdo_own_process = bool(own_process)
+        if cls._dotdo_own_process and isinstance(cls._dotdo_hosting, Pooled):
+            raise ConfigError(f"class {cls.__name__}: own_process=True and a Pooled hosting "
+                              "contradict each other: give it Dedicated(...) or no hosting")
         # Methods marked by @on / @every / @on_error: every object subscribes them.
         cls._dotdo_subscriptions = [
             (kind, key, name)

@@ -306,8 +306,12 @@ def adopt(conf: Settings) -> None:
 
 
 def hosting_of(cls: type[DurableObject]) -> Hosting:
-    """How objects of ``cls`` are hosted: the class's choice, else the default."""
-    return cls._dotdo_hosting or settings().hosting
+    """How objects of ``cls`` are hosted: the class's choice, else the default (but
+    never a pool for a class that wants a process per object)."""
+    hosting = cls._dotdo_hosting or settings().hosting
+    if cls._dotdo_own_process and isinstance(hosting, Pooled):
+        return Dedicated()
+    return hosting
 
 
 def _line(cls: type[DurableObject], object_id: str) -> _Line:

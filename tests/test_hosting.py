@@ -207,3 +207,13 @@ except dotdo.StorageError as exc:
     assert dotdo.Pipe(unique).echo(3).result()["args"] == [3]
     ray.kill(ray.get_actor(f"Pipe/{unique}", namespace="dotdo"), no_restart=True)
     del busy
+
+
+def test_a_worker_has_a_process_of_its_own_whatever_the_default(ray_session, hosting):
+    # When the default hosting pools objects, workers still get a process each: the
+    # jobs running in a process that dies are the suspects
+    from actors import Queue, Worker
+
+    assert runtime.hosting_of(Worker) == dotdo.Dedicated()
+    assert isinstance(runtime.hosting_of(Queue),
+                      dotdo.Pooled if hosting == "pooled" else dotdo.Dedicated)

@@ -48,3 +48,8 @@ def test_unknown_name_is_an_attribute_error_listing_known():
         dotdo.stub("NoSuchThing", "x")
     with pytest.raises(AttributeError):
         dotdo._private_name  # noqa: B018
+
+
+def test_own_process_and_a_pool_contradict_each_other():
+    with pytest.raises(dotdo.ConfigError, match="own_process=True and a Pooled hosting"):
+        type("Lonely", (dotdo.DurableObject,), {}, own_process=True, hosting=dotdo.Pooled())
