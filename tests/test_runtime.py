@@ -172,8 +172,12 @@ print(dotdo.Counter("joined").incr(5).result())
         assert out.split()[-1] == "5"
         assert os.path.exists(storage_path(str(tmp_path / "store"), "Counter", "joined"))
     finally:
-        head.terminate()
-        head.communicate(timeout=60)
+        head.terminate()  # its Ray processes end at once; `ray start` itself lingers 30 s
+        try:
+            head.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.communicate(timeout=60)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -60,7 +60,9 @@ class _Run:
                (time.time(), outcome, self.id))
 
     def runs_before(self) -> int:
-        return ledger().execute("SELECT count(*) FROM runs WHERE job = ? AND run != ?",
+        conn = ledger()
+        with _lock:  # one connection for the process's threads: one statement at a time
+            return conn.execute("SELECT count(*) FROM runs WHERE job = ? AND run != ?",
                                 (self.job, self.id)).fetchone()[0]
 
 
