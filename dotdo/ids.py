@@ -1,10 +1,12 @@
 """Object ids: what is allowed, and how an id becomes a file name and an actor name.
 
-An id is any non-empty string of at most 512 characters. It never becomes a path as
-it is: the file name is a readable slug of the id (for people browsing the storage
-root) plus a SHA-256 digest of the exact id, so ``../x``, ``/etc/passwd`` or a NUL stay
-inside the root, and ids that differ only in case or punctuation (``a-b``, ``A_B``)
-get different files even on a case-insensitive file system.
+An id is any non-empty string of at most 512 characters that is valid Unicode text
+(no lone surrogates, which UTF-8, Ray's actor names and SQLite cannot carry). It never
+becomes a path as it is: the file name is a readable slug of the id (for people
+browsing the storage root) plus a SHA-256 digest of the exact id, so ``../x``,
+``/etc/passwd`` or a NUL stay inside the root, and ids that differ only in case or
+punctuation (``a-b``, ``A_B``) get different files even on a case-insensitive file
+system.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def check_id(object_id: object) -> str:
             f"an object id may have at most {MAX_ID_LENGTH} characters, this one has "
             f"{len(object_id)}: hash long keys into a shorter id"
         )
+    try:
+        object_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(
+            f"an object id must be valid Unicode text, but {object_id!r} has a lone "
+            f"surrogate at position {exc.start} (text decoded with errors="
+            "'surrogateescape' or cut from UTF-16): decode the bytes strictly, or use "
+            "their hex as the id"
+        ) from None
     return object_id
 
 

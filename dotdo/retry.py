@@ -7,6 +7,7 @@ each capped at 10 s; ``max_retries=3`` means up to four attempts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 from dotdo.errors import DotdoError
@@ -31,15 +32,31 @@ class RetryPolicy:
     jitter: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0 seconds")
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {retries!r}")
+        for name in ("backoff", "max_backoff"):
+            if not _seconds(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, "
+                                 f"got {getattr(self, name)!r}")
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the second attempt)."""
-        wait = min(self.backoff * 2 ** (retry - 1), self.max_backoff)
+        try:
+            # ldexp doubles exactly, and takes any exponent without building 2**n.
+            wait = min(math.ldexp(self.backoff, retry - 1), self.max_backoff)
+        except OverflowError:  # doubled past every float: far past the cap
+            wait = self.max_backoff
         return random.uniform(wait / 2, wait) if self.jitter else wait
+
+
+def _seconds(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return value >= 0 and math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        return False
 
 
 def backoff_delays(policy: RetryPolicy) -> list[float]:

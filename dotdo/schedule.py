@@ -18,6 +18,7 @@ Each :class:`Schedule` is also the decorator that registers its function (see
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,17 @@ def parse_time(text: str) -> tuple[int, int]:
     return hour, minute
 
 
+def _positive(n: object) -> bool:
+    """A real number > 0 and finite: NaN compares false to everything and infinity
+    would never fire, so ``n <= 0`` alone lets both through."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)):
+        return False
+    try:
+        return 0 < n and math.isfinite(n)
+    except OverflowError:  # an int too big for a float is no interval either
+        return False
+
+
 def _zone(tz: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(tz or "UTC")
@@ -75,6 +87,11 @@ class Schedule:
         self.tz = tz or "UTC"
         self.label = label
         self._zone = _zone(tz)
+        if (interval is None) == (cron is None):
+            raise ValueError(f"{label or 'Schedule'}: give either interval= or cron=")
+        if interval is not None and not _positive(interval):
+            raise ValueError(f"{label or 'Schedule'}: interval={interval!r} is not a "
+                             "finite number of seconds > 0")
         if cron is not None and not croniter.is_valid(cron):
             raise ValueError(f"{label or cron!r}: {cron!r} is not a cron expression "
                              "(five fields: minute hour day-of-month month day-of-week)")
@@ -123,8 +140,8 @@ class _Interval:
     """``every(n)``: pick the unit."""
 
     def __init__(self, n: float) -> None:
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0:
-            raise ValueError(f"every({n!r}): n must be a number > 0")
+        if not _positive(n):
+            raise ValueError(f"every({n!r}): n must be a finite number > 0")
         self.n = n
 
     def __getattr__(self, unit: str) -> Schedule:

@@ -42,3 +42,15 @@ def test_path_is_stable_and_readable():
 
 def test_actor_name_is_class_slash_id():
     assert actor_name("Counter", "a/b") == "Counter/a/b"
+
+
+@pytest.mark.parametrize("bad", ["a\ud800", "\udfff", "x\udcffy", "\ud83d"])
+def test_lone_surrogates_are_refused_with_the_reason(bad):
+    with pytest.raises(InvalidIdError, match="lone surrogate") as info:
+        check_id(bad)
+    assert "decode the bytes strictly" in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["\U0001f600", "caf\u00e9", "\ud83d\ude00".encode("utf-16", "surrogatepass").decode("utf-16"), "a\x00b", "../x", " "])
+def test_any_valid_text_is_an_id(good):
+    assert check_id(good) == good

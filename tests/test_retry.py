@@ -36,6 +36,39 @@ def test_bad_policy_is_refused():
         RetryPolicy(max_retries=-1)
 
 
+@pytest.mark.parametrize("retry", [1024, 1025, 1100, 10**6, 10**30])
+def test_delay_far_past_the_cap_is_the_cap(retry):
+    # The alarm loop's policy: after ~17 h of failures, retry 1025 must still wait 60 s.
+    policy = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
+    assert policy.delay(retry) == 60.0
+    jittered = RetryPolicy(max_retries=1_000_000, max_backoff=60.0, jitter=True)
+    assert 30.0 <= jittered.delay(retry) <= 60.0
+
+
+def test_delay_doubles_exactly_until_the_cap():
+    tiny = RetryPolicy(backoff=5e-324, max_backoff=1e308)  # the smallest float doubles far
+    assert tiny.delay(2098) == 2.0**1023
+    assert tiny.delay(2099) == 1e308
+    assert RetryPolicy(backoff=0).delay(10**9) == 0.0
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("backoff", float("nan")), ("backoff", float("inf")), ("backoff", -1.0),
+     ("backoff", "1"), ("backoff", 10**400), ("max_backoff", float("nan")),
+     ("max_backoff", float("inf")), ("max_backoff", -0.5), ("max_backoff", None)],
+)
+def test_bad_backoff_is_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must be a finite number"):
+        RetryPolicy(**{field: value})
+
+
+@pytest.mark.parametrize("value", [True, False, 2.0, "3", None])
+def test_max_retries_must_be_an_int(value):
+    with pytest.raises(ValueError, match="max_retries"):
+        RetryPolicy(max_retries=value)
+
+
 def _run(coro, clock):
     async def main():
         use_clock(clock)

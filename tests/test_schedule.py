@@ -97,3 +97,29 @@ def test_unknown_names_say_what_exists():
 )
 def test_parse_time(text, hm):
     assert parse_time(text) == hm
+
+
+@pytest.mark.parametrize(
+    "make, bad_part",
+    [
+        (lambda: every(float("nan")), "every(nan)"),
+        (lambda: every(float("inf")), "every(inf)"),
+        (lambda: every(float("-inf")), "every(-inf)"),
+        (lambda: every(10**400), "n must be a finite number"),
+        (lambda: every(True), "every(True)"),
+        (lambda: every(1e308).days, "every(1e+308).days: interval=inf"),
+    ],
+    ids=["nan", "inf", "-inf", "huge-int", "bool", "overflowing-unit"],
+)
+def test_nan_and_infinity_are_refused(make, bad_part):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert bad_part in str(info.value)
+
+
+@pytest.mark.parametrize("interval", [float("nan"), float("inf"), 0, -1.0, "5"])
+def test_schedule_refuses_a_bad_interval(interval):
+    from dotdo.schedule import Schedule
+
+    with pytest.raises(ValueError, match="interval="):
+        Schedule(interval=interval)
