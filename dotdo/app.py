@@ -5,6 +5,11 @@ modules that registered handlers (the driver ships their names the first time it
 calls into dotdo, or at :func:`dotdo.deploy`), remembers them in its storage, and
 imports them again whenever it reactivates, so its schedules keep ticking with no
 driver attached.
+
+What it keeps is limited to what drivers registered: a module name or the absolute
+path of an existing ``.py`` script, kept only if importing it registered a handler,
+schedule, error callback or job handler; a kept module that no longer exists (the
+module is gone, the script deleted) is dropped at the next activation.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from typing import Any
 
@@ -24,14 +30,46 @@ __all__ = ["App"]
 log = logging.getLogger("dotdo")
 
 
+def check_spec(spec: Any) -> tuple[str, str]:
+    """``spec`` as ``(kind, target)`` if it names something a driver can register
+    handlers in: ``["module", "dotted.name"]`` or ``["script", "/abs/path.py"]``
+    (an existing file); else ``ValueError``."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[1], str):
+        kind, target = spec
+        if kind == "module" and target and all(p.isidentifier() for p in target.split(".")):
+            return kind, target
+        if (kind == "script" and os.path.isabs(target) and target.endswith(".py")
+                and os.path.isfile(target)):
+            return kind, target
+    raise ValueError(f"{spec!r} is not a module to import: give ['module', 'dotted.name'] "
+                     "or ['script', '/absolute/path/to/an/existing/file.py']")
+
+
+def module_name(spec: tuple[str, str]) -> str:
+    """The name ``spec`` is imported under in this process."""
+    kind, target = spec
+    if kind == "module":
+        return target
+    # A script the driver ran as __main__: loaded under another name, so that its
+    # `if __name__ == "__main__":` block does not run here.
+    return registry.SCRIPT_MODULE + hashlib.sha1(target.encode()).hexdigest()[:12]
+
+
+def _gone(spec: tuple[str, str], exc: Exception) -> bool:
+    """Whether ``exc`` says the module itself no longer exists (not a passing fault)."""
+    kind, target = spec
+    if kind == "script":
+        return not os.path.isfile(target)
+    return isinstance(exc, ModuleNotFoundError) and exc.name is not None and (
+        target == exc.name or target.startswith(exc.name + "."))
+
+
 def _import(spec: tuple[str, str]) -> None:
     kind, target = spec
     if kind == "module":
         importlib.import_module(target)
         return
-    # A script the driver ran as __main__: load it under another name, so that its
-    # `if __name__ == "__main__":` block does not run here.
-    name = registry.SCRIPT_MODULE + hashlib.sha1(target.encode()).hexdigest()[:12]
+    name = module_name(spec)
     if name in sys.modules:
         return
     module_spec = importlib.util.spec_from_file_location(name, target)
@@ -51,18 +89,26 @@ def _import(spec: tuple[str, str]) -> None:
     runtime.pickle_by_value(module)
 
 
-def import_modules(specs: list, importer: str) -> None:
+def import_modules(specs: list, importer: str) -> list[list[str]]:
     """Import modules shipped by drivers; their module-level registrations go to the
-    process-wide registry, never to the object that happens to be importing."""
+    process-wide registry, never to the object that happens to be importing. Returns
+    the specs whose module no longer exists."""
+    gone = []
     token = context._current.set(None)
     try:
         for spec in specs:
+            spec = tuple(spec)
             try:
-                _import(tuple(spec))
-            except Exception:  # noqa: BLE001 - one broken module must not stop the importer
-                log.exception("dotdo: %s could not import %s", importer, spec)
+                _import(spec)
+            except Exception as exc:  # noqa: BLE001 - one broken module must not stop the importer
+                if _gone(spec, exc):
+                    gone.append(list(spec))
+                    log.warning("dotdo: %s drops %s: it no longer exists", importer, spec)
+                else:
+                    log.exception("dotdo: %s could not import %s", importer, spec)
     finally:
         context._current.reset(token)
+    return gone
 
 
 class App(DurableObject):
@@ -70,19 +116,32 @@ class App(DurableObject):
 
     def __init__(self) -> None:
         self.modules: list[list[str]] = self.storage.get("modules", [])
-        self._load(self.modules)
+        gone = self._load(self.modules)
+        if gone:
+            self.modules = [s for s in self.modules if s not in gone]
+            self.storage.put("modules", self.modules)
 
-    def _load(self, specs: list) -> None:
-        import_modules(specs, f"App {self.id!r}")
+    def _load(self, specs: list) -> list[list[str]]:
+        gone = import_modules(specs, f"App {self.id!r}")
         self._dotdo_activity.merge(registry.app_registrations(self.id))
+        return gone
 
     def adopt(self, specs: list) -> list:
-        """Import these modules (``[kind, name]``) now and at every reactivation."""
-        new = [list(s) for s in specs if list(s) not in self.modules]
+        """Import these modules (``[kind, name]``) now, and keep those that registered
+        something, to import them at every reactivation; returns the modules kept.
+        A spec that is not a module name or an existing script is refused."""
+        checked = [list(check_spec(s)) for s in specs]  # all checked before any import
+        new = [s for s in checked if s not in self.modules]
         if new:
-            self.modules = self.modules + new
-            self.storage.put("modules", self.modules)
             self._load(new)
+            kept = [s for s in new if registry.has_registrations(module_name(tuple(s)))]
+            for spec in new:
+                if spec not in kept:
+                    log.warning("dotdo: App %r does not keep %s: importing it registered "
+                                "no handler, schedule or job", self.id, spec)
+            if kept:
+                self.modules = self.modules + kept
+                self.storage.put("modules", self.modules)
         return self.modules
 
     def emit(self, event_type: str, data: Any = None) -> None:

@@ -8,9 +8,11 @@ dataclass instances. Enum members store as their value. Other modules add their
 own types with :func:`register` (stubs do, so an object can store a reference to
 another object).
 
-A dataclass is stored by its import path and fields; if that class cannot be
-imported when the value is read back (it lived in a script's ``__main__``, say), the
-value comes back as a plain ``dict`` of its fields rather than failing.
+A dataclass is stored by its import path and fields. Reading it back never imports
+anything: stored bytes must not make a process run a module's code. The class is
+taken from a module the reading process has imported already (the object's own
+module, the handlers' modules its App or Worker imported); otherwise, or if the
+class is gone, the value comes back as a plain ``dict`` of its fields.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import importlib
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -68,11 +70,11 @@ def _datetime_from(plain: list) -> dt.datetime:
 def _dataclass_from(plain: list) -> Any:
     path, fields = plain
     module, _, qualname = path.partition(":")
+    cls: Any = sys.modules.get(module)  # never imported on the word of stored bytes
     try:
-        cls: Any = importlib.import_module(module)
         for part in qualname.split("."):
             cls = getattr(cls, part)
-    except (ImportError, AttributeError):
+    except AttributeError:
         return fields
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         return fields

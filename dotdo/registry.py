@@ -43,6 +43,7 @@ class Registrations:
 
 
 _apps: dict[str, Registrations] = {}
+_registering: set[str] = set()  # names of the modules that registered anything here
 _modules: dict[str, set[tuple[str, str]]] = {}  # every module that registered, per App
 _unshipped: dict[str, set[tuple[str, str]]] = {}
 
@@ -81,10 +82,17 @@ def register(kind: str, key: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def remember_module(fn: Callable[..., Any], app: str = DEFAULT_APP) -> None:
     """Ship the module defining ``fn`` to ``app``, whose list workers import too."""
+    _registering.add(getattr(fn, "__module__", None))
     spec = module_spec(fn)
     if spec is not None:
         _modules.setdefault(app, set()).add(spec)
         _unshipped.setdefault(app, set()).add(spec)
+
+
+def has_registrations(module: str) -> bool:
+    """Whether module ``module`` registered a handler, schedule, error callback or job
+    handler in this process (an App keeps only such modules)."""
+    return module in _registering
 
 
 def ship_again() -> None:

@@ -447,7 +447,11 @@ def _ship_registrations() -> None:
             # Wait for it: until the App has them, it would tell others (a queue
             # deciding whether to send Job events) that nobody listens.
             try:
-                Stub(App, app).adopt(sorted(list(s) for s in batch)).result(_SHIP_WAIT)
+                kept = Stub(App, app).adopt(sorted(list(s) for s in batch)).result(_SHIP_WAIT)
+                if missing := sorted(s for s in batch if list(s) not in kept):
+                    _log.warning("dotdo: App(%r) did not keep %s: its process could not "
+                                 "import them, or they registered nothing there (see the "
+                                 "App's log)", app, missing)
             except TimeoutError:
                 _log.warning("dotdo: App(%r) is slow to import %s; going on", app, sorted(batch))
             except Exception:  # noqa: BLE001 - the App is away: tell it at the next call

@@ -73,3 +73,19 @@ def test_garbage_bytes_raise_decode_error():
         codec.decode(b"\xc1")
     with pytest.raises(DecodeError, match="extension code 99"):
         codec.decode(b"\xd4\x63\x00")
+
+
+def test_decoding_never_imports_a_module_named_in_the_bytes():
+    import sys
+
+    import msgpack
+
+    # Given bytes that name a dataclass in a module this process has not imported
+    module = "this_module_does_not_exist_but_could"
+    assert module not in sys.modules and "wave" not in sys.modules
+    for name in (module, "wave"):  # wave: a real stdlib module, not imported here
+        plain = msgpack.packb([f"{name}:Thing", {"a": 1}], use_bin_type=True)
+        data = msgpack.packb(msgpack.ExtType(11, plain), use_bin_type=True)
+        # Then it comes back as the dict of its fields, and nothing was imported
+        assert codec.decode(data) == {"a": 1}
+        assert name not in sys.modules
