@@ -86,6 +86,11 @@ CREATE_READY = (
     "WHERE status = 'pending'"
 )
 CREATE_STATUS = "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq)"
+# Suspects are few: finding one must not scan every pending job.
+CREATE_SUSPECTS = (
+    "CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (priority DESC, run_at, seq) "
+    "WHERE status = 'pending' AND suspect_since IS NOT NULL"
+)
 CREATE_OUTBOX = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,13 +109,16 @@ _LEASED = (
     "status = 'running', worker = ?, started = ?, lease = lease + 1, lease_until = ?, "
     "stuck_since = NULL"
 )
+# INDEXED BY: SQLite's planner would rather search jobs_status and sort every
+# pending job (3.5 ms a claim at 18,000 pending, against 6 us walking the index).
 CLAIM = (
     f"UPDATE jobs SET {_LEASED} WHERE seq IN ("
-    "SELECT seq FROM jobs WHERE status = 'pending' AND suspect_since IS NULL AND run_at <= ? "
+    "SELECT seq FROM jobs INDEXED BY jobs_ready WHERE status = 'pending' "
+    "AND suspect_since IS NULL AND run_at <= ? "
     "ORDER BY priority DESC, run_at, seq LIMIT ?) RETURNING *"
 )
 READY_SUSPECT = (
-    "SELECT seq, suspect_since FROM jobs WHERE status = 'pending' "
+    "SELECT seq, suspect_since FROM jobs INDEXED BY jobs_suspects WHERE status = 'pending' "
     "AND suspect_since IS NOT NULL AND run_at <= ? "
     "ORDER BY priority DESC, run_at, seq LIMIT 1"
 )
@@ -201,7 +209,7 @@ class Queue(dotdo.DurableObject):
         for name, decl in JOB_COLUMNS:
             if name not in have:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-        for ddl in (CREATE_READY, CREATE_STATUS):
+        for ddl in (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS):
             db.execute(ddl)
         self._paused = bool(self.storage.get("paused", False))
         self._concurrency = self.storage.get("concurrency")

@@ -41,9 +41,9 @@ MIX = {
     "f.hang": (1, {"max_retries": 3, "timeout": 2}, {}, "TimeoutError"),
     "f.overrun": (1, {"max_retries": 3, "timeout": 2}, {"seconds": 4}, "TimeoutError"),
 }
-KILL_WINDOW = (3.0, 32.0)  # seconds after the start: when processes die
+KILL_WINDOW = (3.0, 28.0)  # seconds after the start: when processes die
 KILLS = {"Worker": 4, "Queue": 2, "App": 2}
-RESTART_AT = 18.0  # the whole of Ray, once
+RESTART_AT = 15.0  # the whole of Ray, once
 
 
 def log(*args) -> None:
