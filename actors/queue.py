@@ -223,6 +223,7 @@ class Queue(dotdo.DurableObject):
         # Workers could not renew their leases while the queue was down.
         db.execute(GRACE, (time.time() + self._lease_timeout,))
         self._depth_at = 0.0
+        self._expiry_check_at = 0.0
         self._ready = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
@@ -490,7 +491,8 @@ class Queue(dotdo.DurableObject):
         deadline = time.monotonic() + _number("wait", wait, minimum=0, allow_none=False)
         while True:
             now = time.time()
-            self._reclaim_expired(now)
+            if now >= self._expiry_check_at:  # not at every claim: it is a write
+                self._reclaim_expired(now)
             rows, alone, blocked = self._lease(worker, n, idle, now)
             if rows or time.monotonic() >= deadline:
                 self._gauge_depth()
@@ -535,13 +537,14 @@ class Queue(dotdo.DurableObject):
         return self._rows(CLAIM, (worker, now, until, now, n)), False, False
 
     def _reclaim_expired(self, now: float) -> None:
+        self._expiry_check_at = now + min(1.0, self._lease_timeout / 4)
         if self.storage.sql.execute(REQUEUE_EXPIRED, (now, now)).rowcount:
             self._ready.set()
 
     async def _reap(self) -> None:
         """Put back the jobs of workers gone silent, also while nobody claims."""
         while True:
-            await asyncio.sleep(max(self._lease_timeout / 2, 0.25))
+            await asyncio.sleep(min(1.0, self._lease_timeout / 4))
             self._reclaim_expired(time.time())
 
     def heartbeat(self, worker: str, holding: list[str], stuck: list[str] = ()) -> float:

@@ -88,13 +88,17 @@ class _Held:
         return [self.job_id, self.uid, self.lease, kind, value, attempts]
 
 
-async def _guarded(awaitable) -> Any:
-    """Await a handler's coroutine, turning what would escape an asyncio task into
-    the loop itself (SystemExit and KeyboardInterrupt stop a loop) into a failure."""
+async def _within(awaitable, timeout: float) -> Any:
+    """Await a handler's coroutine in the current task (no task per job), cancelling it
+    at ``timeout``; if it ignores the cancellation, this waits for it (it is stuck)."""
+    limit = asyncio.timeout(timeout)
     try:
-        return await awaitable
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
-        raise HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
+        async with limit:
+            return await awaitable
+    except TimeoutError:
+        if limit.expired():
+            raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s") from None
+        raise
 
 
 def _label(job_type: str) -> str:
@@ -129,6 +133,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._reporting = asyncio.Lock()
         self._held: dict[str, _Held] = {}
         self._crashed: list[_Held] = []
+        self._released: list[str] = []  # steps reported, rows not yet deleted
         self._rebuild()
         if self._config or self._held or self._crashed:
             self._start_loop()
@@ -223,35 +228,30 @@ class Worker(dotdo.DurableObject, own_process=True):
 
     async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
         """One attempt under ``timeout``; never returns while the handler still runs."""
-        loop = asyncio.get_running_loop()
-        if inspect.iscoroutinefunction(handler):
-            running = loop.create_task(_guarded(handler(payload)))
-            thread = False
-        else:  # off the loop, seeing this object as the current one
+        held.deadline = time.time() + timeout
+        try:
+            if inspect.iscoroutinefunction(handler):
+                return await _within(handler(payload), timeout)
+            # Sync code runs off the loop, seeing this object as the current one.
             size = self._config["concurrency"] if self._config else 1
             call = contextvars.copy_context().run
             running = asyncio.wrap_future(self._threads(size).submit(call, handler, payload))
-            thread = True
-        held.deadline = time.time() + timeout
-        try:
             done, _ = await asyncio.wait({running}, timeout=timeout)
             if not done:
-                if not thread:
-                    running.cancel()
-                # Until it returns this job's slot stays taken (heartbeats say
-                # "stuck"): another attempt must not run beside it.
+                # A thread cannot be interrupted: until it returns, this job's slot
+                # stays taken (heartbeats say "stuck"), and no other attempt runs.
                 await asyncio.wait({running})
                 raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
             result = running.result()
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
-                result = await asyncio.wait_for(_guarded(result),
-                                                max(held.deadline - time.time(), 0.001))
+                result = await _within(result, max(held.deadline - time.time(), 0.001))
             return result
         except asyncio.CancelledError as exc:
             if asyncio.current_task().cancelling():  # the worker itself is going away
                 raise
             raise HandlerError(f"the handler raised CancelledError: {exc}") from None
         except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            # Caught here, in the job's own task: out of a task these stop the loop.
             raise HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
         finally:
             held.deadline = None
@@ -303,6 +303,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         worker was stopped while it claimed)."""
         fresh = []
         with self.storage.transaction():
+            self._forget_released()
             for grant in grants:
                 job, step = grant["job"], grant["step"]
                 held = self._held.get(step)
@@ -334,11 +335,19 @@ class Worker(dotdo.DurableObject, own_process=True):
                 self._let_go(done)
 
     def _let_go(self, done: list[_Held]) -> None:
-        with self.storage.transaction():
-            for held in done:
-                self.storage.sql.execute(RELEASE, (held.step,))
-                if self._held.get(held.step) is held:
-                    del self._held[held.step]
+        """The queue has these: forget them. Their rows go in the next write (one
+        commit fewer per batch); a crash before it only means they are reported
+        again, and a queue ignores a report it has."""
+        for held in done:
+            self._released.append(held.step)
+            if self._held.get(held.step) is held:
+                del self._held[held.step]
+
+    def _forget_released(self) -> None:
+        """Delete the rows of jobs let go (inside the caller's transaction, if any)."""
+        for step in self._released:
+            self.storage.sql.execute(RELEASE, (step,))
+        self._released.clear()
 
     async def _recover(self) -> None:
         """Settle accounts with every queue this worker deals with: outcomes first,
@@ -355,6 +364,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                 self.id, [[h.job_id, h.uid, h.lease, h.alone] for h in crashed], holding)
             self._let_go(crashed)
             self._crashed = [h for h in self._crashed if h.queue != queue]
+        with self.storage.transaction():  # at once: a stale crash must not count again
+            self._forget_released()
 
     def _start_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
@@ -375,6 +386,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                     running = self._running()
                     if config is None:  # stopped: the running jobs finish and report
                         if not running:
+                            with self.storage.transaction():
+                                self._forget_released()
                             return
                         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                         continue

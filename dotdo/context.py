@@ -17,7 +17,6 @@ step journal there while running ``fn`` in the driver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable
@@ -172,38 +171,15 @@ def _clock() -> Clock:
     return _driver_clock.get() or Clock()
 
 
-class _StepTurn:
-    """Who may run a step now: one ``do`` per step id at a time, per object."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+# Steps running now, by object: step id -> a future done when that ``do`` ends.
+_driver_turns: dict[tuple[int, str], asyncio.Future] = {}
 
 
-_driver_turns: dict[tuple[int, str], _StepTurn] = {}
-
-
-@contextlib.asynccontextmanager
-async def _step_turn(obj: DurableObject | None, step_id: str):
-    """Hold the turn of ``step_id``: a second ``do`` of the same step waits for the
-    first, then finds its result in the journal instead of running ``fn`` again."""
+def _turns(obj: DurableObject | None, step_id: str) -> tuple[dict, Any]:
     if obj is not None:
-        turns, key = obj.__dict__.setdefault("_dotdo_step_turns", {}), step_id
-    else:  # driver code: one lock per event loop (asyncio locks belong to one)
-        turns, key = _driver_turns, (id(asyncio.get_running_loop()), step_id)
-    turn = turns.get(key)
-    if turn is None:
-        turn = turns[key] = _StepTurn()
-    turn.users += 1
-    try:
-        async with turn.lock:
-            yield
-    finally:
-        turn.users -= 1
-        if not turn.users:
-            del turns[key]
+        return obj.__dict__.setdefault("_dotdo_step_turns", {}), step_id
+    # driver code: per event loop (a future belongs to one)
+    return _driver_turns, (id(asyncio.get_running_loop()), step_id)
 
 
 async def do(
@@ -240,12 +216,21 @@ async def do(
     obj = current_object()
     if step_id is None:
         return await _attempts(fn, args, kwargs, policy, None, None)
-    async with _step_turn(obj, step_id):
+    # One do of a step at a time: a second waits for the first, then finds its result
+    # in the journal instead of running fn again.
+    turns, key = _turns(obj, step_id)
+    while (running := turns.get(key)) is not None:
+        await asyncio.wait([running])
+    turns[key] = ended = asyncio.get_running_loop().create_future()
+    try:
         journal = _ObjectJournal(obj) if obj is not None else _AppJournal()
         found, value = await journal.lookup(step_id)
         if found:
             return value
         return await _attempts(fn, args, kwargs, policy, step_id, journal)
+    finally:
+        del turns[key]
+        ended.set_result(None)
 
 
 async def _attempts(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: RetryPolicy,
