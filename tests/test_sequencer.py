@@ -187,12 +187,17 @@ def test_an_admitted_call_cancelled_before_it_starts_lets_the_next_in():
     assert asyncio.run(main()) == [3]
 
 
+async def _deferred_gap(clock):
+    """Call 1 ran; call 3 waits for call 2, which its caller says it holds back."""
+    seq, order = Sequencer(gap_timeout=0.01, deferred_timeout=30, now=clock), []
+    await _run(seq, "s", 1, order)
+    return seq, order, asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
+
+
 def test_a_deferred_gap_without_news_is_given_up_after_the_deferred_timeout():
     async def main():
         clock = _Clock()
-        seq, order = Sequencer(gap_timeout=0.01, deferred_timeout=30, now=clock), []
-        await _run(seq, "s", 1, order)
-        later = asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
+        seq, order, later = await _deferred_gap(clock)
         await asyncio.sleep(0.1)  # many gap timeouts, no time on the sequencer's clock
         assert order == [1]
         clock.now = 31  # its caller said nothing more: it died holding call 2 back
@@ -206,9 +211,7 @@ def test_a_deferred_gap_without_news_is_given_up_after_the_deferred_timeout():
 def test_pings_keep_a_deferred_gap_waited_for():
     async def main():
         clock = _Clock()
-        seq, order = Sequencer(gap_timeout=0.01, deferred_timeout=30, now=clock), []
-        await _run(seq, "s", 1, order)
-        later = asyncio.ensure_future(_run(seq, "s", 3, order, deferred=[2]))
+        seq, order, later = await _deferred_gap(clock)
         for now in (20, 40, 60):  # the caller pings: still holding call 2 back
             clock.now = now
             seq.keep("s", [2], upto=4)
