@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 HOSTINGS = {"dedicated": "dedicated", "pooled": "pooled:2:1"}
 
 
+def pytest_collection_modifyitems(items):
+    """``@pytest.mark.dedicated_pass(why)``: a test that would only repeat itself in the
+    pooled pass (what it tests does not depend on the default hosting) runs once."""
+    for item in items:
+        marker = item.get_closest_marker("dedicated_pass")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if marker is not None and params.get("hosting") == "pooled":
+            item.add_marker(pytest.mark.skip(reason=f"runs in the dedicated pass: {marker.args[0]}"))
+
+
 @pytest.fixture(scope="session", params=sorted(HOSTINGS))
 def hosting(request) -> str:
     """The hosting mode of this pass: ``dedicated`` or ``pooled``. Drivers started by

@@ -32,10 +32,9 @@ EXPECTED = {
 }
 
 
+@pytest.mark.dedicated_pass("examples run as a user runs them; rooms.py pools its own class")
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(script: Path, ray_session, tmp_path, hosting):
-    if hosting != "dedicated":  # as a user runs them; rooms.py pools its own class
-        pytest.skip("examples run with the default hosting, in the dedicated pass")
+def test_example_runs(script: Path, ray_session, tmp_path):
     # Join the session's Ray rather than starting another, in a namespace of its own
     # so that the example's App is not the session's.
     namespace = f"example-{script.stem}"

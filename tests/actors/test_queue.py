@@ -250,9 +250,8 @@ def test_recover_gives_back_leases_whose_answer_never_arrived(queue):
     assert [g["alone"] for g in _claim(queue, "w2", n=2, idle=False)] == [False, False]
 
 
-def test_claim_sleeps_while_paused_or_at_the_limit(queue, hosting):
-    if hosting != "dedicated":
-        pytest.skip("the claim loop is the same code in both passes: runs in the dedicated one")
+@pytest.mark.dedicated_pass("the claim loop is the same code in both")
+def test_claim_sleeps_while_paused_or_at_the_limit(queue):
     # Given thousands of ready jobs the queue may not hand out
     for i in range(2):
         queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5_000)]).result()

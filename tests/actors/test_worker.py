@@ -16,11 +16,9 @@ from tests.conftest import host_pid, journaled_steps, wait_for
 
 
 
-def one_pass(hosting: str) -> None:
-    """Worker fault tests run in the dedicated pass only: a worker has a process of
-    its own in both passes, so the pooled one would run the same thing again."""
-    if hosting != "dedicated":
-        pytest.skip("a worker has a process of its own in both passes: runs in the dedicated one")
+# A worker has a process of its own in both passes: most worker tests would only run
+# again in the pooled one. Those about a pooled queue coming back run in both.
+WORKER_OWN_PROCESS = "a worker has a process of its own in both passes"
 
 
 def drained(queue):
@@ -42,6 +40,7 @@ def setup(make_object, unique):
     return queue, witness, start
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_jobs_run_and_results_are_things(setup):
     queue, _, start = setup
     ids = [j["$id"] for j in queue.enqueue_many(
@@ -55,6 +54,7 @@ def test_jobs_run_and_results_are_things(setup):
     assert queue.get(ids[3]).result()["status"] == "completed"
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_retries_with_backoff_then_success(setup, unique):
     queue, witness, start = setup
     job = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "a", "fail": 2}).result()
@@ -66,6 +66,7 @@ def test_retries_with_backoff_then_success(setup, unique):
     assert witness.hits("flaky:a").result() == 3
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_spent_retries_go_to_dead_letter_and_retry_brings_them_back(setup, unique):
     queue, witness, start = setup
     job_id = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "b", "fail": 3},
@@ -82,6 +83,7 @@ def test_spent_retries_go_to_dead_letter_and_retry_brings_them_back(setup, uniqu
     assert queue.get(job_id).result() is None
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_unknown_type_fails_at_once_without_retries(setup):
     queue, _, start = setup
     job_id = queue.enqueue("no-such-type", {}).result()["$id"]
@@ -92,6 +94,7 @@ def test_unknown_type_fails_at_once_without_retries(setup):
     assert job["error"] == "no handler registered for job type 'no-such-type'"
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_handler_from_a_dict_and_timeout(setup):
     queue, _, start = setup
     doomed = queue.enqueue("doomed", None, max_retries=0).result()["$id"]
@@ -104,6 +107,7 @@ def test_handler_from_a_dict_and_timeout(setup):
     assert late["attempts"] == 2
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_priority_order_and_pause(setup, unique):
     queue, witness, start = setup
     queue.pause().result()
@@ -117,6 +121,7 @@ def test_priority_order_and_pause(setup, unique):
     assert witness.notes("order").result() == [2, 4, 3, 1]
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_delay_holds_a_job_back(setup):
     queue, _, start = setup
     start(1)
@@ -126,6 +131,7 @@ def test_delay_holds_a_job_back(setup):
     wait_for(lambda: queue.get(job_id).result()["status"] == "completed")
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_concurrency_limit_holds_across_workers(setup, unique):
     queue, witness, start = setup
     queue.configure(concurrency=2).result()
@@ -140,6 +146,7 @@ def test_concurrency_limit_holds_across_workers(setup, unique):
     assert most == 2 and inside == 0
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_process_runs_one_job_directly(make_object, unique):
     worker = make_object("Worker", unique)
     job = {"$type": "Job", "$id": f"{unique}-direct", "type": "echo", "payload": "hi"}
@@ -180,6 +187,7 @@ def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_sessio
     assert min(dotdo.get(starts)) >= 1
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
     import urllib.request
 
@@ -208,6 +216,7 @@ def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
     wait_for(lambda: any('type="(unregistered)"' in line for line in scraped() or ()), timeout=90)
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_queue_events_reach_user_handlers(setup, unique):
     from tests import app_handlers
 
@@ -242,8 +251,8 @@ def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, 
 # -- faults: what used to break the promise, each shown fixed ------------------------------
 
 
-def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique, hosting):
-    one_pass(hosting)
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique):
     # Given a short lease (a beat every 0.5 s) and two workers that could steal jobs
     queue, witness, start = setup
     queue.configure(lease_timeout=1.5).result()
@@ -261,8 +270,8 @@ def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique, h
         assert [kind for kind, *_ in witness.notes(key).result()] == ["start", "end"]
 
 
-def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlaps(setup, unique, hosting):
-    one_pass(hosting)
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlaps(setup, unique):
     queue, witness, start = setup
     queue.configure(lease_timeout=1.5).result()
     job_id = queue.enqueue("overrun", {"witness": f"{unique}-witness", "seconds": 3},
@@ -282,8 +291,8 @@ def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlap
     assert marks[2][1] >= marks[1][1]
 
 
-def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(setup, unique, hosting):
-    one_pass(hosting)
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(setup, unique):
     queue, witness, start = setup
     poison = queue.enqueue("suicide", {"witness": f"{unique}-witness", "key": "p"},
                            max_retries=1).result()["$id"]
@@ -298,8 +307,8 @@ def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(
     assert 2 <= witness.hits("suicide:p").result() <= 3
 
 
-def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup, hosting):
-    one_pass(hosting)
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup):
     queue, _, start = setup
     ids = [queue.enqueue("base_exception", kind, max_retries=1).result()["$id"]
            for kind in ("cancelled", "exit")]
@@ -313,6 +322,7 @@ def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup, h
     assert queue.get(echo).result()["status"] == "completed"
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_object, unique):
     # Given a finished job "same" in one queue, run by a worker
     first, second = make_object("Queue", f"{unique}-a"), make_object("Queue", f"{unique}-b")
@@ -332,6 +342,7 @@ def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_object, unique):
     assert second.result("same").result()["output"] == {"echo": 3}
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_stop_then_start_without_waiting_keeps_the_worker_working(setup):
     queue, _, start = setup
     worker = start(1)[0]
@@ -341,6 +352,7 @@ def test_stop_then_start_without_waiting_keeps_the_worker_working(setup):
     assert wait_for(lambda: drained(queue)).completed == 10
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_object, unique):
     old, new = make_object("Queue", f"{unique}-old"), make_object("Queue", f"{unique}-new")
     witness = f"{unique}-witness"
@@ -356,9 +368,9 @@ def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_obj
     assert wait_for(lambda: drained(new)).completed == 5
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_stop_while_the_queue_is_away_keeps_the_outcomes_until_it_is_back(setup, unique,
-                                                                         ray_session, hosting):
-    one_pass(hosting)
+                                                                         ray_session):
     import fcntl
 
     from dotdo.ids import storage_path
@@ -381,9 +393,8 @@ def test_stop_while_the_queue_is_away_keeps_the_outcomes_until_it_is_back(setup,
     assert [witness.hits(f"start:{i}").result() for i in range(2)] == [1, 1]
 
 
-def test_a_queue_forgets_workers_that_stopped(make_object, unique, hosting):
-    if hosting != "dedicated":
-        pytest.skip("runs in the dedicated pass: it counts the workers' actors")
+@pytest.mark.dedicated_pass("it counts workers' actors, whose names are the same in both")
+def test_a_queue_forgets_workers_that_stopped(make_object, unique):
     from tests.conftest import kill_and_wait
 
     queue = make_object("Queue", unique)
@@ -400,10 +411,9 @@ def test_a_queue_forgets_workers_that_stopped(make_object, unique, hosting):
     assert f"Worker/{worker.id}" not in names
 
 
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_a_job_whose_handlers_cannot_load_goes_back_to_the_queue(make_object, unique,
-                                                                 ray_session, hosting):
-    if hosting != "dedicated":
-        pytest.skip("runs in the dedicated pass: the same code path in both")
+                                                                 ray_session):
     import fcntl
 
     from dotdo.ids import storage_path
