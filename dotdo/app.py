@@ -8,8 +8,8 @@ driver attached.
 
 What it keeps is limited to what drivers registered: a module name or the absolute
 path of an existing ``.py`` script, kept only if importing it registered a handler,
-schedule, error callback or job handler; a kept module that no longer exists (the
-module is gone, the script deleted) is dropped at the next activation.
+schedule, error callback or job handler for that App; a kept module that no longer
+exists (the module is gone, the script deleted) is dropped at the next activation.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def check_spec(spec: Any) -> tuple[str, str]:
         kind, target = spec
         if kind == "module" and target and all(p.isidentifier() for p in target.split(".")):
             return kind, target
-        if (kind == "script" and os.path.isabs(target) and target.endswith(".py")
-                and os.path.isfile(target)):
-            return kind, target
+        if kind == "script" and os.path.isabs(target) and target.endswith(".py"):
+            if os.path.isfile(target):
+                return kind, target
+            raise ValueError(f"the script {target} does not exist (any more): give the "
+                             "path of a .py file on the App's machine")
     raise ValueError(f"{spec!r} is not a module to import: give ['module', 'dotted.name'] "
                      "or ['script', '/absolute/path/to/an/existing/file.py']")
 
@@ -96,13 +98,18 @@ def import_modules(specs: list, importer: str) -> list[list[str]]:
     gone = []
     token = context._current.set(None)
     try:
-        for spec in specs:
-            spec = tuple(spec)
+        for stored in specs:
+            try:
+                spec = check_spec(stored)
+            except ValueError as exc:  # a script deleted, or kept by an older dotdo
+                gone.append(stored)
+                log.warning("dotdo: %s drops %r: %s", importer, stored, exc)
+                continue
             try:
                 _import(spec)
             except Exception as exc:  # noqa: BLE001 - one broken module must not stop the importer
                 if _gone(spec, exc):
-                    gone.append(list(spec))
+                    gone.append(stored)
                     log.warning("dotdo: %s drops %s: it no longer exists", importer, spec)
                 else:
                     log.exception("dotdo: %s could not import %s", importer, spec)
@@ -130,11 +137,14 @@ class App(DurableObject):
         """Import these modules (``[kind, name]``) now, and keep those that registered
         something, to import them at every reactivation; returns the modules kept.
         A spec that is not a module name or an existing script is refused."""
-        checked = [list(check_spec(s)) for s in specs]  # all checked before any import
-        new = [s for s in checked if s not in self.modules]
+        new: list[list[str]] = []
+        for spec in [list(check_spec(s)) for s in specs]:  # all checked before any import
+            if spec not in self.modules and spec not in new:
+                new.append(spec)
         if new:
             self._load(new)
-            kept = [s for s in new if registry.has_registrations(module_name(tuple(s)))]
+            kept = [s for s in new
+                    if registry.has_registrations(module_name(tuple(s)), self.id)]
             for spec in new:
                 if spec not in kept:
                     log.warning("dotdo: App %r does not keep %s: importing it registered "

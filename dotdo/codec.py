@@ -71,11 +71,9 @@ def _dataclass_from(plain: list) -> Any:
     path, fields = plain
     module, _, qualname = path.partition(":")
     cls: Any = sys.modules.get(module)  # never imported on the word of stored bytes
-    try:
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-    except AttributeError:
-        return fields
+    for part in qualname.split("."):
+        # The namespace, not getattr: a module's __getattr__ may import (lazy submodules).
+        cls = getattr(cls, "__dict__", {}).get(part)
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         return fields
     obj = cls.__new__(cls)

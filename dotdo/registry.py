@@ -43,7 +43,7 @@ class Registrations:
 
 
 _apps: dict[str, Registrations] = {}
-_registering: set[str] = set()  # names of the modules that registered anything here
+_registering: dict[str, set[str]] = {}  # names of the modules that registered, per App
 _modules: dict[str, set[tuple[str, str]]] = {}  # every module that registered, per App
 _unshipped: dict[str, set[tuple[str, str]]] = {}
 
@@ -54,14 +54,23 @@ def _is_method(fn: Callable[..., Any]) -> bool:
 
 
 def module_spec(fn: Callable[..., Any]) -> tuple[str, str] | None:
-    """How an App's actor can import the module defining ``fn``."""
+    """How an App's actor can import the module defining ``fn``; None if it cannot
+    (no file, a ``.pyz``, a name that is no dotted identifier): the App would refuse
+    that spec."""
+    from dotdo.app import check_spec
+
     module = getattr(fn, "__module__", None)
     if module == "__main__":
         path = getattr(sys.modules["__main__"], "__file__", None)
-        return ("script", os.path.abspath(path)) if path else None
-    if module is None or module.startswith(SCRIPT_MODULE):
+        spec = ("script", os.path.abspath(path)) if path else None
+    elif module is None or module.startswith(SCRIPT_MODULE):
         return None
-    return ("module", module)
+    else:
+        spec = ("module", module)
+    try:
+        return check_spec(spec)
+    except ValueError:
+        return None
 
 
 def register(kind: str, key: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,17 +91,17 @@ def register(kind: str, key: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def remember_module(fn: Callable[..., Any], app: str = DEFAULT_APP) -> None:
     """Ship the module defining ``fn`` to ``app``, whose list workers import too."""
-    _registering.add(getattr(fn, "__module__", None))
+    _registering.setdefault(app, set()).add(getattr(fn, "__module__", None))
     spec = module_spec(fn)
     if spec is not None:
         _modules.setdefault(app, set()).add(spec)
         _unshipped.setdefault(app, set()).add(spec)
 
 
-def has_registrations(module: str) -> bool:
+def has_registrations(module: str, app: str = DEFAULT_APP) -> bool:
     """Whether module ``module`` registered a handler, schedule, error callback or job
-    handler in this process (an App keeps only such modules)."""
-    return module in _registering
+    handler for ``app`` in this process (an App keeps only such modules)."""
+    return module in _registering.get(app, ())
 
 
 def ship_again() -> None:

@@ -454,6 +454,8 @@ def _ship_registrations() -> None:
                                  "App's log)", app, missing)
             except TimeoutError:
                 _log.warning("dotdo: App(%r) is slow to import %s; going on", app, sorted(batch))
+            except ValueError as exc:  # refused: sending it again would be refused again
+                _log.warning("dotdo: App(%r) refused %s: %s", app, sorted(batch), exc)
             except Exception:  # noqa: BLE001 - the App is away: tell it at the next call
                 registry.unshipped().setdefault(app, set()).update(batch)
                 _log.warning("dotdo: App(%r) could not take %s yet; will try again", app,

@@ -89,3 +89,34 @@ def test_decoding_never_imports_a_module_named_in_the_bytes():
         # Then it comes back as the dict of its fields, and nothing was imported
         assert codec.decode(data) == {"a": 1}
         assert name not in sys.modules
+
+
+def test_decoding_never_calls_a_modules_getattr(monkeypatch):
+    import sys
+    import types
+
+    import msgpack
+
+    # Given an imported module whose __getattr__ would import (a lazy submodule)
+    lazy = types.ModuleType("lazy_package_for_codec_test")
+    asked = []
+    lazy.__getattr__ = lambda name: asked.append(name) or types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, lazy.__name__, lazy)
+    plain = msgpack.packb([f"{lazy.__name__}:submodule.Thing", {"a": 1}], use_bin_type=True)
+    # Then the stored path is looked up in its namespace only
+    assert codec.decode(msgpack.packb(msgpack.ExtType(11, plain))) == {"a": 1}
+    assert asked == []
+
+
+def test_a_nested_dataclass_in_an_imported_module_comes_back():
+    @dataclasses.dataclass
+    class Local:
+        a: int
+
+    Point.Inner = Local  # a nested class, as the qualname says
+    Local.__qualname__ = "Point.Inner"
+    try:
+        back = codec.decode(codec.encode(Local(5)))
+    finally:
+        del Point.Inner
+    assert type(back) is Local and back.a == 5
