@@ -13,6 +13,11 @@ One file per object, WAL mode with ``synchronous=NORMAL``: a committed write sur
 the death of the process (what crash tests exercise); only a power cut can lose the
 last few commits. dotdo's own tables are named ``_dotdo_*``; ``storage.sql`` is free
 for the object's own tables in the same file.
+
+Each file records the schema version it was written with. Opening a file brings an
+older one up to :data:`SCHEMA_VERSION` through :data:`MIGRATIONS`, one step per
+version, in the transaction that opens it; a file from a newer dotdo is refused with
+a :class:`StorageError` before anything is written to it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from dotdo.errors import CorruptStorageError, StorageError
 
 __all__ = ["Storage", "Journal", "Directory"]
 
-SCHEMA_VERSION = 1
+# The version of the tables below. A file records its version in ``_dotdo_meta``
+# (key ``schema``); one without it counts as version 1. Raising this needs a
+# migration from the version before: see MIGRATIONS.
+SCHEMA_VERSION = 2
 
 CREATE_META = """
 CREATE TABLE IF NOT EXISTS _dotdo_meta (
@@ -130,7 +138,11 @@ DELETE_HOSTED = "DELETE FROM _dotdo_hosted WHERE class = ? AND id = ?"
 SELECT_HOSTED = "SELECT class, id, wake_at FROM _dotdo_hosted"
 
 SELECT_META = "SELECT key, value FROM _dotdo_meta"
+SELECT_META_VALUE = "SELECT value FROM _dotdo_meta WHERE key = ?"
 INSERT_META = "INSERT OR IGNORE INTO _dotdo_meta (key, value) VALUES (?, ?)"
+UPSERT_META = "INSERT OR REPLACE INTO _dotdo_meta (key, value) VALUES (?, ?)"
+SELECT_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+SELECT_COLUMN = "SELECT 1 FROM pragma_table_info(?) WHERE name = ?"
 SELECT_VALUE = "SELECT value FROM _dotdo_kv WHERE key = ?"
 UPSERT_VALUE = "INSERT OR REPLACE INTO _dotdo_kv (key, value) VALUES (?, ?)"
 DELETE_VALUE = "DELETE FROM _dotdo_kv WHERE key = ?"
@@ -174,6 +186,12 @@ PRUNE_EVENTS = "DELETE FROM _dotdo_events WHERE handled IS NOT NULL AND handled 
 PRUNE_STEPS = "DELETE FROM _dotdo_steps WHERE finished < ?"
 PRUNE_ATTEMPTS = "DELETE FROM _dotdo_attempts WHERE finished < ?"
 
+# Migration 1 -> 2. The first durable steps journaled no ``started``; the best known
+# start of such a step is when it finished. (Version 1 files written since then have
+# the column already.)
+ADD_STEP_STARTED = "ALTER TABLE _dotdo_steps ADD COLUMN started REAL NOT NULL DEFAULT 0"
+BACKFILL_STEP_STARTED = "UPDATE _dotdo_steps SET started = finished"
+
 # The storage holds payloads and errors: only its owner may read it.
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
@@ -195,6 +213,168 @@ def _prefix_end(prefix: str) -> str | None:
     return stripped[:-1] + chr(ord(stripped[-1]) + 1)
 
 
+class Connection:
+    """The SQLite connection of one object's file, shared by its :class:`Storage` and
+    its :class:`Journal` (internal: objects use ``Storage``).
+
+    ``execute`` runs one statement as it comes (a read, or a write inside
+    ``transaction()``); ``write`` and ``write_many`` are atomic by themselves; and
+    ``transaction()`` is the one transaction context manager of the file.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.sqlite = conn
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every write inside the block one atomic commit; nests with savepoints."""
+        with self._lock:
+            outer = self._depth == 0
+            savepoint = f"dotdo_{self._depth}"
+            self.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self.execute("ROLLBACK")
+                else:
+                    self.execute(f"ROLLBACK TO {savepoint}")
+                    self.execute(f"RELEASE {savepoint}")
+                raise
+            self._depth -= 1
+            self.execute("COMMIT" if outer else f"RELEASE {savepoint}")
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.sqlite.execute(sql, tuple(params))
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError:  # "malformed", not a constraint or lock
+                raise CorruptStorageError(f"{self.path} is damaged: {exc}", self.path) from exc
+            raise
+
+    def write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """One statement, atomic by itself: SQLite wraps it in its own transaction
+        (or it joins the open one), so no BEGIN/COMMIT round trips are needed."""
+        with self._lock:
+            return self.execute(sql, params)
+
+    def write_many(self, sql: str, rows: Iterable[tuple]) -> None:
+        """One statement for each row, all in one transaction."""
+        with self.transaction():
+            self.sqlite.executemany(sql, rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self.sqlite.close()
+
+
+# -- schema versions ------------------------------------------------------------------
+#
+# MIGRATIONS[n] takes a file from version n to n + 1. Opening a file runs the steps
+# from its version up, then SCHEMA (which creates whatever the file lacks) and records
+# SCHEMA_VERSION, all in one transaction: a step that fails leaves the file as it was.
+# A step works on the tables of its own version, not on today's constants, and runs
+# even when a table it changes does not exist yet.
+
+
+def _steps_record_their_start(db: Connection) -> None:
+    """1 -> 2. A version 1 file is one of: the first dotdo's (no journal tables yet:
+    SCHEMA creates them), the first durable steps' (``_dotdo_steps`` without
+    ``started``: added here), or a later one (already as version 2)."""
+    if (db.execute(SELECT_TABLE, ("_dotdo_steps",)).fetchone() is not None
+            and db.execute(SELECT_COLUMN, ("_dotdo_steps", "started")).fetchone() is None):
+        db.execute(ADD_STEP_STARTED)
+        db.execute(BACKFILL_STEP_STARTED)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _steps_record_their_start,
+}
+
+
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of an existing file, read without writing anything; 1 for a
+    file that records none (from before dotdo read it, or left empty by an open that
+    died)."""
+    if conn.execute(SELECT_TABLE, ("_dotdo_meta",)).fetchone() is None:
+        return 1
+    row = conn.execute(SELECT_META_VALUE, ("schema",)).fetchone()
+    if row is None:
+        return 1
+    try:
+        return int(row[0])
+    except ValueError:
+        raise StorageError(
+            f"{path} records the storage schema version {row[0]!r}, which no dotdo "
+            "writes; the file was left as it is",
+            path,
+        ) from None
+
+
+def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool) -> Connection:
+    """A connection to ``path``: checked, at SCHEMA_VERSION, and belonging to
+    ``class_name/object_id``; or an error and the file as it was."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        version = SCHEMA_VERSION
+        if not new:
+            # Read-only checks first: a file refused here is left as it was.
+            (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            version = _schema_version(conn, path)
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path} holds {class_name}/{object_id} in storage schema version "
+                    f"{version}, written by a newer dotdo; this dotdo reads versions up to "
+                    f"{SCHEMA_VERSION}. Upgrade dotdo on every node that may host the "
+                    "object. The file was left as it is.",
+                    path,
+                )
+        for pragma in (COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS:
+            conn.execute(pragma)
+        if not new:
+            conn.execute("PRAGMA shrink_memory")  # the check's pages are not needed
+        db = Connection(conn, path)
+        with db.transaction():
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](db)
+            for ddl in SCHEMA:
+                db.execute(ddl)
+            for row in (("class", class_name), ("id", object_id)):
+                db.execute(INSERT_META, row)
+            if new or version != SCHEMA_VERSION:
+                db.execute(UPSERT_META, ("schema", str(SCHEMA_VERSION)))
+        meta = dict(db.execute(SELECT_META).fetchall())
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise StorageError(f"{path} is locked by another process: {exc}", path) from exc
+        raise CorruptStorageError(
+            f"cannot open the storage of {class_name}/{object_id}: {path} is not a "
+            f"readable SQLite database ({exc}). The file was left as it is: inspect "
+            "it with the sqlite3 shell, restore it from a backup, or move it away to "
+            "start this object afresh.",
+            path,
+        ) from exc
+    except BaseException:
+        conn.close()
+        raise
+    if (meta.get("class"), meta.get("id")) != (class_name, object_id):
+        conn.close()
+        raise StorageError(
+            f"{path} belongs to {meta.get('class')}/{meta.get('id')}, not "
+            f"{class_name}/{object_id}: was the file copied or renamed?",
+            path,
+        )
+    return db
+
+
 class Storage:
     """An object's durable storage: ``get``/``put``/``delete``/``list``, ``transaction()``, ``sql``.
 
@@ -205,72 +385,27 @@ class Storage:
 
     def __init__(self, path: str, class_name: str, object_id: str, *, compact: bool = False) -> None:
         self.path = path
-        self._lock = threading.RLock()
-        self._depth = 0
         self._sql: sqlite_utils.Database | None = None
         os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
         new = not os.path.exists(path)
         self._held = _hold(path, class_name, object_id)
         try:
-            self._conn = self._connect(path, class_name, object_id, new and compact, new)
+            self._db = _open(path, class_name, object_id, new and compact, new)
         except BaseException:
             os.close(self._held)
             raise
-        self.journal = Journal(self)
+        self.journal = Journal(self._db)
         # The runtime's hooks: its clock, and a call when the alarm changes.
         self.now: Callable[[], float] = time.time
         self.on_alarm_change: Callable[[], None] | None = None
 
-    # -- opening ---------------------------------------------------------------
-
-    def _connect(self, path: str, class_name: str, object_id: str, compact: bool,
-                 new: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            for pragma in (COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS:
-                conn.execute(pragma)
-            if not new:
-                (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
-                if verdict != "ok":
-                    raise sqlite3.DatabaseError(verdict)
-                conn.execute("PRAGMA shrink_memory")  # the check's pages are not needed
-            conn.execute("BEGIN IMMEDIATE")
-            for ddl in SCHEMA:
-                conn.execute(ddl)
-            conn.executemany(
-                INSERT_META,
-                [("class", class_name), ("id", object_id), ("schema", str(SCHEMA_VERSION))],
-            )
-            conn.execute("COMMIT")
-            meta = dict(conn.execute(SELECT_META).fetchall())
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise StorageError(f"{path} is locked by another process: {exc}", path) from exc
-            raise CorruptStorageError(
-                f"cannot open the storage of {class_name}/{object_id}: {path} is not a "
-                f"readable SQLite database ({exc}). The file was left as it is: inspect "
-                "it with the sqlite3 shell, restore it from a backup, or move it away to "
-                "start this object afresh.",
-                path,
-            ) from exc
-        if (meta.get("class"), meta.get("id")) != (class_name, object_id):
-            conn.close()
-            raise StorageError(
-                f"{path} belongs to {meta.get('class')}/{meta.get('id')}, not "
-                f"{class_name}/{object_id}: was the file copied or renamed?",
-                path,
-            )
-        return conn
-
     def close(self) -> None:
         """Close the SQLite connection and let go of the file; the object reopens it
         when it next activates."""
-        with self._lock:
-            self._conn.close()
-            if self._held >= 0:
-                os.close(self._held)  # after SQLite's: closing drops a process's POSIX locks
-                self._held = -1
+        self._db.close()
+        if self._held >= 0:
+            os.close(self._held)  # after SQLite's: closing drops a process's POSIX locks
+            self._held = -1
 
     # -- transactions ------------------------------------------------------------
 
@@ -281,43 +416,14 @@ class Storage:
         Do not ``await`` inside the block: another call to this object could run at
         that ``await`` and its writes would join this transaction.
         """
-        with self._lock:
-            outer = self._depth == 0
-            savepoint = f"dotdo_{self._depth}"
-            self._execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
-            self._depth += 1
-            try:
-                yield self
-            except BaseException:
-                self._depth -= 1
-                if outer:
-                    self._execute("ROLLBACK")
-                else:
-                    self._execute(f"ROLLBACK TO {savepoint}")
-                    self._execute(f"RELEASE {savepoint}")
-                raise
-            self._depth -= 1
-            self._execute("COMMIT" if outer else f"RELEASE {savepoint}")
-
-    def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
-        """One statement, atomic by itself: SQLite wraps it in its own transaction
-        (or it joins the open one), so no BEGIN/COMMIT round trips are needed."""
-        with self._lock:
-            return self._execute(sql, params)
-
-    def _execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._conn.execute(sql, tuple(params))
-        except sqlite3.DatabaseError as exc:
-            if type(exc) is sqlite3.DatabaseError:  # "malformed", not a constraint or lock
-                raise CorruptStorageError(f"{self.path} is damaged: {exc}", self.path) from exc
-            raise
+        with self._db.transaction():
+            yield self
 
     # -- key-value ----------------------------------------------------------------
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value stored at ``key``, or ``default``."""
-        row = self._execute(SELECT_VALUE, (_check_key(key),)).fetchone()
+        row = self._db.execute(SELECT_VALUE, (_check_key(key),)).fetchone()
         return default if row is None else codec.decode(row[0])
 
     def put(self, key: str | dict[str, Any], value: Any = _MISSING) -> None:
@@ -327,16 +433,15 @@ class Storage:
             raise TypeError("put(key, value) needs a value, or pass a dict of entries")
         rows = [(_check_key(k), codec.encode(v)) for k, v in items.items()]
         if len(rows) == 1:
-            self._write(UPSERT_VALUE, rows[0])
+            self._db.write(UPSERT_VALUE, rows[0])
             return
-        with self.transaction():
-            self._conn.executemany(UPSERT_VALUE, rows)
+        self._db.write_many(UPSERT_VALUE, rows)
 
     def delete(self, key: str | list[str]) -> bool | int:
         """Delete ``key`` (True if it existed), or a list of keys (how many existed)."""
         keys = [key] if isinstance(key, str) else list(key)
-        with self.transaction():
-            deleted = sum(self._execute(DELETE_VALUE, (_check_key(k),)).rowcount for k in keys)
+        with self._db.transaction():
+            deleted = sum(self._db.execute(DELETE_VALUE, (_check_key(k),)).rowcount for k in keys)
         return bool(deleted) if isinstance(key, str) else deleted
 
     def list(
@@ -357,9 +462,9 @@ class Storage:
         order = "DESC" if reverse else "ASC"
         count = -1 if limit is None else int(limit)
         if high is None:
-            rows = self._execute(SELECT_FROM.format(order=order), (low, count))
+            rows = self._db.execute(SELECT_FROM.format(order=order), (low, count))
         else:
-            rows = self._execute(SELECT_RANGE.format(order=order), (low, high, count))
+            rows = self._db.execute(SELECT_RANGE.format(order=order), (low, high, count))
         return {k: codec.decode(v) for k, v in rows.fetchall()}
 
     # -- the object's own tables ----------------------------------------------------
@@ -372,7 +477,7 @@ class Storage:
         ``storage.sql.execute(...)`` so the writes join the transaction.
         """
         if self._sql is None:
-            self._sql = sqlite_utils.Database(self._conn)
+            self._sql = sqlite_utils.Database(self._db.sqlite)
         return self._sql
 
     # -- alarms (public: SPEC 7) ------------------------------------------------------
@@ -383,19 +488,19 @@ class Storage:
         time. At-least-once: retried with backoff while ``alarm()`` raises, and kept
         across restarts."""
         fire_at = _epoch(when, self.now)
-        self._write(UPSERT_ALARM, (fire_at,))
+        self._db.write(UPSERT_ALARM, (fire_at,))
         if self.on_alarm_change is not None:
             self.on_alarm_change()
         return fire_at
 
     def get_alarm(self) -> float | None:
         """The epoch time of the pending alarm, or None."""
-        row = self._execute(SELECT_ALARM).fetchone()
+        row = self._db.execute(SELECT_ALARM).fetchone()
         return None if row is None else row[0]
 
     def delete_alarm(self) -> None:
         """Cancel the pending alarm, if any."""
-        self._write(DELETE_ALARM)
+        self._db.write(DELETE_ALARM)
         if self.on_alarm_change is not None:
             self.on_alarm_change()
 
@@ -444,34 +549,34 @@ def _epoch(when: float | datetime.datetime | datetime.timedelta, now: Callable[[
 class Journal:
     """dotdo's own records in an object's file: steps, events, schedules, alarms.
 
-    Used by the runtime, not by objects; shares the storage's connection and its
-    transaction context manager.
+    Used by the runtime, not by objects; shares the storage's :class:`Connection`,
+    and so its transaction context manager.
     """
 
-    def __init__(self, storage: Storage) -> None:
-        self._s = storage
+    def __init__(self, db: Connection) -> None:
+        self._db = db
 
     # steps
     def step(self, step_id: str) -> tuple[bool, Any]:
         """``(True, result)`` if the step finished before, else ``(False, None)``."""
-        row = self._s._execute(SELECT_STEP, (step_id,)).fetchone()
+        row = self._db.execute(SELECT_STEP, (step_id,)).fetchone()
         return (False, None) if row is None else (True, codec.decode(row[0]))
 
     def record_attempt(
         self, step_id: str, attempt: int, started: float, finished: float, error: str | None
     ) -> None:
-        self._s._write(INSERT_ATTEMPT, (step_id, attempt, started, finished, error))
+        self._db.write(INSERT_ATTEMPT, (step_id, attempt, started, finished, error))
 
     def finish_step(self, step_id: str, result: bytes, attempt: int, started: float, finished: float) -> None:
         """Journal the successful attempt with the step's encoded result: one row,
         one commit (the hot path of every step)."""
-        self._s._write(INSERT_STEP, (step_id, result, attempt, started, finished))
+        self._db.write(INSERT_STEP, (step_id, result, attempt, started, finished))
 
     def attempts(self, step_id: str) -> list[dict[str, Any]]:
         """Every attempt of a step, in order: the failed ones, then the success."""
-        rows = self._s._execute(SELECT_ATTEMPTS, (step_id,)).fetchall()
+        rows = self._db.execute(SELECT_ATTEMPTS, (step_id,)).fetchall()
         out = [dict(zip(("attempt", "started", "finished", "error"), r)) for r in rows]
-        done = self._s._execute(SELECT_STEP_ROW, (step_id,)).fetchone()
+        done = self._db.execute(SELECT_STEP_ROW, (step_id,)).fetchone()
         if done is not None:
             out.append({"attempt": done[0], "started": done[1], "finished": done[2], "error": None})
         return out
@@ -479,46 +584,45 @@ class Journal:
     # events
     def append_event(self, event_id: str, event_type: str, data: bytes, created: float) -> bool:
         """Journal an event; False if one with this id is there already."""
-        return bool(self._s._write(INSERT_EVENT, (event_id, event_type, data, created)).rowcount)
+        return bool(self._db.write(INSERT_EVENT, (event_id, event_type, data, created)).rowcount)
 
     def pending_events(self) -> list[tuple[str, str, Any, float]]:
-        rows = self._s._execute(SELECT_PENDING_EVENTS).fetchall()
+        rows = self._db.execute(SELECT_PENDING_EVENTS).fetchall()
         return [(i, t, codec.decode(d), c) for i, t, d, c in rows]
 
     def events_handled(self, event_ids: list[str], when: float) -> None:
-        with self._s.transaction():
-            self._s._conn.executemany(MARK_EVENT_HANDLED, [(when, i) for i in event_ids])
+        self._db.write_many(MARK_EVENT_HANDLED, [(when, i) for i in event_ids])
 
     def prune(self, events_before: float | None, steps_before: float | None) -> None:
         """Forget events handled before ``events_before``, and steps (with their
         attempts) finished before ``steps_before``; None keeps them."""
-        with self._s.transaction():
+        with self._db.transaction():
             if events_before is not None:
-                self._s._execute(PRUNE_EVENTS, (events_before,))
+                self._db.execute(PRUNE_EVENTS, (events_before,))
             if steps_before is not None:
-                self._s._execute(PRUNE_STEPS, (steps_before,))
-                self._s._execute(PRUNE_ATTEMPTS, (steps_before,))
+                self._db.execute(PRUNE_STEPS, (steps_before,))
+                self._db.execute(PRUNE_ATTEMPTS, (steps_before,))
 
     # schedules
     def schedule(self, name: str) -> tuple[str, float, int] | None:
-        return self._s._execute(SELECT_SCHEDULE, (name,)).fetchone()
+        return self._db.execute(SELECT_SCHEDULE, (name,)).fetchone()
 
     def set_schedule(self, name: str, spec: str, next_fire: float) -> None:
-        self._s._write(UPSERT_SCHEDULE, (name, spec, next_fire))
+        self._db.write(UPSERT_SCHEDULE, (name, spec, next_fire))
 
     def record_tick(self, name: str, fired: float, next_fire: float) -> None:
-        self._s._write(RECORD_TICK, (fired, next_fire, name))
+        self._db.write(RECORD_TICK, (fired, next_fire, name))
 
     # alarm
     def alarm(self) -> tuple[float, int] | None:
-        return self._s._execute(SELECT_ALARM).fetchone()
+        return self._db.execute(SELECT_ALARM).fetchone()
 
     def count_alarm_attempt(self) -> None:
-        self._s._write(COUNT_ALARM_ATTEMPT)
+        self._db.write(COUNT_ALARM_ATTEMPT)
 
     def alarm_done(self, fire_at: float) -> None:
         """Clear the alarm that fired, unless ``alarm()`` set a new one meanwhile."""
-        self._s._write(DELETE_ALARM_IF, (fire_at,))
+        self._db.write(DELETE_ALARM_IF, (fire_at,))
 
 
 class Directory:
