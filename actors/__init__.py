@@ -1,4 +1,4 @@
-"""The durable objects dotdo ships: ``Queue`` and ``Worker``, the seed's job queue.
+"""The durable objects dotdo ships: ``Queue`` and ``Worker``: a job queue.
 
 Importing this package registers them, so ``dotdo.Queue(name)`` and
 ``dotdo.Worker(id)`` work (``dotdo`` imports it on first use of those names).

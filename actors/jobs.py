@@ -1,4 +1,4 @@
-"""Jobs and results as Things (the seed's ``$type``/``$id`` records), and statuses."""
+"""Jobs and results as Things (records with ``$type`` and ``$id``), and statuses."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Metrics:
 
 
 def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
-    """The seed's Job Thing, from a row of the queue's ``jobs`` table."""
+    """A Job Thing, from a row of the queue's ``jobs`` table."""
     status = row["status"]
     if status == JobStatus.PENDING and row["run_at"] > now:
         status = JobStatus.DELAYED.value
@@ -68,13 +68,13 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def result_thing(job_id: str, output: Any, completed_at: float) -> dict[str, Any]:
-    """The seed's Result Thing."""
+    """A Result Thing."""
     return {"$type": "Result", "$id": f"result-{job_id}", "jobId": job_id,
             "output": output, "completedAt": completed_at}
 
 
 def step_id(queue: str, job_id: str, uid: str | None) -> str:
-    """The step a job runs under in a worker's journal: the seed's ``job-{id}``,
+    """The step a job runs under in a worker's journal: ``job-{id}``,
     scoped by queue and by enqueue (``uid``), so that the same id in two queues, or
     enqueued again after a purge, is a new step. Jobs from files older than ``uid``
     keep the plain ``job-{id}`` they were journaled under."""

@@ -1,4 +1,4 @@
-"""``Queue``: the seed's job queue as a durable object.
+"""``Queue``: a job queue as a durable object.
 
 Jobs live in the queue's own SQLite table. Workers *pull*: ``claim`` leases a batch
 of ready jobs to a worker (waiting up to a second when there are none), ``complete``
@@ -32,16 +32,18 @@ written.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
-import math
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import dotdo
 from actors import metrics
 from actors.jobs import DEFAULT_TIMEOUT, JobStatus, Metrics, job_thing, result_thing, step_id
 from dotdo import codec
+from dotdo.checks import is_finite, is_int
 from dotdo.errors import LimitError
 from dotdo.ids import check_id
 
@@ -190,9 +192,7 @@ def _number(name: str, value: Any, *, minimum: float, allow_none: bool = True,
     """``value`` if it is a finite number >= ``minimum`` (an int if ``integer``)."""
     if value is None and allow_none:
         return None
-    kind = int if integer else (int, float)
-    if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
-            or value < minimum):
+    if not is_finite(value) or (integer and not is_int(value)) or value < minimum:
         what = "an int" if integer else "a finite number"
         raise ValueError(f"{name} must be {what} >= {minimum:g}, got {value!r}")
     return value
@@ -229,10 +229,11 @@ class Queue(dotdo.DurableObject):
         self._outbox_ready.set()  # forward what a previous life left behind
         self._listened = True  # until the App says otherwise
         loop = asyncio.get_running_loop()
-        loop.create_task(self._forward_events())
-        loop.create_task(self._watch_listeners())
-        loop.create_task(self._reap())
-        loop.create_task(self._wake_workers())
+        # Kept: the loop holds tasks only weakly.
+        self._loops = [loop.create_task(self._forward_events()),
+                       loop.create_task(self._watch_listeners()),
+                       loop.create_task(self._reap()),
+                       loop.create_task(self._wake_workers())]
 
     # -- helpers --------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class Queue(dotdo.DurableObject):
             raise ValueError(f"job_id is a str, not {type(job_id).__name__}")
         check_id(job_id)
         priority = spec.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
+        if not is_int(priority) or abs(priority) >= 2**63:
             raise ValueError(f"priority is an int (64-bit), not {priority!r}")
         delay = _number("delay", spec.get("delay"), minimum=0)
         run_at = _number("run_at", spec.get("run_at"), minimum=0)
@@ -334,7 +335,8 @@ class Queue(dotdo.DurableObject):
         """Jobs in enqueue order, ``limit`` (at most 1,000) at a time:
         ``{"jobs": [...], "cursor": next}``; pass ``cursor`` back for the next page
         (stable while jobs are added)."""
-        where, params = ["seq > ?"], [cursor or 0]
+        where: builtins.list[str] = ["seq > ?"]
+        params: builtins.list[Any] = [cursor or 0]
         if status is not None:
             status = JobStatus(status).value  # ValueError names the statuses
             if status in ("delayed", "pending"):
@@ -390,7 +392,7 @@ class Queue(dotdo.DurableObject):
             f"UPDATE jobs SET {_REQUEUED}, error = NULL, run_at = ?, finished = NULL, "
             "crashes = 0, suspect_since = NULL WHERE id = ?", (time.time(), job_id))
         self._ready.set()
-        return self.get(job_id)
+        return self._must(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a pending or delayed job."""
@@ -401,7 +403,7 @@ class Queue(dotdo.DurableObject):
         self.storage.sql.execute(
             "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND status = 'pending'",
             (time.time(), job_id))
-        return self.get(job_id)
+        return self._must(job_id)
 
     def purge(self, status: str | None = None, older_than: float | None = None) -> int:
         """Delete finished jobs (completed, failed, cancelled; or one ``status`` of
@@ -453,7 +455,7 @@ class Queue(dotdo.DurableObject):
     def _must(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
         if job is None:
-            raise KeyError(f"no job {job_id!r} in queue {self.id!r}")
+            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
         return job
 
     # -- the worker protocol ----------------------------------------------------------
@@ -462,7 +464,7 @@ class Queue(dotdo.DurableObject):
         """``worker`` works for this queue: it is woken whenever the queue activates."""
         workers = self.storage.get("workers", [])
         if worker not in workers:
-            self.storage.put("workers", workers + [worker])
+            self.storage.put("workers", [*workers, worker])
 
     def unregister_worker(self, worker: str) -> None:
         workers = self.storage.get("workers", [])
@@ -514,7 +516,7 @@ class Queue(dotdo.DurableObject):
                 pass
 
     def _lease(self, worker: str, n: int, idle: bool, now: float
-               ) -> tuple[list[dict[str, Any]], bool, bool]:
+               ) -> tuple[builtins.list[dict[str, Any]], bool, bool]:
         """``(rows leased, alone, blocked)``: ``blocked`` when ready jobs exist but may
         not be handed out now (paused, at the concurrency limit): only an event
         (resume, configure, a job finishing) changes that, not the clock."""
@@ -547,7 +549,7 @@ class Queue(dotdo.DurableObject):
             await asyncio.sleep(min(1.0, self._lease_timeout / 4))
             self._reclaim_expired(time.time())
 
-    def heartbeat(self, worker: str, holding: list[str], stuck: list[str] = ()) -> float:
+    def heartbeat(self, worker: str, holding: builtins.list[str], stuck: Sequence[str] = ()) -> float:
         """``worker`` is alive and still runs ``holding``: their leases go on. ``stuck``
         are those whose attempt ran past its timeout and has not stopped. Returns the
         lease timeout, so workers beat often enough."""
@@ -559,7 +561,7 @@ class Queue(dotdo.DurableObject):
             self.storage.sql.execute(CLEAR_STUCK, (worker, stuck_ids))
         return self._lease_timeout
 
-    def complete(self, worker: str, outcomes: list) -> int:
+    def complete(self, worker: str, outcomes: builtins.list) -> int:
         """Record ``[job_id, uid, lease, kind, value, attempts]`` outcomes in one
         transaction, ``kind`` one of ``ok`` (value: the output), ``failed`` (value: the
         error) or ``released`` (not run: back to pending). Returns how many counted;
@@ -592,7 +594,7 @@ class Queue(dotdo.DurableObject):
             self._event("Job.failed", {"$id": job_id, "error": error, "attempts": attempts})
         return changed
 
-    def recover(self, worker: str, crashed: list, holding: list[str]) -> dict[str, int]:
+    def recover(self, worker: str, crashed: builtins.list, holding: builtins.list[str]) -> dict[str, int]:
         """A worker's account after its process died, or after it lost an answer.
 
         ``crashed``: ``[job_id, uid, lease, alone]`` of jobs it was running when its
@@ -624,7 +626,7 @@ class Queue(dotdo.DurableObject):
 
     async def _watch_listeners(self) -> None:
         """Ask the App every few seconds whether anyone handles Job events."""
-        app = dotdo.App("default")
+        app = dotdo.App(dotdo.DEFAULT_APP)
         while True:
             try:
                 self._listened = await app.listens("Job")
@@ -636,7 +638,7 @@ class Queue(dotdo.DurableObject):
         """Forward the outbox to App("default") in batches, deleting what it took.
         A batch sent again after a crash carries the same event ids: the App drops
         the ones it has."""
-        app = dotdo.App("default")
+        app = dotdo.App(dotdo.DEFAULT_APP)
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()

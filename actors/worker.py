@@ -19,7 +19,7 @@ What keeps the queue's promise (no job lost, no finished job run again):
   interrupted, so the job waits for it to return (shown as ``stuck`` meanwhile)
   before it is tried again: two runs of one job never overlap.
 
-``dotdo.Worker(id).process(job)`` runs one Job Thing directly (the seed's pattern).
+``dotdo.Worker(id).process(job)`` runs one Job Thing directly.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from actors.jobs import DEFAULT_TIMEOUT, result_thing
 from dotdo import codec
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
+from dotdo.checks import is_int
 
 __all__ = ["Worker"]
 
@@ -64,11 +65,6 @@ RELEASE = "DELETE FROM held WHERE step = ?"
 SELECT_HELD = "SELECT step, queue, job_id, uid, lease, outcome FROM held"
 
 
-class HandlerError(RuntimeError):
-    """A handler raised something that is not an ``Exception`` (``SystemExit``, its own
-    ``CancelledError``): a failed attempt like any other, not the worker's end."""
-
-
 @dataclasses.dataclass(eq=False)
 class _Held:
     """A job this worker holds, from its claim until the queue has its outcome."""
@@ -84,6 +80,7 @@ class _Held:
     task: asyncio.Task | None = None
 
     def report(self) -> list:
+        assert self.outcome is not None, "reported only once known"
         kind, value, attempts = self.outcome
         return [self.job_id, self.uid, self.lease, kind, value, attempts]
 
@@ -160,7 +157,7 @@ class Worker(dotdo.DurableObject, own_process=True):
 
     async def start(self, queue: str, concurrency: int = 8, backoff: float = 1.0) -> dict:
         """Work for ``queue`` from now on (also after restarts) until ``stop()``."""
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        if not is_int(concurrency) or concurrency < 1:
             raise ValueError(f"concurrency is an int >= 1, not {concurrency!r}")
         dotdo.RetryPolicy(backoff=backoff)  # checks it
         await dotdo.Queue(queue).register_worker(self.id)
@@ -196,7 +193,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         held = _Held(f"job-{job['$id']}", "", job["$id"], None, 0)
         kind, value, _ = await self._run(job, held, backoff=1.0)
         if kind != "ok":
-            raise RuntimeError(value)
+            raise dotdo.JobError(value)
         return result_thing(job["$id"], value, time.time())
 
     # -- running jobs ------------------------------------------------------------------
@@ -224,7 +221,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         await self._modules
 
     async def _import_modules(self) -> None:
-        import_modules(await dotdo.App("default").module_list(), f"Worker {self.id!r}")
+        import_modules(await dotdo.App(dotdo.DEFAULT_APP).module_list(), f"Worker {self.id!r}")
 
     async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
         """One attempt under ``timeout``; never returns while the handler still runs."""
@@ -247,12 +244,13 @@ class Worker(dotdo.DurableObject, own_process=True):
                 result = await _within(result, max(held.deadline - time.time(), 0.001))
             return result
         except asyncio.CancelledError as exc:
-            if asyncio.current_task().cancelling():  # the worker itself is going away
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the worker itself is going away
                 raise
-            raise HandlerError(f"the handler raised CancelledError: {exc}") from None
+            raise dotdo.HandlerError(f"the handler raised CancelledError: {exc}") from None
         except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
             # Caught here, in the job's own task: out of a task these stop the loop.
-            raise HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
+            raise dotdo.HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
         finally:
             held.deadline = None
 
@@ -402,7 +400,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                     if running and not any(h.outcome for h in self._held.values()):
                         await asyncio.wait(running, timeout=_FLUSH_EVERY,
                                            return_when=asyncio.FIRST_COMPLETED)
-                except Exception:  # noqa: BLE001 - a queue is restarting: try again
+                except Exception:
                     log.warning("dotdo: worker %s lost its queue for a moment", self.id,
                                 exc_info=True)
                     # A claim may have leased jobs whose answer was lost: give them back.

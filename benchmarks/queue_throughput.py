@@ -274,7 +274,7 @@ class DotdoSystem:
         import sqlite3
 
         seen: dict[str, int] = {}
-        for path in glob.glob(os.path.join(self.dotdo.runtime.settings().storage, "Worker", "*", "*.sqlite3")):
+        for path in glob.glob(os.path.join(self.dotdo.client.settings().storage, "Worker", "*", "*.sqlite3")):
             conn = sqlite3.connect(path)
             owner = conn.execute("SELECT value FROM _dotdo_meta WHERE key = 'id'").fetchone()[0]
             if owner in {w.id for w in self.workers}:
@@ -286,10 +286,10 @@ class DotdoSystem:
     def kill_workers(self) -> None:
         import ray
 
-        from dotdo import runtime
+        from dotdo import client
 
         for w in self.workers:
-            pid = ray.get(runtime.actor_handle(w).stats.remote())["pid"]
+            pid = ray.get(client.actor_handle(w).stats.remote())["pid"]
             os.kill(pid, signal.SIGKILL)
 
     def stop_workers(self) -> None:

@@ -41,7 +41,7 @@ from rich.table import Table  # noqa: E402
 import dotdo  # noqa: E402
 from benchmarks._results import write_results  # noqa: E402
 from benchmarks.pipelining import RawAsync, RawSync  # noqa: E402  (the same raw actors)
-from dotdo import journal, runtime  # noqa: E402
+from dotdo import client, journal  # noqa: E402
 from dotdo.ids import storage_path  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -110,7 +110,7 @@ def host_handles(cls: type, prefix: str) -> list:
     while len(seen) < pool.hosts:
         index = pool.index(cls.__name__, f"{prefix}{i}")
         if index not in seen:
-            seen[index] = runtime.actor_handle(dotdo.stub(cls, f"{prefix}{i}"))
+            seen[index] = client.actor_handle(dotdo.stub(cls, f"{prefix}{i}"))
         i += 1
     return list(seen.values())
 
@@ -162,10 +162,10 @@ def pooled_run(progress, cls: type, prefix: str, n: int, bare: float) -> dict:
 def dedicated_run(progress, n: int, bare: float) -> dict:
     seconds = create(progress, Single, "d", n, f"Single x {n} (an actor each)")
     pids = {s["pid"] for s in ray.get(
-        [runtime.actor_handle(dotdo.Single(f"d{i}")).stats.remote() for i in range(n)])}
+        [client.actor_handle(dotdo.Single(f"d{i}")).stats.remote() for i in range(n)])}
     memory = sum(rss(pid) for pid in pids)
     for i in range(n):
-        ray.kill(runtime.actor_handle(dotdo.Single(f"d{i}")), no_restart=True)
+        ray.kill(client.actor_handle(dotdo.Single(f"d{i}")), no_restart=True)
     return {"mode": "dedicated", "n": n, "hosts": len(pids), "seconds": seconds,
             "objects_per_s": n / seconds, "seconds_per_object": seconds / n,
             "vs_bare": seconds / n / bare, "memory_per_object_bytes": memory / n}

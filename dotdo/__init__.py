@@ -7,30 +7,41 @@ created on first use. Calls on stubs return promises that pipeline.
 
 from __future__ import annotations
 
-from dotdo import app as _app  # noqa: F401  (registers App: dotdo.App(id) is a stub)
+import importlib.metadata
+
+from dotdo import app as _app  # noqa: F401  (defines App: dotdo.App(id) is a stub)
+from dotdo.app import deploy
+from dotdo.client import init, shutdown
 from dotdo.clock import Clock, FakeClock
 from dotdo.context import do, send, try_
+from dotdo.current import current_object
 from dotdo.errors import (
     ConfigError,
     CorruptStorageError,
     DecodeError,
     DotdoError,
     EncodeError,
+    HandlerError,
     InvalidIdError,
+    JobError,
     LimitError,
     MethodNotFoundError,
+    NotFoundError,
     ObjectError,
     StorageError,
+    TerminalError,
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
 from dotdo.hosting import Dedicated, Pooled
 from dotdo.jobs import job
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
-from dotdo.retry import RetryPolicy, TerminalError
-from dotdo.runtime import Settings, current_object, deploy, init, shutdown
+from dotdo.promise import Promise, get
+from dotdo.registry import DEFAULT_APP
+from dotdo.retry import RetryPolicy
 from dotdo.schedule import Schedule, every
-from dotdo.stub import Promise, Stub, get
+from dotdo.settings import Settings
+from dotdo.stub import Stub
 
 __all__ = [
     # objects
@@ -41,7 +52,7 @@ __all__ = [
     "Stub",
     "Promise",
     "get",
-    # the seed's $: three durability levels, events, schedules
+    # the $ API: three durability levels, events, schedules
     "send",
     "try_",
     "do",
@@ -62,6 +73,7 @@ __all__ = [
     "init",
     "shutdown",
     "deploy",
+    "DEFAULT_APP",
     "Settings",
     "current_object",
     "Clock",
@@ -77,6 +89,9 @@ __all__ = [
     "ObjectError",
     "MethodNotFoundError",
     "LimitError",
+    "NotFoundError",
+    "HandlerError",
+    "JobError",
 ]
 
 
@@ -110,11 +125,16 @@ def _unknown(name: str) -> str:
     )
 
 
+_SHIPPED = "dotdo.objects"  # entry-point group of installed object classes (Queue, Worker)
+
+
 def _resolve(name: str) -> type[DurableObject]:
     cls = lookup(name)
     if cls is None:
-        import actors  # noqa: F401  (the shipped objects: Queue, Worker)
-
+        # A class an installed package ships (ours are in the actors package, which
+        # is built on dotdo, so dotdo names it only in pyproject's entry points).
+        for entry in importlib.metadata.entry_points(group=_SHIPPED, name=name):
+            entry.load()
         cls = lookup(name)
     if cls is None:
         raise AttributeError(_unknown(name))

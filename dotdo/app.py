@@ -14,7 +14,6 @@ exists (the module is gone, the script deleted) is dropped at the next activatio
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -22,39 +21,15 @@ import os
 import sys
 from typing import Any
 
-from dotdo import context, registry
+from dotdo import client, context, registry
+from dotdo.current import acting_for, restore
 from dotdo.object import DurableObject
+from dotdo.registry import DEFAULT_APP, check_spec, module_name
+from dotdo.stub import Stub
 
-__all__ = ["App"]
+__all__ = ["App", "deploy", "import_modules"]
 
 log = logging.getLogger("dotdo")
-
-
-def check_spec(spec: Any) -> tuple[str, str]:
-    """``spec`` as ``(kind, target)`` if it names something a driver can register
-    handlers in: ``["module", "dotted.name"]`` or ``["script", "/abs/path.py"]``
-    (an existing file); else ``ValueError``."""
-    if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[1], str):
-        kind, target = spec
-        if kind == "module" and target and all(p.isidentifier() for p in target.split(".")):
-            return kind, target
-        if kind == "script" and os.path.isabs(target) and target.endswith(".py"):
-            if os.path.isfile(target):
-                return kind, target
-            raise ValueError(f"the script {target} does not exist (any more): give the "
-                             "path of a .py file on the App's machine")
-    raise ValueError(f"{spec!r} is not a module to import: give ['module', 'dotted.name'] "
-                     "or ['script', '/absolute/path/to/an/existing/file.py']")
-
-
-def module_name(spec: tuple[str, str]) -> str:
-    """The name ``spec`` is imported under in this process."""
-    kind, target = spec
-    if kind == "module":
-        return target
-    # A script the driver ran as __main__: loaded under another name, so that its
-    # `if __name__ == "__main__":` block does not run here.
-    return registry.SCRIPT_MODULE + hashlib.sha1(target.encode()).hexdigest()[:12]
 
 
 def _gone(spec: tuple[str, str], exc: Exception) -> bool:
@@ -86,9 +61,7 @@ def _import(spec: tuple[str, str]) -> None:
         raise
     # No other process can import this module by name: send its classes by value,
     # as the driver does for its __main__, when an object here calls one of them.
-    from dotdo import runtime
-
-    runtime.pickle_by_value(module)
+    client.pickle_by_value(module)
 
 
 def import_modules(specs: list, importer: str) -> list[list[str]]:
@@ -96,7 +69,7 @@ def import_modules(specs: list, importer: str) -> list[list[str]]:
     process-wide registry, never to the object that happens to be importing. Returns
     the specs whose module no longer exists."""
     gone = []
-    token = context._current.set(None)
+    token = acting_for(None)
     try:
         for stored in specs:
             try:
@@ -107,14 +80,14 @@ def import_modules(specs: list, importer: str) -> list[list[str]]:
                 continue
             try:
                 _import(spec)
-            except Exception as exc:  # noqa: BLE001 - one broken module must not stop the importer
+            except Exception as exc:
                 if _gone(spec, exc):
                     gone.append(stored)
                     log.warning("dotdo: %s drops %s: it no longer exists", importer, spec)
                 else:
                     log.exception("dotdo: %s could not import %s", importer, spec)
     finally:
-        context._current.reset(token)
+        restore(token)
     return gone
 
 
@@ -133,7 +106,7 @@ class App(DurableObject):
         self._dotdo_activity.merge(registry.app_registrations(self.id))
         return gone
 
-    def adopt(self, specs: list) -> list:
+    def keep_modules(self, specs: list) -> list:
         """Import these modules (``[kind, name]``) now, and keep those that registered
         something, to import them at every reactivation; returns the modules kept.
         A spec that is not a module name or an existing script is refused."""
@@ -144,7 +117,7 @@ class App(DurableObject):
         if new:
             self._load(new)
             kept = [s for s in new
-                    if registry.has_registrations(module_name(tuple(s)), self.id)]
+                    if registry.has_registrations(module_name((s[0], s[1])), self.id)]
             for spec in new:
                 if spec not in kept:
                     log.warning("dotdo: App %r does not keep %s: importing it registered "
@@ -187,3 +160,9 @@ class App(DurableObject):
     def attempts(self, step_id: str) -> list[dict[str, Any]]:
         """The journaled attempts of a driver-side step, for inspection."""
         return self.storage.journal.attempts(step_id)
+
+
+def deploy(app: str = DEFAULT_APP) -> list:
+    """Ship this driver's module-level handlers and schedules to ``App(app)`` and
+    wait until it runs them; from then on they run with no driver attached."""
+    return Stub(App, app).keep_modules([]).result()

@@ -24,22 +24,22 @@ host that dies brings the object back.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dotdo import codec
-from dotdo.context import _current
+from dotdo import aio, codec
+from dotdo.current import acting_for, restore
+from dotdo.errors import HandlerError
 from dotdo.events import ErrorInfo, Event, matches
+from dotdo.registry import Kind, Registrations
 from dotdo.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from dotdo.clock import Clock
     from dotdo.object import DurableObject
-    from dotdo.registry import Registrations
 
 __all__ = ["Activity"]
 
@@ -83,10 +83,11 @@ class Activity:
 
     # -- registration -------------------------------------------------------------------
 
-    def add(self, kind: str, key: Any, fn: Callable[..., Any]) -> None:
-        if kind == "on":
+    def add(self, kind: Kind | str, key: Any, fn: Callable[..., Any]) -> None:
+        kind = Kind(kind)
+        if kind is Kind.ON:
             self.handlers.append((key, fn))
-        elif kind == "every":
+        elif kind is Kind.EVERY:
             self.schedules.append((key, fn))
             if self._started:
                 self._spawn(self._schedule_loop(key, fn))
@@ -99,13 +100,13 @@ class Activity:
         have |= {id(fn) for fn in self.errors}
         for pattern, fn in regs.handlers:
             if id(fn) not in have:
-                self.add("on", pattern, fn)
+                self.add(Kind.ON, pattern, fn)
         for schedule, fn in regs.schedules:
             if id(fn) not in have:
-                self.add("every", schedule, fn)
+                self.add(Kind.EVERY, schedule, fn)
         for fn in regs.errors:
             if id(fn) not in have:
-                self.add("on_error", None, fn)
+                self.add(Kind.ON_ERROR, None, fn)
 
     # -- life ---------------------------------------------------------------------------
 
@@ -151,27 +152,24 @@ class Activity:
     def _spawn(self, coro) -> None:
         # Created outside the object's context: the host counts tasks the object
         # starts itself (they keep it in memory), not the Activity's own.
-        token = _current.set(None)
+        token = acting_for(None)
         try:
             task = asyncio.get_running_loop().create_task(coro)
         finally:
-            _current.reset(token)
+            restore(token)
         self._tasks.append(task)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        token = _current.set(self.obj)
+        token = acting_for(self.obj)
         self._running += 1
         try:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+            return await aio.call(fn, *args)
         except (SystemExit, KeyboardInterrupt) as exc:
             # Out of a task these would stop the host's event loop: a failure instead.
-            raise RuntimeError(f"{_name(fn)} raised {type(exc).__name__}: {exc}") from None
+            raise HandlerError(f"{_name(fn)} raised {type(exc).__name__}: {exc}") from None
         finally:
             self._running -= 1
-            _current.reset(token)
+            restore(token)
 
     async def report(self, info: ErrorInfo) -> None:
         """Give a failure to every ``on_error`` callback (or the log, if none)."""
@@ -180,7 +178,7 @@ class Activity:
         for callback in self.errors:
             try:
                 await self._run(callback, info)
-            except Exception:  # noqa: BLE001 - a broken callback must not stop the object
+            except Exception:
                 log.exception("dotdo: on_error callback %s failed", _name(callback))
 
     # -- events -------------------------------------------------------------------------
@@ -239,7 +237,9 @@ class Activity:
         if row is None or row[0] != schedule.spec:
             self.journal.set_schedule(name, schedule.spec, schedule.next_after(self.clock.now()))
         while True:
-            _, next_fire, _ = self.journal.schedule(name)
+            row = self.journal.schedule(name)
+            assert row is not None, "set above, and only this loop removes it"
+            _, next_fire, _ = row
             wait = next_fire - self.clock.now()
             if wait > 0:
                 await self.clock.sleep(wait)
@@ -280,7 +280,7 @@ class Activity:
                 continue  # re-read: it may have moved, or it is due now
             self.journal.count_alarm_attempt()
             try:
-                await self._run(self.obj.alarm)
+                await self._run(self.obj.alarm)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - retried with backoff
                 failures += 1
                 await self.report(ErrorInfo("Alarm.failed", None, fire_at, exc, "alarm"))

@@ -99,7 +99,7 @@ register(tuple, _TUPLE, list, tuple)
 register(int, _BIGINT, str, int)
 
 
-_NATIVE = (bool, int, float, str, bytes, dict, list)
+_NATIVE: tuple[type[Any], ...] = (bool, int, float, str, bytes, dict, list)
 
 
 def _default(value: Any) -> Any:

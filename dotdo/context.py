@@ -1,4 +1,4 @@
-"""The seed's ``$``: ``send``, ``try_`` and ``do``, acting for the current object.
+"""The ``$`` API: ``send``, ``try_`` and ``do``, acting for the current object.
 
 Inside an object's method, handler or tick, they act for that object (found through
 a context variable the host sets). In driver code they act for
@@ -23,26 +23,31 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dotdo import codec
+from dotdo.aio import call as _call
+from dotdo.checks import is_real
 from dotdo.clock import Clock
-from dotdo.errors import EncodeError, ObjectError
+from dotdo.current import current_object
+from dotdo.errors import EncodeError, ObjectError, TerminalError
 from dotdo.events import check_event_type
-from dotdo.retry import RetryPolicy, TerminalError
+from dotdo.object import lookup
+from dotdo.registry import APP_CLASS, DEFAULT_APP
+from dotdo.retry import RetryPolicy
+from dotdo.stub import Stub
 
 if TYPE_CHECKING:
     from dotdo.object import DurableObject
 
-__all__ = ["current_object", "send", "send_once", "try_", "do", "use_clock"]
+__all__ = ["send", "send_once", "try_", "do", "use_clock"]
 
-_current: contextvars.ContextVar[DurableObject | None] = contextvars.ContextVar(
-    "dotdo_current_object", default=None
-)
-DEFAULT_APP = "default"
 _DEFAULT_POLICY = RetryPolicy()
 
 
-def current_object() -> DurableObject | None:
-    """The object whose method, handler or tick is running; None in driver code."""
-    return _current.get()
+def _default_app() -> Stub:
+    """``App("default")``, which driver code's ``send`` and ``do`` act for (looked up
+    by name: the App class is built on this module)."""
+    cls = lookup(APP_CLASS)
+    assert cls is not None, "dotdo.app defines App and dotdo imports it"
+    return Stub(cls, DEFAULT_APP)
 
 
 # -- send ---------------------------------------------------------------------------
@@ -61,10 +66,7 @@ def send(event_type: str, data: Any = None) -> None:
     if obj is not None:
         obj._dotdo_activity.emit(event_type, encoded)
         return None
-    from dotdo.app import App
-    from dotdo.stub import Stub
-
-    Stub(App, DEFAULT_APP).emit(event_type, data)  # the call is sent; nobody waits
+    _default_app().emit(event_type, data)  # the call is sent; nobody waits
     return None
 
 
@@ -83,13 +85,6 @@ def send_once(event_type: str, data: Any, event_id: str) -> str | None:
 # -- try_ ---------------------------------------------------------------------------
 
 
-async def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
 async def try_(fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
     """One attempt at ``fn(*args, **kwargs)``: no retries, no journal; raises what it
     raises, or ``TimeoutError`` after ``timeout`` seconds.
@@ -98,8 +93,8 @@ async def try_(fn: Callable[..., Any], *args: Any, timeout: float | None = None,
     fire (the thread is not interrupted); async functions are cancelled.
     """
     if timeout is None:
-        return await _call(fn, args, kwargs)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        return await _call(fn, *args, **kwargs)
+    if not is_real(timeout) or timeout <= 0:
         raise ValueError(f"timeout is seconds > 0, got {timeout!r}")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -137,10 +132,7 @@ class _AppJournal:
     """Steps of driver code, journaled in ``App("default")``."""
 
     def __init__(self) -> None:
-        from dotdo.app import App
-        from dotdo.stub import Stub
-
-        self._app = Stub(App, DEFAULT_APP)
+        self._app = _default_app()
 
     async def lookup(self, step_id: str) -> tuple[bool, Any]:
         return tuple(await self._app.step(step_id))
@@ -204,7 +196,7 @@ async def do(
     it. Every attempt is journaled with its time and error.
     """
     if "timeout" in kwargs:
-        raise TypeError("do() has no timeout (see the seed's table): wrap the work in "
+        raise TypeError("do() has no timeout: wrap the work in "
                         "try_(fn, timeout=...) inside the step, or pass fn a partial")
     base = policy or _DEFAULT_POLICY
     overrides = {k: v for k, v in (("max_retries", max_retries), ("backoff", backoff),
@@ -242,12 +234,12 @@ async def _attempts(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: R
         attempt += 1
         started = clock.now()
         try:
-            result = await _call(fn, args, kwargs)
+            result = await _call(fn, *args, **kwargs)
             encoded = codec.encode(result) if journal is not None else b""
         except EncodeError as exc:
             exc.add_note(f"the step {step_id!r} ran, but its result cannot be journaled")
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure of fn is retried
+        except Exception as exc:
             if journal is not None:
                 await journal.attempt(step_id, attempt, started, clock.now(), f"{type(exc).__name__}: {exc}")
             if isinstance(exc, TerminalError) or attempt > policy.max_retries:

@@ -11,7 +11,12 @@ The tree::
     │   └── CorruptStorageError     ... because it is not a readable SQLite database
     ├── ObjectError                 a call reached an object but could not run
     │   └── MethodNotFoundError (AttributeError)
-    └── LimitError (ValueError)     over a documented limit (payload size, batch, page)
+    ├── NotFoundError (KeyError)    no such thing: a job in a queue, a stored stub's class
+    ├── LimitError (ValueError)     over a documented limit (payload size, batch, page)
+    ├── TerminalError               raised by user code in a step: stop retrying now
+    ├── HandlerError (RuntimeError) a handler raised SystemExit, KeyboardInterrupt or
+    │                               its own CancelledError: a failure, not the host's end
+    └── JobError (RuntimeError)     Worker.process(): the job failed; the message is its error
 
 Errors raised by user code inside an object reach the caller as themselves (a
 ``ValueError`` raised in a method is a ``ValueError`` at ``await``), not wrapped.
@@ -30,6 +35,10 @@ __all__ = [
     "ObjectError",
     "MethodNotFoundError",
     "LimitError",
+    "NotFoundError",
+    "TerminalError",
+    "HandlerError",
+    "JobError",
 ]
 
 
@@ -78,3 +87,25 @@ class MethodNotFoundError(ObjectError, AttributeError):
 
 class LimitError(DotdoError, ValueError):
     """A value or a batch over one of dotdo's documented limits; nothing was written."""
+
+
+class NotFoundError(DotdoError, KeyError):
+    """No such thing where it was looked up (a job id in a queue, a stored stub's
+    class in this process). A ``KeyError``, so ``except KeyError`` still catches it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TerminalError(DotdoError):
+    """Raise it (or a subclass) inside a step to stop retrying at once."""
+
+
+class HandlerError(DotdoError, RuntimeError):
+    """A handler raised something that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, its own ``CancelledError``): a failed attempt like any
+    other, never the end of the process running it."""
+
+
+class JobError(DotdoError, RuntimeError):
+    """A job run directly (``Worker.process``) failed; the message is its error."""

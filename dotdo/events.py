@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from dotdo.registry import Kind, register
+
 __all__ = ["Event", "ErrorInfo", "check_event_type", "matches", "on", "on_error"]
 
 _NOUN = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
@@ -90,9 +92,7 @@ class _Subscription:
         self.pattern = pattern
 
     def __call__(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        from dotdo import registry
-
-        return registry.register("on", self.pattern, handler)
+        return register(Kind.ON, self.pattern, handler)
 
     def __repr__(self) -> str:
         return f"<on {self.pattern}>"
@@ -114,8 +114,6 @@ on = _On()
 
 
 def on_error(callback: Callable[[ErrorInfo], Any]) -> Callable[[ErrorInfo], Any]:
-    """Register ``callback`` for every failed handler or schedule tick (the seed's
-    ``$.onError``); usable as a decorator, at module level or on methods."""
-    from dotdo import registry
-
-    return registry.register("on_error", None, callback)
+    """Register ``callback`` for every failed handler or schedule tick
+    (``$.onError``); usable as a decorator, at module level or on methods."""
+    return register(Kind.ON_ERROR, None, callback)

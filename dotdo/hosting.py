@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
+from dotdo.checks import is_int, is_real
 from dotdo.errors import ConfigError
 from dotdo.ids import actor_name
 
@@ -66,12 +67,10 @@ class Pooled:
     actor_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hosts, int) or isinstance(self.hosts, bool) or self.hosts < 1:
+        if not is_int(self.hosts) or self.hosts < 1:
             raise ConfigError(f"Pooled(hosts=) must be an int >= 1, got {self.hosts!r}")
         timeout = self.idle_timeout
-        if timeout is not None and (
-            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
-        ):
+        if timeout is not None and (not is_real(timeout) or timeout < 0):
             raise ConfigError(
                 f"Pooled(idle_timeout=) must be seconds >= 0 or None (never evict), got {timeout!r}"
             )
@@ -90,7 +89,7 @@ class Pooled:
         return int.from_bytes(digest, "big") % self.hosts
 
 
-Hosting = Union[Dedicated, Pooled]
+Hosting = Dedicated | Pooled
 
 
 def check(hosting: object, where: str) -> Hosting:

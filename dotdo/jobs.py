@@ -1,4 +1,4 @@
-"""Job handlers by type: ``@dotdo.job("email")``, or a dict of them as in the seed.
+"""Job handlers by type: ``@dotdo.job("email")``, or a dict of them.
 
 Handlers are registered at module level; like module-level event handlers they
 belong to the App, whose list of modules every ``Worker`` imports when it starts,

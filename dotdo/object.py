@@ -9,12 +9,13 @@ can rebuild the object's in-memory state from its storage after every restart.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dotdo.errors import ConfigError
 from dotdo.hosting import Hosting, Pooled, check
 
 if TYPE_CHECKING:
+    from dotdo.background import Activity
     from dotdo.journal import Storage
 
 __all__ = ["DurableObject", "lookup", "known_names", "public_methods"]
@@ -44,6 +45,12 @@ class DurableObject:
     # None: the default of dotdo.init() / $DOTDO_HOSTING.
     _dotdo_hosting: ClassVar[Hosting | None] = None
     _dotdo_own_process: ClassVar[bool] = False
+    # (kind, key, method name) of methods marked by @on / @every / @on_error
+    _dotdo_subscriptions: ClassVar[list[tuple[Any, Any, str]]] = []
+    # Set by the host on each live object: its background work, and whether a pooled
+    # host must bring it back after a crash.
+    _dotdo_activity: Activity
+    _dotdo_live: bool
 
     def __init_subclass__(cls, hosting: Hosting | None = None, own_process: bool | None = None,
                           **kwargs) -> None:

@@ -1,6 +1,6 @@
 """Retrying with backoff: the policy behind ``dotdo.do`` and alarms.
 
-The seed's schedule: attempt 1 at once, then waits of 1 s, 2 s, 4 s, ... doubling,
+The schedule: attempt 1 at once, then waits of 1 s, 2 s, 4 s, ... doubling,
 each capped at 10 s; ``max_retries=3`` means up to four attempts.
 """
 
@@ -10,13 +10,10 @@ import dataclasses
 import math
 import random
 
-from dotdo.errors import DotdoError
+from dotdo.checks import is_finite, is_int
+from dotdo.errors import TerminalError
 
 __all__ = ["RetryPolicy", "TerminalError", "backoff_delays"]
-
-
-class TerminalError(DotdoError):
-    """Raise it (or a subclass) inside a step to stop retrying at once."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +30,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         retries = self.max_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if not is_int(retries) or retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {retries!r}")
         for name in ("backoff", "max_backoff"):
             if not _seconds(getattr(self, name)):
@@ -51,12 +48,7 @@ class RetryPolicy:
 
 
 def _seconds(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return value >= 0 and math.isfinite(value)
-    except OverflowError:  # an int too big for a float
-        return False
+    return is_finite(value) and value >= 0  # type: ignore[operator]
 
 
 def backoff_delays(policy: RetryPolicy) -> list[float]:

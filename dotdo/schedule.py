@@ -1,4 +1,4 @@
-"""``every``: the seed's schedule spellings, parsed once, into next fire times.
+"""``every``: schedule spellings, parsed once, into next fire times.
 
     every(5).minutes   every(30).seconds   every(2).hours   every(1).days
     every.minute       every.hour          every.day
@@ -18,13 +18,15 @@ Each :class:`Schedule` is also the decorator that registers its function (see
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+
+from dotdo.checks import is_finite
+from dotdo.registry import Kind, register
 
 __all__ = ["Schedule", "every", "parse_time"]
 
@@ -62,12 +64,7 @@ def parse_time(text: str) -> tuple[int, int]:
 def _positive(n: object) -> bool:
     """A real number > 0 and finite: NaN compares false to everything and infinity
     would never fire, so ``n <= 0`` alone lets both through."""
-    if isinstance(n, bool) or not isinstance(n, (int, float)):
-        return False
-    try:
-        return 0 < n and math.isfinite(n)
-    except OverflowError:  # an int too big for a float is no interval either
-        return False
+    return is_finite(n) and n > 0  # type: ignore[operator]
 
 
 def _zone(tz: str | None) -> ZoneInfo:
@@ -111,9 +108,7 @@ class Schedule:
         return croniter(self.cron, start).get_next(float)
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        from dotdo import registry
-
-        return registry.register("every", self, fn)
+        return register(Kind.EVERY, self, fn)
 
     def __repr__(self) -> str:
         return f"<Schedule {self.label or self.spec}>"

@@ -1,4 +1,4 @@
-"""The seed's job queue: thousands of jobs, flaky handlers, automatic retries.
+"""A job queue: thousands of jobs, flaky handlers, automatic retries.
 
     python examples/job_queue.py [--jobs 3000] [--workers 2] [--concurrency 32]
 

@@ -16,7 +16,7 @@ from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 from tests.conftest import journaled_steps, wait_for
 
 N_OBJECTS = 36
@@ -27,7 +27,7 @@ FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_m
 
 
 def stats(stub) -> dict:
-    return ray.get(runtime.actor_handle(stub).stats.remote(), timeout=60)
+    return ray.get(client.actor_handle(stub).stats.remote(), timeout=60)
 
 
 def main(storage: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def ray_session(_ray_session, storage_root):
     """dotdo on the session's Ray; starts it again if a test shut it down."""
     if not ray.is_initialized():
         start_ray(storage_root)
-    return runtime.settings()
+    return client.settings()
 
 
 @pytest.fixture
@@ -109,13 +109,13 @@ def make_object(ray_session):
     yield make
     for stub in made:
         try:
-            if isinstance(runtime.hosting_of(stub._cls), dotdo.Pooled):  # other objects share it
-                ray.get(runtime.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
+            if isinstance(client.hosting_of(stub._cls), dotdo.Pooled):  # other objects share it
+                ray.get(client.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
             else:
-                ray.kill(runtime.actor_handle(stub), no_restart=True)
+                ray.kill(client.actor_handle(stub), no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-    runtime.forget_handles()
+    client.forget_handles()
 
 
 def journaled_steps(storage_root: str, worker_ids: list[str] | None = None) -> list[str]:
@@ -138,11 +138,11 @@ def host_actor_name(class_name: str, object_id: str) -> str:
     """The Ray actor name hosting an object, in this pass's hosting mode."""
     from dotdo.hosting import host_name
 
-    return host_name(class_name, object_id, runtime.hosting_of(dotdo.stub(class_name, object_id)._cls))
+    return host_name(class_name, object_id, client.hosting_of(dotdo.stub(class_name, object_id)._cls))
 
 
 def host_pid(stub) -> int:
-    return ray.get(runtime.actor_handle(stub).stats.remote())["pid"]
+    return ray.get(client.actor_handle(stub).stats.remote())["pid"]
 
 
 def kill_and_wait(stub, how: str = "SIGKILL") -> None:
@@ -150,7 +150,7 @@ def kill_and_wait(stub, how: str = "SIGKILL") -> None:
     import signal
     import time
 
-    handle = runtime.actor_handle(stub)
+    handle = client.actor_handle(stub)
     pid = host_pid(stub)
     if how == "ray.kill":
         ray.kill(handle, no_restart=False)

@@ -19,7 +19,7 @@ from tests.conftest import kill_and_wait
 ])
 def test_a_spec_that_names_no_module_or_script_is_refused(spec):
     with pytest.raises(ValueError, match="is not a module to import|does not exist"):
-        app.check_spec(spec)
+        registry.check_spec(spec)
 
 
 def test_a_module_that_is_gone_is_told_from_one_that_fails(tmp_path):
@@ -44,7 +44,7 @@ def test_a_script_deleted_after_it_was_loaded_is_gone(tmp_path):
     script = tmp_path / "loaded_then_deleted.py"
     script.write_text("LOADED = True\n")
     assert app.import_modules([["script", str(script)]], "test") == []
-    assert app.module_name(("script", str(script))) in sys.modules
+    assert registry.module_name(("script", str(script))) in sys.modules
     # When its file is deleted, then the next import finds it gone
     os.remove(script)
     assert app.import_modules([["script", str(script)]], "test") == [["script", str(script)]]
@@ -52,7 +52,7 @@ def test_a_script_deleted_after_it_was_loaded_is_gone(tmp_path):
 
 @pytest.mark.parametrize("stored", [["bogus", "x"], ["module", "a", "b"], "junk", 7, ["module", "a-b"]])
 def test_a_malformed_stored_spec_is_dropped_not_fatal(stored):
-    # Older versions stored whatever adopt was given: activation must not fail on it.
+    # Older versions stored whatever keep_modules was given: activation must not fail on it.
     assert app.import_modules([stored, ["module", "json"]], "test") == [stored]
 
 
@@ -86,11 +86,11 @@ def test_the_app_keeps_what_registered_and_drops_what_is_gone(make_object, uniqu
     the_app = make_object("App", unique)
     # A bogus spec is refused, and nothing is stored
     with pytest.raises(ValueError, match="is not a module to import"):
-        the_app.adopt([["module", "tests.objects"], ["script", "relative.py"]]).result()
+        the_app.keep_modules([["module", "tests.objects"], ["script", "relative.py"]]).result()
     assert the_app.module_list().result() == []
     # A module that registers nothing is imported but not kept; nor one that registers
     # for another App (module-level handlers belong to App("default"))
-    assert the_app.adopt([["module", "json"], ["module", "tests.job_handlers"]]).result() == []
+    assert the_app.keep_modules([["module", "json"], ["module", "tests.job_handlers"]]).result() == []
     # A script that registers a handler for this App is kept...
     script = tmp_path / f"handlers_{abs(hash(unique))}.py"
     script.write_text(textwrap.dedent(f"""
@@ -100,10 +100,10 @@ def test_the_app_keeps_what_registered_and_drops_what_is_gone(make_object, uniqu
             pass
 
         # What a module-level @on does for App("default"), for this App.
-        registry.app_registrations({unique!r}).add("on", "Thing.happened", happened)
+        registry.app_registrations({unique!r}).add(registry.Kind.ON, "Thing.happened", happened)
         registry.remember_module(happened, {unique!r})
     """))
-    assert the_app.adopt([["script", str(script)]]).result() == [["script", str(script)]]
+    assert the_app.keep_modules([["script", str(script)]]).result() == [["script", str(script)]]
     assert the_app.listens("Thing").result()
     # ...until it no longer exists: the next activation drops it
     os.remove(script)
@@ -117,4 +117,4 @@ def test_what_the_default_app_keeps_is_well_formed_and_has_the_handlers(ray_sess
     dotdo.deploy()
     kept = dotdo.App("default").module_list().result()
     assert ["module", "tests.job_handlers"] in kept
-    assert all(app.check_spec(spec) for spec in kept)
+    assert all(registry.check_spec(spec) for spec in kept)

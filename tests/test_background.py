@@ -9,7 +9,7 @@ import time
 import ray
 
 from tests import objects  # noqa: F401
-from dotdo import runtime
+from dotdo import client
 from tests.conftest import ROOT, host_actor_name, kill_and_wait, wait_for
 
 
@@ -94,7 +94,7 @@ def test_injected_clock_moves_an_objects_schedules(make_object, unique):
     ticker = make_object("Ticker", unique)
     assert ticker.seen("hourly").result() == []
     # Two and a half hours pass on the object's clock: its hourly tick fires once.
-    host = runtime.actor_handle(ticker)
+    host = client.actor_handle(ticker)
     ray.get(host.shift_clock.remote(2.5 * 3600))
     try:
         wait_for(lambda: ticker.seen("hourly").result())

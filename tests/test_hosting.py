@@ -15,7 +15,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 from dotdo.hosting import from_env, host_name
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (Room, Clockwork)
@@ -87,7 +87,7 @@ def _same_host_ids(prefix: str, n: int = 2) -> list[str]:
 
 
 def _stats(stub) -> dict:
-    return ray.get(runtime.actor_handle(stub).stats.remote())
+    return ray.get(client.actor_handle(stub).stats.remote())
 
 
 def test_objects_on_one_host_keep_their_own_files_and_turns(pooled, unique):
@@ -147,7 +147,7 @@ def test_an_evicted_object_with_a_schedule_keeps_ticking(pooled, unique):
         before = clock.ticks().result()
         wait_for(lambda: clock.ticks().result() >= before + 2)
     finally:
-        ray.get(runtime.actor_handle(clock).evict.remote("Clockwork", unique, True))
+        ray.get(client.actor_handle(clock).evict.remote("Clockwork", unique, True))
 
 
 def test_a_killed_pool_host_brings_back_every_object_it_held(pooled, unique):
@@ -214,6 +214,6 @@ def test_a_worker_has_a_process_of_its_own_whatever_the_default(ray_session, hos
     # jobs running in a process that dies are the suspects
     from actors import Queue, Worker
 
-    assert runtime.hosting_of(Worker) == dotdo.Dedicated()
-    assert isinstance(runtime.hosting_of(Queue),
+    assert client.hosting_of(Worker) == dotdo.Dedicated()
+    assert isinstance(client.hosting_of(Queue),
                       dotdo.Pooled if hosting == "pooled" else dotdo.Dedicated)

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 from tests import objects  # noqa: F401  (registers Recorder and Pipe)
 from tests.conftest import run_driver, wait_for
 
@@ -25,7 +25,7 @@ def _when_file_exists(path: str, value):
 
 
 def _stats(stub) -> dict:
-    return ray.get(runtime.actor_handle(stub).stats.remote())
+    return ray.get(client.actor_handle(stub).stats.remote())
 
 
 def test_a_call_cancelled_while_waiting_for_its_turn_does_not_wedge_its_caller(
@@ -57,13 +57,13 @@ def test_a_dead_callers_held_back_call_does_not_hold_up_its_later_calls(
     # call to the same object waits at the host for it, and which then dies
     run_driver(f"""
 import os, time, ray, dotdo
-from dotdo import runtime
+from dotdo import client
 from tests.objects import Pipe, Recorder
 dotdo.init(address={ray.get_runtime_context().gcs_address!r}, storage={ray_session.storage!r})
 recorder = dotdo.Recorder({unique!r})
 recorder.note("log", dotdo.Pipe({unique!r}).slow(3600, "first"))
 recorder.note("log", "after")
-host = runtime.actor_handle(recorder)
+host = client.actor_handle(recorder)
 while not ray.get(host.stats.remote())["waiting"]:
     time.sleep(0.05)
 os._exit(0)  # nobody will ever send the first call, nor tell the host to skip it
@@ -72,7 +72,7 @@ os._exit(0)  # nobody will ever send the first call, nor tell the host to skip i
     wait_for(lambda: recorder.notes("log").result() == ["after"])
     assert _stats(recorder)["gaps_skipped"] >= 1
     # Then nothing of that caller stays in flight: the object can leave memory
-    host = runtime.actor_handle(recorder)
+    host = client.actor_handle(recorder)
     wait_for(lambda: ray.get(host.evict.remote("Recorder", unique))
              or ("Recorder", unique) not in _stats(recorder)["objects"])
     del pipe  # its hour-long call goes with it at the end (make_object)

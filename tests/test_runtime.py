@@ -12,7 +12,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client, host
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
 from tests.conftest import ROOT, host_actor_name, kill_and_wait, run_driver, start_ray
@@ -143,7 +143,7 @@ print(os.path.isdir(os.path.join(os.getcwd(), ".dotdo", "Counter")))
 def test_dotdo_storage_env_sets_the_root(tmp_path, ray_session):
     code = """
 import dotdo
-print(dotdo.init.__module__, dotdo.runtime._default_storage())
+print(dotdo.init.__module__, dotdo.settings.default_storage())
 """
     out = run_driver(code, env={"DOTDO_STORAGE": str(tmp_path / "here")})
     assert out.split()[1] == str(tmp_path / "here")
@@ -216,19 +216,19 @@ def test_a_call_lists_at_most_256_deferred_calls_the_lowest_and_says_if_there_ar
     deferred = {n: 1 for n in range(5, 1005)}
     for gone in (6, 7, 900):  # their arguments arrived
         del deferred[gone]
-    numbers, more = runtime._listed(deferred)
+    numbers, more = client._listed(deferred)
     assert numbers == [5] + list(range(8, 263)) and more
-    assert runtime._listed({3: 1, 9: 2}) == ([3, 9], False)
-    assert runtime._listed({}) == (None, False)
+    assert client._listed({3: 1, 9: 2}) == ([3, 9], False)
+    assert client._listed({}) == (None, False)
 
 
 def test_a_host_interns_a_bounded_number_of_class_names():
     table: dict[str, str] = {}
-    for i in range(10 * runtime._MAX_INTERNED):
-        runtime._intern(table, f"Class{i}")
-    assert len(table) <= runtime._MAX_INTERNED
+    for i in range(10 * host.MAX_INTERNED):
+        host.intern(table, f"Class{i}")
+    assert len(table) <= host.MAX_INTERNED
     # Equal names share one string, so parked streams share their class name.
-    assert runtime._intern(table, "".join(["Coun", "ter"])) is runtime._intern(
+    assert host.intern(table, "".join(["Coun", "ter"])) is host.intern(
         table, "".join(["Cou", "nter"]))
 
 

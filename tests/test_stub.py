@@ -6,12 +6,12 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 from tests.objects import Metrics
 
 
 def calls(stub) -> int:
-    stats = ray.get(runtime.actor_handle(stub).stats.remote())
+    stats = ray.get(client.actor_handle(stub).stats.remote())
     return stats["calls"].get(f"{stub.class_name}/{stub.id}", 0)
 
 
@@ -138,4 +138,4 @@ def test_failed_argument_does_not_hold_up_later_calls(ray_session, unique):
     assert dotdo.get([ps[0], ps[2]], timeout=60) == [1, 2]
     assert counter.seen().result() == [1, 3]
     # The caller told the host to skip the failed call: no gap was waited out.
-    assert ray.get(runtime.actor_handle(counter).stats.remote())["gaps_skipped"] == 0
+    assert ray.get(client.actor_handle(counter).stats.remote())["gaps_skipped"] == 0

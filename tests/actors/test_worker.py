@@ -9,7 +9,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 from tests.conftest import host_pid, journaled_steps, wait_for
@@ -169,7 +169,7 @@ def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_sessio
     wait_for(lambda: completed() >= n * 0.2)
     os.kill(host_pid(workers[0]), signal.SIGKILL)
     wait_for(lambda: completed() >= n * 0.4)
-    ray.kill(runtime.actor_handle(queue), no_restart=False)
+    ray.kill(client.actor_handle(queue), no_restart=False)
     wait_for(lambda: completed() >= n * 0.6, timeout=120)
     os.kill(host_pid(workers[1]), signal.SIGKILL)
 
@@ -401,8 +401,8 @@ def test_a_queue_forgets_workers_that_stopped(make_object, unique):
     worker = make_object("Worker", f"{unique}-w")
     worker.start(queue.id).result()
     worker.stop().result()
-    ray.kill(runtime.actor_handle(worker), no_restart=True)
-    runtime.forget_handles()
+    ray.kill(client.actor_handle(worker), no_restart=True)
+    client.forget_handles()
     # When the queue restarts, it wakes only the workers still working for it
     kill_and_wait(queue, "SIGKILL")
     queue.get_metrics().result()

@@ -23,7 +23,7 @@ import time
 import ray
 
 import dotdo
-from dotdo import runtime
+from dotdo import client
 
 QUEUE = "faults"
 WORKERS = ["fw0", "fw1"]
@@ -59,7 +59,7 @@ def pid_of(stub) -> int:
     deadline = time.time() + 120
     while True:
         try:
-            return ray.get(runtime.actor_handle(stub).stats.remote(), timeout=20)["pid"]
+            return ray.get(client.actor_handle(stub).stats.remote(), timeout=20)["pid"]
         except Exception:  # noqa: BLE001 - restarting right now: ask again
             if time.time() > deadline:
                 raise

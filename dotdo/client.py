@@ -1,0 +1,427 @@
+"""The client: joining Ray, and sending calls to the hosts of objects.
+
+:func:`init` starts or joins Ray and chooses the :class:`~dotdo.settings.Settings`;
+:func:`submit` sends one call to the host of an object. Each process keeps one
+numbered *line* of calls per object it calls (its calls start in that order, see
+:mod:`dotdo.sequencer`).
+
+Promise arguments travel as top-level Ray dependencies, so Ray's core pushes a call
+the moment its arguments exist. Meanwhile the caller lists the call as *deferred* in
+its later calls to that object, and a keeper thread pings the host with the full list
+every ``$DOTDO_DEFERRED_TIMEOUT / 6`` seconds, so the host keeps waiting for it while
+the caller lives. When an argument fails, Ray fails the call without delivering it;
+the caller notices (a callback on the argument) and tells the host to skip that
+call's number, so the calls after it are not held up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+
+from dotdo import registry
+from dotdo import settings as _conf
+from dotdo.errors import ConfigError, EncodeError
+from dotdo.host import Call
+from dotdo.hosting import Dedicated, Hosting, Pooled, host_name
+from dotdo.hosting import check as check_hosting
+from dotdo.ids import actor_name
+from dotdo.object import DurableObject, lookup
+from dotdo.registry import APP_CLASS
+from dotdo.runtime import Host
+from dotdo.settings import Settings
+
+__all__ = ["init", "shutdown", "settings", "submit", "hosting_of", "actor_handle",
+           "forget_handles", "pickle_by_value", "in_ray_worker"]
+
+# Enough concurrent calls that a slow call never holds up the rest of the host.
+_HOST_CONCURRENCY = 1000
+# A call lists at most this many of its caller's deferred calls: the list travels
+# with every call, and the host needs the lowest ones first.
+_MAX_LISTED = 256
+_PROBE_TIMEOUT = 3.0  # seconds for a Ray address to accept a TCP connection
+_SHIP_WAIT = 30.0  # seconds a driver waits for an App to import its handlers' modules
+_log = logging.getLogger("dotdo")
+
+
+class Line:
+    """This process's numbered stream of calls to one host (see the sequencer)."""
+
+    __slots__ = ("key", "handle", "token", "next", "lock", "deferred")
+
+    def __init__(self, key: tuple[str, str], handle: Any) -> None:
+        self.key = key
+        self.handle = handle
+        self.token = uuid.uuid4().hex
+        self.next = 1
+        self.lock = threading.Lock()
+        # Calls Ray holds back until their promise arguments exist: number -> how
+        # many of those arguments are still pending.
+        self.deferred: dict[int, int] = {}
+
+
+_lines: dict[str, Line] = {}  # actor name of an object -> this process's line to it
+_hosts: dict[str, Any] = {}  # host actor name -> handle
+_notifier: ThreadPoolExecutor | None = None
+_kept: set[Line] = set()  # lines with deferred calls, pinged by the keeper thread
+_kept_lock = threading.Lock()  # taken inside a line's lock, never around one
+_keeper: threading.Thread | None = None
+
+
+def forget_handles() -> None:
+    """Drop this process's actor handles and call streams (after Ray restarted)."""
+    _lines.clear()
+    _hosts.clear()
+    with _kept_lock:
+        _kept.clear()
+
+
+def init(
+    address: str | None = None,
+    *,
+    storage: str | None = None,
+    namespace: str | None = None,
+    hosting: Hosting | None = None,
+    **ray_kwargs: Any,
+) -> Settings:
+    """Start or join Ray and choose where objects store their files.
+
+    With no ``address`` (nor ``$RAY_ADDRESS``) this driver joins the cluster ``ray
+    start`` recorded on this machine, else starts a local Ray (dashboard off), as
+    it does, with a warning, when the recorded cluster is gone; with
+    ``address="auto"``, ``"host:port"`` or ``"ray://..."`` it joins that cluster, and
+    raises ``ConfigError`` if nothing answers there. ``storage`` defaults to
+    ``$DOTDO_STORAGE`` or ``./.dotdo`` (created readable by this user only); on a
+    cluster it must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
+    ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
+    class and id in two namespaces are two objects. ``hosting`` (default
+    ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
+    Extra keyword arguments go to ``ray.init``.
+    Calling it is optional: the first call on a stub does it with the defaults.
+    """
+    previous = _conf.current()
+    namespace = _conf.default_namespace() if namespace is None else namespace
+    if not namespace or not isinstance(namespace, str):
+        raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
+    hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
+    wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
+                      hosting)
+    if ray.is_initialized():
+        if in_ray_worker():
+            raise ConfigError(
+                "dotdo.init() ran inside a Ray worker: a module with handlers was imported "
+                "there (by an App or a Worker) and its driver code ran too. Put driver "
+                "code under `if __name__ == \"__main__\":`."
+            )
+        if address is not None and previous is not None:
+            raise ConfigError(
+                "Ray is already initialised in this process: call dotdo.shutdown() "
+                "before dotdo.init(address=...) to join another cluster"
+            )
+    else:
+        address = _address_to_join(address, ray_kwargs.get("_temp_dir"))
+        if address not in (None, "local"):
+            _use_auth_token_if_present()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray_kwargs.setdefault("include_dashboard", False)
+        ray_kwargs.setdefault("logging_level", "warning")
+        ray.init(address=address, **ray_kwargs)
+        forget_handles()
+    # Only this user: the files hold every object's payloads and errors.
+    os.makedirs(wanted.storage, mode=0o700, exist_ok=True)
+    if previous is not None and wanted.hosting != previous.hosting:
+        forget_handles()  # objects may now live on other actors
+    if wanted != previous:
+        registry.ship_again()  # this cluster's or storage's Apps know nothing yet
+    _conf.use(wanted)
+    return wanted
+
+
+def _address_to_join(address: str | None, temp_dir: str | None) -> str | None:
+    """The address ``ray.init`` should get, as Ray would pick it (the argument, else
+    ``$RAY_ADDRESS``, else the cluster ``ray start`` recorded in Ray's temp dir), but
+    checked first: Ray hangs for minutes on an address where no GCS answers.
+
+    A recorded cluster that does not answer is stale (its head was killed without
+    ``ray stop``): with no address asked for, start a local Ray of our own instead.
+    """
+    if address in (None, "auto"):
+        address = os.environ.get("RAY_ADDRESS") or address
+    if address not in (None, "auto"):
+        if address != "local" and not _answers(address):
+            raise ConfigError(
+                f"no Ray cluster answers at {address} (given as dotdo.init's address or "
+                "$RAY_ADDRESS): start it (ray start --head), or fix or unset the address "
+                "to start a local Ray"
+            )
+        return address
+    path = ray._private.utils.get_ray_address_file(temp_dir)
+    recorded = ray._private.utils.read_ray_address(temp_dir)
+    if not recorded or _answers(recorded):
+        return recorded or address
+    if address == "auto":
+        raise ConfigError(
+            f"address='auto' names the Ray cluster recorded in {path}, {recorded}, and "
+            f"nothing answers there: start it again (ray start --head), or run `ray stop` "
+            f"(or delete {path}) and call dotdo.init() to start a local Ray"
+        )
+    _log.warning(
+        "dotdo: %s records a Ray cluster at %s that does not answer (its head was "
+        "stopped without `ray stop`); starting a local Ray instead. Run `ray stop` or "
+        "delete %s to silence this.", path, recorded, path,
+    )
+    return "local"
+
+
+def _answers(address: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection; True for other forms
+    (``ray://...``), which Ray checks itself."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), _PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def pickle_by_value(module: Any) -> None:
+    """Have Ray send the classes and functions of ``module`` by value (for modules no
+    other process can import, like a script an App loaded from its file)."""
+    ray.cloudpickle.register_pickle_by_value(module)
+
+
+def _use_auth_token_if_present() -> None:
+    """A driver joining a token-protected cluster must present the token, or Ray
+    refuses it with ``InvalidAuthToken``; Ray only does this by itself for clusters
+    it starts. Ray caches ``RAY_AUTH_MODE`` at import, so use its own switch."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:  # a Ray without token authentication
+        return
+    auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def shutdown() -> None:
+    """Disconnect from Ray (stopping it if this process started it). Objects'
+    files stay; the next call starts or joins Ray again."""
+    forget_handles()
+    _conf.use(None)
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def settings() -> Settings:
+    """The settings in force, initialising with the defaults if needed."""
+    conf = _conf.current()
+    if conf is None or not ray.is_initialized():
+        if ray.is_initialized() and in_ray_worker():
+            # A Ray task or actor of the user's calling a stub: Ray is up already.
+            _conf.use(_conf.defaults())
+        else:
+            init()
+        conf = _conf.current()
+    assert conf is not None
+    return conf
+
+
+def in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (a host, a task), not a driver."""
+    return ray._private.worker.global_worker.mode != ray.SCRIPT_MODE
+
+
+def hosting_of(cls: type[DurableObject]) -> Hosting:
+    """How objects of ``cls`` are hosted: the class's choice, else the default (but
+    never a pool for a class that wants a process per object)."""
+    hosting = cls._dotdo_hosting or settings().hosting
+    if cls._dotdo_own_process and isinstance(hosting, Pooled):
+        return Dedicated()
+    return hosting
+
+
+def _line(cls: type[DurableObject], object_id: str) -> Line:
+    name = actor_name(cls.__name__, object_id)
+    line = _lines.get(name)
+    if line is None:
+        conf, hosting = settings(), hosting_of(cls)
+        host = host_name(cls.__name__, object_id, hosting)
+        handle = _hosts.get(host)
+        if handle is None:
+            handle = _hosts[host] = _start_host(host, cls, object_id, hosting, conf)
+        line = _lines[name] = Line((cls.__name__, object_id), handle)
+    return line
+
+
+def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Hosting,
+                conf: Settings) -> Any:
+    """The handle of actor ``host``, created unless it exists (get-if-exists)."""
+    options = dict(
+        name=host,
+        namespace=conf.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=_HOST_CONCURRENCY,
+    )
+    options.update(hosting.actor_options)
+    if isinstance(hosting, Pooled):
+        return Host.options(**options).remote(
+            {cls.__name__: cls}, conf, None, (host, hosting.idle_timeout))
+    return Host.options(**options).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
+
+
+def submit(
+    cls: type[DurableObject], object_id: str, method: str, args: tuple, kwargs: dict, deps: list
+) -> ray.ObjectRef:
+    """Send one call to an object's host (arguments as :func:`~dotdo.stub.pack_args`
+    leaves them); returns the ``ObjectRef`` of its result."""
+    if not ray.is_initialized():
+        forget_handles()
+    if registry.unshipped() and any(registry.unshipped().values()):
+        _ship_registrations()
+    line = _line(cls, object_id)
+    with line.lock:  # a number is used only by a call that was really sent
+        seq = line.next
+        deferred, more = _listed(line.deferred)
+        # One argument of lists, dicts and scalars, plus the dependencies: Ray
+        # serialises each argument on its own, and those types through msgpack,
+        # cheaper than the pickle it falls back to for tuples.
+        message = list(Call(cls.__name__, object_id, method, list(args), kwargs,
+                            deferred, more, line.token, seq))
+        try:
+            ref = line.handle.call.remote(message, *deps)
+        except TypeError as exc:  # Ray could not pickle an argument
+            first = str(exc).splitlines()[0]
+            raise EncodeError(
+                f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
+            ) from None
+        line.next = seq + 1
+        if deps:
+            line.deferred[seq] = len(deps)
+            _keep_alive(line)
+    for dep in deps:
+        dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
+    return ref
+
+
+def _listed(deferred: dict[int, int]) -> tuple[list[int] | None, bool]:
+    """What a call tells its host of the earlier calls Ray still holds back: at
+    most ``_MAX_LISTED`` numbers, the lowest, and whether there are more."""
+    if len(deferred) <= _MAX_LISTED:
+        return list(deferred) or None, False
+    # Keys are in call order, so the first ones are the lowest.
+    return list(itertools.islice(deferred, _MAX_LISTED)), True
+
+
+def _keep_alive(line: Line) -> None:
+    """Have the keeper thread ping ``line``'s host while it has deferred calls
+    (called under ``line.lock``)."""
+    global _keeper
+    with _kept_lock:
+        _kept.add(line)
+        if _keeper is None:
+            every = _conf.deferred_timeout() / 6  # pings a host may miss before giving up: 5
+            _keeper = threading.Thread(target=_keep_pinging, args=(every,),
+                                       name="dotdo-keep", daemon=True)
+            _keeper.start()
+
+
+def _keep_pinging(every: float) -> None:
+    """Tell each host, every ``every`` seconds, which calls this process still
+    holds back for it; ends when none are left."""
+    global _keeper
+    while True:
+        time.sleep(every)
+        batches: dict[int, tuple[Any, list]] = {}  # one message per host
+        with _kept_lock:
+            lines = list(_kept)
+        for line in lines:
+            with line.lock:
+                if not line.deferred:
+                    with _kept_lock:
+                        _kept.discard(line)
+                    continue
+                keep = [*line.key, line.token, list(line.deferred), line.next]
+            batches.setdefault(id(line.handle), (line.handle, []))[1].append(keep)
+        for handle, streams in batches.values():
+            try:
+                handle.keep.remote(streams)
+            except Exception:  # noqa: BLE001 - Ray shut down, or the host is gone
+                _log.debug("dotdo: cannot ping a host about deferred calls", exc_info=True)
+        with _kept_lock:
+            if not _kept:
+                _keeper = None
+                return
+
+
+def _ship_registrations() -> None:
+    """Tell each App which modules registered its handlers, before any other call,
+    so that the App's own process imports them (drivers only)."""
+    settings()
+    if in_ray_worker():
+        registry.unshipped().clear()  # inside a host: module handlers live in its App
+        return
+    app_class = lookup(APP_CLASS)
+    assert app_class is not None, "dotdo.app defines App and dotdo imports it"
+    for app, specs in list(registry.unshipped().items()):
+        if specs:
+            batch = set(specs)
+            registry.mark_shipped(app, batch)  # first: that call comes through here too
+            # Wait for it: until the App has them, it would tell others (a queue
+            # deciding whether to send Job events) that nobody listens.
+            try:
+                ref = submit(app_class, app, "keep_modules",
+                             (sorted(list(s) for s in batch),), {}, [])
+                kept = ray.get(ref, timeout=_SHIP_WAIT)
+                if missing := sorted(s for s in batch if list(s) not in kept):
+                    _log.warning("dotdo: App(%r) did not keep %s: its process could not "
+                                 "import them, or they registered nothing there (see the "
+                                 "App's log)", app, missing)
+            except TimeoutError:
+                _log.warning("dotdo: App(%r) is slow to import %s; going on", app, sorted(batch))
+            except ValueError as exc:  # refused: sending it again would be refused again
+                _log.warning("dotdo: App(%r) refused %s: %s", app, sorted(batch), exc)
+            except Exception:  # noqa: BLE001 - the App is away: tell it at the next call
+                registry.unshipped().setdefault(app, set()).update(batch)
+                _log.warning("dotdo: App(%r) could not take %s yet; will try again", app,
+                             sorted(batch), exc_info=True)
+
+
+def _dep_done(line: Line, seq: int, value: Any) -> None:
+    """A promise argument of call ``seq`` exists; if it failed, Ray will fail the call
+    without delivering it, so tell the host to skip that number."""
+    failed = isinstance(value, BaseException)
+    with line.lock:
+        left = line.deferred.get(seq)
+        if left is None:
+            return
+        if failed or left == 1:
+            del line.deferred[seq]
+        else:
+            line.deferred[seq] = left - 1
+    if failed:
+        global _notifier
+        if _notifier is None:  # Ray runs this callback on its own thread: send elsewhere
+            _notifier = ThreadPoolExecutor(1, thread_name_prefix="dotdo-skip")
+        _notifier.submit(line.handle.skip.remote, line.key[0], line.key[1], line.token, seq)
+
+
+def actor_handle(stub) -> Any:
+    """The Ray actor handle hosting ``stub``'s object (for tests and operators)."""
+    return _line(stub._cls, stub._id).handle
+
+

@@ -1,0 +1,240 @@
+"""The host core: a table of live durable objects and the calls that run on them.
+
+An *object* is a ``DurableObject`` instance keyed by ``(class name, id)``. The table
+activates an object on its first call (its ``__init__`` rebuilds it from its SQLite
+file), runs each call after the earlier calls of the same caller (the
+:class:`~dotdo.sequencer.Sequencer`), and knows which objects are idle: nothing in
+flight, no event queued or handler running, no asyncio task of their own (counted
+through the event loop's task factory). Releasing an idle object closes its file.
+
+Nothing here touches Ray: :mod:`dotdo.runtime` wraps a table in a Ray actor, and
+:mod:`dotdo.pool` adds what a pooled host does besides (evicting idle objects,
+waking sleeping ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from dotdo import aio
+from dotdo.background import Activity
+from dotdo.clock import Clock
+from dotdo.current import acting_for, current_object, restore
+from dotdo.errors import MethodNotFoundError, ObjectError
+from dotdo.ids import storage_path
+from dotdo.journal import Storage
+from dotdo.object import DurableObject, lookup, public_methods
+from dotdo.promise import Promise, unpack_args
+from dotdo.sequencer import Sequencer
+
+__all__ = ["Call", "ObjectTable", "Key"]
+
+Key = tuple[str, str]  # (class name, object id)
+# Class names a host shares between its streams' keys; beyond this it starts over.
+MAX_INTERNED = 1024
+_MAX_STREAMS = 2_000  # callers' streams a host remembers while they are idle
+
+
+class Call(NamedTuple):
+    """One call as it travels to a host (as a plain list: Ray sends lists through
+    msgpack, cheaper than the pickle it uses for tuples). ``deferred`` and ``more``
+    are the caller's earlier calls still held back (see :meth:`Sequencer.arrive`);
+    ``stream`` and ``seq`` the caller's line and this call's number on it."""
+
+    class_name: str
+    object_id: str
+    method: str
+    args: list
+    kwargs: dict
+    deferred: list[int] | None
+    more: bool
+    stream: str
+    seq: int
+
+
+def _nothing(*_: Any) -> None:
+    return None
+
+
+class ObjectTable:
+    """The live objects of one host and the calls on them; see the module docstring.
+
+    ``on_activate(key, obj)`` and ``on_busy(obj)`` (an object started background work
+    of its own) let a pool keeper follow objects; they do nothing by default.
+    """
+
+    def __init__(self, classes: dict[str, type[DurableObject]], storage_root: str, *,
+                 fresh: bool, deferred_timeout: float, compact: bool = False) -> None:
+        self.classes = dict(classes)
+        self.storage_root = storage_root
+        self.compact = compact  # small pages for new files: many objects per process
+        self.objects: dict[Key, DurableObject] = {}
+        self.clock = Clock()
+        self.sequencer = Sequencer(fresh=fresh, max_streams=_MAX_STREAMS,
+                                   deferred_timeout=deferred_timeout)
+        # Live objects with nothing in flight, oldest first: the eviction candidates.
+        self.idle_since: OrderedDict[Key, float] = OrderedDict()
+        self.released = 0
+        self.on_activate: Callable[[Key, DurableObject], None] = _nothing
+        self.on_busy: Callable[[DurableObject], None] = _nothing
+        self._methods: dict[type, frozenset[str]] = {}
+        self._calls: dict[Key, int] = {}
+        self._inflight: dict[Key, int] = {}
+        self._interned: dict[str, str] = {}
+
+    def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count the asyncio tasks objects start on ``loop``: a task of an object's
+        own keeps it in memory."""
+        previous = loop.get_task_factory()
+
+        def factory(loop, coro, **kwargs):
+            task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+            obj = current_object()
+            if obj is not None:
+                tasks = obj.__dict__.setdefault("_dotdo_tasks", set())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                self.on_busy(obj)
+            return task
+
+        loop.set_task_factory(factory)
+
+    # -- objects ------------------------------------------------------------------------
+
+    def _class(self, name: str) -> type[DurableObject]:
+        cls = self.classes.get(name) or lookup(name)
+        if cls is None:
+            raise ObjectError(
+                f"this host has no durable object class {name!r}: define it in a module "
+                "the Ray workers can import"
+            )
+        return cls
+
+    def activate(self, key: Key) -> DurableObject:
+        """Bring object ``key`` into memory from its file and start its background work."""
+        cls = self._class(key[0])
+        path = storage_path(self.storage_root, key[0], key[1])
+        storage = Storage(path, key[0], key[1], compact=self.compact)
+        obj = cls.__new__(cls)
+        obj.id, obj.storage = key[1], storage
+        obj._dotdo_live = False
+        activity = obj._dotdo_activity = Activity(obj, self.clock)
+        storage.now = self.clock.now
+        storage.on_alarm_change = activity.alarm_changed
+        activity.on_busy = lambda: self.on_busy(obj)
+        token = acting_for(obj)  # so that __init__ may subscribe handlers itself
+        try:
+            cls.__init__(obj)
+        except BaseException:
+            storage.close()
+            raise
+        finally:
+            restore(token)
+        self.objects[key] = obj
+        if not self._inflight.get(key):
+            self.idle_since[key] = time.monotonic()
+        self.on_activate(key, obj)
+        activity.start()
+        return obj
+
+    def evictable(self, key: Key, obj: DurableObject) -> bool:
+        """Whether ``obj`` may leave memory: nothing in flight, no background work."""
+        return (not self._inflight.get(key) and obj._dotdo_activity.idle
+                and not obj.__dict__.get("_dotdo_tasks"))
+
+    def release(self, key: Key, obj: DurableObject) -> float | None:
+        """Take ``obj`` out of memory (its own tasks are cancelled); returns when it
+        must wake by itself (its alarm or next tick), or None."""
+        activity = obj._dotdo_activity
+        wake_at = activity.next_wake()
+        activity.stop()
+        for task in list(obj.__dict__.get("_dotdo_tasks", ())):
+            task.cancel()
+        obj.storage.close()
+        del self.objects[key]
+        self.idle_since.pop(key, None)
+        self._calls.pop(key, None)
+        self.released += 1
+        return wake_at
+
+    def _method(self, obj: DurableObject, name: str):
+        cls = type(obj)
+        names = self._methods.get(cls)
+        if names is None:
+            names = self._methods[cls] = frozenset(public_methods(cls))
+        if name not in names:
+            raise MethodNotFoundError(
+                f"{cls.__name__} has no public method {name!r}; its methods are: "
+                f"{', '.join(sorted(names)) or '(none)'}"
+            )
+        return getattr(obj, name)
+
+    # -- calls --------------------------------------------------------------------------
+
+    async def call(self, message: list, deps: tuple) -> Any:
+        """Run one :class:`Call` (as a list) after the earlier calls of its caller;
+        ``deps`` are the values of its promise arguments."""
+        call = Call._make(message)
+        key = (intern(self._interned, call.class_name), call.object_id)
+        turn = (key, call.stream)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        self.idle_since.pop(key, None)
+        try:
+            try:  # however this ends (cancelled too), the caller's next call goes on
+                admitted = self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
+                if admitted is not None:
+                    await admitted
+                obj = self.objects.get(key) or self.activate(key)
+                self._calls[key] = self._calls.get(key, 0) + 1
+                fn = self._method(obj, call.method)
+            finally:
+                self.sequencer.leave(turn, call.seq)
+            args, kwargs = unpack_args(call.args, call.kwargs, deps)
+            token = acting_for(obj)
+            try:
+                result = await aio.call(fn, *args, **kwargs)
+            finally:
+                restore(token)
+            if isinstance(result, Promise):  # returning a promise returns its value
+                result = await result
+            return result
+        finally:
+            left = self._inflight.pop(key) - 1
+            if left:
+                self._inflight[key] = left
+            elif key in self.objects:
+                self.idle_since[key] = time.monotonic()
+
+    def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
+        """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""
+        self.sequencer.skip(((class_name, object_id), stream), seq)
+
+    def keep(self, streams: list) -> None:
+        """Callers still hold back these calls: ``[class, id, stream, deferred,
+        upto]`` each (see :meth:`Sequencer.keep`)."""
+        for class_name, object_id, stream, deferred, upto in streams:
+            self.sequencer.keep(((class_name, object_id), stream), deferred, upto)
+
+    def stats(self) -> dict[str, Any]:
+        """Objects in memory, calls per object in memory, calls waiting for their
+        turn, gaps skipped, objects released."""
+        return {
+            "objects": sorted(self.objects),
+            "calls": {f"{c}/{i}": n for (c, i), n in self._calls.items()},
+            "gaps_skipped": self.sequencer.skipped,
+            "waiting": self.sequencer.waiting(),
+            "evicted": self.released,
+        }
+
+
+def intern(table: dict[str, str], name: str) -> str:
+    """``name``, or the equal string met before: every stream key parked in the
+    sequencer holds its class name, so share one copy. Starting over past
+    ``MAX_INTERNED`` names only costs copies."""
+    if len(table) >= MAX_INTERNED and name not in table:
+        table.clear()
+    return table.setdefault(name, name)

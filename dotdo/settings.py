@@ -1,0 +1,81 @@
+"""``Settings``: where objects keep their files, which Ray namespace holds their
+actors, and the default hosting; the settings this process uses; their defaults
+from the environment.
+
+A driver's settings come from :func:`dotdo.init`; a host receives its creator's and
+uses them (so stubs called inside objects reach the same storage and namespace).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from dotdo.errors import ConfigError
+from dotdo.hosting import Dedicated, Hosting, from_env
+
+__all__ = ["Settings", "DEFAULT_NAMESPACE", "current", "use", "defaults", "deferred_timeout"]
+
+DEFAULT_NAMESPACE = "dotdo"
+DEFAULT_DEFERRED_TIMEOUT = 30.0  # seconds; see deferred_timeout()
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where objects keep their files, which Ray namespace holds their actors, and
+    the hosting of classes that do not choose their own."""
+
+    storage: str
+    namespace: str = DEFAULT_NAMESPACE
+    hosting: Hosting = dataclasses.field(default_factory=Dedicated)
+
+
+_settings: Settings | None = None
+
+
+def current() -> Settings | None:
+    """The settings this process uses, or None before :func:`use`."""
+    return _settings
+
+
+def use(conf: Settings | None) -> None:
+    """Use ``conf`` in this process from now on (None: none yet)."""
+    global _settings
+    _settings = conf
+
+
+def default_storage() -> str:
+    """``$DOTDO_STORAGE`` or ``./.dotdo``, absolute."""
+    return os.path.abspath(os.environ.get("DOTDO_STORAGE") or ".dotdo")
+
+
+def default_namespace() -> str:
+    """``$DOTDO_NAMESPACE`` or ``dotdo``."""
+    return os.environ.get("DOTDO_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def default_hosting() -> Hosting:
+    """``$DOTDO_HOSTING`` parsed, or dedicated."""
+    return from_env(os.environ.get("DOTDO_HOSTING"))
+
+
+def defaults() -> Settings:
+    """The settings the environment asks for."""
+    return Settings(default_storage(), default_namespace(), default_hosting())
+
+
+def deferred_timeout() -> float:
+    """Seconds a host waits for a caller's deferred call with no news of it from the
+    caller (``$DOTDO_DEFERRED_TIMEOUT``, default 30); callers ping six times as often.
+    Hosts read it when they start, from the environment Ray gives its workers."""
+    raw = os.environ.get("DOTDO_DEFERRED_TIMEOUT")
+    try:
+        value = float(raw) if raw else DEFAULT_DEFERRED_TIMEOUT
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(
+            f"DOTDO_DEFERRED_TIMEOUT must be a number of seconds above 0, got {raw!r}: "
+            "set it so, or unset it for the default of 30"
+        )
+    return value

@@ -1,0 +1,105 @@
+"""The package's layering: every module imports only modules below it, at the top of
+the file, so the import graph has no cycle and a reader can draw it (see
+docs/architecture.md). Checked statically, from each module's source."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Bottom to top. A module may import only modules listed before it.
+LAYERS = [
+    # leaves
+    ["errors", "ids", "clock", "codec", "checks", "aio", "current", "sequencer",
+     "hosting", "retry", "settings"],
+    # storage
+    ["journal"],
+    # the object model and registration
+    ["object", "registry", "events", "schedule", "jobs", "background"],
+    # the host core, Ray-free but for promises
+    ["promise", "host", "pool"],
+    # Ray: the host actor, then the client that starts and calls it
+    ["runtime", "client", "stub"],
+    # the $ API and the App on top
+    ["context", "app"],
+]
+ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
+# Imports inside functions, each for a reason: a Ray module only some Rays have.
+INNER_ALLOWED = {("dotdo.client", "ray._private.authentication")}
+# What the shipped objects may use besides the package itself: documented modules.
+ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec", "dotdo.errors",
+                  "dotdo.ids", "dotdo.jobs"}
+
+
+def _imports(path: pathlib.Path, package: str) -> tuple[set[str], set[str]]:
+    """(module-level imports, imports inside functions) of the file at ``path``,
+    leaving out ``if TYPE_CHECKING:`` blocks (annotations only)."""
+    top: set[str] = set()
+    inner: set[str] = set()
+
+    def names(node: ast.Import | ast.ImportFrom) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [a.name for a in node.names]
+        base = node.module or ""
+        if node.level:
+            base = package + ("." + base if base else "")
+        # `from dotdo import codec` imports the module dotdo.codec
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in ORDER else base
+                for a in node.names]
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                (inner if in_function else top).update(names(child))
+            visit(child, in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text()), False)
+    return top, inner
+
+
+def test_every_module_is_placed_in_a_layer():
+    found = {f"dotdo.{p.stem}" for p in (ROOT / "dotdo").glob("*.py") if p.stem != "__init__"}
+    assert found == set(ORDER), f"place these in LAYERS: {sorted(found ^ set(ORDER))}"
+
+
+def test_modules_import_only_modules_below_them_and_only_at_the_top():
+    for rank, module in enumerate(ORDER):
+        path = ROOT / "dotdo" / f"{module.split('.')[1]}.py"
+        top, inner = _imports(path, "dotdo")
+        above = sorted(m for m in top if m in ORDER and ORDER.index(m) >= rank)
+        assert not above, f"{module} imports {above}, which are not below it"
+        assert "dotdo" not in top, f"{module} imports the package itself: import the module"
+        late = {(module, m) for m in inner} - INNER_ALLOWED
+        assert not late, f"{module} imports inside a function: {sorted(late)}"
+
+
+def test_the_shipped_objects_use_only_documented_parts_of_dotdo():
+    for path in (ROOT / "actors").glob("*.py"):
+        top, inner = _imports(path, "actors")
+        used = {m for m in top | inner if m.split(".")[0] == "dotdo"}
+        assert used <= ACTORS_MAY_USE, f"{path.name} uses {sorted(used - ACTORS_MAY_USE)}"
+        assert not {m for m in inner if m.split(".")[0] in ("dotdo", "actors")}, path.name
+
+
+def test_dotdo_never_names_the_actors_package_in_code():
+    for path in (ROOT / "dotdo").glob("*.py"):
+        top, inner = _imports(path, "dotdo")
+        assert not {m for m in top | inner if m.split(".")[0] == "actors"}, path.name
+
+
+def test_each_module_imports_first_in_a_fresh_interpreter():
+    # Top layer first, then each leaf: whichever module a program imports first, the
+    # package comes up whole. One interpreter per module would cost ~1 s each; these
+    # three cover the first module of each kind of path through the graph.
+    for first in ("dotdo.app", "dotdo.errors", "dotdo.host", "actors.worker"):
+        code = f"import {first}, dotdo; assert dotdo.Queue('q').id == 'q'"
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, f"import {first} first:\n{done.stderr}"
