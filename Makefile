@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Lint and types: ruff (rules in pyproject.toml) and mypy on dotdo/ and actors/.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dotdo actors
+	$(VENV)/bin/mypy
 
 # The peers (Celery, RQ, Dramatiq, Huey) come from the bench extra; the queue
 # benchmark also wants redis-server (Debian: apt-get install redis-server).
