@@ -245,7 +245,12 @@ class Ticker(dotdo.DurableObject):
     @dotdo.every(1).hours
     async def interrupted(self):
         self._record("interrupted", time_now())
-        await asyncio.sleep(3600)  # a tick long enough to be killed in
+        # A tick long enough to be killed in: it ends only once the test lets it go.
+        while not self.storage.get("let go of interrupted", False):
+            await asyncio.sleep(0.05)
+
+    def let_go(self, schedule: str) -> None:
+        self.storage.put(f"let go of {schedule}", True)
 
     def push_next_fire(self, seconds_back: float, schedule: str = "hourly") -> int:
         """Pretend the object was down: move a schedule's next fire time back."""
@@ -253,6 +258,15 @@ class Ticker(dotdo.DurableObject):
             "UPDATE _dotdo_schedules SET next_fire = next_fire - ? WHERE name LIKE ?",
             [seconds_back, f"%.{schedule}@%"],
         ).rowcount
+
+    def schedule_state(self, schedule: str = "hourly") -> dict:
+        """What the journal holds of a schedule: ticks done, when the last one fired,
+        when the next is due (the object's clock). The loop waits for ``next_fire``."""
+        row = self.storage.sql.execute(
+            "SELECT ticks, last_fire, next_fire FROM _dotdo_schedules WHERE name LIKE ?",
+            [f"%.{schedule}@%"],
+        ).fetchone()
+        return dict(zip(("ticks", "last_fire", "next_fire"), row or (0, None, None)))
 
 
 class Alarmed(dotdo.DurableObject):

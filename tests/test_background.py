@@ -4,12 +4,12 @@ that go on, alarms across restarts, and an App ticking with no driver attached."
 import os
 import subprocess
 import sys
-import time
 
 import ray
 
 from tests import objects  # noqa: F401
 from dotdo import client
+from dotdo.background import ALARM_RETRY
 from tests.conftest import ROOT, host_actor_name, kill_and_wait, wait_for
 
 
@@ -21,9 +21,10 @@ def test_missed_ticks_fire_once_on_recovery(make_object, unique):
     assert ticker.push_next_fire(4 * 3600).result() == 1
     # When the object restarts
     kill_and_wait(ticker, "SIGKILL")
-    # Then the tick fires once, not three times, and the next is an hour away
-    wait_for(lambda: ticker.seen("hourly").result())
-    time.sleep(1.0)
+    # Then the tick fires once, not three times, and the next is an hour away: once
+    # that tick is journaled, the journal is what the schedule waits on
+    state = wait_for(lambda: (s := ticker.schedule_state("hourly").result())["ticks"] and s)
+    assert state["ticks"] == 1 and state["next_fire"] >= state["last_fire"] + 3600
     assert len(ticker.seen("hourly").result()) == 1
 
 
@@ -55,8 +56,20 @@ def test_alarm_fires_after_a_restart(make_object, unique):
 
 def test_failing_alarm_is_retried_with_backoff(make_object, unique):
     alarmed = make_object("Alarmed", unique)
+    host = client.actor_handle(alarmed)
     alarmed.arm(0.1, fail_times=2).result()
-    state = wait_for(lambda: (s := alarmed.state().result())["fired"] and s, timeout=60)
+    # Each retry waits its backoff on the object's clock: move the clock by it instead
+    # of waiting it out (a shift wakes the wait; one that came too early only means
+    # the real wait)
+    shifted = 0.0
+    try:
+        for failures in (1, 2):
+            wait_for(lambda n=failures: alarmed.state().result()["attempts"] >= n)
+            ray.get(host.shift_clock.remote(ALARM_RETRY.delay(failures)))
+            shifted += ALARM_RETRY.delay(failures)
+        state = wait_for(lambda: (s := alarmed.state().result())["fired"] and s, timeout=60)
+    finally:  # a pool host is shared: later objects on it must see the real time
+        ray.get(host.shift_clock.remote(-shifted))
     assert state == {"attempts": 3, "fired": 1, "pending": None}
 
 
@@ -97,8 +110,9 @@ def test_injected_clock_moves_an_objects_schedules(make_object, unique):
     host = client.actor_handle(ticker)
     ray.get(host.shift_clock.remote(2.5 * 3600))
     try:
-        wait_for(lambda: ticker.seen("hourly").result())
-        time.sleep(0.5)
+        state = wait_for(lambda: (s := ticker.schedule_state("hourly").result())["ticks"] and s)
+        # once, and the next an hour after it: nothing else is due
+        assert state["ticks"] == 1 and state["next_fire"] >= state["last_fire"] + 3600
         assert len(ticker.seen("hourly").result()) == 1
     finally:  # a pool host is shared: later objects on it must see the real time
         ray.get(host.shift_clock.remote(-2.5 * 3600))
@@ -113,7 +127,10 @@ def test_a_tick_interrupted_by_a_crash_runs_again_once(make_object, unique):
     wait_for(lambda: ticker.seen("interrupted").result())
     # When the object is killed in the middle of that tick
     kill_and_wait(ticker, "SIGKILL")
-    # Then the tick runs again once (at-least-once), not once per missed hour
+    # Then the tick runs again once (at-least-once), not once per missed hour: when
+    # it is let go and journaled, the next is an hour away and no other ran
     wait_for(lambda: len(ticker.seen("interrupted").result()) >= 2)
-    time.sleep(1.0)
+    ticker.let_go("interrupted").result()
+    state = wait_for(lambda: (s := ticker.schedule_state("interrupted").result())["ticks"] and s)
+    assert state["ticks"] == 1 and state["next_fire"] >= state["last_fire"] + 3600
     assert len(ticker.seen("interrupted").result()) == 2

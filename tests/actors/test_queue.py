@@ -75,10 +75,18 @@ def test_cancel_pending_and_delayed_only(queue):
 
 
 def test_pause_resume_persist(queue):
+    job_id = queue.enqueue("echo", 1).result()["$id"]
     queue.pause().result()
     assert queue.get_metrics().paused.result() is True
+    # A new process reads the pause from storage: it still hands out nothing
+    kill_and_wait(queue, "ray.kill")
+    assert queue.get_metrics().paused.result() is True
+    assert _claim(queue, "w") == []
     queue.resume().result()
     assert queue.get_metrics().paused.result() is False
+    kill_and_wait(queue, "ray.kill")
+    assert queue.get_metrics().paused.result() is False
+    assert [g["job"]["$id"] for g in _claim(queue, "w")] == [job_id]
 
 
 @pytest.mark.parametrize(
@@ -189,9 +197,17 @@ def test_heartbeats_keep_leases_and_name_stuck_jobs(queue):
     queue.configure(lease_timeout=1.0).result()
     a, b = (queue.enqueue("echo", i).result()["$id"] for i in range(2))
     _claim(queue, "w", n=2)
-    for _ in range(8):  # twice the lease, beating for both
+    # A control job leased after them to a worker that never beats: once it is back,
+    # their leases would have run out too, had the beats not kept them
+    control = queue.enqueue("echo", "control").result()["$id"]
+
+    def beat_until_control_is_back() -> bool:
         assert queue.heartbeat("w", [a, b], [b]).result() == 1.0
-        time.sleep(0.25)
+        return queue.get(control).result()["status"] == "pending"
+
+    for _ in range(2):  # twice the lease, beating for both
+        assert [g["job"]["$id"] for g in _claim(queue, "silent")] == [control]
+        wait_for(beat_until_control_is_back)
     assert [queue.get(j).result()["status"] for j in (a, b)] == ["running", "stuck"]
     metrics = queue.get_metrics().result()
     assert (metrics.running, metrics.stuck) == (1, 1)
