@@ -480,7 +480,7 @@ class Storage:
             self._sql = sqlite_utils.Database(self._db.sqlite)
         return self._sql
 
-    # -- alarms (public: SPEC 7) ------------------------------------------------------
+    # -- alarms (public API) ---------------------------------------------------------
 
     def set_alarm(self, when: float | datetime.datetime | datetime.timedelta) -> float:
         """Have the object's ``alarm()`` method called at ``when`` (an epoch time, an

@@ -1,4 +1,4 @@
-"""send / try_ / do inside objects, on real Ray: the seed's comparison table, cell by
+"""send / try_ / do inside objects, on real Ray: the comparison table of the $ API, cell by
 cell, and replay across crashes."""
 
 import threading
