@@ -35,7 +35,9 @@ from dotdo.host import Call
 from dotdo.hosting import Dedicated, Hosting, Pooled, host_name
 from dotdo.hosting import check as check_hosting
 from dotdo.ids import actor_name
+from dotdo.inprocess import LocalHost
 from dotdo.object import DurableObject, lookup
+from dotdo.promise import LocalRef
 from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
@@ -51,6 +53,7 @@ _MAX_LISTED = 256
 _PROBE_TIMEOUT = 3.0  # seconds for a Ray address to accept a TCP connection
 _SHIP_WAIT = 30.0  # seconds a driver waits for an App to import its handlers' modules
 _log = logging.getLogger("dotdo")
+_local: LocalHost | None = None  # the host of every object in in-process mode
 
 
 class Line:
@@ -91,6 +94,7 @@ def init(
     storage: str | None = None,
     namespace: str | None = None,
     hosting: Hosting | None = None,
+    in_process: bool | None = None,
     **ray_kwargs: Any,
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
@@ -105,16 +109,25 @@ def init(
     ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
     class and id in two namespaces are two objects. ``hosting`` (default
     ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
-    Extra keyword arguments go to ``ray.init``.
+    Extra keyword arguments go to ``ray.init``. ``in_process=True`` (default
+    ``$DOTDO_IN_PROCESS``) runs every object in this process with no Ray at all (see
+    :mod:`dotdo.inprocess`): for tests and scripts; ``address`` and hosting then do not apply.
     Calling it is optional: the first call on a stub does it with the defaults.
     """
     previous = _conf.current()
+    in_process = _conf.default_in_process() if in_process is None else bool(in_process)
     namespace = _conf.default_namespace() if namespace is None else namespace
     if not namespace or not isinstance(namespace, str):
         raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
     hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
     wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
-                      hosting)
+                      hosting, in_process)
+    if in_process:
+        if address is not None:
+            raise ConfigError("dotdo.init(in_process=True) runs objects in this process: "
+                              "give no address (or drop in_process to use Ray)")
+        return _use(wanted, previous)
+    _stop_local()
     if ray.is_initialized():
         if in_ray_worker():
             raise ConfigError(
@@ -136,14 +149,29 @@ def init(
         ray_kwargs.setdefault("logging_level", "warning")
         ray.init(address=address, **ray_kwargs)
         forget_handles()
+    return _use(wanted, previous)
+
+
+def _use(wanted: Settings, previous: Settings | None) -> Settings:
     # Only this user: the files hold every object's payloads and errors.
     os.makedirs(wanted.storage, mode=0o700, exist_ok=True)
-    if previous is not None and wanted.hosting != previous.hosting:
-        forget_handles()  # objects may now live on other actors
+    if previous is not None and (wanted.hosting, wanted.in_process, wanted.storage) != (
+            previous.hosting, previous.in_process, previous.storage):
+        forget_handles()  # objects may now live on other hosts
+        _stop_local()
     if wanted != previous:
         registry.ship_again()  # this cluster's or storage's Apps know nothing yet
     _conf.use(wanted)
     return wanted
+
+
+def _stop_local() -> None:
+    """End in-process hosting, if this process had it."""
+    global _local
+    if _local is not None:
+        local, _local = _local, None
+        forget_handles()
+        local.close()
 
 
 def _address_to_join(address: str | None, temp_dir: str | None) -> str | None:
@@ -215,9 +243,11 @@ def _use_auth_token_if_present() -> None:
 
 
 def shutdown() -> None:
-    """Disconnect from Ray (stopping it if this process started it). Objects'
-    files stay; the next call starts or joins Ray again."""
+    """Disconnect from Ray (stopping it if this process started it), or stop the
+    objects of in-process hosting. Objects' files stay; the next call starts or joins
+    Ray again."""
     forget_handles()
+    _stop_local()
     _conf.use(None)
     if ray.is_initialized():
         ray.shutdown()
@@ -226,7 +256,7 @@ def shutdown() -> None:
 def settings() -> Settings:
     """The settings in force, initialising with the defaults if needed."""
     conf = _conf.current()
-    if conf is None or not ray.is_initialized():
+    if conf is None or not (conf.in_process or ray.is_initialized()):
         if ray.is_initialized() and in_ray_worker():
             # A Ray task or actor of the user's calling a stub: Ray is up already.
             _conf.use(_conf.defaults())
@@ -239,7 +269,7 @@ def settings() -> Settings:
 
 def in_ray_worker() -> bool:
     """Whether this process is a Ray worker (a host, a task), not a driver."""
-    return ray._private.worker.global_worker.mode != ray.SCRIPT_MODE
+    return ray.is_initialized() and ray._private.worker.global_worker.mode != ray.SCRIPT_MODE
 
 
 def hosting_of(cls: type[DurableObject]) -> Hosting:
@@ -266,7 +296,13 @@ def _line(cls: type[DurableObject], object_id: str) -> Line:
 
 def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Hosting,
                 conf: Settings) -> Any:
-    """The handle of actor ``host``, created unless it exists (get-if-exists)."""
+    """The handle of actor ``host``, created unless it exists (get-if-exists); in
+    in-process mode, this process's one host."""
+    global _local
+    if conf.in_process:
+        if _local is None:
+            _local = LocalHost(conf.storage)
+        return _local
     options = dict(
         name=host,
         namespace=conf.namespace,
@@ -288,8 +324,8 @@ def submit(
     cls: type[DurableObject], object_id: str, method: str, args: tuple, kwargs: dict, deps: list
 ) -> ray.ObjectRef:
     """Send one call to an object's host (arguments as :func:`~dotdo.stub.pack_args`
-    leaves them); returns the ``ObjectRef`` of its result."""
-    if not ray.is_initialized():
+    leaves them); returns the ``ObjectRef`` of its result (in-process: a ``LocalRef``)."""
+    if _local is None and not ray.is_initialized():
         forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
@@ -371,10 +407,12 @@ def _keep_pinging(every: float) -> None:
 def _ship_registrations() -> None:
     """Tell each App which modules registered its handlers, before any other call,
     so that the App's own process imports them (drivers only)."""
-    settings()
+    conf = settings()
     if in_ray_worker():
         registry.unshipped().clear()  # inside a host: module handlers live in its App
         return
+    if conf.in_process and _local is not None and _local.on_loop():
+        return  # an object calling: waiting here would stop the loop; the driver ships
     app_class = lookup(APP_CLASS)
     assert app_class is not None, "dotdo.app defines App and dotdo imports it"
     for app, specs in list(registry.unshipped().items()):
@@ -386,7 +424,8 @@ def _ship_registrations() -> None:
             try:
                 ref = submit(app_class, app, "keep_modules",
                              (sorted(list(s) for s in batch),), {}, [])
-                kept = ray.get(ref, timeout=_SHIP_WAIT)
+                kept = (ref.value(_SHIP_WAIT) if isinstance(ref, LocalRef)
+                        else ray.get(ref, timeout=_SHIP_WAIT))
                 if missing := sorted(s for s in batch if list(s) not in kept):
                     _log.warning("dotdo: App(%r) did not keep %s: its process could not "
                                  "import them, or they registered nothing there (see the "

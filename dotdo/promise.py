@@ -20,8 +20,12 @@ Pipelining rules, all without a round trip to the caller:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import inspect
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
 import ray
@@ -30,9 +34,66 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayTaskError
 from dotdo import settings as _conf
 from dotdo.errors import ObjectError
 
-__all__ = ["Promise", "get", "follow", "pack_args", "unpack_args"]
+__all__ = ["Promise", "LocalRef", "get", "follow", "pack_args", "unpack_args"]
 
 Path = tuple[tuple[str, Any], ...]
+
+
+# -- the results of calls run in this process -------------------------------------------
+
+
+class LocalRef:
+    """The result of a call run in this process (in-process hosting): what a Ray
+    ``ObjectRef`` is for a call run by a Ray actor. ``future()`` gives it as a
+    ``concurrent.futures.Future``; awaiting it works on any event loop."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> None:
+        self._future = future
+        self._loop = loop
+
+    @classmethod
+    def spawn(cls, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> LocalRef:
+        """Run ``coro`` on ``loop`` (from any thread, as nobody's code: no current
+        object) and return its result to come."""
+        future = contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, loop)
+        return cls(future, loop)
+
+    def future(self) -> concurrent.futures.Future:
+        """The result as a ``concurrent.futures.Future``."""
+        return self._future
+
+    def hex(self) -> str:
+        return f"{id(self._future):016x}"
+
+    def _on_completed(self, callback: Any) -> None:
+        """Call ``callback`` with the value, or the exception, once there is one (as
+        Ray's ``ObjectRef._on_completed``)."""
+        def done(future: concurrent.futures.Future) -> None:
+            error = future.exception()
+            callback(error if error is not None else future.result())
+
+        self._future.add_done_callback(done)
+
+    def __await__(self):
+        return asyncio.wrap_future(self._future).__await__()
+
+    def value(self, timeout: float | None) -> Any:
+        """Block until the result exists (never on the loop that makes it)."""
+        if not self._future.done() and _on_loop(self._loop):
+            raise ObjectError(
+                "Promise.result() would wait for the event loop it blocks: inside an "
+                "object, `await` the promise instead"
+            )
+        return self._future.result(timeout)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    return getattr(loop, "_thread_id", None) == threading.get_ident()
+
+
+Ref = Any  # a Ray ObjectRef or a LocalRef
 
 
 # -- promises -----------------------------------------------------------------------
@@ -43,18 +104,22 @@ class Promise:
 
     __slots__ = ("_ref", "_path", "_projected")
 
-    def __init__(self, ref: ray.ObjectRef, path: Path = ()) -> None:
+    def __init__(self, ref: Ref, path: Path = ()) -> None:
         self._ref = ref
         self._path = path
-        self._projected: ray.ObjectRef | None = None
+        self._projected: Ref | None = None
 
     @property
-    def ref(self) -> ray.ObjectRef:
-        """A Ray ``ObjectRef`` of this promise's value, for any Ray API that takes one."""
+    def ref(self) -> Ref:
+        """A Ray ``ObjectRef`` of this promise's value, for any Ray API that takes one
+        (in-process hosting: a :class:`LocalRef`)."""
         if not self._path:
             return self._ref
         if self._projected is None:
-            self._projected = _project.remote(self._ref, self._path)
+            if type(self._ref) is LocalRef:
+                self._projected = LocalRef.spawn(self._ref._loop, _project_local(self._ref, self._path))
+            else:
+                self._projected = _project.remote(self._ref, self._path)
         return self._projected
 
     def __await__(self):
@@ -73,6 +138,8 @@ class Promise:
 
     def done(self) -> bool:
         """True once the call has finished, successfully or not."""
+        if type(self._ref) is LocalRef:
+            return self._ref._future.done()
         ready, _ = ray.wait([self._ref], timeout=0)
         return bool(ready)
 
@@ -89,6 +156,9 @@ class Promise:
         if path and path[-1][0] == "attr":
             path, name = path[:-1], path[-1][1]
         args, kwargs, deps = pack_args(args, kwargs)
+        if type(self._ref) is LocalRef:
+            return Promise(LocalRef.spawn(self._ref._loop, _call_on_local(
+                self._ref, path, name, args, kwargs, deps)))
         conf = _conf.current() or _conf.defaults()  # a promise exists: Ray is up
         return Promise(_call_on.remote(conf, self._ref, path, name, args, kwargs, *deps))
 
@@ -105,11 +175,14 @@ class Promise:
 
 def get(promises: Promise | Iterable[Promise], timeout: float | None = None) -> Any:
     """Resolve one promise or a list of them from sync code (``Promise.all`` for lists)."""
-    single = isinstance(promises, (Promise, ray.ObjectRef))
+    single = isinstance(promises, (Promise, ray.ObjectRef, LocalRef))
     items = [promises] if single else list(promises)
     refs: list[Any] = [p._ref if isinstance(p, Promise) else p for p in items]
     try:
-        values = ray.get(refs, timeout=timeout)
+        if refs and all(type(r) is LocalRef for r in refs):
+            values = _get_local(refs, timeout)
+        else:
+            values = ray.get(refs, timeout=timeout)
     except (RayTaskError, ActorDiedError) as exc:
         raise _raised(exc) from exc.__cause__
     except GetTimeoutError:
@@ -163,6 +236,36 @@ def _project(value: Any, path: Path) -> Any:
     return follow(value, path)
 
 
+def _get_local(refs: list[LocalRef], timeout: float | None) -> list[Any]:
+    """The values of calls run in this process, waiting at most ``timeout`` in all."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    values = []
+    for ref in refs:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            values.append(ref.value(left))
+        except TimeoutError:
+            if ref.future().done():
+                raise  # the call itself raised it
+            raise TimeoutError(f"not resolved within {timeout} s") from None
+    return values
+
+
+async def _project_local(ref: LocalRef, path: Path) -> Any:
+    return follow(await ref, path)
+
+
+async def _call_on_local(ref: LocalRef, path: Path, name: str | None, args: Any, kwargs: dict,
+                         deps: list) -> Any:
+    """``Promise.__call__`` in this process: call on the value once it exists."""
+    target = follow(await ref, path)
+    args, kwargs = unpack_args(args, kwargs, [await dep for dep in deps])
+    result = (getattr(target, name) if name is not None else target)(*args, **kwargs)
+    while inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 @ray.remote(num_cpus=0, max_retries=0)
 def _call_on(conf, value, path, name, args, kwargs, *deps):
     _conf.use(conf)  # stubs called here must use the caller's storage root
@@ -195,7 +298,7 @@ class _Dep:
 
 def _has_promise(obj: Any) -> bool:
     t = type(obj)
-    if t is Promise or t is ray.ObjectRef:
+    if t is Promise or t is ray.ObjectRef or t is LocalRef:
         return True
     if t is list or t is tuple:
         return any(_has_promise(x) for x in obj)
@@ -209,7 +312,7 @@ def _swap(obj: Any, deps: list) -> Any:
     if t is Promise:
         deps.append(obj._ref)
         return _Dep(len(deps) - 1, obj._path)
-    if t is ray.ObjectRef:
+    if t is ray.ObjectRef or t is LocalRef:
         deps.append(obj)
         return _Dep(len(deps) - 1, ())
     if t is list or t is tuple:

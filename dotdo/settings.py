@@ -28,6 +28,7 @@ class Settings:
     storage: str
     namespace: str = DEFAULT_NAMESPACE
     hosting: Hosting = dataclasses.field(default_factory=Dedicated)
+    in_process: bool = False  # every object in this process, no Ray (dotdo.inprocess)
 
 
 _settings: Settings | None = None
@@ -59,9 +60,15 @@ def default_hosting() -> Hosting:
     return from_env(os.environ.get("DOTDO_HOSTING"))
 
 
+def default_in_process() -> bool:
+    """``$DOTDO_IN_PROCESS`` set to ``1``, ``true`` or ``yes``."""
+    return os.environ.get("DOTDO_IN_PROCESS", "").lower() in ("1", "true", "yes")
+
+
 def defaults() -> Settings:
     """The settings the environment asks for."""
-    return Settings(default_storage(), default_namespace(), default_hosting())
+    return Settings(default_storage(), default_namespace(), default_hosting(),
+                    default_in_process())
 
 
 def deferred_timeout() -> float:

@@ -67,10 +67,42 @@ def _ray_session(storage_root):
 
 @pytest.fixture
 def ray_session(_ray_session, storage_root):
-    """dotdo on the session's Ray; starts it again if a test shut it down."""
+    """dotdo on the session's Ray; starts it again if a test shut it down, and comes
+    back to it after a test that ran objects in process."""
     if not ray.is_initialized():
         start_ray(storage_root)
+    elif client.settings().in_process:
+        dotdo.init(storage=str(storage_root))
     return client.settings()
+
+
+@pytest.fixture(scope="session")
+def local_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dotdo-storage-in-process")
+
+
+@pytest.fixture
+def local_session(local_root):
+    """dotdo with every object in this process and no Ray (``in_process=True``): for
+    tests of logic. Runs once, not once per hosting pass."""
+    os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
+    return dotdo.init(in_process=True, storage=str(local_root))
+
+
+@pytest.fixture
+def make_local(local_session):
+    """As ``make_object``, with the objects in this process; each is retired at the
+    end of the test (its schedules stop)."""
+    made = []
+
+    def make(cls_name: str, object_id: str):
+        stub = dotdo.stub(cls_name, object_id)
+        made.append(stub)
+        return stub
+
+    yield make
+    for stub in made:
+        dotdo.get(client.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_the_app_keeps_what_registered_and_drops_what_is_gone(make_object, uniqu
     assert the_app.module_list().result() == []
 
 
-def test_what_the_default_app_keeps_is_well_formed_and_has_the_handlers(ray_session):
+def test_what_the_default_app_keeps_is_well_formed_and_has_the_handlers(local_session):
     from tests import job_handlers  # noqa: F401  (workers import this module from the App)
 
     dotdo.deploy()

@@ -7,6 +7,8 @@ import sys
 
 import ray
 
+import dotdo
+
 from tests import objects  # noqa: F401
 from dotdo import client
 from dotdo.background import ALARM_RETRY
@@ -28,8 +30,8 @@ def test_missed_ticks_fire_once_on_recovery(make_object, unique):
     assert len(ticker.seen("hourly").result()) == 1
 
 
-def test_ticks_of_one_schedule_never_overlap(make_object, unique):
-    ticker = make_object("Ticker", unique)
+def test_ticks_of_one_schedule_never_overlap(make_local, unique):
+    ticker = make_local("Ticker", unique)
     ticker.seen("long").result()
     marks = wait_for(lambda: (m := ticker.seen("long").result()) and len(m) >= 8 and m)
     kinds = [k for k, _ in marks]
@@ -38,8 +40,8 @@ def test_ticks_of_one_schedule_never_overlap(make_object, unique):
     assert times == sorted(times)
 
 
-def test_failing_tick_goes_to_on_error_and_the_schedule_goes_on(make_object, unique):
-    ticker = make_object("Ticker", unique)
+def test_failing_tick_goes_to_on_error_and_the_schedule_goes_on(make_local, unique):
+    ticker = make_local("Ticker", unique)
     ticker.seen("failing").result()
     wait_for(lambda: (ticker.seen("failing").result() or 0) >= 3)
     assert (ticker.seen("errors").result() or 0) >= 2
@@ -54,8 +56,8 @@ def test_alarm_fires_after_a_restart(make_object, unique):
     assert state == {"attempts": 1, "fired": 1, "pending": None}
 
 
-def test_failing_alarm_is_retried_with_backoff(make_object, unique):
-    alarmed = make_object("Alarmed", unique)
+def test_failing_alarm_is_retried_with_backoff(make_local, unique):
+    alarmed = make_local("Alarmed", unique)
     host = client.actor_handle(alarmed)
     alarmed.arm(0.1, fail_times=2).result()
     # Each retry waits its backoff on the object's clock: move the clock by it instead
@@ -65,11 +67,11 @@ def test_failing_alarm_is_retried_with_backoff(make_object, unique):
     try:
         for failures in (1, 2):
             wait_for(lambda n=failures: alarmed.state().result()["attempts"] >= n)
-            ray.get(host.shift_clock.remote(ALARM_RETRY.delay(failures)))
+            dotdo.get(host.shift_clock.remote(ALARM_RETRY.delay(failures)))
             shifted += ALARM_RETRY.delay(failures)
         state = wait_for(lambda: (s := alarmed.state().result())["fired"] and s, timeout=60)
-    finally:  # a pool host is shared: later objects on it must see the real time
-        ray.get(host.shift_clock.remote(-shifted))
+    finally:  # a host is shared: later objects on it must see the real time
+        dotdo.get(host.shift_clock.remote(-shifted))
     assert state == {"attempts": 3, "fired": 1, "pending": None}
 
 
@@ -103,19 +105,19 @@ if __name__ == "__main__":
                  no_restart=True)
 
 
-def test_injected_clock_moves_an_objects_schedules(make_object, unique):
-    ticker = make_object("Ticker", unique)
+def test_injected_clock_moves_an_objects_schedules(make_local, unique):
+    ticker = make_local("Ticker", unique)
     assert ticker.seen("hourly").result() == []
     # Two and a half hours pass on the object's clock: its hourly tick fires once.
     host = client.actor_handle(ticker)
-    ray.get(host.shift_clock.remote(2.5 * 3600))
+    dotdo.get(host.shift_clock.remote(2.5 * 3600))
     try:
         state = wait_for(lambda: (s := ticker.schedule_state("hourly").result())["ticks"] and s)
         # once, and the next an hour after it: nothing else is due
         assert state["ticks"] == 1 and state["next_fire"] >= state["last_fire"] + 3600
         assert len(ticker.seen("hourly").result()) == 1
-    finally:  # a pool host is shared: later objects on it must see the real time
-        ray.get(host.shift_clock.remote(-2.5 * 3600))
+    finally:  # a host is shared: later objects on it must see the real time
+        dotdo.get(host.shift_clock.remote(-2.5 * 3600))
 
 
 def test_a_tick_interrupted_by_a_crash_runs_again_once(make_object, unique):

@@ -13,19 +13,19 @@ from tests.conftest import kill_and_wait, wait_for
 # -- the table: retries ---------------------------------------------------------------
 
 
-def test_do_retries_until_success(ray_session, unique):
+def test_do_retries_until_success(local_session, unique):
     out = dotdo.Steps(unique).flaky(fail_times=2, max_retries=3, backoff=0.05).result()
     assert out["result"] == 3 and len(out["times"]) == 3
 
 
-def test_try_does_not_retry(ray_session, unique):
+def test_try_does_not_retry(local_session, unique):
     with pytest.raises(RuntimeError, match="try failed"):
         dotdo.Steps(unique).attempt_once(unique, fail=True).result()
     assert dotdo.Recorder(unique).hits("try").result() == 1
 
 
-def test_send_does_not_retry_a_failing_handler(make_object, unique):
-    events = make_object("Events", unique)
+def test_send_does_not_retry_a_failing_handler(make_local, unique):
+    events = make_local("Events", unique)
     events.fire("Order.broken", 1).result()
     # A later event: events are handled in order, and both are journaled as handled
     # (none left to run again) once it is
@@ -37,8 +37,8 @@ def test_send_does_not_retry_a_failing_handler(make_object, unique):
 # -- awaitable ------------------------------------------------------------------------
 
 
-def test_send_returns_none_at_once_and_the_others_are_awaitable(make_object, unique):
-    events = make_object("Events", unique)
+def test_send_returns_none_at_once_and_the_others_are_awaitable(make_local, unique):
+    events = make_local("Events", unique)
     # The handler sleeps 2 s; send returned before it finished.
     assert events.fire("Slow.started", 2.0).result() is None
     assert all(mark != "end" for mark, _ in events.seen("slow").result())
@@ -51,8 +51,8 @@ def test_send_returns_none_at_once_and_the_others_are_awaitable(make_object, uni
 # -- raises ---------------------------------------------------------------------------
 
 
-def test_send_never_raises_handler_errors_to_the_sender(make_object, unique):
-    events = make_object("Events", unique)
+def test_send_never_raises_handler_errors_to_the_sender(make_local, unique):
+    events = make_local("Events", unique)
     assert events.fire("Order.broken", "x").result() is None
     wait_for(lambda: events.seen("errors").result())
     event_type, event_id, data, error = events.seen("errors").result()[0]
@@ -60,20 +60,20 @@ def test_send_never_raises_handler_errors_to_the_sender(make_object, unique):
     assert event_id
 
 
-def test_do_raises_after_the_last_attempt_with_the_count(ray_session, unique):
+def test_do_raises_after_the_last_attempt_with_the_count(local_session, unique):
     out = dotdo.Steps(unique).flaky(fail_times=99, max_retries=2, backoff=0.01).result()
     assert out == {"raised": "ConnectionError", "message": "attempt 3 failed", "attempts": 3,
                    "times": out["times"]}
 
 
-def test_terminal_error_stops_do_at_once(ray_session, unique):
+def test_terminal_error_stops_do_at_once(local_session, unique):
     assert dotdo.Steps(unique).terminal().result() == {"calls": 1, "attempts": 1}
 
 
 # -- timeout --------------------------------------------------------------------------
 
 
-def test_try_times_out(ray_session, unique):
+def test_try_times_out(local_session, unique):
     with pytest.raises(TimeoutError):
         dotdo.Steps(unique).attempt_once(unique, fail=False, timeout=0.1, sleep=5).result()
 
@@ -81,14 +81,14 @@ def test_try_times_out(ray_session, unique):
 # -- replay-safe ----------------------------------------------------------------------
 
 
-def test_do_with_step_id_replays_the_journaled_result(ray_session, unique):
+def test_do_with_step_id_replays_the_journaled_result(local_session, unique):
     steps = dotdo.Steps(unique)
     assert steps.step("charge", unique).result() == {"done": "charge"}
     assert steps.step("charge", unique).result() == {"done": "charge"}
     assert dotdo.Recorder(unique).hits("charge").result() == 1
 
 
-def test_try_is_not_replay_safe(ray_session, unique):
+def test_try_is_not_replay_safe(local_session, unique):
     steps = dotdo.Steps(unique)
     steps.attempt_once(unique, fail=False).result()
     steps.attempt_once(unique, fail=False).result()
@@ -122,7 +122,7 @@ def test_unfinished_step_runs_again_after_a_kill(ray_session, unique):
     assert recorder.hits("slow-step").result() == 2
 
 
-def test_every_attempt_is_journaled(ray_session, unique):
+def test_every_attempt_is_journaled(local_session, unique):
     steps = dotdo.Steps(unique)
     steps.flaky(fail_times=2, max_retries=3, backoff=0.01, step_id="flaky").result()
     attempts = steps.attempts("flaky").result()
@@ -132,7 +132,7 @@ def test_every_attempt_is_journaled(ray_session, unique):
     assert all(a["finished"] >= a["started"] for a in attempts)
 
 
-def test_backoff_waits_really_happen_in_order(ray_session, unique):
+def test_backoff_waits_really_happen_in_order(local_session, unique):
     out = dotdo.Steps(unique).flaky(fail_times=3, max_retries=3, backoff=0.2).result()
     gaps = [b - a for a, b in zip(out["times"], out["times"][1:])]
     # 0.2, 0.4, 0.8 s: each wait at least its size, each longer than the one before.
@@ -144,8 +144,8 @@ def test_backoff_waits_really_happen_in_order(ray_session, unique):
 
 
 @pytest.mark.parametrize("bad", ["job", "Job.", "", ".enqueued", "job.enqueued", "Job.Enqueued", 7])
-def test_bad_event_names_raise_at_send_and_log_nothing(make_object, unique, bad):
-    events = make_object("Events", unique)
+def test_bad_event_names_raise_at_send_and_log_nothing(make_local, unique, bad):
+    events = make_local("Events", unique)
     with pytest.raises(ValueError):
         events.fire(bad, {}).result()
     with pytest.raises(ValueError):
@@ -154,8 +154,8 @@ def test_bad_event_names_raise_at_send_and_log_nothing(make_object, unique, bad)
     assert ray_count_events(events) == 0
 
 
-def test_unencodable_event_data_raises_at_send_and_logs_nothing(make_object, unique):
-    events = make_object("Events", unique)
+def test_unencodable_event_data_raises_at_send_and_logs_nothing(make_local, unique):
+    events = make_local("Events", unique)
     with pytest.raises(dotdo.EncodeError):
         events.fire("Order.placed", {"lock": 1j}).result()
     with pytest.raises(dotdo.EncodeError):
@@ -168,17 +168,17 @@ def ray_count_events(events) -> int:
 
 
 
-def test_two_concurrent_dos_of_one_step_run_fn_once(make_object, unique):
+def test_two_concurrent_dos_of_one_step_run_fn_once(make_local, unique):
     # Given two calls that run the same step at the same time in one object
-    steps = make_object("Steps", unique)
-    recorder = make_object("Recorder", f"{unique}-recorder")
+    steps = make_local("Steps", unique)
+    recorder = make_local("Recorder", f"{unique}-recorder")
     calls = [steps.step("s1", recorder.id, work_time=0.5) for _ in range(2)]
     # Then the second waits for the first and gets its journaled result
     assert dotdo.get(calls) == [{"done": "s1"}, {"done": "s1"}]
     assert recorder.hits("s1").result() == 1
 
 
-def test_two_concurrent_driver_dos_of_one_step_run_fn_once(ray_session, unique):
+def test_two_concurrent_driver_dos_of_one_step_run_fn_once(local_session, unique):
     import asyncio
 
     calls = []

@@ -9,8 +9,8 @@ from tests.conftest import host_actor_name, host_pid, kill_and_wait, wait_for
 
 
 
-def test_exact_and_wildcard_handlers(make_object, unique):
-    events = make_object("Events", unique)
+def test_exact_and_wildcard_handlers(make_local, unique):
+    events = make_local("Events", unique)
     for event_type in ["Order.placed", "Order.created", "Job.created", "Job.enqueued", "User.deleted"]:
         events.fire(event_type, {"n": 1})
     wait_for(lambda: events.pending().result() == 0 and events.seen("job").result())
@@ -19,8 +19,8 @@ def test_exact_and_wildcard_handlers(make_object, unique):
     assert events.seen("job").result() == ["Job.created", "Job.enqueued"]
 
 
-def test_handler_error_goes_to_on_error_with_the_event(make_object, unique):
-    events = make_object("Events", unique)
+def test_handler_error_goes_to_on_error_with_the_event(make_local, unique):
+    events = make_local("Events", unique)
     events.fire("Order.broken", {"order": 7}).result()
     (event_type, event_id, data, error), = wait_for(lambda: events.seen("errors").result())
     assert event_type == "Order.broken" and data == {"order": 7}
@@ -30,8 +30,8 @@ def test_handler_error_goes_to_on_error_with_the_event(make_object, unique):
     wait_for(lambda: events.seen("placed").result())
 
 
-def test_events_are_handled_in_order(make_object, unique):
-    events = make_object("Events", unique)
+def test_events_are_handled_in_order(make_local, unique):
+    events = make_local("Events", unique)
     dotdo.get([events.fire("Order.placed", i) for i in range(50)])
     wait_for(lambda: len(events.seen("placed").result()) == 50)
     assert [d for _, d in events.seen("placed").result()] == list(range(50))
@@ -68,7 +68,7 @@ def test_driver_send_reaches_module_level_handlers_in_the_app(ray_session):
     assert ["module", "tests.app_handlers"] in dotdo.App("default").keep_modules([]).result()
 
 
-def test_a_forwarded_event_sent_again_is_handled_once(ray_session, unique):
+def test_a_forwarded_event_sent_again_is_handled_once(local_session, unique):
     from tests import app_handlers
 
     # Given a batch forwarded to the App (as a queue forwards its outbox)
@@ -87,9 +87,9 @@ def test_a_forwarded_event_sent_again_is_handled_once(ray_session, unique):
     assert seen.count(unique) == 1 and seen.index(unique) < seen.index(f"{unique}-later")
 
 
-def test_a_handler_raising_system_exit_goes_to_on_error_and_the_object_goes_on(make_object,
+def test_a_handler_raising_system_exit_goes_to_on_error_and_the_object_goes_on(make_local,
                                                                                 unique):
-    events = make_object("Events", unique)
+    events = make_local("Events", unique)
     events.fire("Order.exited", 1).result()
     (event_type, _, _, error), = wait_for(lambda: events.seen("errors").result())
     assert event_type == "Order.exited" and "raised SystemExit: handler exits on 1" in error

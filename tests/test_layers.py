@@ -21,9 +21,9 @@ LAYERS = [
     # the object model and registration
     ["object", "registry", "events", "schedule", "jobs", "background"],
     # the host core, Ray-free but for promises
-    ["promise", "host", "pool"],
+    ["promise", "host", "pool", "endpoints"],
     # Ray: the host actor, then the client that starts and calls it
-    ["runtime", "client", "stub"],
+    ["inprocess", "runtime", "client", "stub"],
     # the $ API and the App on top
     ["context", "app"],
 ]

@@ -1,4 +1,4 @@
-"""Objects as Ray actors with their own SQLite (SPEC 1, 7), on real Ray."""
+"""Objects with their own SQLite: as Ray actors, and their logic in process."""
 
 import os
 import shutil
@@ -37,16 +37,16 @@ def test_object_is_a_named_detached_actor_with_its_own_file(ray_session, unique)
     assert os.path.exists(storage_path(ray_session.storage, "Counter", unique))
 
 
-def test_odd_ids_work_and_stay_apart(ray_session):
+def test_odd_ids_work_and_stay_apart(local_session):
     a, b = dotdo.Counter("../Odd Id"), dotdo.Counter("../odd-id")
     assert dotdo.get([a.incr(1), b.incr(10)]) == [1, 10]
-    root = ray_session.storage
+    root = local_session.storage
     for object_id in ("../Odd Id", "../odd-id"):
         path = storage_path(root, "Counter", object_id)
         assert os.path.commonpath([root, path]) == root and os.path.exists(path)
 
 
-def test_unencodable_value_is_refused_and_nothing_written(ray_session, unique):
+def test_unencodable_value_is_refused_and_nothing_written(local_session, unique):
     counter = dotdo.Counter(unique)
     # Ray can send a complex number, msgpack cannot store it: refused in the object.
     with pytest.raises(dotdo.EncodeError, match="complex"):
@@ -69,8 +69,8 @@ def test_state_survives_a_crash(ray_session, unique, how):
     assert counter.incr().result() == 21
 
 
-def test_corrupt_file_fails_only_that_object(ray_session, unique):
-    path = storage_path(ray_session.storage, "Counter", unique)
+def test_corrupt_file_fails_only_that_object(local_session, unique):
+    path = storage_path(local_session.storage, "Counter", unique)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(b"garbage" * 1000)

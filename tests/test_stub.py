@@ -1,4 +1,4 @@
-"""Promises and pipelining (SPEC 6), on real Ray."""
+"""Promises and pipelining: their logic in process, what touches Ray on real Ray."""
 
 import asyncio
 
@@ -11,7 +11,7 @@ from tests.objects import Metrics
 
 
 def calls(stub) -> int:
-    stats = ray.get(client.actor_handle(stub).stats.remote())
+    stats = dotdo.get(client.actor_handle(stub).stats.remote())
     return stats["calls"].get(f"{stub.class_name}/{stub.id}", 0)
 
 
@@ -27,12 +27,12 @@ async def _await(p):
     return await p
 
 
-def test_get_resolves_lists_in_order(ray_session):
+def test_get_resolves_lists_in_order(local_session):
     pipe = dotdo.Pipe("p1")
     assert dotdo.get([pipe.hop(i) for i in range(50)]) == list(range(1, 51))
 
 
-def test_projection_costs_one_actor_call(ray_session):
+def test_projection_costs_one_actor_call(local_session):
     pipe = dotdo.Pipe("p-proj")
     pipe.echo().result()  # activate
     before = calls(pipe)
@@ -60,7 +60,7 @@ def test_promise_argument_is_resolved_on_the_receiving_side(ray_session):
     assert dependent.result() == "p2 used 3"
 
 
-def test_promises_nested_in_arguments(ray_session):
+def test_promises_nested_in_arguments(local_session):
     a, b = dotdo.Pipe("p1"), dotdo.Pipe("p2")
     out = b.echo([a.hop(1), {"x": a.record()["field"]}], k=(a.hop(2),)).result()
     assert out == {"args": [[2, {"x": "made-by-p1"}]], "kwargs": {"k": (3,)}}
@@ -71,7 +71,7 @@ def test_raw_object_ref_is_accepted_as_argument(ray_session):
     assert dotdo.Pipe("p1").hop(ref).result() == 42
 
 
-def test_method_call_on_a_promised_stub(ray_session, unique):
+def test_method_call_on_a_promised_stub(local_session, unique):
     counter = dotdo.Pipe("p1").peer(unique)  # a promise of a stub
     assert counter.incr(5).result() == 5
     assert dotdo.Counter(unique).get().result() == 5
@@ -87,12 +87,12 @@ def test_method_call_on_promise_runs_without_await(ray_session, unique):
     assert counter.get().result() == 2
 
 
-def test_stub_passed_into_object_is_called_there(ray_session, unique):
+def test_stub_passed_into_object_is_called_there(local_session, unique):
     assert dotdo.Pipe("p1").call_peer(dotdo.Counter(unique), 3).result() == 3
     assert dotdo.Counter(unique).get().result() == 3
 
 
-def test_failure_propagates_to_everything_derived(ray_session):
+def test_failure_propagates_to_everything_derived(local_session):
     a, b = dotdo.Pipe("p1"), dotdo.Pipe("p2")
     bad = a.fail("no such order")
     derived = [bad, bad.pending, bad["k"], b.use(bad), b.echo([bad.x]), bad.upper()]
@@ -103,7 +103,7 @@ def test_failure_propagates_to_everything_derived(ray_session):
         asyncio.run(_await(b.use(bad.field)))
 
 
-def test_calls_from_one_caller_arrive_in_order(ray_session, unique):
+def test_calls_from_one_caller_arrive_in_order(local_session, unique):
     counter = dotdo.Counter(unique)
     slow = dotdo.Pipe("p1").slow(0.5, "late")
     ps = [counter.append(i) for i in range(100)] + [counter.append(slow)]
@@ -112,19 +112,19 @@ def test_calls_from_one_caller_arrive_in_order(ray_session, unique):
     assert counter.seen().result() == list(range(100)) + ["late"] + list(range(100, 150))
 
 
-def test_result_timeout(ray_session):
+def test_result_timeout(local_session):
     with pytest.raises(TimeoutError):
         dotdo.Pipe("p1").slow(2).result(timeout=0.1)
 
 
-def test_unknown_method_names_the_known_ones(ray_session):
+def test_unknown_method_names_the_known_ones(local_session):
     with pytest.raises(dotdo.MethodNotFoundError, match="no public method 'nope'.*echo"):
         dotdo.Pipe("p1").nope().result()
     with pytest.raises(AttributeError, match="public methods only"):
         dotdo.Pipe("p1")._private()
 
 
-def test_promise_has_no_truth_value(ray_session):
+def test_promise_has_no_truth_value(local_session):
     with pytest.raises(TypeError, match="await it"):
         bool(dotdo.Pipe("p1").hop(1))
 

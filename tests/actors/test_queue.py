@@ -12,7 +12,14 @@ from tests import objects  # noqa: F401
 
 
 @pytest.fixture
-def queue(make_object, unique):
+def queue(make_local, unique):
+    """A queue in this process: most of its API is logic, not Ray."""
+    return make_local("Queue", unique)
+
+
+@pytest.fixture
+def ray_queue(make_object, unique):
+    """A queue on Ray, for tests that restart its process or measure it."""
     return make_object("Queue", unique)
 
 
@@ -74,7 +81,8 @@ def test_cancel_pending_and_delayed_only(queue):
     assert queue.get_metrics().cancelled.result() == 2
 
 
-def test_pause_resume_persist(queue):
+def test_pause_resume_persist(ray_queue):
+    queue = ray_queue
     job_id = queue.enqueue("echo", 1).result()["$id"]
     queue.pause().result()
     assert queue.get_metrics().paused.result() is True
@@ -183,7 +191,8 @@ def test_a_success_from_a_past_holder_wins_over_a_failure(queue):
     assert queue.get(job_id).result()["status"] == "pending"
 
 
-def test_leases_outlive_a_queue_restart(queue):
+def test_leases_outlive_a_queue_restart(ray_queue):
+    queue = ray_queue
     # Given a job leased to a worker that then vanishes, and a queue that restarts
     queue.configure(lease_timeout=1.0).result()
     job_id = queue.enqueue("echo", 1).result()["$id"]
@@ -267,7 +276,8 @@ def test_recover_gives_back_leases_whose_answer_never_arrived(queue):
 
 
 @pytest.mark.dedicated_pass("the claim loop is the same code in both")
-def test_claim_sleeps_while_paused_or_at_the_limit(queue):
+def test_claim_sleeps_while_paused_or_at_the_limit(ray_queue):
+    queue = ray_queue
     # Given thousands of ready jobs the queue may not hand out
     for i in range(2):
         queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5_000)]).result()

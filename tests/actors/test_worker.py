@@ -26,21 +26,32 @@ def drained(queue):
     return m.pending == 0 and m.running == 0 and m.stuck == 0 and m.delayed == 0 and m
 
 
-@pytest.fixture
-def setup(make_object, unique):
-    """A queue, a witness, and a way to start workers on the queue."""
-    queue = make_object("Queue", unique)
-    witness = make_object("Recorder", f"{unique}-witness")
+def _setup(make, unique):
+    queue = make("Queue", unique)
+    witness = make("Recorder", f"{unique}-witness")
 
     def start(n: int = 1, concurrency: int = 8, backoff: float = 0.05):
-        workers = [make_object("Worker", f"{unique}-w{i}") for i in range(n)]
+        workers = [make("Worker", f"{unique}-w{i}") for i in range(n)]
         dotdo.get([w.start(unique, concurrency=concurrency, backoff=backoff) for w in workers])
         return workers
 
     return queue, witness, start
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+@pytest.fixture
+def setup(make_local, unique):
+    """A queue, a witness, and a way to start workers on the queue, all in this
+    process: what a worker does with jobs is logic."""
+    return _setup(make_local, unique)
+
+
+@pytest.fixture
+def ray_setup(make_object, unique):
+    """The same on Ray, for what is about processes: kills, restarts, leases of a
+    worker whose process is busy, Ray's metrics."""
+    return _setup(make_object, unique)
+
+
 def test_jobs_run_and_results_are_things(setup):
     queue, _, start = setup
     ids = [j["$id"] for j in queue.enqueue_many(
@@ -54,7 +65,6 @@ def test_jobs_run_and_results_are_things(setup):
     assert queue.get(ids[3]).result()["status"] == "completed"
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_retries_with_backoff_then_success(setup, unique):
     queue, witness, start = setup
     job = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "a", "fail": 2}).result()
@@ -66,7 +76,6 @@ def test_retries_with_backoff_then_success(setup, unique):
     assert witness.hits("flaky:a").result() == 3
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_spent_retries_go_to_dead_letter_and_retry_brings_them_back(setup, unique):
     queue, witness, start = setup
     job_id = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "b", "fail": 3},
@@ -83,7 +92,6 @@ def test_spent_retries_go_to_dead_letter_and_retry_brings_them_back(setup, uniqu
     assert queue.get(job_id).result() is None
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_unknown_type_fails_at_once_without_retries(setup):
     queue, _, start = setup
     job_id = queue.enqueue("no-such-type", {}).result()["$id"]
@@ -94,7 +102,6 @@ def test_unknown_type_fails_at_once_without_retries(setup):
     assert job["error"] == "no handler registered for job type 'no-such-type'"
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_handler_from_a_dict_and_timeout(setup):
     queue, _, start = setup
     doomed = queue.enqueue("doomed", None, max_retries=0).result()["$id"]
@@ -107,7 +114,6 @@ def test_handler_from_a_dict_and_timeout(setup):
     assert late["attempts"] == 2
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_priority_order_and_pause(setup, unique):
     queue, witness, start = setup
     queue.pause().result()
@@ -121,7 +127,6 @@ def test_priority_order_and_pause(setup, unique):
     assert witness.notes("order").result() == [2, 4, 3, 1]
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_delay_holds_a_job_back(setup):
     queue, _, start = setup
     start(1)
@@ -131,7 +136,6 @@ def test_delay_holds_a_job_back(setup):
     wait_for(lambda: queue.get(job_id).result()["status"] == "completed")
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_concurrency_limit_holds_across_workers(setup, unique):
     queue, witness, start = setup
     queue.configure(concurrency=2).result()
@@ -146,16 +150,15 @@ def test_concurrency_limit_holds_across_workers(setup, unique):
     assert most == 2 and inside == 0
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_process_runs_one_job_directly(make_object, unique):
-    worker = make_object("Worker", unique)
+def test_process_runs_one_job_directly(make_local, unique):
+    worker = make_local("Worker", unique)
     job = {"$type": "Job", "$id": f"{unique}-direct", "type": "echo", "payload": "hi"}
     result = worker.process(job).result()
     assert result["jobId"] == job["$id"] and result["output"] == {"echo": "hi"}
 
 
-def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_session):
-    queue, witness, start = setup
+def test_crashes_lose_no_job_and_redo_no_finished_step(ray_setup, unique, ray_session):
+    queue, witness, start = ray_setup
     n = 500
     queue.enqueue_many([{"type": "slow", "payload": {"witness": f"{unique}-witness", "n": i,
                                                       "seconds": 0.08}} for i in range(n)]).result()
@@ -188,10 +191,10 @@ def test_crashes_lose_no_job_and_redo_no_finished_step(setup, unique, ray_sessio
 
 
 @pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
+def test_metrics_reach_rays_prometheus_endpoint(ray_setup, unique):
     import urllib.request
 
-    queue, _, start = setup
+    queue, _, start = ray_setup
     queue.enqueue_many([{"type": "echo", "payload": i} for i in range(5)]).result()
     queue.enqueue("doomed", None, max_retries=0).result()
     queue.enqueue(f"made-up-{unique}", None).result()  # types enqueuers invent
@@ -216,7 +219,6 @@ def test_metrics_reach_rays_prometheus_endpoint(setup, unique):
     wait_for(lambda: any('type="(unregistered)"' in line for line in scraped() or ()), timeout=90)
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_queue_events_reach_user_handlers(setup, unique):
     from tests import app_handlers
 
@@ -229,10 +231,10 @@ def test_queue_events_reach_user_handlers(setup, unique):
     wait_for(lambda: ok in witness.notes("job-completed").result())
 
 
-def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, storage_root):
+def test_full_ray_restart_mid_run_finishes_the_rest(ray_setup, unique, ray_session, storage_root):
     from tests.conftest import start_ray
 
-    queue, _, start = setup
+    queue, _, start = ray_setup
     n = 200
     queue.enqueue_many([{"type": "slow", "payload": {"witness": f"{unique}-witness", "n": i,
                                                       "seconds": 0.05}} for i in range(n)]).result()
@@ -252,9 +254,9 @@ def test_full_ray_restart_mid_run_finishes_the_rest(setup, unique, ray_session, 
 
 
 @pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique):
+def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(ray_setup, unique):
     # Given a short lease (a beat every 0.5 s) and two workers that could steal jobs
-    queue, witness, start = setup
+    queue, witness, start = ray_setup
     queue.configure(lease_timeout=1.5).result()
     w = f"{unique}-witness"
     burn = queue.enqueue("burn", {"witness": w, "key": "burn", "seconds": 4}, max_retries=0).result()
@@ -270,7 +272,6 @@ def test_a_job_longer_than_its_lease_runs_once_sync_or_blocking(setup, unique):
         assert [kind for kind, *_ in witness.notes(key).result()] == ["start", "end"]
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlaps(setup, unique):
     queue, witness, start = setup
     queue.configure(lease_timeout=1.5).result()
@@ -292,8 +293,8 @@ def test_an_attempt_past_its_timeout_is_stuck_until_it_returns_and_never_overlap
 
 
 @pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(setup, unique):
-    queue, witness, start = setup
+def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(ray_setup, unique):
+    queue, witness, start = ray_setup
     poison = queue.enqueue("suicide", {"witness": f"{unique}-witness", "key": "p"},
                            max_retries=1).result()["$id"]
     queue.enqueue_many([{"type": "echo", "payload": i} for i in range(12)]).result()
@@ -307,7 +308,6 @@ def test_a_job_that_kills_its_worker_fails_after_max_retries_and_the_rest_go_on(
     assert 2 <= witness.hits("suicide:p").result() <= 3
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup):
     queue, _, start = setup
     ids = [queue.enqueue("base_exception", kind, max_retries=1).result()["$id"]
@@ -322,11 +322,10 @@ def test_a_handler_raising_base_exceptions_fails_its_job_not_the_worker(setup):
     assert queue.get(echo).result()["status"] == "completed"
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_object, unique):
+def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_local, unique):
     # Given a finished job "same" in one queue, run by a worker
-    first, second = make_object("Queue", f"{unique}-a"), make_object("Queue", f"{unique}-b")
-    worker = make_object("Worker", f"{unique}-w")
+    first, second = make_local("Queue", f"{unique}-a"), make_local("Queue", f"{unique}-b")
+    worker = make_local("Worker", f"{unique}-w")
     first.enqueue("echo", 1, job_id="same").result()
     worker.start(first.id).result()
     wait_for(lambda: first.result("same").result())
@@ -342,7 +341,6 @@ def test_step_ids_are_scoped_by_queue_and_by_enqueue(make_object, unique):
     assert second.result("same").result()["output"] == {"echo": 3}
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
 def test_stop_then_start_without_waiting_keeps_the_worker_working(setup):
     queue, _, start = setup
     worker = start(1)[0]
@@ -352,12 +350,11 @@ def test_stop_then_start_without_waiting_keeps_the_worker_working(setup):
     assert wait_for(lambda: drained(queue)).completed == 10
 
 
-@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_object, unique):
-    old, new = make_object("Queue", f"{unique}-old"), make_object("Queue", f"{unique}-new")
+def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_local, unique):
+    old, new = make_local("Queue", f"{unique}-old"), make_local("Queue", f"{unique}-new")
     witness = f"{unique}-witness"
-    make_object("Recorder", witness)
-    worker = make_object("Worker", f"{unique}-w")
+    make_local("Recorder", witness)
+    worker = make_local("Worker", f"{unique}-w")
     old.enqueue_many([{"type": "slow", "payload": {"witness": witness, "n": i, "seconds": 1.0}}
                       for i in range(4)]).result()
     new.enqueue_many([{"type": "echo", "payload": i} for i in range(5)]).result()
@@ -369,13 +366,13 @@ def test_a_new_queue_mid_run_gets_its_jobs_and_the_old_one_its_outcomes(make_obj
 
 
 @pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
-def test_stop_while_the_queue_is_away_keeps_the_outcomes_until_it_is_back(setup, unique,
+def test_stop_while_the_queue_is_away_keeps_the_outcomes_until_it_is_back(ray_setup, unique,
                                                                          ray_session):
     import fcntl
 
     from dotdo.ids import storage_path
 
-    queue, witness, start = setup
+    queue, witness, start = ray_setup
     queue.enqueue_many([{"type": "slow", "payload": {"witness": f"{unique}-witness", "n": i,
                                                       "seconds": 0.5}} for i in range(2)]).result()
     worker = start(1, concurrency=4)[0]

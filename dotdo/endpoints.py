@@ -1,0 +1,103 @@
+"""What a host answers, whatever runs it: a Ray actor (:mod:`dotdo.runtime`) or a
+thread of the driver's own process (:mod:`dotdo.inprocess`).
+
+:class:`Endpoints` holds a host's :class:`~dotdo.host.ObjectTable` and, on a pooled
+host, its :class:`~dotdo.pool.PoolKeeper`, and serves the calls every host takes:
+``call``, ``skip``, ``keep``, ``wake``, ``evict``, ``shift_clock`` and ``stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from dotdo.host import ObjectTable
+from dotdo.pool import PoolKeeper
+
+__all__ = ["Endpoints"]
+
+_log = logging.getLogger("dotdo")
+
+
+class Endpoints:
+    """The calls a host serves, on the event loop that runs its objects."""
+
+    def __init__(self, table: ObjectTable, keeper: PoolKeeper | None = None) -> None:
+        self._table = table
+        self._keeper = keeper
+        self._ready = False
+        self._tending: asyncio.Task | None = None
+
+    def _setup(self) -> None:
+        """First thing on the host's event loop: count the tasks objects start, and
+        start a pooled host's round of evictions and wake-ups."""
+        self._ready = True
+        loop = asyncio.get_running_loop()
+        self._table.count_tasks(loop)
+        if self._keeper is not None:
+            self._tending = loop.create_task(self._keeper.tend())  # kept: held weakly
+
+    async def call(self, message: list, *deps: Any) -> Any:
+        """Run one call (a :class:`~dotdo.host.Call` as a list); ``deps`` are the
+        values of its promise arguments."""
+        if not self._ready:
+            self._setup()
+        return await self._table.call(message, deps)
+
+    async def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
+        """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""
+        self._table.skip(class_name, object_id, stream, seq)
+
+    async def keep(self, streams: list) -> None:
+        """Callers still hold back these calls (see :meth:`ObjectTable.keep`)."""
+        self._table.keep(streams)
+
+    async def wake(self, key: list | None) -> None:
+        """Activate an object now (its background work resumes)."""
+        if not self._ready:
+            self._setup()
+        if key is None:
+            return
+        obj_key = (key[0], key[1])
+        if obj_key not in self._table.objects:
+            try:
+                self._table.activate(obj_key)
+            except Exception:  # noqa: BLE001 - the next call reports it to its caller
+                _log.exception("dotdo: cannot activate %s/%s", *obj_key)
+
+    async def evict(self, class_name: str, object_id: str, forget: bool = False) -> bool:
+        """Take an idle object out of memory now (tests, operators); False if it is
+        busy or not in memory. ``forget`` retires it even if busy (its own tasks are
+        cancelled) and stops waking it for its alarm or schedules until its next call."""
+        key = (class_name, object_id)
+        obj = self._table.objects.get(key)
+        keeper = self._keeper
+        if obj is None or not (forget or self._table.evictable(key, obj)):
+            if forget and keeper is not None:
+                keeper.forget(key)
+            return False
+        if keeper is None:
+            self._table.release(key, obj)
+            return True
+        row = keeper.release(key, obj)
+        if forget:
+            keeper.forget(key)
+        elif row is not None:
+            keeper.directory.asleep(*row)
+        return True
+
+    async def shift_clock(self, seconds: float) -> float:
+        """Move this host's clock (tests: 'three hours pass'); returns its offset."""
+        self._table.clock.shift(seconds)
+        return self._table.clock.offset
+
+    async def stats(self) -> dict[str, Any]:
+        """Process id, objects in memory, calls per object in memory, calls waiting
+        for their turn, evictions (tests and operators use this)."""
+        return {
+            "pid": os.getpid(),
+            **self._table.stats(),
+            "sleeping": self._keeper.sleeping if self._keeper is not None else 0,
+        }
