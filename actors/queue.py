@@ -44,7 +44,6 @@ from actors import metrics
 from actors.jobs import DEFAULT_TIMEOUT, JobStatus, Metrics, job_thing, result_thing, step_id
 from dotdo import codec
 from dotdo.checks import is_finite, is_int
-from dotdo.errors import LimitError
 from dotdo.ids import check_id
 
 __all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE"]
@@ -290,7 +289,7 @@ class Queue(dotdo.DurableObject):
         timeout = _number("timeout", spec.get("timeout"), minimum=0.001)
         payload = codec.encode(spec.get("payload"))  # refused here: nothing written
         if len(payload) > MAX_PAYLOAD:
-            raise LimitError(
+            raise dotdo.LimitError(
                 f"the payload of job {job_id!r} is {len(payload):,} bytes encoded, over the "
                 f"limit of {MAX_PAYLOAD:,}: store big data elsewhere (a file, an object's "
                 "storage) and put its key in the payload")
@@ -311,7 +310,7 @@ class Queue(dotdo.DurableObject):
         """Add up to 10,000 jobs in one transaction; every job is checked before any
         is written."""
         if len(jobs) > MAX_BATCH:
-            raise LimitError(f"enqueue_many takes at most {MAX_BATCH:,} jobs per call, got "
+            raise dotdo.LimitError(f"enqueue_many takes at most {MAX_BATCH:,} jobs per call, got "
                              f"{len(jobs):,}: send them in several calls")
         now = time.time()
         rows = [self._job_row(dict(spec), now) for spec in jobs]
@@ -353,7 +352,7 @@ class Queue(dotdo.DurableObject):
             params.append(type)
         limit = _number("limit", limit, minimum=1, allow_none=False, integer=True)
         if limit > MAX_PAGE:
-            raise LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not {limit:,}: "
+            raise dotdo.LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not {limit:,}: "
                              "page with the cursor it returns")
         rows = self._rows(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
                           (*params, limit + 1))

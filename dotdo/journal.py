@@ -35,6 +35,7 @@ from typing import Any
 import sqlite_utils
 
 from dotdo import codec
+from dotdo.checks import is_real
 from dotdo.errors import CorruptStorageError, StorageError
 
 __all__ = ["Storage", "Journal", "Directory"]
@@ -541,7 +542,7 @@ def _epoch(when: float | datetime.datetime | datetime.timedelta, now: Callable[[
                 "add tzinfo (for example datetime.timezone.utc)"
             )
         return when.timestamp()
-    if isinstance(when, (int, float)) and not isinstance(when, bool):
+    if is_real(when):
         return float(when)
     raise TypeError(f"set_alarm takes an epoch time, a datetime or a timedelta, not {type(when).__name__}")
 

@@ -31,7 +31,7 @@ ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
 # Imports inside functions, each for a reason: a Ray module only some Rays have.
 INNER_ALLOWED = {("dotdo.client", "ray._private.authentication")}
 # What the shipped objects may use besides the package itself: documented modules.
-ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec", "dotdo.errors",
+ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec",
                   "dotdo.ids", "dotdo.jobs"}
 
 
