@@ -123,9 +123,9 @@ def init(
     wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
                       hosting, in_process)
     if in_process:
-        if address is not None:
+        if address is not None or ray_kwargs:
             raise ConfigError("dotdo.init(in_process=True) runs objects in this process: "
-                              "give no address (or drop in_process to use Ray)")
+                              "give no address or Ray options (or drop in_process to use Ray)")
         return _use(wanted, previous)
     _stop_local()
     if ray.is_initialized():

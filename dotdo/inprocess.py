@@ -97,6 +97,8 @@ class LocalHost:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=30)
+            if not self._thread.is_alive():
+                self.loop.close()
 
     async def _stop(self) -> None:
         table = self._endpoints._table

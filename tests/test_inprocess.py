@@ -94,3 +94,5 @@ def test_switching_to_in_process_and_back_to_ray(ray_session, unique, tmp_path):
 def test_in_process_takes_no_address(local_root):
     with pytest.raises(dotdo.ConfigError, match="give no address"):
         dotdo.init("auto", in_process=True, storage=str(local_root))
+    with pytest.raises(dotdo.ConfigError, match="or Ray options"):
+        dotdo.init(in_process=True, storage=str(local_root), num_cpus=2)
