@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) examples/job_queue.py
 
+# Two pytest workers (pytest-xdist), each with its own Ray: most tests on Ray wait on
+# processes restarting, so two share two cores well.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # Lint and types: ruff (rules in pyproject.toml) and mypy on dotdo/ and actors/.
 lint: $(VENV)/.installed
