@@ -89,10 +89,8 @@ def local_session(local_root):
     return dotdo.init(in_process=True, storage=str(local_root))
 
 
-@pytest.fixture
-def make_local(local_session):
-    """As ``make_object``, with the objects in this process; each is retired at the
-    end of the test (its schedules stop)."""
+def _stubs(retire):
+    """A factory of stubs (``make("Counter", id)``), then ``retire`` for each it made."""
     made = []
 
     def make(cls_name: str, object_id: str):
@@ -102,7 +100,19 @@ def make_local(local_session):
 
     yield make
     for stub in made:
-        dotdo.get(client.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
+        retire(stub)
+
+
+def _forget(stub) -> None:
+    """Take the object out of its host for good: its schedules and alarms stop."""
+    dotdo.get(client.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
+
+
+@pytest.fixture
+def make_local(local_session):
+    """As ``make_object``, with the objects in this process; each is retired at the
+    end of the test (its schedules stop)."""
+    yield from _stubs(_forget)
 
 
 @pytest.fixture
@@ -131,23 +141,18 @@ def run_driver(code: str, *, env: dict | None = None, timeout: float = 120) -> s
 def make_object(ray_session):
     """Factory of stubs whose actors are stopped for good at the end of the test,
     so that objects with schedules do not keep ticking through the session."""
-    made = []
-
-    def make(cls_name: str, object_id: str):
-        stub = dotdo.stub(cls_name, object_id)
-        made.append(stub)
-        return stub
-
-    yield make
-    for stub in made:
-        try:
-            if isinstance(client.hosting_of(stub._cls), dotdo.Pooled):  # other objects share it
-                ray.get(client.actor_handle(stub).evict.remote(stub.class_name, stub.id, True))
-            else:
-                ray.kill(client.actor_handle(stub), no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+    yield from _stubs(_stop_actor)
     client.forget_handles()
+
+
+def _stop_actor(stub) -> None:
+    try:
+        if isinstance(client.hosting_of(stub._cls), dotdo.Pooled):  # other objects share it
+            _forget(stub)
+        else:
+            ray.kill(client.actor_handle(stub), no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def journaled_steps(storage_root: str, worker_ids: list[str] | None = None) -> list[str]:
