@@ -88,6 +88,11 @@ class Endpoints:
             keeper.directory.asleep(*row)
         return True
 
+    def release_all(self) -> None:
+        """Take every object out of memory (the host is closing; files stay)."""
+        for key, obj in list(self._table.objects.items()):
+            self._table.release(key, obj)
+
     async def shift_clock(self, seconds: float) -> float:
         """Move this host's clock (tests: 'three hours pass'); returns its offset."""
         self._table.clock.shift(seconds)

@@ -101,9 +101,7 @@ class LocalHost:
                 self.loop.close()
 
     async def _stop(self) -> None:
-        table = self._endpoints._table
-        for key, obj in list(table.objects.items()):
-            table.release(key, obj)
+        self._endpoints.release_all()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
         for task in tasks:
