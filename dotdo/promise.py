@@ -65,6 +65,7 @@ class LocalRef:
         return self._future
 
     def hex(self) -> str:
+        """An identifier for display, as ``ObjectRef.hex()``."""
         return f"{id(self._future):016x}"
 
     def _on_completed(self, callback: Any) -> None:
@@ -90,6 +91,7 @@ class LocalRef:
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    # asyncio keeps the running thread's id privately; absent, the loop is not running.
     return getattr(loop, "_thread_id", None) == threading.get_ident()
 
 
