@@ -260,9 +260,7 @@ async def _project_local(ref: LocalRef, path: Path) -> Any:
 async def _call_on_local(ref: LocalRef, path: Path, name: str | None, args: Any, kwargs: dict,
                          deps: list) -> Any:
     """``Promise.__call__`` in this process: call on the value once it exists."""
-    target = follow(await ref, path)
-    args, kwargs = unpack_args(args, kwargs, [await dep for dep in deps])
-    result = (getattr(target, name) if name is not None else target)(*args, **kwargs)
+    result = _invoke(await ref, path, name, args, kwargs, [await dep for dep in deps])
     while inspect.isawaitable(result):
         result = await result
     return result
@@ -271,9 +269,7 @@ async def _call_on_local(ref: LocalRef, path: Path, name: str | None, args: Any,
 @ray.remote(num_cpus=0, max_retries=0)
 def _call_on(conf, value, path, name, args, kwargs, *deps):
     _conf.use(conf)  # stubs called here must use the caller's storage root
-    target = follow(value, path)
-    args, kwargs = unpack_args(args, kwargs, deps)
-    result = (getattr(target, name) if name is not None else target)(*args, **kwargs)
+    result = _invoke(value, path, name, args, kwargs, deps)
     if inspect.isawaitable(result) and not isinstance(result, Promise):
         result = asyncio.run(_await(result))
     return result.result() if isinstance(result, Promise) else result
@@ -281,6 +277,15 @@ def _call_on(conf, value, path, name, args, kwargs, *deps):
 
 async def _await(awaitable):
     return await awaitable
+
+
+def _invoke(value: Any, path: Path, name: str | None, args: Any, kwargs: dict,
+            deps: tuple | list) -> Any:
+    """``Promise.__call__``'s call, once the value and the arguments exist: method
+    ``name`` of the projected value (or the value itself, called)."""
+    target = follow(value, path)
+    args, kwargs = unpack_args(args, kwargs, deps)
+    return (getattr(target, name) if name is not None else target)(*args, **kwargs)
 
 
 # -- arguments: promises travel as top-level Ray dependencies ------------------------

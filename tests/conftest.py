@@ -14,6 +14,10 @@ import dotdo
 from dotdo import client
 
 ROOT = Path(__file__).resolve().parent.parent
+# Hosts (Ray workers inherit this environment, and in-process hosts read it too) give
+# up on a dead caller's deferred call after 5 s, not 30; drivers the tests start ping
+# accordingly.
+os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
 
 
 # Every test on Ray runs in both hosting modes. The pool evicts after a second idle,
@@ -51,9 +55,6 @@ def storage_root(tmp_path_factory, hosting) -> Path:
 
 def start_ray(storage_root) -> None:
     """The session's local Ray; metrics reach the Prometheus endpoint each second."""
-    # Hosts (Ray workers inherit this environment) give up on a dead caller's
-    # deferred call after 5 s, not 30; drivers the tests start ping accordingly.
-    os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
     dotdo.init(address="local", storage=str(storage_root), num_cpus=2,
                _system_config={"metrics_report_interval_ms": 1000})
 
@@ -85,7 +86,6 @@ def local_root(tmp_path_factory) -> Path:
 def local_session(local_root):
     """dotdo with every object in this process and no Ray (``in_process=True``): for
     tests of logic. Runs once, not once per hosting pass."""
-    os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
     return dotdo.init(in_process=True, storage=str(local_root))
 
 

@@ -16,8 +16,9 @@ from tests.conftest import host_pid, journaled_steps, wait_for
 
 
 
-# A worker has a process of its own in both passes: most worker tests would only run
-# again in the pooled one. Those about a pooled queue coming back run in both.
+# What a worker does with jobs runs in process (`setup`); what is about its process runs
+# on Ray (`ray_setup`). A worker has a process of its own in both Ray passes: those
+# tests run once, but those about a pooled queue coming back run in both.
 WORKER_OWN_PROCESS = "a worker has a process of its own in both passes"
 
 
