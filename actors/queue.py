@@ -197,6 +197,15 @@ def _number(name: str, value: Any, *, minimum: float, allow_none: bool = True,
     return value
 
 
+def _new_row(row: tuple) -> dict[str, Any]:
+    """A job as ``INSERT_JOB`` just wrote it from ``row`` (payload decoded, as read)."""
+    (job_id, job_type, payload, priority, run_at, max_retries, timeout, created, uid) = row
+    return {"id": job_id, "type": job_type, "payload": codec.decode(payload), "status": "pending",
+            "priority": priority, "run_at": run_at, "attempts": 0, "max_retries": max_retries,
+            "timeout": timeout, "error": None, "created": created, "finished": None,
+            "lease": 0, "crashes": 0, "uid": uid}
+
+
 class Queue(dotdo.DurableObject):
     """A durable job queue; see the module docstring."""
 
@@ -315,15 +324,19 @@ class Queue(dotdo.DurableObject):
         now = time.time()
         rows = [self._job_row(dict(spec), now) for spec in jobs]
         with self.storage.transaction():
-            new = [row for row in rows if self.storage.sql.execute(INSERT_JOB, row).rowcount]
-            for row in new:
-                self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
-        if new:
+            added = [bool(self.storage.sql.execute(INSERT_JOB, row).rowcount) for row in rows]
+            for row, new in zip(rows, added):
+                if new:
+                    self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
+        if any(added):
             self._ready.set()
             self._gauge_depth()
-        # Re-read to return what is stored: an idempotent enqueue returns the job as it is.
-        stored = {r["id"]: r for r in self._rows(SELECT_JOBS, (json.dumps([r[0] for r in rows]),))}
-        return [self._thing(stored[row[0]]) for row in rows]
+        # A job enqueued again is returned as it is stored; a new one is what was written.
+        old = [row[0] for row, new in zip(rows, added) if not new]
+        stored = {r["id"]: self._thing(r) for r in self._rows(SELECT_JOBS, (json.dumps(old),))
+                  } if old else {}
+        return [job_thing(_new_row(row), now) if new else stored[row[0]]
+                for row, new in zip(rows, added)]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         rows = self._rows(SELECT_JOB, (job_id,))

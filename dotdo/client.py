@@ -37,7 +37,8 @@ from dotdo.hosting import check as check_hosting
 from dotdo.ids import actor_name
 from dotdo.inprocess import LocalHost
 from dotdo.object import DurableObject, lookup
-from dotdo.promise import LocalRef
+from dotdo.outbox import Outbox
+from dotdo.promise import Promise, pack_args
 from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
@@ -59,11 +60,12 @@ _local: LocalHost | None = None  # the host of every object in in-process mode
 class Line:
     """This process's numbered stream of calls to one host (see the sequencer)."""
 
-    __slots__ = ("key", "handle", "token", "next", "lock", "deferred")
+    __slots__ = ("key", "outbox", "handle", "token", "next", "lock", "deferred")
 
-    def __init__(self, key: tuple[str, str], handle: Any) -> None:
+    def __init__(self, key: tuple[str, str], outbox: Outbox) -> None:
         self.key = key
-        self.handle = handle
+        self.outbox = outbox  # shared by every line to the same host
+        self.handle = outbox.handle
         self.token = uuid.uuid4().hex
         self.next = 1
         self.lock = threading.Lock()
@@ -73,7 +75,7 @@ class Line:
 
 
 _lines: dict[str, Line] = {}  # actor name of an object -> this process's line to it
-_hosts: dict[str, Any] = {}  # host actor name -> handle
+_hosts: dict[str, Outbox] = {}  # host actor name -> this process's outbox to it
 _notifier: ThreadPoolExecutor | None = None
 _kept: set[Line] = set()  # lines with deferred calls, pinged by the keeper thread
 _kept_lock = threading.Lock()  # taken inside a line's lock, never around one
@@ -287,10 +289,11 @@ def _line(cls: type[DurableObject], object_id: str) -> Line:
     if line is None:
         conf, hosting = settings(), hosting_of(cls)
         host = host_name(cls.__name__, object_id, hosting)
-        handle = _hosts.get(host)
-        if handle is None:
-            handle = _hosts[host] = _start_host(host, cls, object_id, hosting, conf)
-        line = _lines[name] = Line((cls.__name__, object_id), handle)
+        outbox = _hosts.get(host)
+        if outbox is None:
+            handle = _start_host(host, cls, object_id, hosting, conf)
+            outbox = _hosts[host] = Outbox(handle, batching=not conf.in_process)
+        line = _lines[name] = Line((cls.__name__, object_id), outbox)
     return line
 
 
@@ -320,16 +323,18 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
     return Host.options(**options).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
 
 
-def submit(
-    cls: type[DurableObject], object_id: str, method: str, args: tuple, kwargs: dict, deps: list
-) -> ray.ObjectRef:
-    """Send one call to an object's host (arguments as :func:`~dotdo.stub.pack_args`
-    leaves them); returns the ``ObjectRef`` of its result (in-process: a ``LocalRef``)."""
+def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
+           kwargs: dict) -> Promise:
+    """Send one call to an object's host, or queue it to go with others (see
+    :mod:`dotdo.outbox`); returns the promise of its result."""
     if _local is None and not ray.is_initialized():
         forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
     line = _line(cls, object_id)
+    outbox = line.outbox
+    # In-process, every object shares the one host, which never restarts: nothing to gain.
+    args, kwargs, deps, local = pack_args(args, kwargs, outbox if outbox.batching else None)
     with line.lock:  # a number is used only by a call that was really sent
         seq = line.next
         deferred, more = _listed(line.deferred)
@@ -337,9 +342,9 @@ def submit(
         # serialises each argument on its own, and those types through msgpack,
         # cheaper than the pickle it falls back to for tuples.
         message = list(Call(cls.__name__, object_id, method, list(args), kwargs,
-                            deferred, more, line.token, seq))
+                            deferred, more, line.token, seq, local or None))
         try:
-            ref = line.handle.call.remote(message, *deps)
+            ref = outbox.send(message, deps, batchable=not deps)
         except TypeError as exc:  # Ray could not pickle an argument
             first = str(exc).splitlines()[0]
             raise EncodeError(
@@ -351,7 +356,7 @@ def submit(
             _keep_alive(line)
     for dep in deps:
         dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
-    return ref
+    return Promise(ref, (), (outbox, line.token, seq))
 
 
 def _listed(deferred: dict[int, int]) -> tuple[list[int] | None, bool]:
@@ -422,10 +427,8 @@ def _ship_registrations() -> None:
             # Wait for it: until the App has them, it would tell others (a queue
             # deciding whether to send Job events) that nobody listens.
             try:
-                ref = submit(app_class, app, "keep_modules",
-                             (sorted(list(s) for s in batch),), {}, [])
-                kept = (ref.value(_SHIP_WAIT) if isinstance(ref, LocalRef)
-                        else ray.get(ref, timeout=_SHIP_WAIT))
+                kept = submit(app_class, app, "keep_modules",
+                              (sorted(list(s) for s in batch),), {}).result(_SHIP_WAIT)
                 if missing := sorted(s for s in batch if list(s) not in kept):
                     _log.warning("dotdo: App(%r) did not keep %s: its process could not "
                                  "import them, or they registered nothing there (see the "

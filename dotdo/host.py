@@ -28,7 +28,7 @@ from dotdo.errors import MethodNotFoundError, ObjectError
 from dotdo.ids import storage_path
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, lookup, public_methods
-from dotdo.promise import Promise, unpack_args
+from dotdo.promise import Later, Local, Promise, settled, unpack_args
 from dotdo.sequencer import Sequencer
 
 __all__ = ["Call", "ObjectTable", "Key"]
@@ -43,17 +43,86 @@ class Call(NamedTuple):
     """One call as it travels to a host (as a plain list: Ray sends lists through
     msgpack, cheaper than the pickle it uses for tuples). ``deferred`` and ``more``
     are the caller's earlier calls still held back (see :meth:`Sequencer.arrive`);
-    ``stream`` and ``seq`` the caller's line and this call's number on it."""
+    ``stream`` and ``seq`` the caller's line and this call's number on it; ``local``
+    the promise arguments made by calls on this host (:class:`~dotdo.promise.Local`)."""
 
     class_name: str
     object_id: str
-    method: str
+    method: str | None  # None: cancelled before it was sent
     args: list
     kwargs: dict
     deferred: list[int] | None
     more: bool
     stream: str
     seq: int
+    local: list[Local] | None = None
+
+
+class Results:
+    """The outcomes of this host's recent calls, for calls here that take them as
+    arguments (:class:`~dotdo.promise.Local`): by ``(stream, seq)``, the last
+    ``keep`` finished ones and every one still running or awaited."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self.keep = keep
+        self._futures: OrderedDict[tuple[str, int], asyncio.Future] = OrderedDict()
+        self._arrived: set[tuple[str, int]] = set()
+
+    def arrive(self, key: tuple[str, int]) -> asyncio.Future:
+        """The future a call here fills with its outcome."""
+        self._arrived.add(key)
+        return self._future(key)
+
+    def _future(self, key: tuple[str, int]) -> asyncio.Future:
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = self._futures[key] = asyncio.get_running_loop().create_future()
+            self._trim()
+        return fut
+
+    def _trim(self) -> None:
+        while len(self._futures) > self.keep:
+            key, fut = next(iter(self._futures.items()))
+            if not fut.done():
+                return  # running: the oldest finished go first, this one later
+            del self._futures[key]
+            self._arrived.discard(key)
+
+    @staticmethod
+    def settle(fut: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+        """Record a call's outcome."""
+        if fut.done():
+            return
+        if error is None:
+            fut.set_result(result)
+        elif isinstance(error, asyncio.CancelledError):
+            fut.cancel()  # the calls taking its value are cancelled too
+        else:
+            fut.set_exception(error)
+            fut.exception()  # retrieved: a failure nobody takes here is the caller's
+
+    async def value(self, local: Local) -> Any:
+        """The outcome of the call ``local`` names: once it ends here, or, if it never
+        came here (a previous incarnation of this host took it), its caller's copy."""
+        key = (local.stream, local.seq)
+        fut = self._future(key)
+        if fut.done() or key in self._arrived or local.source is None:
+            return await asyncio.shield(fut)
+        # Not here yet: it may still come (Ray starts an async actor's tasks in any
+        # order), or it went to a host that died; the caller's copy says which.
+        fallback = asyncio.ensure_future(_await_ref(local.source))
+        try:
+            done, _ = await asyncio.wait((fut, fallback), return_when=asyncio.FIRST_COMPLETED)
+            return (fut if fut in done else fallback).result()
+        finally:
+            if not fallback.done():
+                fallback.cancel()
+            if not fut.done() and key not in self._arrived:
+                self._futures.pop(key, None)
+
+
+async def _await_ref(ref: Any) -> Any:
+    return await settled(await ref)
 
 
 def _nothing(*_: Any) -> None:
@@ -85,6 +154,8 @@ class ObjectTable:
         self._calls: dict[Key, int] = {}
         self._inflight: dict[Key, int] = {}
         self._interned: dict[str, str] = {}
+        self.results = Results()
+        self.local_args = 0  # promise arguments taken from calls on this host
 
     def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """Count the asyncio tasks objects start on ``loop``: a task of an object's
@@ -181,6 +252,11 @@ class ObjectTable:
         call = Call._make(message)
         key = (intern(self._interned, call.class_name), call.object_id)
         turn = (key, call.stream)
+        outcome = self.results.arrive((call.stream, call.seq))
+        if call.method is None:  # cancelled by its caller before it was sent
+            self.sequencer.skip(turn, call.seq)
+            outcome.cancel()
+            raise asyncio.CancelledError
         self._inflight[key] = self._inflight.get(key, 0) + 1
         self.idle_since.pop(key, None)
         try:
@@ -191,6 +267,11 @@ class ObjectTable:
                 obj = self.objects.get(key) or self.activate(key)
                 self._calls[key] = self._calls.get(key, 0) + 1
                 fn = self._method(obj, call.method)
+                if any(type(dep) is Later for dep in deps):  # batched calls' outcomes to come
+                    deps = tuple([await settled(dep) for dep in deps])
+                if call.local:  # in its turn, as Ray holds back a call for its arguments
+                    deps = (*deps, *[await self.results.value(x) for x in call.local])
+                    self.local_args += len(call.local)
             finally:
                 self.sequencer.leave(turn, call.seq)
             args, kwargs = unpack_args(call.args, call.kwargs, deps)
@@ -201,7 +282,11 @@ class ObjectTable:
                 restore(token)
             if isinstance(result, Promise):  # returning a promise returns its value
                 result = await result
+            Results.settle(outcome, result)
             return result
+        except BaseException as exc:
+            Results.settle(outcome, error=exc)
+            raise
         finally:
             left = self._inflight.pop(key) - 1
             if left:
@@ -228,6 +313,7 @@ class ObjectTable:
             "gaps_skipped": self.sequencer.skipped,
             "waiting": self.sequencer.waiting(),
             "evicted": self.released,
+            "local_args": self.local_args,
         }
 
 

@@ -12,6 +12,10 @@ Pipelining rules, all without a round trip to the caller:
   sent as a top-level Ray dependency: Ray's core (C++, on the caller's side) pushes
   the call as soon as the value exists, and the receiving host applies the
   projection. The caller never blocks, and no Python runs in between.
+* A promise argument made by a call to the *same host* as the call it goes to is
+  not waited for at all: the call goes at once, naming the call that makes the
+  value (:class:`Local`), and the host hands the value over itself when that call
+  ends. A chain across objects of one pooled host needs no round trip per hop.
 * ``p.method(...)`` calls a method on the value once it exists (on a promised stub
   this calls that object), in a small Ray task, so it runs even if nobody awaits.
 * A failed promise fails everything derived from it with the same exception.
@@ -29,12 +33,13 @@ from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, GetTimeoutError, RayTaskError
+from ray.exceptions import ActorDiedError, GetTimeoutError, OwnerDiedError, RayTaskError
 
 from dotdo import settings as _conf
 from dotdo.errors import ObjectError
 
-__all__ = ["Promise", "LocalRef", "get", "follow", "pack_args", "unpack_args"]
+__all__ = ["Promise", "LocalRef", "Slot", "Local", "Later", "settled", "get", "follow",
+           "pack_args", "unpack_args"]
 
 Path = tuple[tuple[str, Any], ...]
 
@@ -95,7 +100,71 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return getattr(loop, "_thread_id", None) == threading.get_ident()
 
 
-Ref = Any  # a Ray ObjectRef or a LocalRef
+class Slot:
+    """The result of a call still queued to go to its host with others in one Ray
+    task (see :mod:`dotdo.outbox`): its ``ObjectRef`` once sent. Whoever needs the
+    ref sends the queue at once (:meth:`real`)."""
+
+    __slots__ = ("ref", "outbox", "batched")
+
+    def __init__(self, outbox: Any) -> None:
+        self.ref: Any = None
+        self.outbox = outbox  # has send_queued(slot, alone)
+        self.batched = False  # sent with other calls in one task
+
+    def real(self, alone: bool = False) -> Any:
+        """The call's ``ObjectRef``, sending it now if it is still queued (``alone``:
+        in a Ray task of its own, so that ``ray.cancel`` of it cancels it alone)."""
+        if self.ref is None:
+            self.outbox.send_queued(self, alone)
+        return self.ref
+
+
+class Later:
+    """What a batched call returns when its batch went back before it ended (so that
+    the batch's quick calls are not held up by a slow one): the ``ObjectRef`` of
+    its outcome, to come from its host. Readers of values see through it."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def __reduce__(self):
+        return (Later, (self.ref,))
+
+
+async def settled(value: Any) -> Any:
+    """``value``, or what it stands for if it is a :class:`Later`."""
+    if type(value) is not Later:
+        return value
+    try:
+        return await value.ref
+    except OwnerDiedError as exc:
+        raise _host_died(exc) from exc
+
+
+def _settled_now(value: Any) -> Any:
+    if type(value) is not Later:
+        return value
+    try:
+        return ray.get(value.ref)
+    except OwnerDiedError as exc:
+        raise _host_died(exc) from exc
+
+
+def _host_died(exc: OwnerDiedError) -> ActorDiedError:
+    """A call that outlasted its batch whose host died: as for a call sent alone."""
+    error = ActorDiedError()
+    error.__cause__ = exc
+    return error
+
+
+Ref = Any  # a Ray ObjectRef, a LocalRef, or a Slot
+
+
+def _real(ref: Ref) -> Any:
+    return ref.real() if type(ref) is Slot else ref
 
 
 # -- promises -----------------------------------------------------------------------
@@ -104,24 +173,29 @@ Ref = Any  # a Ray ObjectRef or a LocalRef
 class Promise:
     """The future result of a call. Await it, or ``result()`` it in sync code."""
 
-    __slots__ = ("_ref", "_path", "_projected")
+    __slots__ = ("_ref", "_path", "_projected", "_origin")
 
-    def __init__(self, ref: Ref, path: Path = ()) -> None:
+    def __init__(self, ref: Ref, path: Path = (), origin: Origin | None = None) -> None:
         self._ref = ref
         self._path = path
         self._projected: Ref | None = None
+        # (outbox of the host, stream, seq) of the call that makes the value: a call
+        # to that same host takes it there (see Local).
+        self._origin = origin
 
     @property
     def ref(self) -> Ref:
         """A Ray ``ObjectRef`` of this promise's value, for any Ray API that takes one
-        (in-process hosting: a :class:`LocalRef`)."""
-        if not self._path:
-            return self._ref
+        (in-process hosting: a :class:`LocalRef`). Taking it sends a still-queued call
+        in a Ray task of its own, so ``ray.cancel(promise.ref)`` cancels that call alone."""
+        ref = self._ref.real(alone=True) if type(self._ref) is Slot else self._ref
+        if not self._path and not (type(self._ref) is Slot and self._ref.batched):
+            return ref
         if self._projected is None:
-            if type(self._ref) is LocalRef:
-                self._projected = LocalRef.spawn(self._ref._loop, _project_local(self._ref, self._path))
+            if type(ref) is LocalRef:
+                self._projected = LocalRef.spawn(ref._loop, _project_local(ref, self._path))
             else:
-                self._projected = _project.remote(self._ref, self._path)
+                self._projected = _project.remote(ref, self._path)
         return self._projected
 
     def __await__(self):
@@ -129,7 +203,7 @@ class Promise:
 
     async def _resolve(self) -> Any:
         try:
-            value = await self._ref
+            value = await settled(await _real(self._ref))
         except (RayTaskError, ActorDiedError) as exc:
             raise _raised(exc) from exc.__cause__
         return follow(value, self._path)
@@ -140,36 +214,60 @@ class Promise:
 
     def done(self) -> bool:
         """True once the call has finished, successfully or not."""
-        if type(self._ref) is LocalRef:
-            return self._ref._future.done()
-        ready, _ = ray.wait([self._ref], timeout=0)
+        ref = _real(self._ref)
+        if type(ref) is LocalRef:
+            return ref._future.done()
+        ready, _ = ray.wait([ref], timeout=0)
+        if ready and type(self._ref) is Slot and self._ref.batched:
+            try:
+                value = ray.get(ref)
+            except Exception:  # noqa: BLE001 - it failed: it is done
+                return True
+            if type(value) is Later:  # it outlasted its batch
+                ready, _ = ray.wait([value.ref], timeout=0)
         return bool(ready)
+
+    def cancel(self) -> None:
+        """Cancel the call, as ``ray.cancel`` cancels a Ray task: a call that has not
+        started never runs, a running async method gets ``CancelledError``; awaiting
+        the promise then raises ``TaskCancelledError``. Calls sent together with it
+        go on."""
+        origin = self._origin
+        if origin is not None:
+            origin[0].cancel(self._ref, origin[1], origin[2])
+        elif type(self._ref) is LocalRef:
+            self._ref.future().cancel()
+        else:
+            ray.cancel(_real(self._ref))
 
     def __getattr__(self, name: str) -> Promise:
         if name.startswith("_"):
             raise AttributeError(name)
-        return Promise(self._ref, (*self._path, ("attr", name)))
+        return Promise(self._ref, (*self._path, ("attr", name)), self._origin)
 
     def __getitem__(self, key: Any) -> Promise:
-        return Promise(self._ref, (*self._path, ("item", key)))
+        return Promise(self._ref, (*self._path, ("item", key)), self._origin)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Promise:
         path, name = self._path, None
         if path and path[-1][0] == "attr":
             path, name = path[:-1], path[-1][1]
-        args, kwargs, deps = pack_args(args, kwargs)
-        if type(self._ref) is LocalRef:
-            return Promise(LocalRef.spawn(self._ref._loop, _call_on_local(
-                self._ref, path, name, args, kwargs, deps)))
+        args, kwargs, deps, _ = pack_args(args, kwargs)
+        ref = _real(self._ref)
+        if type(ref) is LocalRef:
+            return Promise(LocalRef.spawn(ref._loop, _call_on_local(
+                ref, path, name, args, kwargs, deps)))
         conf = _conf.current() or _conf.defaults()  # a promise exists: Ray is up
-        return Promise(_call_on.remote(conf, self._ref, path, name, args, kwargs, *deps))
+        return Promise(_call_on.remote(conf, ref, path, name, args, kwargs, *deps))
 
     def __reduce__(self):
-        return (Promise, (self._ref, self._path))
+        return (Promise, (_real(self._ref), self._path))
 
     def __repr__(self) -> str:
         shown = "".join(f".{k}" if kind == "attr" else f"[{k!r}]" for kind, k in self._path)
-        return f"<Promise {self._ref.hex()[:12]}{shown}>"
+        ref = self._ref
+        name = "(queued)" if type(ref) is Slot and ref.ref is None else _real(ref).hex()[:12]
+        return f"<Promise {name}{shown}>"
 
     def __bool__(self) -> bool:
         raise TypeError("a Promise has no truth value yet: await it or call .result() first")
@@ -179,12 +277,22 @@ def get(promises: Promise | Iterable[Promise], timeout: float | None = None) -> 
     """Resolve one promise or a list of them from sync code (``Promise.all`` for lists)."""
     single = isinstance(promises, (Promise, ray.ObjectRef, LocalRef))
     items = [promises] if single else list(promises)
-    refs: list[Any] = [p._ref if isinstance(p, Promise) else p for p in items]
+    refs: list[Any] = [_real(p._ref) if isinstance(p, Promise) else p for p in items]
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         if refs and all(type(r) is LocalRef for r in refs):
             values = _get_local(refs, timeout)
         else:
             values = ray.get(refs, timeout=timeout)
+            later = [i for i, v in enumerate(values) if type(v) is Later]
+            if later:  # calls that outlasted their batch: their outcomes come apart
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                try:
+                    outcomes = ray.get([values[i].ref for i in later], timeout=left)
+                except OwnerDiedError as exc:
+                    raise _host_died(exc) from exc
+                for i, value in zip(later, outcomes):
+                    values[i] = value
     except (RayTaskError, ActorDiedError) as exc:
         raise _raised(exc) from exc.__cause__
     except GetTimeoutError:
@@ -235,7 +343,7 @@ def follow(value: Any, path: Path) -> Any:
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _project(value: Any, path: Path) -> Any:
-    return follow(value, path)
+    return follow(_settled_now(value), path)
 
 
 def _get_local(refs: list[LocalRef], timeout: float | None) -> list[Any]:
@@ -269,7 +377,8 @@ async def _call_on_local(ref: LocalRef, path: Path, name: str | None, args: Any,
 @ray.remote(num_cpus=0, max_retries=0)
 def _call_on(conf, value, path, name, args, kwargs, *deps):
     _conf.use(conf)  # stubs called here must use the caller's storage root
-    result = _invoke(value, path, name, args, kwargs, deps)
+    result = _invoke(_settled_now(value), path, name, args, kwargs,
+                     [_settled_now(dep) for dep in deps])
     if inspect.isawaitable(result) and not isinstance(result, Promise):
         result = asyncio.run(_await(result))
     return result.result() if isinstance(result, Promise) else result
@@ -303,6 +412,27 @@ class _Dep:
         return (_Dep, (self.index, self.path))
 
 
+class Local:
+    """A promise argument made by call ``seq`` of ``stream`` on the host the call goes
+    to: the host takes the value there. ``source`` is that call's ref (or
+    :class:`Slot`), sent along for when the host has not seen the call (it went to a
+    previous incarnation of the host): the host then waits for the caller's copy."""
+
+    __slots__ = ("stream", "seq", "source")
+
+    def __init__(self, stream: str, seq: int, source: Any) -> None:
+        self.stream, self.seq, self.source = stream, seq, source
+
+    def __reduce__(self):
+        source = self.source
+        if type(source) is Slot:
+            source = source.ref  # None: queued with the call that takes it, in one task
+        return (Local, (self.stream, self.seq, source))
+
+
+Origin = tuple[Any, str, int]  # (outbox of the host, stream, seq) of a call
+
+
 def _has_promise(obj: Any) -> bool:
     t = type(obj)
     if t is Promise or t is ray.ObjectRef or t is LocalRef:
@@ -314,27 +444,41 @@ def _has_promise(obj: Any) -> bool:
     return False
 
 
-def _swap(obj: Any, deps: list) -> Any:
+def _swap(obj: Any, deps: list, here: Any, local: list, marks: list) -> Any:
     t = type(obj)
     if t is Promise:
-        deps.append(obj._ref)
+        origin = obj._origin
+        if here is not None and origin is not None and origin[0] is here:
+            local.append(Local(origin[1], origin[2], obj._ref))
+            marks.append(_Dep(len(local) - 1, obj._path))
+            return marks[-1]
+        deps.append(_real(obj._ref))
         return _Dep(len(deps) - 1, obj._path)
     if t is ray.ObjectRef or t is LocalRef:
         deps.append(obj)
         return _Dep(len(deps) - 1, ())
     if t is list or t is tuple:
-        return t(_swap(x, deps) for x in obj)
+        return t(_swap(x, deps, here, local, marks) for x in obj)
     if t is dict:
-        return {k: _swap(v, deps) for k, v in obj.items()}
+        return {k: _swap(v, deps, here, local, marks) for k, v in obj.items()}
     return obj
 
 
-def pack_args(args: tuple, kwargs: dict) -> tuple[tuple, dict, list]:
-    """Move promises out of ``args``/``kwargs`` into a list of refs Ray resolves first."""
+def pack_args(args: tuple, kwargs: dict, here: Any = None
+              ) -> tuple[tuple, dict, list, list[Local]]:
+    """Move promises out of ``args``/``kwargs``: into a list of refs Ray resolves
+    first, or, for promises made on the host the call goes to (its outbox ``here``),
+    into a list of :class:`Local` s that host resolves. The receiver sees the values
+    as ``deps`` followed by the local values (:func:`unpack_args`)."""
     if not (_has_promise(args) or _has_promise(kwargs)):
-        return args, kwargs, []
+        return args, kwargs, [], []
     deps: list = []
-    return _swap(args, deps), _swap(kwargs, deps), deps
+    local: list[Local] = []
+    marks: list[_Dep] = []
+    args, kwargs = _swap(args, deps, here, local, marks), _swap(kwargs, deps, here, local, marks)
+    for mark in marks:  # local values come after the Ray dependencies
+        mark.index += len(deps)
+    return args, kwargs, deps, local
 
 
 def _fill(obj: Any, deps: tuple | list) -> Any:

@@ -16,23 +16,34 @@ with nobody calling.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import traceback
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray import cloudpickle
+from ray.exceptions import RayTaskError, TaskCancelledError
 
 from dotdo import settings as _conf
 from dotdo.endpoints import Endpoints
+from dotdo.errors import EncodeError
 from dotdo.host import ObjectTable
 from dotdo.ids import storage_path
 from dotdo.journal import Directory
 from dotdo.object import DurableObject
 from dotdo.pool import PoolKeeper
+from dotdo.promise import Later
 from dotdo.settings import Settings
 
-__all__ = ["Host"]
+__all__ = ["Host", "encodable", "STRAGGLE"]
+
+# Seconds a batch waits with none of its calls ending before it goes back without
+# the calls still running (their outcomes follow one by one).
+STRAGGLE = 0.002
 
 
 class _HostActor(Endpoints):
@@ -53,13 +64,117 @@ class _HostActor(Endpoints):
             directory = Directory(storage_path(conf.storage, "_dotdo_hosts", pool[0]))
             keeper = PoolKeeper(table, directory, pool[1])
         super().__init__(table, keeper)
+        self._batched: dict[tuple[str, int], asyncio.Task] = {}  # running calls of batches
+        self._detached: dict[tuple[str, int], asyncio.Task] = {}  # outlasted their batch
+        self._batches = self._batched_calls = self._late = 0
         # Start now, not at the next call: after a restart, objects' pending events,
         # schedules and alarms must resume with nobody calling.
         _wake_self(list(key) if key else None)
 
     async def stats(self) -> dict[str, Any]:
         """As :meth:`Endpoints.stats`, with the Ray node this host runs on."""
-        return {**await super().stats(), "node": ray.get_runtime_context().get_node_id()}
+        return {**await super().stats(), "node": ray.get_runtime_context().get_node_id(),
+                "batches": self._batches, "batched_calls": self._batched_calls,
+                "late_calls": self._late}
+
+    async def calls(self, messages: list) -> Any:
+        """Run a batch of calls (see :mod:`dotdo.outbox`), each as :meth:`call` runs
+        it: concurrently, started in order. Returns one outcome per call (the caller
+        asked for one ``ObjectRef`` each); a failed call's outcome is the error Ray
+        would have raised for it, which fails that call's ``ObjectRef`` alone. Once
+        ``STRAGGLE`` seconds pass with no call of the batch ending, the batch goes back
+        and each call still running returns a :class:`~dotdo.promise.Later`: the ref
+        of its outcome, which this host sends when it ends (:meth:`outcome`)."""
+        loop = asyncio.get_running_loop()
+        self._batches += 1
+        self._batched_calls += len(messages)
+        tasks = []
+        for message in messages:
+            task = loop.create_task(self.call(message))
+            name = (message[7], message[8])  # the caller's stream, the call's number
+            self._batched[name] = task
+            task.add_done_callback(self._forgetter(name))
+            tasks.append(task)
+        pending: set[asyncio.Task] = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=STRAGGLE)
+                if not done:
+                    break  # none ended for a while: the rest are slow ones
+        except asyncio.CancelledError:  # ray.cancel of the batch: of every call in it
+            for task in tasks:
+                task.cancel()
+            raise
+        outcomes = [self._later(task, message) if task in pending else _outcome(task, message)
+                    for task, message in zip(tasks, messages)]
+        return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
+
+    def _later(self, task: asyncio.Task, message: list) -> Later:
+        name = (message[7], message[8])
+        self._detached[name] = task
+        self._late += 1
+        return Later(ray.get_runtime_context().current_actor.outcome.remote(*name))
+
+    async def outcome(self, stream: str, seq: int) -> Any:
+        """The outcome of call ``seq`` of ``stream``, which outlasted its batch."""
+        task = self._detached.pop((stream, seq))
+        return await task
+
+    def _forgetter(self, name: tuple[str, int]) -> Callable[[asyncio.Task], None]:
+        def forget(_: asyncio.Task) -> None:
+            self._batched.pop(name, None)
+        return forget
+
+    async def cancel_call(self, stream: str, seq: int) -> bool:
+        """Cancel call ``seq`` of ``stream``, sent in a batch; False once it has ended."""
+        task = self._batched.get((stream, seq))
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+
+def _outcome(task: asyncio.Task, message: list) -> Any:
+    """What one call of a batch returns: its result, or its error as Ray makes it."""
+    if task.cancelled():
+        return TaskCancelledError()
+    error = task.exception()
+    if error is None:
+        result = task.result()
+        if encodable(result):
+            return result
+        error = EncodeError(f"cannot return the result of {message[0]}.{message[2]}(): "
+                            f"{type(result).__name__} cannot be serialised")
+    return RayTaskError(f"{message[0]}.{message[2]}",
+                        "".join(traceback.format_exception(error)), error)
+
+
+def encodable(value: Any) -> bool:
+    """Whether Ray can serialise ``value`` (a quick look at plain data first): a
+    batch's outcomes travel in one reply, and one that cannot would fail them all."""
+    if _plain(value, 0):
+        return True
+    try:
+        cloudpickle.dumps(value)
+    except Exception:  # noqa: BLE001 - any pickling failure
+        return False
+    return True
+
+
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def _plain(obj: Any, depth: int) -> bool:
+    t = type(obj)
+    if t in _PLAIN:
+        return True
+    if depth > 8:
+        return False
+    if t is list or t is tuple:
+        return all(_plain(x, depth + 1) for x in obj)
+    if t is dict:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
+    return False
 
 
 def _wake_self(key: list | None) -> None:

@@ -12,7 +12,7 @@ from dotdo import client, codec
 from dotdo.errors import NotFoundError
 from dotdo.ids import check_id
 from dotdo.object import DurableObject, lookup
-from dotdo.promise import Promise, pack_args
+from dotdo.promise import Promise
 
 __all__ = ["Stub"]
 
@@ -72,7 +72,7 @@ class _Method:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Promise:
         stub = self._stub
-        return Promise(client.submit(stub._cls, stub._id, self._name, *pack_args(args, kwargs)))
+        return client.submit(stub._cls, stub._id, self._name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<method {self._name} of {self._stub!r}>"

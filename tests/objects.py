@@ -361,3 +361,10 @@ class Clockwork(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=
     def ticks(self) -> int:
         return self.storage.get("ticks", 0)
 
+
+
+class PooledHop(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=None)):
+    """Objects that always share one host, whatever the default hosting."""
+
+    def hop(self, value: int) -> int:
+        return value + 1

@@ -23,7 +23,7 @@ LAYERS = [
     # the host core, Ray-free but for promises
     ["promise", "host", "pool", "endpoints"],
     # Ray: the host actor, then the client that starts and calls it
-    ["inprocess", "runtime", "client", "stub"],
+    ["inprocess", "runtime", "outbox", "client", "stub"],
     # the $ API and the App on top
     ["context", "app"],
 ]
