@@ -384,6 +384,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                     running = self._running()
                     if config is None:  # stopped: the running jobs finish and report
                         if not running:
+                            if self._config is not None:
+                                continue  # started again while this loop reported
                             with self.storage.transaction():
                                 self._forget_released()
                             return
@@ -392,8 +394,11 @@ class Worker(dotdo.DurableObject, own_process=True):
                     alone = any(h.alone for h in self._held.values() if h.outcome is None)
                     room = 0 if alone else config["concurrency"] - len(running)
                     if room > 0:
+                        # Long-poll only with nothing to report: a job that ended since
+                        # the report above must not wait out the poll.
+                        busy = bool(running) or any(h.outcome for h in self._held.values())
                         grant = await dotdo.Queue(config["queue"]).claim(
-                            self.id, room, wait=0.0 if running else 1.0, idle=not running)
+                            self.id, room, wait=0.0 if busy else 1.0, idle=not running)
                         self._lease_timeout = grant["lease_timeout"]
                         self._hold(config["queue"], grant["jobs"], config["backoff"])
                     running = self._running()

@@ -15,6 +15,7 @@ waking sleeping ones).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -156,6 +157,8 @@ class ObjectTable:
         self._interned: dict[str, str] = {}
         self.results = Results()
         self.local_args = 0  # promise arguments taken from calls on this host
+        self.admitted = 0  # calls that got their turn: the host's progress, for batches
+        self._sync_methods: dict[tuple[str, str], bool] = {}
 
     def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """Count the asyncio tasks objects start on ``loop``: a task of an object's
@@ -274,6 +277,7 @@ class ObjectTable:
                     self.local_args += len(call.local)
             finally:
                 self.sequencer.leave(turn, call.seq)
+            self.admitted += 1
             args, kwargs = unpack_args(call.args, call.kwargs, deps)
             token = acting_for(obj)
             try:
@@ -293,6 +297,106 @@ class ObjectTable:
                 self._inflight[key] = left
             elif key in self.objects:
                 self.idle_since[key] = time.monotonic()
+
+    def run_now(self, messages: list) -> list[tuple[bool, Any]]:
+        """Run at once, in order, the leading calls of a batch that need no waiting:
+        sync methods without promise arguments whose turn it is. Returns ``(ok,
+        result or error)`` for each call run (a prefix of ``messages``); the caller
+        runs the rest with :meth:`call`.
+
+        Consecutive calls on one object share one commit: nothing else runs on this
+        loop until it is made and none of their results leaves this host before it
+        (the batch's reply does), and each call's own ``storage.transaction()`` is a
+        savepoint of it, so a call that fails undoes only its own writes, as alone.
+        A call whose sync method returns an awaitable ends the run after it: its
+        outcome is ``(True, awaitable)`` wrapped by :meth:`finish`."""
+        out: list[tuple[bool, Any]] = []
+        group: tuple[Key, Any, int] | None = None  # (object, open transaction, first index)
+        try:
+            for message in messages:
+                call = Call._make(message)
+                if call.method is None or call.local or not self._sync(call.class_name, call.method):
+                    break
+                key = (intern(self._interned, call.class_name), call.object_id)
+                turn = (key, call.stream)
+                if not self.sequencer.can_start(turn, call.seq):
+                    break
+                outcome = self.results.arrive((call.stream, call.seq))
+                self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
+                try:
+                    obj = self.objects.get(key) or self.activate(key)
+                    self._calls[key] = self._calls.get(key, 0) + 1
+                    fn = self._method(obj, call.method)
+                except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone
+                    self.sequencer.leave(turn, call.seq)
+                    Results.settle(outcome, error=exc)
+                    out.append((False, exc))
+                    continue
+                self.sequencer.leave(turn, call.seq)
+                self.admitted += 1
+                if group is None or group[0] != key:
+                    if group is not None:
+                        self._commit(group, out)
+                    tx = obj.storage.transaction()
+                    tx.__enter__()
+                    group = (key, tx, len(out))
+                token = acting_for(obj)
+                try:
+                    result = fn(*call.args, **call.kwargs)
+                except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone
+                    Results.settle(outcome, error=exc)
+                    out.append((False, exc))
+                    continue
+                finally:
+                    restore(token)
+                if not self._inflight.get(key):  # used just now: the last to leave memory
+                    self.idle_since.pop(key, None)
+                    self.idle_since[key] = time.monotonic()
+                if inspect.isawaitable(result):
+                    out.append((True, self.finish(result, outcome, key)))
+                    break
+                Results.settle(outcome, result)
+                out.append((True, result))
+        finally:
+            if group is not None:
+                self._commit(group, out)
+        return out
+
+    def _commit(self, group: tuple[Key, Any, int], out: list[tuple[bool, Any]]) -> None:
+        """End a run's shared transaction; if the commit fails, so do its calls."""
+        try:
+            group[1].__exit__(None, None, None)
+        except BaseException as exc:  # noqa: BLE001 - their writes are gone: they failed
+            for i in range(group[2], len(out)):
+                out[i] = (False, exc)
+
+    async def finish(self, awaitable: Any, outcome: asyncio.Future, key: Key) -> Any:
+        """The rest of a call :meth:`run_now` started whose method returned an awaitable."""
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            result = await awaitable
+            if isinstance(result, Promise):
+                result = await result
+            Results.settle(outcome, result)
+            return result
+        except BaseException as exc:
+            Results.settle(outcome, error=exc)
+            raise
+        finally:
+            left = self._inflight.pop(key) - 1
+            if left:
+                self._inflight[key] = left
+
+    def _sync(self, class_name: str, method: str) -> bool:
+        """Whether ``method`` of the class is a plain function (known, public, not async)."""
+        known = self._sync_methods.get((class_name, method))
+        if known is None:
+            cls = self.classes.get(class_name) or lookup(class_name)
+            known = bool(cls is not None and method in public_methods(cls)
+                         and not inspect.iscoroutinefunction(getattr(cls, method)))
+            if len(self._sync_methods) < MAX_INTERNED:
+                self._sync_methods[(class_name, method)] = known
+        return known
 
     def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
         """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""

@@ -17,6 +17,7 @@ with nobody calling.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 import traceback
@@ -41,8 +42,9 @@ from dotdo.settings import Settings
 
 __all__ = ["Host", "encodable", "STRAGGLE"]
 
-# Seconds a batch waits with none of its calls ending before it goes back without
-# the calls still running (their outcomes follow one by one).
+# Seconds a batch waits, with none of its calls ending and no call of the host
+# getting its turn, before it goes back without the calls still running (their
+# outcomes follow).
 STRAGGLE = 0.002
 
 
@@ -64,8 +66,8 @@ class _HostActor(Endpoints):
             directory = Directory(storage_path(conf.storage, "_dotdo_hosts", pool[0]))
             keeper = PoolKeeper(table, directory, pool[1])
         super().__init__(table, keeper)
-        self._batched: dict[tuple[str, int], asyncio.Task] = {}  # running calls of batches
-        self._detached: dict[tuple[str, int], asyncio.Task] = {}  # outlasted their batch
+        self._batched: dict[tuple[str, int], asyncio.Future] = {}  # running calls of batches
+        self._detached: dict[tuple[str, int], asyncio.Future] = {}  # outlasted their batch
         self._batches = self._batched_calls = self._late = 0
         # Start now, not at the next call: after a restart, objects' pending events,
         # schedules and alarms must resume with nobody calling.
@@ -85,22 +87,42 @@ class _HostActor(Endpoints):
         ``STRAGGLE`` seconds pass with no call of the batch ending, the batch goes back
         and each call still running returns a :class:`~dotdo.promise.Later`: the ref
         of its outcome, which this host sends when it ends (:meth:`outcome`)."""
+        if not self._ready:
+            self._setup()
         loop = asyncio.get_running_loop()
         self._batches += 1
         self._batched_calls += len(messages)
-        tasks = []
-        for message in messages:
-            task = loop.create_task(self.call(message))
+        now = self._table.run_now(messages)  # the leading sync calls, at once
+        tasks: list[asyncio.Future] = []
+        for i, message in enumerate(messages):
+            if i < len(now):
+                ok, value = now[i]
+                if not (ok and inspect.isawaitable(value)):
+                    task = loop.create_future()  # done already: its outcome as a task's
+                    if ok:
+                        task.set_result(value)
+                    elif isinstance(value, asyncio.CancelledError):
+                        task.cancel()
+                    else:
+                        task.set_exception(value)
+                    tasks.append(task)
+                    continue
+                task = asyncio.ensure_future(value)
+            else:
+                task = loop.create_task(self.call(message))
             name = (message[7], message[8])  # the caller's stream, the call's number
             self._batched[name] = task
             task.add_done_callback(self._forgetter(name))
             tasks.append(task)
-        pending: set[asyncio.Task] = set(tasks)
+        pending: set[asyncio.Future] = set(tasks)
         try:
             while pending:
+                admitted = self._table.admitted
                 done, pending = await asyncio.wait(pending, timeout=STRAGGLE)
-                if not done:
-                    break  # none ended for a while: the rest are slow ones
+                # None ended, and no call on this host got its turn meanwhile (calls
+                # waiting behind an earlier batch would have): the rest are slow.
+                if not done and self._table.admitted == admitted:
+                    break
         except asyncio.CancelledError:  # ray.cancel of the batch: of every call in it
             for task in tasks:
                 task.cancel()
@@ -109,7 +131,7 @@ class _HostActor(Endpoints):
                     for task, message in zip(tasks, messages)]
         return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
 
-    def _later(self, task: asyncio.Task, message: list) -> Later:
+    def _later(self, task: asyncio.Future, message: list) -> Later:
         name = (message[7], message[8])
         self._detached[name] = task
         self._late += 1
@@ -120,8 +142,8 @@ class _HostActor(Endpoints):
         task = self._detached.pop((stream, seq))
         return await task
 
-    def _forgetter(self, name: tuple[str, int]) -> Callable[[asyncio.Task], None]:
-        def forget(_: asyncio.Task) -> None:
+    def _forgetter(self, name: tuple[str, int]) -> Callable[[asyncio.Future], None]:
+        def forget(_: asyncio.Future) -> None:
             self._batched.pop(name, None)
         return forget
 
@@ -134,7 +156,7 @@ class _HostActor(Endpoints):
         return True
 
 
-def _outcome(task: asyncio.Task, message: list) -> Any:
+def _outcome(task: asyncio.Future, message: list) -> Any:
     """What one call of a batch returns: its result, or its error as Ray makes it."""
     if task.cancelled():
         return TaskCancelledError()

@@ -122,6 +122,18 @@ class Sequencer:
         st.waiting[seq] = fut
         return self._wait(st, fut)
 
+    def can_start(self, stream: Hashable, seq: int) -> bool:
+        """Whether :meth:`arrive` would let call ``seq`` start at once (it changes
+        nothing: the caller then calls ``arrive``)."""
+        st = self._streams.get(stream)
+        if st is None:
+            parked = self._parked.get(stream)
+            start = parked or (1 if seq == 1 or (self.fresh and not self._forgot) else None)
+            return start is not None and seq <= start
+        if st.next is None:
+            return False
+        return seq < st.next or (seq == st.next and not st.busy)
+
     def leave(self, stream: Hashable, seq: int) -> None:
         """Call ``seq`` is past admission: started, failed or cancelled. An admitted
         call lets the next one in; one still waiting is forgotten and its number

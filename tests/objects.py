@@ -104,6 +104,11 @@ class Recorder(dotdo.DurableObject):
     def notes(self, name: str) -> list:
         return self.storage.get(f"list:{name}", [])
 
+    def note_then_fail(self, name: str, item) -> None:
+        with self.storage.transaction():
+            self.note(name, item)
+            raise ValueError(f"failed after noting {item!r}")
+
 
 class Steps(dotdo.DurableObject):
     """Methods that run dotdo.do / try_ steps."""

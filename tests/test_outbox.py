@@ -67,6 +67,22 @@ def test_a_failing_call_in_a_batch_fails_alone(make_object, unique, held):
     assert pipe.echo("next").result() == {"args": ["next"], "kwargs": {}}
 
 
+def test_sync_calls_of_a_batch_share_a_commit_but_a_failing_one_undoes_only_its_own(
+    make_object, unique, held
+):
+    recorder = make_object("Recorder", unique)
+    recorder.notes("log").result()
+    # Given sync calls sent together, one failing after writing in its transaction
+    calls = [recorder.note("log", "a"), recorder.note_then_fail("log", "b"),
+             recorder.note("log", "c")]
+    with pytest.raises(ValueError, match="failed after noting 'b'"):
+        calls[1].result()
+    # Then its write is undone and the others' are kept, durably (a new process reads them)
+    dotdo.get([calls[0], calls[2]])
+    kill_and_wait(recorder)
+    assert recorder.notes("log").result() == ["a", "c"]
+
+
 def test_a_queued_call_that_cannot_be_sent_fails_at_once_and_takes_no_turn(
     make_object, unique, held
 ):

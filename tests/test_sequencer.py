@@ -261,3 +261,18 @@ def test_a_cut_deferred_list_waits_for_every_number_above_its_highest():
         return order, seq.skipped
 
     assert asyncio.run(main()) == (list(range(1, 402)), 0)
+
+
+def test_can_start_says_what_arrive_would_and_changes_nothing():
+    async def main():
+        seq = Sequencer(fresh=True)
+        answers = [seq.can_start("s", 2), seq.can_start("s", 1)]  # a fresh host waits for 1
+        assert seq.arrive("s", 1) is None
+        answers += [seq.can_start("s", 2)]  # call 1 admitted, not yet started
+        seq.leave("s", 1)
+        answers += [seq.can_start("s", 2), seq.can_start("s", 1), seq.can_start("s", 3)]
+        restarted = Sequencer(fresh=False)
+        answers += [restarted.can_start("t", 5)]  # met mid-way: it settles first
+        return answers
+
+    assert asyncio.run(main()) == [False, True, False, True, True, False, False]

@@ -1,5 +1,6 @@
 """Celery with Redis, configured as a crash-safe Celery is: acks_late and
-task_reject_on_worker_lost, so a killed worker's task is delivered again."""
+task_reject_on_worker_lost, so a killed worker's task is delivered again, one task
+prefetched per process, and a short visibility timeout."""
 
 import os
 
@@ -11,7 +12,7 @@ app = Celery("bench", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=4,
+    worker_prefetch_multiplier=1,
     broker_transport_options={"visibility_timeout": 10},
     task_ignore_result=True,
     worker_hijack_root_logger=False,

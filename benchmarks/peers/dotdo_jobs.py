@@ -1,8 +1,10 @@
-"""dotdo's no-op job for the queue benchmark: completion is the queue's own record."""
+"""dotdo's job for the queue benchmark: the same body as every peer's (one blocking
+call to Redis, recording the job's completion), in a plain sync handler."""
 
 import dotdo
+from benchmarks.peers.record import record
 
 
-@dotdo.job("noop")
-async def noop(payload):
-    return None
+@dotdo.job("work")
+def work(payload):
+    record(payload)
