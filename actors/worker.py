@@ -14,7 +14,8 @@ What keeps the queue's promise (no job lost, no finished job run again):
   when its process died, so that one that kills its worker is found out.
 * Heartbeats come from a thread of their own: a handler that never yields, or a sync
   one computing for minutes, cannot stop them.
-* Sync handlers run in a thread pool of the worker's concurrency, off the event loop.
+* Sync handlers run in a thread pool of the worker's concurrency, off the event loop,
+  but for quick ones, which run on the loop (see ``_Speed``).
   An attempt past its timeout is cancelled if it is a coroutine; sync code cannot be
   interrupted, so the job waits for it to return (shown as ``stuck`` meanwhile)
   before it is tried again: two runs of one job never overlap.
@@ -25,6 +26,7 @@ What keeps the queue's promise (no job lost, no finished job run again):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import dataclasses
 import inspect
@@ -85,6 +87,52 @@ class _Held:
         return [self.job_id, self.uid, self.lease, kind, value, attempts]
 
 
+class _Speed:
+    """How long a sync handler takes, to run the quick ones on the event loop: handing
+    a job to a pool thread and back costs more than a job of a hundred microseconds
+    (a cache or database write). A handler runs on the loop while the median of its
+    last runs there is under ``QUICK`` and none took over ``SLOW``; in the pool, every
+    ``PROBE_EVERY``-th run whose last pool run took under ``10 * QUICK`` (an upper
+    bound: pool times include waiting for the GIL) is tried on the loop. So a handler
+    that waits on I/O for milliseconds stays in the pool, where such waits overlap,
+    and one that blocks for long does so on the loop at most once before it goes back
+    to the pool. Heartbeats come from their own thread: leases hold meanwhile."""
+
+    QUICK = 0.001
+    SLOW = 0.05
+    PROBE_EVERY = 50
+
+    __slots__ = ("recent", "last_pooled", "runs")
+
+    def __init__(self) -> None:
+        self.recent: collections.deque[float] = collections.deque(maxlen=15)  # on the loop
+        self.last_pooled: float | None = None
+        self.runs = 0
+
+    def inline(self) -> bool:
+        self.runs += 1
+        if self.recent and sorted(self.recent)[len(self.recent) // 2] < self.QUICK:
+            return True
+        return (self.last_pooled is not None and self.last_pooled < 10 * self.QUICK
+                and self.runs % self.PROBE_EVERY == 0)
+
+    def ran(self, seconds: float) -> None:
+        """A run on the loop took ``seconds``."""
+        if seconds > self.SLOW:
+            self.recent.clear()  # back to the pool, to prove itself again
+            self.last_pooled = seconds
+        else:
+            self.recent.append(seconds)
+
+    def timed(self, handler, payload) -> Any:
+        """``handler(payload)`` in a pool thread, timed."""
+        began = time.perf_counter()
+        try:
+            return handler(payload)
+        finally:
+            self.last_pooled = time.perf_counter() - began
+
+
 async def _within(awaitable, timeout: float) -> Any:
     """Await a handler's coroutine in the current task (no task per job), cancelling it
     at ``timeout``; if it ignores the cancellation, this waits for it (it is stuck)."""
@@ -126,6 +174,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._modules_at = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._speed: dict[Any, _Speed] = {}  # sync handler -> how quick it has been
+        self._in_process = dotdo.settings().in_process
         self._lease_timeout = 30.0
         self._reporting = asyncio.Lock()
         self._held: dict[str, _Held] = {}
@@ -229,10 +279,24 @@ class Worker(dotdo.DurableObject, own_process=True):
         try:
             if inspect.iscoroutinefunction(handler):
                 return await _within(handler(payload), timeout)
+            speed = self._speed.setdefault(handler, _Speed())
+            # In process, the loop is every object's: a handler there waiting on a
+            # call (``.result()``) would wait for itself.
+            if not self._in_process and speed.inline():
+                # Quick every time lately: run it here, no thread hand-off (see _Speed).
+                began = time.perf_counter()
+                try:
+                    result = handler(payload)
+                finally:
+                    speed.ran(time.perf_counter() - began)
+                if inspect.isawaitable(result):
+                    result = await _within(result, max(held.deadline - time.time(), 0.001))
+                return result
             # Sync code runs off the loop, seeing this object as the current one.
             size = self._config["concurrency"] if self._config else 1
             call = contextvars.copy_context().run
-            running = asyncio.wrap_future(self._threads(size).submit(call, handler, payload))
+            running = asyncio.wrap_future(
+                self._threads(size).submit(call, speed.timed, handler, payload))
             done, _ = await asyncio.wait({running}, timeout=timeout)
             if not done:
                 # A thread cannot be interrupted: until it returns, this job's slot
@@ -380,9 +444,9 @@ class Worker(dotdo.DurableObject, own_process=True):
                     if recover:
                         await self._recover()
                         recover = False
-                    await self._report()
                     running = self._running()
                     if config is None:  # stopped: the running jobs finish and report
+                        await self._report()
                         if not running:
                             if self._config is not None:
                                 continue  # started again while this loop reported
@@ -394,13 +458,16 @@ class Worker(dotdo.DurableObject, own_process=True):
                     alone = any(h.alone for h in self._held.values() if h.outcome is None)
                     room = 0 if alone else config["concurrency"] - len(running)
                     if room > 0:
-                        # Long-poll only with nothing to report: a job that ended since
-                        # the report above must not wait out the poll.
-                        busy = bool(running) or any(h.outcome for h in self._held.values())
-                        grant = await dotdo.Queue(config["queue"]).claim(
-                            self.id, room, wait=0.0 if busy else 1.0, idle=not running)
+                        # The claim goes first, the outcomes right behind it: one round
+                        # trip for both. Long-poll only with nothing running.
+                        claimed = dotdo.Queue(config["queue"]).claim(
+                            self.id, room, wait=0.0 if running else 1.0, idle=not running)
+                        await self._report()
+                        grant = await claimed
                         self._lease_timeout = grant["lease_timeout"]
                         self._hold(config["queue"], grant["jobs"], config["backoff"])
+                    else:
+                        await self._report()
                     running = self._running()
                     if running and not any(h.outcome for h in self._held.values()):
                         await asyncio.wait(running, timeout=_FLUSH_EVERY,

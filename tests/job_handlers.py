@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import threading
 import time
 
 import dotdo
@@ -103,3 +104,10 @@ async def suicide(payload):
 @dotdo.job("base_exception")
 async def base_exception(payload):
     raise {"cancelled": asyncio.CancelledError, "exit": SystemExit}[payload]("from the handler")
+
+
+@dotdo.job("thread_name")
+def thread_name(payload):
+    """Where a sync handler ran: a pool thread, or the worker's event loop."""
+    time.sleep(payload.get("sleep", 0))
+    return threading.current_thread().name

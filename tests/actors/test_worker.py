@@ -437,3 +437,24 @@ def test_a_job_whose_handlers_cannot_load_goes_back_to_the_queue(make_object, un
     # Then, once the App is back, the job runs
     wait_for(lambda: queue.get(job_id).result()["status"] == "completed", timeout=120)
     assert queue.result(job_id).result()["output"] == {"late": 1}
+
+
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_quick_sync_handlers_run_on_the_loop_and_slow_ones_go_back_to_threads(ray_setup, unique):
+    queue, _, start = ray_setup
+    start(1, concurrency=8)
+    pool_prefix = f"dotdo-{unique}-w0"
+
+    def threads(jobs):
+        ids = [j["$id"] for j in queue.enqueue_many(jobs).result()]
+        wait_for(lambda: drained(queue))
+        return [queue.result(i).result()["output"] for i in ids]
+
+    # Given a quick sync handler: it starts in the thread pool, then runs on the loop
+    quick = threads([{"type": "thread_name", "payload": {}} for _ in range(200)])
+    assert quick[0].startswith(pool_prefix)
+    assert not quick[-1].startswith(pool_prefix)
+    # When it turns slow (past _Speed.SLOW), at most one run blocks the loop
+    slow = threads([{"type": "thread_name", "payload": {"sleep": 0.1}} for _ in range(6)])
+    assert sum(not name.startswith(pool_prefix) for name in slow) <= 1
+    assert slow[-1].startswith(pool_prefix)
