@@ -11,7 +11,8 @@ import importlib.metadata
 
 from dotdo import app as _app  # noqa: F401  (defines App: dotdo.App(id) is a stub)
 from dotdo.app import deploy
-from dotdo.client import init, settings, shutdown
+from dotdo.client import init, shutdown
+from dotdo.client import settings as current_settings
 from dotdo.clock import Clock, FakeClock
 from dotdo.context import do, send, try_
 from dotdo.current import current_object
@@ -75,7 +76,7 @@ __all__ = [
     "deploy",
     "DEFAULT_APP",
     "Settings",
-    "settings",
+    "current_settings",
     "current_object",
     "Clock",
     "FakeClock",
