@@ -458,11 +458,14 @@ class Worker(dotdo.DurableObject, own_process=True):
                     alone = any(h.alone for h in self._held.values() if h.outcome is None)
                     room = 0 if alone else config["concurrency"] - len(running)
                     if room > 0:
-                        # The claim goes first, the outcomes right behind it: one round
-                        # trip for both. Long-poll only with nothing running.
+                        # The outcomes go first (their latency is the jobs'), the claim
+                        # right behind them, overlapping their round trip. Long-poll
+                        # only with nothing running.
+                        reported = asyncio.ensure_future(self._report())
+                        await asyncio.sleep(0)  # the report is sent
                         claimed = dotdo.Queue(config["queue"]).claim(
                             self.id, room, wait=0.0 if running else 1.0, idle=not running)
-                        await self._report()
+                        await reported
                         grant = await claimed
                         self._lease_timeout = grant["lease_timeout"]
                         self._hold(config["queue"], grant["jobs"], config["backoff"])
