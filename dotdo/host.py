@@ -281,22 +281,23 @@ class ObjectTable:
             args, kwargs = unpack_args(call.args, call.kwargs, deps)
             token = acting_for(obj)
             try:
-                result = await aio.call(fn, *args, **kwargs)
+                running = aio.call(fn, *args, **kwargs)
+                return await _settle(running, outcome)
             finally:
                 restore(token)
-            if isinstance(result, Promise):  # returning a promise returns its value
-                result = await result
-            Results.settle(outcome, result)
-            return result
         except BaseException as exc:
-            Results.settle(outcome, error=exc)
+            Results.settle(outcome, error=exc)  # one that failed before it ran
             raise
         finally:
-            left = self._inflight.pop(key) - 1
-            if left:
-                self._inflight[key] = left
-            elif key in self.objects:
-                self.idle_since[key] = time.monotonic()
+            self._done_with(key)
+
+    def _done_with(self, key: Key) -> None:
+        """A call on ``key`` ended: with none other in flight, it is idle from now."""
+        left = self._inflight.pop(key) - 1
+        if left:
+            self._inflight[key] = left
+        elif key in self.objects:
+            self.idle_since[key] = time.monotonic()
 
     def run_now(self, messages: list) -> list[tuple[bool, Any]]:
         """Run at once, in order, the leading calls of a batch that need no waiting:
@@ -374,18 +375,9 @@ class ObjectTable:
         """The rest of a call :meth:`run_now` started whose method returned an awaitable."""
         self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
-            result = await awaitable
-            if isinstance(result, Promise):
-                result = await result
-            Results.settle(outcome, result)
-            return result
-        except BaseException as exc:
-            Results.settle(outcome, error=exc)
-            raise
+            return await _settle(awaitable, outcome)
         finally:
-            left = self._inflight.pop(key) - 1
-            if left:
-                self._inflight[key] = left
+            self._done_with(key)
 
     def _sync(self, class_name: str, method: str) -> bool:
         """Whether ``method`` of the class is a plain function (known, public, not async)."""
@@ -419,6 +411,20 @@ class ObjectTable:
             "evicted": self.released,
             "local_args": self.local_args,
         }
+
+
+async def _settle(running: Any, outcome: asyncio.Future) -> Any:
+    """Await a call's method and record its outcome; a method returning a promise
+    returns that promise's value."""
+    try:
+        result = await running
+        if isinstance(result, Promise):
+            result = await result
+    except BaseException as exc:
+        Results.settle(outcome, error=exc)
+        raise
+    Results.settle(outcome, result)
+    return result
 
 
 def intern(table: dict[str, str], name: str) -> str:
