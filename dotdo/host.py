@@ -61,12 +61,15 @@ class Call(NamedTuple):
 
 class Results:
     """The outcomes of this host's recent calls, for calls here that take them as
-    arguments (:class:`~dotdo.promise.Local`): by ``(stream, seq)``, the last
-    ``keep`` finished ones and every one still running or awaited."""
+    arguments (:class:`~dotdo.promise.Local`): by ``(stream, seq)``, every one still
+    running or awaited, and finished ones while they are among the last ``keep`` and
+    younger than ``max_age`` seconds (results can be big; a call taking one later gets
+    it from its caller's copy)."""
 
-    def __init__(self, keep: int = 1024) -> None:
+    def __init__(self, keep: int = 256, max_age: float = 5.0) -> None:
         self.keep = keep
-        self._futures: OrderedDict[tuple[str, int], asyncio.Future] = OrderedDict()
+        self.max_age = max_age
+        self._futures: OrderedDict[tuple[str, int], tuple[asyncio.Future, float]] = OrderedDict()
         self._arrived: set[tuple[str, int]] = set()
 
     def arrive(self, key: tuple[str, int]) -> asyncio.Future:
@@ -75,17 +78,21 @@ class Results:
         return self._future(key)
 
     def _future(self, key: tuple[str, int]) -> asyncio.Future:
-        fut = self._futures.get(key)
-        if fut is None:
-            fut = self._futures[key] = asyncio.get_running_loop().create_future()
-            self._trim()
-        return fut
+        entry = self._futures.get(key)
+        if entry is None:
+            now = time.monotonic()
+            entry = self._futures[key] = (asyncio.get_running_loop().create_future(), now)
+            self._trim(now)
+        return entry[0]
 
-    def _trim(self) -> None:
-        while len(self._futures) > self.keep:
-            key, fut = next(iter(self._futures.items()))
+    def _trim(self, now: float) -> None:
+        for _ in range(len(self._futures)):
+            key, (fut, born) = next(iter(self._futures.items()))
+            if len(self._futures) <= self.keep and now - born < self.max_age:
+                return  # the oldest is young enough: so are the rest
             if not fut.done():
-                return  # running: the oldest finished go first, this one later
+                self._futures.move_to_end(key)  # running (a long call): kept, looked at later
+                continue
             del self._futures[key]
             self._arrived.discard(key)
 
@@ -119,7 +126,7 @@ class Results:
             if not fallback.done():
                 fallback.cancel()
             if not fut.done() and key not in self._arrived:
-                self._futures.pop(key, None)
+                self._futures.pop(key, None)  # never came here: nobody will fill it
 
 
 async def _await_ref(ref: Any) -> Any:

@@ -3,8 +3,8 @@
 Every process keeps one :class:`Outbox` per host it calls. A call goes to the host
 at once, as a Ray task of its own, when nothing went to that host in the last
 ``HOLD`` seconds (a lone call: no timer, no added latency). A call issued within
-``HOLD`` of the last send is *queued*; the queue goes out as one Ray task
-(``Endpoints.calls``, with ``num_returns`` = one ``ObjectRef`` per call) as soon as
+``HOLD`` of the last send is *queued*; the queue goes out as one Ray task (the host's
+``calls``, with ``num_returns`` = one ``ObjectRef`` per call) as soon as
 anybody needs one of its results (an ``await``, ``dotdo.get``, ``promise.ref``, an
 argument to another host), when it reaches ``MAX_BATCH`` calls, and otherwise
 ``HOLD`` after its first call was queued, by a flusher thread. So a loop issuing a
@@ -90,6 +90,7 @@ class Outbox:
             self.queued = self.queued[:at]
             self._flush_locked()
             slot.ref = self.handle.call.remote(message)
+            self.last_sent = time.monotonic()
             self.queued = later
             if later:
                 _flusher().due(self, time.monotonic() + HOLD)

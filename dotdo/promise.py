@@ -117,6 +117,9 @@ class Slot:
         in a Ray task of its own, so that ``ray.cancel`` of it cancels it alone)."""
         if self.ref is None:
             self.outbox.send_queued(self, alone)
+            if self.ref is None:  # its batch could not be sent
+                raise ObjectError("this call could not be sent to its host (Ray shut down "
+                                  "while it was queued): call again")
         return self.ref
 
 

@@ -208,3 +208,27 @@ def test_a_chain_on_one_pooled_host_resolves_there_and_equals_the_awaited_chain(
     # Then it returns what the awaited chain returns, every hop resolved in the host
     assert pipelined == awaited == 20
     assert _stats(hops[0])["local_args"] - before == 19
+
+
+def test_the_results_a_host_keeps_for_local_arguments_are_bounded():
+    from dotdo.host import Results
+    from dotdo.promise import Local
+
+    async def main():
+        results = Results(keep=3, max_age=60.0)
+        long_call = results.arrive(("s", 0))  # a call running all along
+        for seq in range(1, 50):
+            Results.settle(results.arrive(("s", seq)), seq)
+        kept = len(results._futures)
+        Results.settle(long_call, "done at last")
+        # a call that finished long ago comes from the caller's copy (here: a future)
+        loop = asyncio.get_running_loop()
+        copy = loop.create_future()
+        copy.set_result("from the caller")
+        early = await results.value(Local("s", 1, copy))
+        late = await results.value(Local("s", 49, None))
+        return kept, early, late
+
+    kept, early, late = asyncio.run(main())
+    assert kept <= 4  # the 3 newest finished ones, and the running one
+    assert (early, late) == ("from the caller", 49)
