@@ -29,6 +29,7 @@ import asyncio
 import collections
 import contextvars
 import dataclasses
+import functools
 import inspect
 import logging
 import threading
@@ -144,6 +145,12 @@ async def _within(awaitable, timeout: float) -> Any:
         if limit.expired():
             raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s") from None
         raise
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(max_retries: int, backoff: float) -> dotdo.RetryPolicy:
+    """One policy per setting, not one per job (building one checks every field)."""
+    return dotdo.RetryPolicy(max_retries=max_retries, backoff=backoff)
 
 
 def _label(job_type: str) -> str:
@@ -345,7 +352,7 @@ class Worker(dotdo.DurableObject, own_process=True):
 
         try:
             output = await dotdo.do(attempt, step_id=held.step,
-                                    max_retries=job.get("maxRetries", 3), backoff=backoff)
+                                    policy=_policy(job.get("maxRetries", 3), backoff))
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
             _record(held.queue, job_type, "failed", started)
             return ["failed", f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", calls)]
