@@ -80,13 +80,15 @@ class _HostActor(Endpoints):
                 "late_calls": self._late}
 
     async def calls(self, messages: list) -> Any:
-        """Run a batch of calls (see :mod:`dotdo.outbox`), each as :meth:`call` runs
-        it: concurrently, started in order. Returns one outcome per call (the caller
-        asked for one ``ObjectRef`` each); a failed call's outcome is the error Ray
-        would have raised for it, which fails that call's ``ObjectRef`` alone. Once
-        ``STRAGGLE`` seconds pass with no call of the batch ending, the batch goes back
-        and each call still running returns a :class:`~dotdo.promise.Later`: the ref
-        of its outcome, which this host sends when it ends (:meth:`outcome`)."""
+        """Run a batch of calls (see :mod:`dotdo.outbox`): the leading sync ones at
+        once (:meth:`ObjectTable.run_now`), the rest each as :meth:`call` runs it,
+        concurrently, started in order. Returns one outcome per call (the caller asked
+        for one ``ObjectRef`` each); a failed call's outcome is the error Ray would
+        have raised for it, which fails that call's ``ObjectRef`` alone. Once
+        ``STRAGGLE`` seconds pass with no call of the batch ending and no call of this
+        host getting its turn, the batch goes back and each call still running
+        returns a :class:`~dotdo.promise.Later`: the ref of its outcome, which this
+        host sends when it ends (:meth:`outcome`)."""
         if not self._ready:
             self._setup()
         loop = asyncio.get_running_loop()
