@@ -327,11 +327,14 @@ class Queue(dotdo.DurableObject):
                              f"{len(jobs):,}: send them in several calls")
         now = time.time()
         rows = [self._job_row(dict(spec), now) for spec in jobs]
-        with self.storage.transaction():
-            added = [bool(self.storage.sql.execute(INSERT_JOB, row).rowcount) for row in rows]
-            for row, new in zip(rows, added):
-                if new:
-                    self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
+        if len(rows) == 1 and not self._listened:  # one statement: atomic by itself
+            added = [bool(self.storage.sql.execute(INSERT_JOB, rows[0]).rowcount)]
+        else:
+            with self.storage.transaction():
+                added = [bool(self.storage.sql.execute(INSERT_JOB, row).rowcount) for row in rows]
+                for row, new in zip(rows, added):
+                    if new:
+                        self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
         if any(added):
             self._ready.set()
             self._gauge_depth()

@@ -165,6 +165,7 @@ class ObjectTable:
         self.results = Results()
         self.local_args = 0  # promise arguments taken from calls on this host
         self.admitted = 0  # calls that got their turn: the host's progress, for batches
+        self.started: set[tuple[str, int]] = set()  # (stream, seq) of calls running now
         self._sync_methods: dict[tuple[str, str], bool] = {}
 
     def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -285,6 +286,7 @@ class ObjectTable:
             finally:
                 self.sequencer.leave(turn, call.seq)
             self.admitted += 1
+            self.started.add((call.stream, call.seq))
             args, kwargs = unpack_args(call.args, call.kwargs, deps)
             token = acting_for(obj)
             try:
@@ -296,6 +298,7 @@ class ObjectTable:
             Results.settle(outcome, error=exc)  # one that failed before it ran
             raise
         finally:
+            self.started.discard((call.stream, call.seq))
             self._done_with(key)
 
     def _done_with(self, key: Key) -> None:

@@ -437,14 +437,24 @@ Origin = tuple[Any, str, int]  # (outbox of the host, stream, seq) of a call
 
 
 def _has_promise(obj: Any) -> bool:
+    # Loops, not any() over generators: this runs on every call.
     t = type(obj)
     if t is Promise or t is ray.ObjectRef or t is LocalRef:
         return True
     if t is list or t is tuple:
-        return any(_has_promise(x) for x in obj)
+        for x in obj:
+            if type(x) not in _SCALARS and _has_promise(x):
+                return True
+        return False
     if t is dict:
-        return any(_has_promise(x) for x in obj.values())
+        for x in obj.values():
+            if type(x) not in _SCALARS and _has_promise(x):
+                return True
+        return False
     return False
+
+
+_SCALARS = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 def _swap(obj: Any, deps: list, here: Any, local: list, marks: list) -> Any:

@@ -40,12 +40,13 @@ from dotdo.pool import PoolKeeper
 from dotdo.promise import Later
 from dotdo.settings import Settings
 
-__all__ = ["Host", "encodable", "STRAGGLE"]
+__all__ = ["Host", "encodable", "STRAGGLE", "TURN_WAIT"]
 
 # Seconds a batch waits, with none of its calls ending and no call of the host
 # getting its turn, before it goes back without the calls still running (their
 # outcomes follow).
 STRAGGLE = 0.002
+TURN_WAIT = 0.05
 
 
 class _HostActor(Endpoints):
@@ -86,7 +87,8 @@ class _HostActor(Endpoints):
         for one ``ObjectRef`` each); a failed call's outcome is the error Ray would
         have raised for it, which fails that call's ``ObjectRef`` alone. Once
         ``STRAGGLE`` seconds pass with no call of the batch ending and no call of this
-        host getting its turn, the batch goes back and each call still running
+        host getting its turn (``TURN_WAIT`` if some are still waiting for their own
+        turn), the batch goes back and each call still running
         returns a :class:`~dotdo.promise.Later`: the ref of its outcome, which this
         host sends when it ends (:meth:`outcome`)."""
         if not self._ready:
@@ -117,13 +119,21 @@ class _HostActor(Endpoints):
             task.add_done_callback(self._forgetter(name))
             tasks.append(task)
         pending: set[asyncio.Future] = set(tasks)
+        names = {task: (m[7], m[8]) for task, m in zip(tasks, messages)}
+        quiet = 0.0  # seconds with no call of this batch ending and none admitted here
         try:
             while pending:
                 admitted = self._table.admitted
                 done, pending = await asyncio.wait(pending, timeout=STRAGGLE)
-                # None ended, and no call on this host got its turn meanwhile (calls
-                # waiting behind an earlier batch would have): the rest are slow.
-                if not done and self._table.admitted == admitted:
+                if done or self._table.admitted != admitted:
+                    quiet = 0.0
+                    continue
+                quiet += STRAGGLE
+                # The started ones are slow. One still waiting for its turn is most
+                # likely behind a call Ray has not delivered yet (it starts an async
+                # actor's tasks in any order): give it TURN_WAIT before going back.
+                started = self._table.started
+                if quiet >= TURN_WAIT or all(names[t] in started for t in pending):
                     break
         except asyncio.CancelledError:  # ray.cancel of the batch: of every call in it
             for task in tasks:
@@ -185,19 +195,26 @@ def encodable(value: Any) -> bool:
     return True
 
 
-_PLAIN = (str, int, float, bool, bytes, type(None))
+_PLAIN = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 def _plain(obj: Any, depth: int) -> bool:
+    # Loops, not all() over generators: this runs on every call sent and answered.
     t = type(obj)
     if t in _PLAIN:
         return True
     if depth > 8:
         return False
     if t is list or t is tuple:
-        return all(_plain(x, depth + 1) for x in obj)
+        for x in obj:
+            if type(x) not in _PLAIN and not _plain(x, depth + 1):
+                return False
+        return True
     if t is dict:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
+        for k, v in obj.items():
+            if type(k) is not str or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
+                return False
+        return True
     return False
 
 
