@@ -190,7 +190,9 @@ class Promise:
     def ref(self) -> Ref:
         """A Ray ``ObjectRef`` of this promise's value, for any Ray API that takes one
         (in-process hosting: a :class:`LocalRef`). Taking it sends a still-queued call
-        in a Ray task of its own, so ``ray.cancel(promise.ref)`` cancels that call alone."""
+        in a Ray task of its own, so ``ray.cancel(promise.ref)`` cancels that call alone;
+        for a call already sent with others it is the ref of a small task that reads the
+        call's value (cancel such a call with :meth:`cancel`)."""
         ref = self._ref.real(alone=True) if type(self._ref) is Slot else self._ref
         if not self._path and not (type(self._ref) is Slot and self._ref.batched):
             return ref
