@@ -137,10 +137,12 @@ class Outbox:
 
 def check_encodable(message: list) -> None:
     """Raise ``TypeError`` now if Ray could not send ``message``: a queued call is
-    serialised later, with others, and must not fail them then."""
-    if not encodable(message):
+    serialised later, with others, and must not fail them then. Only its arguments
+    can fail (the rest is dotdo's own; its ``Local`` s hold refs, not for pickling here)."""
+    arguments = [message[3], message[4]]  # Call.args, Call.kwargs
+    if not encodable(arguments):
         try:
-            cloudpickle.dumps(message)
+            cloudpickle.dumps(arguments)
         except Exception as exc:  # noqa: BLE001 - any pickling failure, as Ray says it
             raise TypeError(f"Could not serialize the argument: {exc}") from None
 
