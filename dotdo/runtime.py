@@ -70,6 +70,7 @@ class _HostActor(Endpoints):
         self._batched: dict[tuple[str, int], asyncio.Future] = {}  # running calls of batches
         self._detached: dict[tuple[str, int], asyncio.Future] = {}  # outlasted their batch
         self._batches = self._batched_calls = self._late = 0
+        self._reachable = False  # a call to itself has got through (see wake)
         # Start now, not at the next call: after a restart, objects' pending events,
         # schedules and alarms must resume with nobody calling.
         _wake_self(list(key) if key else None)
@@ -88,7 +89,8 @@ class _HostActor(Endpoints):
         have raised for it, which fails that call's ``ObjectRef`` alone. Once
         ``STRAGGLE`` seconds pass with no call of the batch ending and no call of this
         host getting its turn (``TURN_WAIT`` if some are still waiting for their own
-        turn), the batch goes back and each call still running
+        turn), and once this host can call itself, the batch goes back and each call
+        still running
         returns a :class:`~dotdo.promise.Later`: the ref of its outcome, which this
         host sends when it ends (:meth:`outcome`)."""
         if not self._ready:
@@ -133,7 +135,8 @@ class _HostActor(Endpoints):
                 # likely behind a call Ray has not delivered yet (it starts an async
                 # actor's tasks in any order): give it TURN_WAIT before going back.
                 started = self._table.started
-                if quiet >= TURN_WAIT or all(names[t] in started for t in pending):
+                if self._reachable and (
+                        quiet >= TURN_WAIT or all(names[t] in started for t in pending)):
                     break
         except asyncio.CancelledError:  # ray.cancel of the batch: of every call in it
             for task in tasks:
@@ -142,6 +145,13 @@ class _HostActor(Endpoints):
         outcomes = [self._later(task, message) if task in pending else _outcome(task, message)
                     for task, message in zip(tasks, messages)]
         return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
+
+    async def wake(self, key: list | None) -> None:
+        """As :meth:`Endpoints.wake`; that this call, sent by this host to itself, got
+        through also means later calls to itself will (``_later``): until then, right
+        after a restart, Ray may refuse them with "the actor is restarting"."""
+        self._reachable = True
+        await super().wake(key)
 
     def _later(self, task: asyncio.Future, message: list) -> Later:
         name = (message[7], message[8])
