@@ -92,9 +92,6 @@ CREATE_SUSPECTS = (
     "CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (priority DESC, run_at, seq) "
     "WHERE status = 'pending' AND suspect_since IS NOT NULL"
 )
-# A queue is one big table and its indexes, written at every claim and report: give
-# it 8 MB of page cache, not the small default meant for hosts of many objects.
-CACHE = "PRAGMA cache_size=-8192"
 CREATE_OUTBOX = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -214,7 +211,6 @@ class Queue(dotdo.DurableObject):
 
     def __init__(self) -> None:
         db = self.storage.sql
-        db.execute(CACHE)
         for ddl in (CREATE_JOBS, CREATE_OUTBOX):
             db.execute(ddl)
         have = {row[1] for row in db.execute("PRAGMA table_info(jobs)").fetchall()}
