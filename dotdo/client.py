@@ -60,18 +60,22 @@ _local: LocalHost | None = None  # the host of every object in in-process mode
 class Line:
     """This process's numbered stream of calls to one host (see the sequencer)."""
 
-    __slots__ = ("key", "outbox", "handle", "token", "next", "lock", "deferred")
+    __slots__ = ("key", "outbox", "token", "next", "lock", "deferred")
 
     def __init__(self, key: tuple[str, str], outbox: Outbox) -> None:
         self.key = key
         self.outbox = outbox  # shared by every line to the same host
-        self.handle = outbox.handle
         self.token = uuid.uuid4().hex
         self.next = 1
         self.lock = threading.Lock()
         # Calls Ray holds back until their promise arguments exist: number -> how
         # many of those arguments are still pending.
         self.deferred: dict[int, int] = {}
+
+    @property
+    def handle(self) -> Any:
+        """The host's actor handle (or the in-process host)."""
+        return self.outbox.handle
 
 
 _lines: dict[str, Line] = {}  # actor name of an object -> this process's line to it

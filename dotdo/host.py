@@ -275,9 +275,7 @@ class ObjectTable:
                 admitted = self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
                 if admitted is not None:
                     await admitted
-                obj = self.objects.get(key) or self.activate(key)
-                self._calls[key] = self._calls.get(key, 0) + 1
-                fn = self._method(obj, call.method)
+                obj, fn = self._target(key, call.method)
                 if any(type(dep) is Later for dep in deps):  # batched calls' outcomes to come
                     deps = tuple([await settled(dep) for dep in deps])
                 if call.local:  # in its turn, as Ray holds back a call for its arguments
@@ -334,35 +332,32 @@ class ObjectTable:
                     break
                 outcome = self.results.arrive((call.stream, call.seq))
                 self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+                self.idle_since.pop(key, None)
                 try:
-                    obj = self.objects.get(key) or self.activate(key)
-                    self._calls[key] = self._calls.get(key, 0) + 1
-                    fn = self._method(obj, call.method)
-                except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone
-                    self.sequencer.leave(turn, call.seq)
-                    Results.settle(outcome, error=exc)
-                    out.append((False, exc))
-                    continue
-                self.sequencer.leave(turn, call.seq)
-                self.admitted += 1
-                if group is None or group[0] != key:
-                    if group is not None:
-                        self._commit(group, out)
-                    tx = obj.storage.transaction()
-                    tx.__enter__()
-                    group = (key, tx, len(out))
-                token = acting_for(obj)
-                try:
-                    result = fn(*call.args, **call.kwargs)
+                    try:
+                        obj, fn = self._target(key, call.method)
+                    finally:
+                        self.sequencer.leave(turn, call.seq)
+                    self.admitted += 1
+                    if group is None or group[0] != key:
+                        if group is not None:
+                            self._commit(group, out)
+                            group = None
+                        tx = obj.storage.transaction()
+                        tx.__enter__()
+                        group = (key, tx, len(out))
+                    token = acting_for(obj)
+                    try:
+                        result = fn(*call.args, **call.kwargs)
+                    finally:
+                        restore(token)
                 except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone
                     Results.settle(outcome, error=exc)
                     out.append((False, exc))
                     continue
                 finally:
-                    restore(token)
-                if not self._inflight.get(key):  # used just now: the last to leave memory
-                    self.idle_since.pop(key, None)
-                    self.idle_since[key] = time.monotonic()
+                    self._done_with(key)
                 if inspect.isawaitable(result):
                     out.append((True, self.finish(result, outcome, key)))
                     break
@@ -372,6 +367,12 @@ class ObjectTable:
             if group is not None:
                 self._commit(group, out)
         return out
+
+    def _target(self, key: Key, method: str) -> tuple[DurableObject, Callable[..., Any]]:
+        """The object (activated if need be) and its method a call runs, counted."""
+        obj = self.objects.get(key) or self.activate(key)
+        self._calls[key] = self._calls.get(key, 0) + 1
+        return obj, self._method(obj, method)
 
     def _commit(self, group: tuple[Key, Any, int], out: list[tuple[bool, Any]]) -> None:
         """End a run's shared transaction; if the commit fails, so do its calls."""

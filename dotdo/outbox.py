@@ -85,13 +85,11 @@ class Outbox:
                 self._flush_locked()
                 return
             at = next(i for i, (_, s) in enumerate(self.queued) if s is slot)
-            later = self.queued[at + 1:]
-            message = self.queued[at][0]
-            self.queued = self.queued[:at]
-            self._flush_locked()
-            slot.ref = self.handle.call.remote(message)
-            self.last_sent = time.monotonic()
-            self.queued = later
+            queued = self.queued
+            for part in (queued[:at], queued[at:at + 1]):  # those before, then it alone
+                self.queued = part
+                self._flush_locked()
+            later = self.queued = queued[at + 1:]
             if later:
                 _flusher().due(self, time.monotonic() + HOLD)
 

@@ -39,9 +39,11 @@ from dotdo import settings as _conf
 from dotdo.errors import ObjectError
 
 __all__ = ["Promise", "LocalRef", "Slot", "Local", "Later", "settled", "get", "follow",
-           "pack_args", "unpack_args"]
+           "pack_args", "unpack_args", "SCALARS"]
 
 Path = tuple[tuple[str, Any], ...]
+# Values that hold no promise and that Ray always serialises.
+SCALARS = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 # -- the results of calls run in this process -------------------------------------------
@@ -445,18 +447,16 @@ def _has_promise(obj: Any) -> bool:
         return True
     if t is list or t is tuple:
         for x in obj:
-            if type(x) not in _SCALARS and _has_promise(x):
+            if type(x) not in SCALARS and _has_promise(x):
                 return True
         return False
     if t is dict:
         for x in obj.values():
-            if type(x) not in _SCALARS and _has_promise(x):
+            if type(x) not in SCALARS and _has_promise(x):
                 return True
         return False
     return False
 
-
-_SCALARS = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 def _swap(obj: Any, deps: list, here: Any, local: list, marks: list) -> Any:

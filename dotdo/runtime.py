@@ -37,7 +37,7 @@ from dotdo.ids import storage_path
 from dotdo.journal import Directory
 from dotdo.object import DurableObject
 from dotdo.pool import PoolKeeper
-from dotdo.promise import Later
+from dotdo.promise import SCALARS, Later
 from dotdo.settings import Settings
 
 __all__ = ["Host", "encodable", "STRAGGLE", "TURN_WAIT"]
@@ -99,8 +99,9 @@ class _HostActor(Endpoints):
         self._batches += 1
         self._batched_calls += len(messages)
         now = self._table.run_now(messages)  # the leading sync calls, at once
+        names = [(m[7], m[8]) for m in messages]  # the callers' streams, the calls' numbers
         tasks: list[asyncio.Future] = []
-        for i, message in enumerate(messages):
+        for i, (message, name) in enumerate(zip(messages, names)):
             if i < len(now):
                 ok, value = now[i]
                 if not (ok and inspect.isawaitable(value)):
@@ -116,12 +117,11 @@ class _HostActor(Endpoints):
                 task = asyncio.ensure_future(value)
             else:
                 task = loop.create_task(self.call(message))
-            name = (message[7], message[8])  # the caller's stream, the call's number
             self._batched[name] = task
             task.add_done_callback(self._forgetter(name))
             tasks.append(task)
         pending: set[asyncio.Future] = set(tasks)
-        names = {task: (m[7], m[8]) for task, m in zip(tasks, messages)}
+        name_of = dict(zip(tasks, names))
         quiet = 0.0  # seconds with no call of this batch ending and none admitted here
         try:
             while pending:
@@ -136,14 +136,14 @@ class _HostActor(Endpoints):
                 # actor's tasks in any order): give it TURN_WAIT before going back.
                 started = self._table.started
                 if self._reachable and (
-                        quiet >= TURN_WAIT or all(names[t] in started for t in pending)):
+                        quiet >= TURN_WAIT or all(name_of[t] in started for t in pending)):
                     break
         except asyncio.CancelledError:  # ray.cancel of the batch: of every call in it
             for task in tasks:
                 task.cancel()
             raise
-        outcomes = [self._later(task, message) if task in pending else _outcome(task, message)
-                    for task, message in zip(tasks, messages)]
+        outcomes = [self._later(task, name) if task in pending else _outcome(task, message)
+                    for task, message, name in zip(tasks, messages, names)]
         return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
 
     async def wake(self, key: list | None) -> None:
@@ -153,8 +153,7 @@ class _HostActor(Endpoints):
         self._reachable = True
         await super().wake(key)
 
-    def _later(self, task: asyncio.Future, message: list) -> Later:
-        name = (message[7], message[8])
+    def _later(self, task: asyncio.Future, name: tuple[str, int]) -> Later:
         self._detached[name] = task
         self._late += 1
         return Later(ray.get_runtime_context().current_actor.outcome.remote(*name))
@@ -205,24 +204,21 @@ def encodable(value: Any) -> bool:
     return True
 
 
-_PLAIN = frozenset((str, int, float, bool, bytes, type(None)))
-
-
 def _plain(obj: Any, depth: int) -> bool:
     # Loops, not all() over generators: this runs on every call sent and answered.
     t = type(obj)
-    if t in _PLAIN:
+    if t in SCALARS:
         return True
     if depth > 8:
         return False
     if t is list or t is tuple:
         for x in obj:
-            if type(x) not in _PLAIN and not _plain(x, depth + 1):
+            if type(x) not in SCALARS and not _plain(x, depth + 1):
                 return False
         return True
     if t is dict:
         for k, v in obj.items():
-            if type(k) is not str or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
+            if type(k) is not str or (type(v) not in SCALARS and not _plain(v, depth + 1)):
                 return False
         return True
     return False

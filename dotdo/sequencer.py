@@ -87,9 +87,8 @@ class Sequencer:
     def _stream(self, stream: Hashable, seq: int) -> _Stream:
         st = self._streams.get(stream)
         if st is None:
-            parked = self._parked.pop(stream, None)
-            known_start = seq == 1 or (self.fresh and not self._forgot)
-            st = self._streams[stream] = _Stream(parked or (1 if known_start else None))
+            st = self._streams[stream] = _Stream(self._start(stream, seq))
+            self._parked.pop(stream, None)
             self._forget_idle()
             if st.next is None:
                 asyncio.get_running_loop().call_later(self.settle, self._settled, stream)
@@ -127,12 +126,17 @@ class Sequencer:
         nothing: the caller then calls ``arrive``)."""
         st = self._streams.get(stream)
         if st is None:
-            parked = self._parked.get(stream)
-            start = parked or (1 if seq == 1 or (self.fresh and not self._forgot) else None)
+            start = self._start(stream, seq)
             return start is not None and seq <= start
         if st.next is None:
             return False
         return seq < st.next or (seq == st.next and not st.busy)
+
+    def _start(self, stream: Hashable, seq: int) -> int | None:
+        """Where a stream new here (met at call ``seq``) starts: where it was parked,
+        at 1 if that is sure, else None (it settles first)."""
+        known_start = seq == 1 or (self.fresh and not self._forgot)
+        return self._parked.get(stream) or (1 if known_start else None)
 
     def leave(self, stream: Hashable, seq: int) -> None:
         """Call ``seq`` is past admission: started, failed or cancelled. An admitted
