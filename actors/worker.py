@@ -117,21 +117,20 @@ class _Speed:
         return (self.last_pooled is not None and self.last_pooled < 10 * self.QUICK
                 and self.runs % self.PROBE_EVERY == 0)
 
-    def ran(self, seconds: float) -> None:
-        """A run on the loop took ``seconds``."""
-        if seconds > self.SLOW:
-            self.recent.clear()  # back to the pool, to prove itself again
-            self.last_pooled = seconds
-        else:
-            self.recent.append(seconds)
-
-    def timed(self, handler, payload) -> Any:
-        """``handler(payload)`` in a pool thread, timed."""
+    def timed(self, handler, payload, on_loop: bool = False) -> Any:
+        """``handler(payload)``, timed: on the loop, or in a pool thread."""
         began = time.perf_counter()
         try:
             return handler(payload)
         finally:
-            self.last_pooled = time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            if not on_loop:
+                self.last_pooled = seconds
+            elif seconds > self.SLOW:
+                self.recent.clear()  # back to the pool, to prove itself again
+                self.last_pooled = seconds
+            else:
+                self.recent.append(seconds)
 
 
 async def _within(awaitable, timeout: float) -> Any:
@@ -291,26 +290,22 @@ class Worker(dotdo.DurableObject, own_process=True):
             # call (``.result()``) would wait for itself.
             if not self._in_process and speed.inline():
                 # Quick every time lately: run it here, no thread hand-off (see _Speed).
-                began = time.perf_counter()
-                try:
-                    result = handler(payload)
-                finally:
-                    speed.ran(time.perf_counter() - began)
-                if inspect.isawaitable(result):
-                    result = await _within(result, max(held.deadline - time.time(), 0.001))
-                return result
-            # Sync code runs off the loop, seeing this object as the current one.
-            size = self._config["concurrency"] if self._config else 1
-            call = contextvars.copy_context().run
-            running = asyncio.wrap_future(
-                self._threads(size).submit(call, speed.timed, handler, payload))
-            done, _ = await asyncio.wait({running}, timeout=timeout)
-            if not done:
-                # A thread cannot be interrupted: until it returns, this job's slot
-                # stays taken (heartbeats say "stuck"), and no other attempt runs.
-                await asyncio.wait({running})
-                raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
-            result = running.result()
+                result = speed.timed(handler, payload, on_loop=True)
+                if time.time() > held.deadline:  # as for a run in the pool
+                    raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
+            else:
+                # Sync code runs off the loop, seeing this object as the current one.
+                size = self._config["concurrency"] if self._config else 1
+                call = contextvars.copy_context().run
+                running = asyncio.wrap_future(
+                    self._threads(size).submit(call, speed.timed, handler, payload))
+                done, _ = await asyncio.wait({running}, timeout=timeout)
+                if not done:
+                    # A thread cannot be interrupted: until it returns, this job's slot
+                    # stays taken (heartbeats say "stuck"), and no other attempt runs.
+                    await asyncio.wait({running})
+                    raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
+                result = running.result()
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
                 result = await _within(result, max(held.deadline - time.time(), 0.001))
             return result
