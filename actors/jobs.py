@@ -13,11 +13,15 @@ DEFAULT_TIMEOUT = 600.0  # seconds per attempt, when a job gives none
 
 class JobStatus(str, enum.Enum):
     """Where a job is. ``delayed`` is a pending job whose ``run_at`` is still ahead;
+    ``retrying`` one whose last attempt failed, back in the queue until its next run
+    (``runAt``); ``waiting`` one whose parents (``depends_on``) have not all completed;
     ``stuck`` a running job whose attempt ran past its timeout and has not stopped
     (sync code cannot be interrupted: it holds its worker slot until it returns)."""
 
     PENDING = "pending"
     DELAYED = "delayed"
+    RETRYING = "retrying"
+    WAITING = "waiting"
     RUNNING = "running"
     STUCK = "stuck"
     COMPLETED = "completed"
@@ -39,16 +43,21 @@ class Metrics:
     stuck: int
     paused: bool
     concurrency: int | None
+    retrying: int = 0
+    waiting: int = 0
 
 
 def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
     """A Job Thing, from a row of the queue's ``jobs`` table."""
     status = row["status"]
-    if status == JobStatus.PENDING and row["run_at"] > now:
-        status = JobStatus.DELAYED.value
+    if status == JobStatus.PENDING:
+        if row["error"] is not None:
+            status = JobStatus.RETRYING.value
+        elif row["run_at"] > now:
+            status = JobStatus.DELAYED.value
     elif status == JobStatus.RUNNING and row.get("stuck_since") is not None:
         status = JobStatus.STUCK.value
-    return {
+    thing = {
         "$type": "Job",
         "$id": row["id"],
         "type": row["type"],
@@ -63,8 +72,23 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
         "maxRetries": row["max_retries"],
         "timeout": row["timeout"],
         "createdAt": row["created"],
+        "startedAt": row.get("started"),
         "finishedAt": row["finished"],
+        "worker": row.get("worker"),
+        "progress": row.get("progress"),
+        "progressMessage": row.get("progress_msg"),
     }
+    # Options a job was given, only when given: most jobs carry none.
+    for key, column in _OPTIONAL:
+        value = row.get(column)
+        if value:
+            thing[key] = value
+    return thing
+
+
+_OPTIONAL = (("trace", "trace"), ("group", "grp"), ("rateKey", "rate_key"),
+             ("dedupeKey", "dedupe_key"), ("waitingOn", "waiting_on"),
+             ("cancelRequestedAt", "cancel_requested"))
 
 
 def result_thing(job_id: str, output: Any, completed_at: float) -> dict[str, Any]:

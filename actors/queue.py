@@ -5,6 +5,18 @@ of ready jobs to a worker (waiting up to a second when there are none), ``comple
 records a batch of outcomes in one transaction. Enqueueing, claiming and completing
 all take many jobs per call and many rows per transaction.
 
+Each claim runs one attempt. A failed attempt comes back to the queue: with retries
+left it waits there as ``retrying`` until its backoff has passed (holding no worker
+slot), else it ends ``failed``. Every attempt that did not succeed is kept in the
+``attempts`` table (``Queue.attempts``).
+
+What a claim hands out, in order: nothing while paused; at most ``concurrency``
+running; at most ``rate`` starts in any window; a suspect first (below); then ready
+jobs by priority, then age. Once jobs carry a ``group`` (or ``group_concurrency`` or
+``key_rate`` is set) a claim walks the groups round-robin instead, a group at a time
+by priority, skipping groups at their ``group_concurrency`` and jobs whose
+``rate_key`` spent its ``key_rate``.
+
 Leases, in the jobs table so that they survive a restart of the queue:
 
 * Each claim of a job bumps its ``lease`` number (a fencing token) and sets
@@ -22,11 +34,11 @@ Leases, in the jobs table so that they survive a restart of the queue:
   A suspect waits for an idle worker; once it has waited a lease timeout, the
   least busy worker takes nothing new until it is idle (the others go on).
 
-Events (``Job.enqueued``, ``Job.completed``, ``Job.failed``) are written to an outbox
-in the same transaction as the change they describe, and forwarded to
-``App("default")`` with ids that stay the same when a forward is repeated. While no
-handler there listens to ``Job`` events (the queue asks every two seconds), none are
-written.
+Events (``Job.enqueued``, ``.retrying``, ``.progress``, ``.completed``, ``.failed``,
+``.cancelled``) are written to an outbox in the same transaction as the change they
+describe, and forwarded to ``App("default")`` with ids that stay the same when a
+forward is repeated. While no handler there listens to ``Job`` events (the queue asks
+every two seconds), none are written.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,169 +55,49 @@ from typing import Any
 
 import dotdo
 from actors import metrics
+from actors import queue_sql as sql
 from actors.jobs import DEFAULT_TIMEOUT, JobStatus, Metrics, job_thing, result_thing, step_id
+from actors.limits import Limiter
+from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number, retry_delay
 from dotdo import codec
-from dotdo.checks import is_finite, is_int
-from dotdo.ids import check_id
 
-__all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE"]
+__all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "KEEP_COMPLETED",
+           "KEEP_FAILED"]
 
-MAX_PAYLOAD = 1 << 20  # bytes of encoded payload per job
+log = logging.getLogger("dotdo")
+
 MAX_BATCH = 10_000  # jobs per enqueue_many
 MAX_PAGE = 1_000  # jobs per list() page
 LEASE_TIMEOUT = 30.0
-
-CREATE_JOBS = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT NOT NULL UNIQUE,
-    type        TEXT NOT NULL,
-    payload     BLOB NOT NULL,
-    status      TEXT NOT NULL,
-    priority    INTEGER NOT NULL,
-    run_at      REAL NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    max_retries INTEGER NOT NULL,
-    timeout     REAL,
-    error       TEXT,
-    worker      TEXT,
-    created     REAL NOT NULL,
-    started     REAL,
-    finished    REAL,
-    output      BLOB
-)"""
-# Columns added since the first release: an older file gets them with ALTER TABLE.
-# uid tells apart two jobs that had the same id (enqueued again after a purge).
-JOB_COLUMNS = (
-    ("uid", "TEXT"),
-    ("lease", "INTEGER NOT NULL DEFAULT 0"),
-    ("lease_until", "REAL"),
-    ("suspect_since", "REAL"),  # when it became a suspect; NULL: it is not one
-    ("crashes", "INTEGER NOT NULL DEFAULT 0"),
-    ("stuck_since", "REAL"),
-)
-CREATE_READY = (
-    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, run_at, seq) "
-    "WHERE status = 'pending'"
-)
-CREATE_STATUS = "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq)"
-# Suspects are few: finding one must not scan every pending job.
-CREATE_SUSPECTS = (
-    "CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (priority DESC, run_at, seq) "
-    "WHERE status = 'pending' AND suspect_since IS NOT NULL"
-)
-CREATE_OUTBOX = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-    type  TEXT NOT NULL,
-    data  BLOB NOT NULL
-)"""
-
-INSERT_JOB = (
-    "INSERT OR IGNORE INTO jobs (id, type, payload, status, priority, run_at, max_retries, "
-    "timeout, created, uid) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"
-)
-SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
-# Jobs by id, many at once: ids as one JSON array, so one statement serves any count.
-SELECT_JOBS = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
-_LEASED = (
-    "status = 'running', worker = ?, started = ?, lease = lease + 1, lease_until = ?, "
-    "stuck_since = NULL"
-)
-# INDEXED BY: SQLite's planner would rather search jobs_status and sort every
-# pending job (3.5 ms a claim at 18,000 pending, against 6 us walking the index).
-CLAIM = (
-    f"UPDATE jobs SET {_LEASED} WHERE seq IN ("
-    "SELECT seq FROM jobs INDEXED BY jobs_ready WHERE status = 'pending' "
-    "AND suspect_since IS NULL AND run_at <= ? "
-    "ORDER BY priority DESC, run_at, seq LIMIT ?) RETURNING *"
-)
-READY_SUSPECT = (
-    "SELECT seq, suspect_since FROM jobs INDEXED BY jobs_suspects WHERE status = 'pending' "
-    "AND suspect_since IS NOT NULL AND run_at <= ? "
-    "ORDER BY priority DESC, run_at, seq LIMIT 1"
-)
-CLAIM_SEQ = f"UPDATE jobs SET {_LEASED} WHERE seq = ? RETURNING *"
-_REQUEUED = "status = 'pending', worker = NULL, lease_until = NULL, stuck_since = NULL"
-# A lease that ran out: its worker may have died running the job.
-REQUEUE_EXPIRED = (
-    f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) "
-    "WHERE status = 'running' AND lease_until < ?"
-)
-REQUEUE_UNHELD = (
-    f"UPDATE jobs SET {_REQUEUED} WHERE status = 'running' AND worker = ? "
-    "AND id NOT IN (SELECT value FROM json_each(?))"
-)
-EXTEND_LEASES = (
-    "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND worker = ? "
-    "AND id IN (SELECT value FROM json_each(?))"
-)
-MARK_STUCK = (
-    "UPDATE jobs SET stuck_since = coalesce(stuck_since, ?) WHERE status = 'running' "
-    "AND worker = ? AND id IN (SELECT value FROM json_each(?))"
-)
-CLEAR_STUCK = (
-    "UPDATE jobs SET stuck_since = NULL WHERE status = 'running' AND worker = ? "
-    "AND stuck_since IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?))"
-)
-# The holder of a job's current lease: the only worker whose failure counts.
-_HOLDER = "id = ? AND uid IS ? AND status = 'running' AND worker = ? AND lease = ?"
-COMPLETE = (
-    "UPDATE jobs SET status = 'completed', attempts = ?, finished = ?, output = ?, "
-    "error = NULL, lease_until = NULL, stuck_since = NULL, suspect_since = NULL "
-    "WHERE id = ? AND uid IS ? AND lease >= ? AND status IN ('running', 'pending', 'failed')"
-)
-FAIL = (
-    "UPDATE jobs SET status = 'failed', attempts = ?, finished = ?, error = ?, "
-    f"lease_until = NULL, stuck_since = NULL WHERE {_HOLDER}"
-)
-RELEASE = f"UPDATE jobs SET {_REQUEUED} WHERE {_HOLDER}"
-CRASHED = f"UPDATE jobs SET crashes = crashes + ? WHERE {_HOLDER} RETURNING crashes, max_retries"
-SUSPECT = (f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) "
-           f"WHERE {_HOLDER}")
-COUNTS = (
-    "SELECT status, count(*), count(stuck_since), "
-    "sum(status = 'pending' AND run_at > ?) FROM jobs GROUP BY status"
-)
-RETRIES = "SELECT coalesce(sum(max(attempts - 1, 0)), 0) FROM jobs"
-RUNNING = "SELECT count(*) FROM jobs WHERE status = 'running'"
-# The worker to go idle for a suspect: the one with the fewest jobs running.
-LEAST_BUSY = (
-    "SELECT worker FROM jobs WHERE status = 'running' GROUP BY worker "
-    "ORDER BY count(*), worker LIMIT 1"
-)
-NEXT_RUN_AT = "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at > ?"
-NEXT_EXPIRY = "SELECT min(lease_until) FROM jobs WHERE status = 'running'"
-GRACE = "UPDATE jobs SET lease_until = max(coalesce(lease_until, 0), ?) WHERE status = 'running'"
-INSERT_OUTBOX = "INSERT INTO outbox (type, data) VALUES (?, ?)"
-SELECT_OUTBOX = "SELECT seq, type, data FROM outbox ORDER BY seq LIMIT ?"
-DELETE_OUTBOX = "DELETE FROM outbox WHERE seq <= ?"
+# Retention unless configured: finished jobs do not pile up without limit.
+KEEP_COMPLETED = Keep(count=10_000, age=7 * 86_400.0)
+KEEP_FAILED = Keep(count=100_000, age=30 * 86_400.0)
+RETAIN_EVERY = 5.0
+_RETAIN_BATCH = 1_000
 
 _FINISHED = ("completed", "failed", "cancelled")
-_OPTIONS = {"type", "payload", "job_id", "priority", "delay", "run_at", "max_retries", "timeout"}
 _OUTBOX_BATCH = 500
 _LISTEN_EVERY = 2.0
 _UNCHANGED: Any = object()
+_NEVER = math.inf
 
 
-def _number(name: str, value: Any, *, minimum: float, allow_none: bool = True,
-            integer: bool = False) -> Any:
-    """``value`` if it is a finite number >= ``minimum`` (an int if ``integer``)."""
-    if value is None and allow_none:
-        return None
-    if not is_finite(value) or (integer and not is_int(value)) or value < minimum:
-        what = "an int" if integer else "a finite number"
-        raise ValueError(f"{name} must be {what} >= {minimum:g}, got {value!r}")
-    return value
+def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dict[str, Any]:
+    """A job as it was just inserted from ``spec`` (payload decoded, as read)."""
+    return {"id": spec.id, "type": spec.type, "payload": codec.decode(spec.payload),
+            "status": status, "priority": spec.priority, "run_at": spec.run_at, "attempts": 0,
+            "max_retries": spec.max_retries, "timeout": spec.timeout, "error": None,
+            "created": spec.created, "finished": None, "lease": 0, "crashes": 0,
+            "uid": spec.uid, "grp": spec.group, "rate_key": spec.rate_key,
+            "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
 
 
-def _new_row(row: tuple) -> dict[str, Any]:
-    """A job as ``INSERT_JOB`` just wrote it from ``row`` (payload decoded, as read)."""
-    (job_id, job_type, payload, priority, run_at, max_retries, timeout, created, uid) = row
-    return {"id": job_id, "type": job_type, "payload": codec.decode(payload), "status": "pending",
-            "priority": priority, "run_at": run_at, "attempts": 0, "max_retries": max_retries,
-            "timeout": timeout, "error": None, "created": created, "finished": None,
-            "lease": 0, "crashes": 0, "uid": uid}
+def _failure(value: Any) -> tuple[str, str | None, bool, float | None]:
+    """``(error, traceback, final, worker's backoff)`` of a reported failure."""
+    if isinstance(value, dict):
+        return (str(value.get("error")), value.get("trace"), bool(value.get("final")),
+                value.get("backoff"))
+    return str(value), None, False, None  # a worker of the first release: a str
 
 
 class Queue(dotdo.DurableObject):
@@ -211,51 +105,75 @@ class Queue(dotdo.DurableObject):
 
     def __init__(self) -> None:
         db = self.storage.sql
-        for ddl in (CREATE_JOBS, CREATE_OUTBOX):
+        for ddl in sql.DDL:
             db.execute(ddl)
         have = {row[1] for row in db.execute("PRAGMA table_info(jobs)").fetchall()}
-        for name, decl in JOB_COLUMNS:
+        for name, decl in sql.JOB_COLUMNS:
             if name not in have:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-        for ddl in (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS):
+        for ddl in sql.INDEXES:
             db.execute(ddl)
-        self._paused = bool(self.storage.get("paused", False))
-        self._concurrency = self.storage.get("concurrency")
-        self._lease_timeout = float(self.storage.get("lease_timeout", LEASE_TIMEOUT))
+        get = self.storage.get
+        self._paused = bool(get("paused", False))
+        self._concurrency = get("concurrency")
+        self._lease_timeout = float(get("lease_timeout", LEASE_TIMEOUT))
+        self._group_limit: int | None = get("group_concurrency")
+        self._keep = {"completed": Keep(**get("keep_completed", KEEP_COMPLETED.as_dict())),
+                      "failed": Keep(**get("keep_failed", KEEP_FAILED.as_dict()))}
+        self._limiter = Limiter()
+        self._limiter.configure(Rate.parse("rate", get("rate")),
+                                Rate.parse("key_rate", get("key_rate")))
+        now = time.time()
+        windows = [r.seconds for r in (Rate.parse("rate", get("rate")),
+                                       Rate.parse("key_rate", get("key_rate"))) if r]
+        if windows:  # the windows as they were when the queue last ran
+            since = now - max(windows)
+            self._limiter.rebuild(db.execute(sql.RECENT_STARTS, (since, since)), now)
         # Outbox events get ids from this and their row number: the same id however
         # often a forward is repeated, and new ids if the file is ever recreated.
-        self._instance = self.storage.get("instance")
+        self._instance = get("instance")
         if self._instance is None:
             self._instance = uuid.uuid4().hex[:12]
             self.storage.put("instance", self._instance)
         # Workers could not renew their leases while the queue was down.
-        db.execute(GRACE, (time.time() + self._lease_timeout,))
+        db.execute(sql.GRACE, (now + self._lease_timeout,))
+        self._grouped = db.execute(sql.ANY_GROUPED).fetchone() is not None
+        self._has_deps = db.execute(sql.ANY_DEPS).fetchone() is not None
+        self._rr_after: str | None = None  # the group served last: fair claims go on after it
         self._depth_at = 0.0
         self._expiry_check_at = 0.0
         self._ready = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
+        self._retain_now = asyncio.Event()
         self._listened = True  # until the App says otherwise
+        self._tasks: set[asyncio.Task] = set()
         loop = asyncio.get_running_loop()
         # Kept: the loop holds tasks only weakly.
         self._loops = [loop.create_task(self._forward_events()),
                        loop.create_task(self._watch_listeners()),
                        loop.create_task(self._reap()),
-                       loop.create_task(self._wake_workers())]
+                       loop.create_task(self._wake_workers()),
+                       loop.create_task(self._retain())]
 
     # -- helpers --------------------------------------------------------------------
 
-    def _rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        cursor = self.storage.sql.execute(sql, params)
+    def _rows(self, statement: str, params: tuple = ()) -> list[dict[str, Any]]:
+        cursor = self.storage.sql.execute(statement, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
-    def _one(self, sql: str, params: tuple = ()) -> Any:
-        return self.storage.sql.execute(sql, params).fetchone()[0]
+    def _one(self, statement: str, params: tuple = ()) -> Any:
+        return self.storage.sql.execute(statement, params).fetchone()[0]
 
     def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
         row = {**row, "payload": codec.decode(row["payload"])}
         return job_thing(row, time.time())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _gauge_depth(self) -> None:
         if time.monotonic() - self._depth_at < 1.0:  # a count per second is plenty
@@ -268,85 +186,140 @@ class Queue(dotdo.DurableObject):
     def _event(self, event_type: str, data: Any) -> None:
         if not self._listened:  # nobody handles Job events: sending them is waste
             return
-        self.storage.sql.execute(INSERT_OUTBOX, (event_type, codec.encode(data)))
+        self.storage.sql.execute(sql.INSERT_OUTBOX, (event_type, codec.encode(data)))
         self._outbox_ready.set()
 
-    def _job_row(self, spec: dict[str, Any], now: float) -> tuple:
-        job_type = spec.get("type")
-        if not isinstance(job_type, str) or not job_type:
-            raise ValueError(f"a job needs a type, a non-empty str like 'email', not {job_type!r}")
-        check_id(job_type)
-        unknown = set(spec) - _OPTIONS
-        if unknown:
-            raise TypeError(f"unknown job option(s) {sorted(unknown)}; the options are "
-                            f"{', '.join(sorted(_OPTIONS - {'type', 'payload'}))}")
-        job_id = spec.get("job_id")
-        if job_id is None:
-            job_id = uuid.uuid4().hex
-        elif not isinstance(job_id, str):
-            raise ValueError(f"job_id is a str, not {type(job_id).__name__}")
-        check_id(job_id)
-        priority = spec.get("priority", 0)
-        if not is_int(priority) or abs(priority) >= 2**63:
-            raise ValueError(f"priority is an int (64-bit), not {priority!r}")
-        delay = _number("delay", spec.get("delay"), minimum=0)
-        run_at = _number("run_at", spec.get("run_at"), minimum=0)
-        if delay is not None and run_at is not None:
-            raise ValueError("give delay= or run_at=, not both")
-        max_retries = _number("max_retries", spec.get("max_retries", 3), minimum=0,
-                              allow_none=False, integer=True)
-        timeout = _number("timeout", spec.get("timeout"), minimum=0.001)
-        payload = codec.encode(spec.get("payload"))  # refused here: nothing written
-        if len(payload) > MAX_PAYLOAD:
-            raise dotdo.LimitError(
-                f"the payload of job {job_id!r} is {len(payload):,} bytes encoded, over the "
-                f"limit of {MAX_PAYLOAD:,}: store big data elsewhere (a file, an object's "
-                "storage) and put its key in the payload")
-        when = run_at if run_at is not None else now + (delay or 0)
-        return (job_id, job_type, payload, priority, when, max_retries,
-                timeout or DEFAULT_TIMEOUT, now, uuid.uuid4().hex[:16])
-
-    # -- the API --------------------------------------------------------------------
+    # -- enqueueing -------------------------------------------------------------------
 
     def enqueue(self, type: str, payload: Any = None, **options: Any) -> dict[str, Any]:
-        """Add a job and return it (a ``Job`` Thing). ``job_id`` is an idempotency key:
-        enqueuing it again returns the existing job and adds nothing. Options:
-        ``priority`` (higher first), ``delay`` (s) or ``run_at`` (epoch), ``max_retries``
-        (default 3), ``timeout`` (s per attempt, default 600)."""
+        """Add a job and return it (a ``Job`` Thing) with ``enqueued`` saying what
+        happened: ``added``; ``existing`` (its ``job_id`` is there: nothing added);
+        ``debounced`` (a job with its ``dedupe_key`` not yet started took the new
+        payload and runs ``debounce`` s from now); ``duplicate`` (one with its
+        ``dedupe_key`` was enqueued within ``unique_for`` s: that one is returned).
+        Options: see ``docs/queue.md``."""
         return self.enqueue_many([{"type": type, "payload": payload, **options}])[0]
 
-    def enqueue_many(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def enqueue_many(self, jobs: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
         """Add up to 10,000 jobs in one transaction; every job is checked before any
-        is written."""
+        is written. A job may depend on one earlier in the list."""
         if len(jobs) > MAX_BATCH:
             raise dotdo.LimitError(f"enqueue_many takes at most {MAX_BATCH:,} jobs per call, got "
-                             f"{len(jobs):,}: send them in several calls")
+                                   f"{len(jobs):,}: send them in several calls")
         now = time.time()
-        rows = [self._job_row(dict(spec), now) for spec in jobs]
-        if len(rows) == 1 and not self._listened:  # one statement: atomic by itself
-            added = [bool(self.storage.sql.execute(INSERT_JOB, rows[0]).rowcount)]
+        specs = [JobSpec.parse(dict(spec), now) for spec in jobs]
+        if len(specs) == 1 and specs[0].plain and not self._listened:
+            spec = specs[0]  # the hot path: one statement, atomic by itself
+            cursor = self.storage.sql.execute(sql.INSERT_PLAIN, (
+                spec.id, spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
+                spec.timeout, spec.created, spec.uid))
+            added: builtins.list[tuple[dict[str, Any] | None, str]] = [
+                (_new_row(spec), "added") if cursor.rowcount else (None, "existing")]
         else:
             with self.storage.transaction():
-                added = [bool(self.storage.sql.execute(INSERT_JOB, row).rowcount) for row in rows]
-                for row, new in zip(rows, added):
-                    if new:
-                        self._event("Job.enqueued", {"$id": row[0], "type": row[1]})
-        if any(added):
+                added = [self._add(spec, now) for spec in specs]
+        if any(what in ("added", "debounced") for _, what in added):
             self._ready.set()
             self._gauge_depth()
         # A job enqueued again is returned as it is stored; a new one is what was written.
-        old = [row[0] for row, new in zip(rows, added) if not new]
-        stored = {r["id"]: self._thing(r) for r in self._rows(SELECT_JOBS, (json.dumps(old),))
+        old = [spec.id for spec, (row, _) in zip(specs, added) if row is None]
+        stored = {r["id"]: self._thing(r) for r in self._rows(sql.SELECT_JOBS, (json.dumps(old),))
                   } if old else {}
-        return [job_thing(_new_row(row), now) if new else stored[row[0]]
-                for row, new in zip(rows, added)]
+        return [{**(stored[spec.id] if row is None else job_thing(row, now)), "enqueued": what}
+                for spec, (row, what) in zip(specs, added)]
+
+    def _add(self, spec: JobSpec, now: float) -> tuple[dict[str, Any] | None, str]:
+        """Write one job (inside the caller's transaction): ``(row, what happened)``,
+        row None for an existing job (read afterwards)."""
+        db = self.storage.sql
+        if spec.debounce is not None:
+            rows = self._rows(sql.DEBOUNCE, (
+                spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
+                spec.timeout, spec.backoff, spec.group, spec.rate_key, spec.dedupe_key))
+            if rows:
+                rows[0]["payload"] = codec.decode(rows[0]["payload"])
+                return rows[0], "debounced"
+        elif spec.unique_for is not None:
+            rows = self._rows(sql.UNIQUE_HOLDER, (spec.dedupe_key, now - spec.unique_for))
+            if rows:
+                rows[0]["payload"] = codec.decode(rows[0]["payload"])
+                return rows[0], "duplicate"
+        status, waiting, broken = "pending", 0, None
+        for parent in spec.depends_on:
+            found = db.execute(sql.PARENT_STATUS, (parent,)).fetchone()
+            if found is None:
+                raise dotdo.NotFoundError(
+                    f"depends_on names job {parent!r}, which queue {self.id!r} does not hold: "
+                    "enqueue parents first, or earlier in the same enqueue_many or flow")
+            if found[0] in ("failed", "cancelled"):
+                broken = broken or (parent, found[0])
+            waiting += found[0] != "completed"
+        if waiting:
+            status = "waiting"
+        inserted = db.execute(sql.INSERT_JOB, (
+            spec.id, spec.type, spec.payload, status, spec.priority, spec.run_at,
+            spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff, spec.group,
+            spec.rate_key, spec.dedupe_key, waiting,
+            spec.on_parent_failure if spec.depends_on else None)).rowcount
+        if not inserted:
+            return None, "existing"
+        if spec.depends_on:
+            self._has_deps = True
+            for parent in spec.depends_on:
+                db.execute(sql.INSERT_DEP, (parent, spec.uid))
+        if spec.group:
+            self._grouped = True
+        self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
+        row = _new_row(spec, status, waiting)
+        if broken is not None:  # a parent failed already: this job follows it now
+            self._follow_parent(spec.id, spec.uid, spec.on_parent_failure, *broken, now)
+            return None, "added"
+        return row, "added"
+
+    def enqueue_flow(self, flow: dict[str, Any]) -> dict[str, Any]:
+        """Enqueue a job with its children, and theirs, in one transaction: ``flow``
+        is a job (``{"type", "payload", **options}``) with ``"children": [flows]``;
+        each child depends on its parent (and runs once it completed; reads its
+        output with ``dotdo.parent_results()``). Returns the tree as
+        ``{"job": Job, "children": [...]}``."""
+        flat: builtins.list[dict[str, Any]] = []
+        shape: builtins.list[tuple[int, int | None]] = []  # (index, parent index)
+
+        def walk(node: Any, parent: int | None, where: str) -> None:
+            if not isinstance(node, dict):
+                raise ValueError(f"a flow is a dict like {{'type': 'x', 'children': [...]}}, "
+                                 f"not {type(node).__name__} at {where}")
+            job = {k: v for k, v in node.items() if k != "children"}
+            job.setdefault("job_id", uuid.uuid4().hex)
+            if parent is not None:
+                job["depends_on"] = [flat[parent]["job_id"], *(job.get("depends_on") or [])]
+            flat.append(job)
+            here = len(flat) - 1
+            shape.append((here, parent))
+            children = node.get("children") or []
+            if not isinstance(children, builtins.list):
+                raise ValueError(f"children at {where} is a list of flows, not {children!r}")
+            if len(flat) + len(children) > MAX_BATCH:
+                raise dotdo.LimitError(f"a flow holds at most {MAX_BATCH:,} jobs")
+            for i, child in enumerate(children):
+                walk(child, here, f"{where}.children[{i}]")
+
+        walk(flow, None, "the root")
+        jobs = self.enqueue_many(flat)
+        nodes: builtins.list[dict[str, Any]] = [{"job": job, "children": []} for job in jobs]
+        for here, parent in shape:
+            if parent is not None:
+                nodes[parent]["children"].append(nodes[here])
+        return nodes[0]
+
+    # -- reading ----------------------------------------------------------------------
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        rows = self._rows(SELECT_JOB, (job_id,))
+        rows = self._rows(sql.SELECT_JOB, (job_id,))
         return self._thing(rows[0]) if rows else None
 
     def list(self, status: str | None = None, type: str | None = None, limit: int = 100,
-             cursor: int | None = None) -> dict[str, Any]:
+             cursor: int | None = None, group: str | None = None) -> dict[str, Any]:
         """Jobs in enqueue order, ``limit`` (at most 1,000) at a time:
         ``{"jobs": [...], "cursor": next}``; pass ``cursor`` back for the next page
         (stable while jobs are added)."""
@@ -355,8 +328,11 @@ class Queue(dotdo.DurableObject):
         if status is not None:
             status = JobStatus(status).value  # ValueError names the statuses
             if status in ("delayed", "pending"):
-                where.append(f"status = 'pending' AND run_at {'>' if status == 'delayed' else '<='} ?")
+                where.append(f"status = 'pending' AND error IS NULL AND run_at "
+                             f"{'>' if status == 'delayed' else '<='} ?")
                 params.append(time.time())
+            elif status == "retrying":
+                where.append("status = 'pending' AND error IS NOT NULL")
             elif status in ("stuck", "running"):
                 where.append(f"status = 'running' AND stuck_since IS "
                              f"{'NOT NULL' if status == 'stuck' else 'NULL'}")
@@ -366,10 +342,13 @@ class Queue(dotdo.DurableObject):
         if type is not None:
             where.append("type = ?")
             params.append(type)
-        limit = _number("limit", limit, minimum=1, allow_none=False, integer=True)
+        if group is not None:
+            where.append("grp = ?")
+            params.append(group)
+        limit = number("limit", limit, minimum=1, allow_none=False, integer=True)
         if limit > MAX_PAGE:
-            raise dotdo.LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not {limit:,}: "
-                             "page with the cursor it returns")
+            raise dotdo.LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not "
+                                   f"{limit:,}: page with the cursor it returns")
         rows = self._rows(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
                           (*params, limit + 1))
         more = len(rows) > limit
@@ -377,61 +356,121 @@ class Queue(dotdo.DurableObject):
         return {"jobs": [self._thing(r) for r in rows],
                 "cursor": rows[-1]["seq"] if more else None}
 
+    def attempts(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        """Every attempt of a job, oldest first: ``{"attempt", "worker", "startedAt",
+        "finishedAt", "outcome", "error", "trace"}``, outcome one of ``failed``,
+        ``cancelled``, ``lost`` (its worker went silent), ``crashed`` (its worker's
+        process died), ``released`` (its worker stopped), ``running``, ``completed``."""
+        job = self._rows(sql.SELECT_JOB, (job_id,))
+        if not job:
+            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
+        row = job[0]
+        names = ("worker", "startedAt", "finishedAt", "outcome", "error", "trace")
+        out = [dict(zip(names, r)) for r in
+               self.storage.sql.execute(sql.SELECT_ATTEMPTS, (row["uid"],)).fetchall()]
+        if row["status"] in ("running", "completed"):
+            out.append({"worker": row["worker"], "startedAt": row["started"],
+                        "finishedAt": row["finished"], "outcome": row["status"],
+                        "error": None, "trace": None})
+        for n, attempt in enumerate(out, 1):
+            attempt["attempt"] = n
+        return out
+
     def get_metrics(self) -> Metrics:
-        counts = {s: (n, stuck, delayed or 0) for s, n, stuck, delayed
-                  in self.storage.sql.execute(COUNTS, (time.time(),)).fetchall()}
-        pending, _, delayed = counts.get("pending", (0, 0, 0))
-        running, stuck, _ = counts.get("running", (0, 0, 0))
+        counts = {s: (n, stuck, delayed or 0, retrying or 0) for s, n, stuck, delayed, retrying
+                  in self.storage.sql.execute(sql.COUNTS, (time.time(),)).fetchall()}
+        pending, _, delayed, retrying = counts.get("pending", (0, 0, 0, 0))
+        running, stuck, _, _ = counts.get("running", (0, 0, 0, 0))
         return Metrics(
-            pending=pending - delayed, running=running - stuck,
+            pending=pending - delayed - retrying, running=running - stuck,
             completed=counts.get("completed", (0,))[0], failed=counts.get("failed", (0,))[0],
-            delayed=delayed, retries=self._one(RETRIES),
+            delayed=delayed, retries=self._one(sql.RETRIES),
             cancelled=counts.get("cancelled", (0,))[0], stuck=stuck,
             paused=self._paused, concurrency=self._concurrency,
+            retrying=retrying, waiting=counts.get("waiting", (0,))[0],
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{type: {status: count}}`` over every job the queue holds."""
+        """``{type: {status: count}}`` over every job the queue holds (stored
+        statuses: ``pending`` includes delayed and retrying jobs)."""
         out: dict[str, dict[str, int]] = {}
         rows = self.storage.sql.execute("SELECT type, status, count(*) FROM jobs GROUP BY 1, 2")
         for job_type, status, n in rows.fetchall():
             out.setdefault(job_type, {})[status] = n
         return out
 
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        """The job's ``Result`` Thing once it completed, else None."""
+        rows = self._rows(sql.SELECT_JOB, (job_id,))
+        if not rows or rows[0]["status"] != "completed":
+            return None
+        return result_thing(job_id, codec.decode(rows[0]["output"]), rows[0]["finished"])
+
+    def _must(self, job_id: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job is None:
+            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
+        return job
+
+    # -- operating --------------------------------------------------------------------
+
     def retry(self, job_id: str) -> dict[str, Any]:
-        """Send a failed job back to the queue (out of the dead-letter list)."""
+        """Send a failed job back to the queue (out of the dead-letter list), with a
+        fresh set of retries; its earlier attempts stay in ``attempts``."""
         job = self._must(job_id)
         if job["status"] != "failed":
             raise ValueError(f"job {job_id!r} is {job['status']}: only failed jobs can be retried")
-        self.storage.sql.execute(
-            f"UPDATE jobs SET {_REQUEUED}, error = NULL, run_at = ?, finished = NULL, "
-            "crashes = 0, suspect_since = NULL WHERE id = ?", (time.time(), job_id))
+        self.storage.sql.execute(sql.RETRY_FAILED, (time.time(), job_id))
         self._ready.set()
         return self._must(job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel a pending or delayed job."""
-        job = self._must(job_id)
-        if job["status"] not in ("pending", "delayed"):
-            raise ValueError(f"job {job_id!r} is {job['status']}: only pending or delayed jobs "
-                             "can be cancelled")
-        self.storage.sql.execute(
-            "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND status = 'pending'",
-            (time.time(), job_id))
+        """Cancel a job not yet finished. One waiting to run ends ``cancelled`` at once
+        (and its children follow their ``on_parent_failure``); a running one is asked
+        to stop (an async handler is cancelled, a sync one sees ``dotdo.cancelled()``)
+        and ends ``cancelled`` unless it completes first."""
+        rows = self._rows(sql.SELECT_JOB, (job_id,))
+        if not rows:
+            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
+        row, now = rows[0], time.time()
+        if row["status"] in ("pending", "waiting"):
+            with self.storage.transaction():
+                self.storage.sql.execute(sql.END, ("cancelled", row["attempts"], now, row["error"],
+                                                   row["trace"], job_id, row["uid"]))
+                self._event("Job.cancelled", {"$id": job_id})
+                self._children_follow(job_id, "cancelled", now)
+        elif row["status"] == "running":
+            self.storage.sql.execute(
+                "UPDATE jobs SET cancel_requested = coalesce(cancel_requested, ?) WHERE id = ?",
+                (now, job_id))
+            self._spawn(self._tell_worker(row["worker"], job_id))
+        else:
+            raise ValueError(f"job {job_id!r} is {row['status']}: only jobs not yet finished "
+                             "(pending, delayed, retrying, waiting, running) can be cancelled")
         return self._must(job_id)
+
+    async def _tell_worker(self, worker: str, job_id: str) -> None:
+        """Ask a running job's worker to stop it now (heartbeats tell it too)."""
+        try:
+            await dotdo.Worker(worker).cancel_job(self.id, job_id)
+        except Exception:  # noqa: BLE001 - its next heartbeat carries the request
+            pass
 
     def purge(self, status: str | None = None, older_than: float | None = None) -> int:
         """Delete finished jobs (completed, failed, cancelled; or one ``status`` of
-        those), optionally only those finished more than ``older_than`` s ago."""
+        those), optionally only those finished more than ``older_than`` s ago; their
+        attempts go, and their steps in the journals of the workers serving this queue."""
         statuses = _FINISHED if status is None else (JobStatus(status).value,)
         if not set(statuses) <= set(_FINISHED):
             raise ValueError(f"purge removes finished jobs only ({', '.join(_FINISHED)}), "
                              f"not {status!r}")
-        cutoff = time.time() - (_number("older_than", older_than, minimum=0) or 0)
-        marks = ",".join("?" * len(statuses))
-        return self.storage.sql.execute(
-            f"DELETE FROM jobs WHERE status IN ({marks}) AND finished <= ?",
-            (*statuses, cutoff)).rowcount
+        cutoff = time.time() - (number("older_than", older_than, minimum=0) or 0)
+        gone = 0
+        for one in statuses:
+            while rows := self.storage.sql.execute(
+                    sql.OVER_AGE, (one, math.nextafter(cutoff, math.inf), _RETAIN_BATCH)).fetchall():
+                gone += self._delete_jobs(rows)
+        return gone
 
     def pause(self) -> None:
         """Stop handing out jobs; running ones finish."""
@@ -444,34 +483,139 @@ class Queue(dotdo.DurableObject):
         self._ready.set()
 
     def configure(self, concurrency: int | None = _UNCHANGED,
-                  lease_timeout: float = _UNCHANGED) -> dict[str, Any]:
-        """``concurrency``: at most that many jobs running at once across all workers
+                  lease_timeout: float = _UNCHANGED, rate: str | None = _UNCHANGED,
+                  key_rate: str | None = _UNCHANGED, group_concurrency: int | None = _UNCHANGED,
+                  keep_completed: Any = _UNCHANGED, keep_failed: Any = _UNCHANGED
+                  ) -> dict[str, Any]:
+        """Set the queue's limits; options not given stay as they are; returns them all.
+
+        ``concurrency``: at most that many jobs running at once across all workers
         (None: no limit). ``lease_timeout``: seconds a worker may go without a heartbeat
         before its jobs go to others (default 30; workers beat every third of it).
-        Options not given stay as they are; returns them all."""
+        ``rate``: at most that many job starts in any window (``"100/s"``, ``"6000/min"``,
+        ``"10/h"``, ``"50/10s"``); ``key_rate``: the same for each ``rate_key`` of jobs.
+        ``group_concurrency``: at most that many running jobs per ``group``.
+        ``keep_completed`` / ``keep_failed`` (failed and cancelled): how many finished
+        jobs stay, a count or ``{"count": n, "age": seconds}``; None keeps all."""
+        # Every option is checked before any is stored: a bad one changes nothing.
+        checked: dict[str, Any] = {}
         if concurrency is not _UNCHANGED:
-            _number("concurrency", concurrency, minimum=1, integer=True)
-            self._concurrency = concurrency
-            self.storage.put("concurrency", concurrency)
+            checked["concurrency"] = number("concurrency", concurrency, minimum=1, integer=True)
         if lease_timeout is not _UNCHANGED:
-            self._lease_timeout = float(_number("lease_timeout", lease_timeout, minimum=0.5,
-                                                allow_none=False))
-            self.storage.put("lease_timeout", self._lease_timeout)
+            checked["lease_timeout"] = float(number("lease_timeout", lease_timeout, minimum=0.5,
+                                                    allow_none=False))
+        if rate is not _UNCHANGED:
+            checked["rate"] = Rate.parse("rate", rate) and rate
+        if key_rate is not _UNCHANGED:
+            checked["key_rate"] = Rate.parse("key_rate", key_rate) and key_rate
+        if group_concurrency is not _UNCHANGED:
+            checked["group_concurrency"] = number("group_concurrency", group_concurrency,
+                                                  minimum=1, integer=True)
+        for name, value in (("keep_completed", keep_completed), ("keep_failed", keep_failed)):
+            if value is not _UNCHANGED:
+                checked[name] = Keep.parse(name, value).as_dict()
+        with self.storage.transaction():
+            for name, value in checked.items():
+                self.storage.put(name, value)
+        get = self.storage.get
+        self._concurrency = get("concurrency")
+        self._lease_timeout = float(get("lease_timeout", LEASE_TIMEOUT))
+        self._group_limit = get("group_concurrency")
+        self._limiter.configure(Rate.parse("rate", get("rate")),
+                                Rate.parse("key_rate", get("key_rate")))
+        self._keep = {"completed": Keep(**get("keep_completed", KEEP_COMPLETED.as_dict())),
+                      "failed": Keep(**get("keep_failed", KEEP_FAILED.as_dict()))}
         self._ready.set()
-        return {"concurrency": self._concurrency, "lease_timeout": self._lease_timeout}
+        self._retain_now.set()
+        return {"concurrency": self._concurrency, "lease_timeout": self._lease_timeout,
+                "rate": get("rate"), "key_rate": get("key_rate"),
+                "group_concurrency": self._group_limit,
+                "keep_completed": self._keep["completed"].as_dict(),
+                "keep_failed": self._keep["failed"].as_dict()}
 
-    def result(self, job_id: str) -> dict[str, Any] | None:
-        """The job's ``Result`` Thing once it completed, else None."""
-        rows = self._rows(SELECT_JOB, (job_id,))
-        if not rows or rows[0]["status"] != "completed":
-            return None
-        return result_thing(job_id, codec.decode(rows[0]["output"]), rows[0]["finished"])
+    # -- dependencies ---------------------------------------------------------------
 
-    def _must(self, job_id: str) -> dict[str, Any]:
-        job = self.get(job_id)
-        if job is None:
-            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
-        return job
+    def _parent_completed(self, job_id: str) -> None:
+        if self._has_deps and self.storage.sql.execute(sql.PARENT_DONE, (job_id,)).rowcount:
+            self._ready.set()
+
+    def _children_follow(self, job_id: str, status: str, now: float) -> None:
+        """A job ended failed or cancelled: the jobs waiting for it follow it, by their
+        ``on_parent_failure``, and theirs follow them."""
+        if not self._has_deps:
+            return
+        for child, uid, how in self.storage.sql.execute(sql.WAITING_CHILDREN, (job_id,)).fetchall():
+            self._follow_parent(child, uid, how, job_id, status, now)
+
+    def _follow_parent(self, job_id: str, uid: str, how: str, parent: str, parent_status: str,
+                       now: float) -> None:
+        status = "cancelled" if how == "cancel" else "failed"
+        error = f"ParentFailed: parent job {parent!r} ended {parent_status}"
+        self.storage.sql.execute(sql.END, (status, 0, now, error, None, job_id, uid))
+        if status == "failed":
+            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": 0})
+        else:
+            self._event("Job.cancelled", {"$id": job_id})
+        self._children_follow(job_id, status, now)
+
+    # -- retention --------------------------------------------------------------------
+
+    async def _retain(self) -> None:
+        """Delete finished jobs past the queue's keep_completed / keep_failed, in
+        batches, every few seconds (and at once after ``configure``)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._retain_now.wait(), RETAIN_EVERY)
+            except TimeoutError:
+                pass
+            self._retain_now.clear()
+            for status in _FINISHED:
+                keep = self._keep["completed" if status == "completed" else "failed"]
+                while True:
+                    rows: builtins.list[tuple] = []
+                    if keep.count is not None:
+                        rows = self.storage.sql.execute(
+                            sql.OVER_COUNT, (status, _RETAIN_BATCH, keep.count)).fetchall()
+                    if not rows and keep.age is not None:
+                        rows = self.storage.sql.execute(
+                            sql.OVER_AGE, (status, time.time() - keep.age, _RETAIN_BATCH)).fetchall()
+                    if not rows:
+                        break
+                    self._delete_jobs(rows)
+                    await asyncio.sleep(0)  # other calls between batches
+            await self._forget_steps()
+
+    def _delete_jobs(self, rows: builtins.list[tuple]) -> int:
+        """Delete jobs ``(seq, id, uid, worker)`` with their attempts, and note their
+        steps for their workers to forget."""
+        uids = json.dumps([uid for _, _, uid, _ in rows])
+        with self.storage.transaction():
+            gone = self.storage.sql.execute(
+                sql.DELETE_SEQS, (json.dumps([seq for seq, _, _, _ in rows]),)).rowcount
+            self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
+            self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
+            for _, job_id, uid, worker in rows:
+                if worker is not None:
+                    self.storage.sql.execute(sql.INSERT_FORGET,
+                                             (worker, step_id(self.id, job_id, uid)))
+        return gone
+
+    async def _forget_steps(self) -> None:
+        """Tell workers serving this queue to forget the steps of purged jobs. Workers
+        that no longer serve it are not woken for this: their journals drop steps
+        after a week anyway."""
+        serving = set(self.storage.get("workers", []))
+        while rows := self.storage.sql.execute(sql.SELECT_FORGET, (_OUTBOX_BATCH,)).fetchall():
+            by_worker: dict[str, builtins.list[str]] = {}
+            for _, worker, step in rows:
+                if worker in serving:
+                    by_worker.setdefault(worker, []).append(step)
+            try:
+                await asyncio.gather(*(dotdo.Worker(w).forget_steps(steps)
+                                       for w, steps in by_worker.items()))
+            except Exception:  # noqa: BLE001 - a worker is restarting: next round
+                return
+            self.storage.sql.execute(sql.DELETE_FORGET, (json.dumps([r[0] for r in rows]),))
 
     # -- the worker protocol ----------------------------------------------------------
 
@@ -499,29 +643,27 @@ class Queue(dotdo.DurableObject):
     async def claim(self, worker: str, n: int, wait: float = 1.0, idle: bool = False) -> dict:
         """Lease up to ``n`` ready jobs to ``worker``, waiting up to ``wait`` s for some.
 
-        Returns ``{"jobs": [{"job", "lease", "uid", "step", "alone"}], "lease_timeout"}``. A
-        suspect job (its worker died while running it) goes only to an ``idle`` worker,
-        alone; once one has waited a lease timeout, the least busy worker gets nothing
-        new, so that it goes idle.
+        Returns ``{"jobs": [{"job", "lease", "uid", "step", "alone", "parents"}],
+        "lease_timeout"}``. A suspect job (its worker died while running it) goes only
+        to an ``idle`` worker, alone; once one has waited a lease timeout, the least
+        busy worker gets nothing new, so that it goes idle.
         """
-        n = _number("n", n, minimum=0, allow_none=False, integer=True)
-        deadline = time.monotonic() + _number("wait", wait, minimum=0, allow_none=False)
+        n = number("n", n, minimum=0, allow_none=False, integer=True)
+        deadline = time.monotonic() + number("wait", wait, minimum=0, allow_none=False)
         while True:
             now = time.time()
             if now >= self._expiry_check_at:  # not at every claim: it is a write
                 self._reclaim_expired(now)
-            rows, alone, blocked = self._lease(worker, n, idle, now)
+            rows, alone, blocked, opens = self._lease(worker, n, idle, now)
             if rows or time.monotonic() >= deadline:
                 self._gauge_depth()
-                return {"jobs": [{"job": self._thing(r), "lease": r["lease"], "uid": r["uid"],
-                                  "alone": alone, "step": step_id(self.id, r["id"], r["uid"])}
-                                 for r in rows],
+                return {"jobs": [self._grant(r, alone) for r in rows],
                         "lease_timeout": self._lease_timeout}
             self._ready.clear()
             timeout = deadline - time.monotonic()
-            wake = [self._one(NEXT_EXPIRY)]
+            wake = [self._one(sql.NEXT_EXPIRY), opens]
             if not blocked:  # a job's run_at or a lease running out may give us work
-                wake.append(self._one(NEXT_RUN_AT, (now,)))
+                wake.append(self._one(sql.NEXT_RUN_AT, (now,)))
             for at in wake:
                 if at is not None:
                     timeout = min(timeout, max(at - now, 0.001))
@@ -530,33 +672,135 @@ class Queue(dotdo.DurableObject):
             except TimeoutError:
                 pass
 
+    def _grant(self, row: dict[str, Any], alone: bool) -> dict[str, Any]:
+        grant = {"job": self._thing(row), "lease": row["lease"], "uid": row["uid"],
+                 "alone": alone, "step": step_id(self.id, row["id"], row["uid"])}
+        if row.get("on_parent_failure"):  # it had parents: hand over their outputs
+            grant["parents"] = {parent: codec.decode(output) for parent, output in
+                                self.storage.sql.execute(sql.PARENT_RESULTS, (row["uid"],))}
+        return grant
+
     def _lease(self, worker: str, n: int, idle: bool, now: float
-               ) -> tuple[builtins.list[dict[str, Any]], bool, bool]:
-        """``(rows leased, alone, blocked)``: ``blocked`` when ready jobs exist but may
-        not be handed out now (paused, at the concurrency limit): only an event
-        (resume, configure, a job finishing) changes that, not the clock."""
+               ) -> tuple[builtins.list[dict[str, Any]], bool, bool, float | None]:
+        """``(rows leased, alone, blocked, opens)``: ``blocked`` when ready jobs exist but
+        may not be handed out now (paused, at a concurrency limit): only an event
+        (resume, configure, a job finishing) changes that, or the time ``opens``, when a
+        spent rate limit allows a start again."""
         if self._paused:
-            return [], False, True
+            return [], False, True, None
         if self._concurrency is not None:
-            n = min(n, self._concurrency - self._one(RUNNING))
+            n = min(n, self._concurrency - self._one(sql.RUNNING))
             if n <= 0:
-                return [], False, True
+                return [], False, True, None
+        rate = self._limiter.queue
+        if rate is not None and n > 0:
+            n = min(n, rate.room(now))
+            if n <= 0:
+                return [], False, True, rate.opens_at()
         if n <= 0:
-            return [], False, False
+            return [], False, False, None
         until = now + self._lease_timeout
-        suspect = self.storage.sql.execute(READY_SUSPECT, (now,)).fetchone()
+        rows, alone, opens = None, False, None
+        suspect = self.storage.sql.execute(sql.READY_SUSPECT, (now,)).fetchone()
         if suspect is not None:
             if idle:
-                return self._rows(CLAIM_SEQ, (worker, now, until, suspect[0])), True, False
-            if (now - suspect[1] > self._lease_timeout  # waited long enough: make room
-                    and self.storage.sql.execute(LEAST_BUSY).fetchone() == (worker,)):
-                return [], False, True
-        return self._rows(CLAIM, (worker, now, until, now, n)), False, False
+                rows, alone = self._rows(sql.CLAIM_SEQ, (worker, now, until, suspect[0])), True
+            elif (now - suspect[1] > self._lease_timeout  # waited long enough: make room
+                    and self.storage.sql.execute(sql.LEAST_BUSY).fetchone() == (worker,)):
+                return [], False, True, None
+        if rows is None:
+            if self._grouped or self._group_limit is not None or self._limiter.key_rate:
+                rows, opens = self._pick(worker, n, now, until)
+            else:
+                rows = self._rows(sql.CLAIM, (worker, now, until, now, n))
+        if rows:
+            if rate is not None:
+                rate.note(now, len(rows))
+            if self._limiter.key_rate:
+                for row in rows:
+                    if row["rate_key"] is not None:
+                        self._limiter.key(row["rate_key"]).note(now)
+        return rows, alone, False, opens
+
+    def _next_group(self, after: str | None) -> str | None:
+        """The next group with pending jobs after ``after``, in name order, wrapping."""
+        if after is not None:
+            found = self.storage.sql.execute(sql.NEXT_GROUP, (after,)).fetchone()
+            if found is not None:
+                return found[0]
+        found = self.storage.sql.execute(sql.FIRST_GROUP).fetchone()
+        return None if found is None else found[0]
+
+    def _pick(self, worker: str, n: int, now: float, until: float
+              ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+        """Lease up to ``n`` jobs round-robin across groups (``''``, jobs without a
+        group, is one of them), by priority within each, within ``group_concurrency``
+        and ``key_rate``. Returns the rows and, if a key's rate held jobs back, when
+        the first such key opens again."""
+        limit = self._group_limit
+        running = dict(self.storage.sql.execute(sql.RUNNING_BY_GROUP).fetchall()) if limit else {}
+        spent = self._limiter.spent_keys(now) if self._limiter.key_rate else []
+        spent_json = json.dumps(spent)
+        # The groups after the one served last, each with its first ready jobs.
+        candidates: builtins.list[tuple[str, builtins.list[tuple[int, str | None]]]] = []
+        first = group = self._next_group(self._rr_after)
+        visits = 0
+        while group is not None and len(candidates) < n and visits < 4 * n + 16:
+            visits += 1
+            room = n if group == "" or limit is None else min(n, limit - running.get(group, 0))
+            if room > 0:
+                ready = self.storage.sql.execute(
+                    sql.GROUP_READY, (group, now, spent_json, room)).fetchall()
+                if ready:
+                    candidates.append((group, ready))
+            group = self._next_group(group)
+            if group == first:
+                break
+        if first in ("", None) and self.storage.sql.execute(sql.NEXT_GROUP, ("",)).fetchone() is None:
+            self._grouped = False  # no grouped job is pending: the plain claim again
+        picked: builtins.list[int] = []
+        key_room: dict[str, int] = {}
+        held_back: set[str] = set(spent)
+        last = None
+        for turn in range(n):  # one job per group per turn: round-robin
+            moved = False
+            for group, ready in candidates:
+                if turn >= len(ready) or len(picked) >= n:
+                    continue
+                seq, key = ready[turn]
+                if key is not None and self._limiter.key_rate:
+                    left = key_room.get(key)
+                    if left is None:
+                        left = self._limiter.key(key).room(now)
+                    if left <= 0:
+                        held_back.add(key)
+                        continue
+                    key_room[key] = left - 1
+                picked.append(seq)
+                last, moved = group, True
+            if not moved:
+                break
+        if last is not None:
+            self._rr_after = last
+        opens = self._limiter.next_opening(held_back) if held_back else None
+        if not picked:
+            return [], opens
+        order = {seq: i for i, seq in enumerate(picked)}
+        rows = self._rows(sql.CLAIM_SEQS, (worker, now, until, json.dumps(picked)))
+        return sorted(rows, key=lambda r: order[r["seq"]]), opens
 
     def _reclaim_expired(self, now: float) -> None:
         self._expiry_check_at = now + min(1.0, self._lease_timeout / 4)
-        if self.storage.sql.execute(REQUEUE_EXPIRED, (now, now)).rowcount:
-            self._ready.set()
+        first = self._one(sql.NEXT_EXPIRY)
+        if first is None or first >= now:
+            return  # no lease ran out: no write
+        with self.storage.transaction():
+            self.storage.sql.execute(sql.LOG_EXPIRED, (now, now))
+            for (job_id,) in self.storage.sql.execute(sql.CANCEL_EXPIRED, (now, now)).fetchall():
+                self._event("Job.cancelled", {"$id": job_id})
+                self._children_follow(job_id, "cancelled", now)
+            self.storage.sql.execute(sql.REQUEUE_EXPIRED, (now, now))
+        self._ready.set()
 
     async def _reap(self) -> None:
         """Put back the jobs of workers gone silent, also while nobody claims."""
@@ -564,50 +808,97 @@ class Queue(dotdo.DurableObject):
             await asyncio.sleep(min(1.0, self._lease_timeout / 4))
             self._reclaim_expired(time.time())
 
-    def heartbeat(self, worker: str, holding: builtins.list[str], stuck: Sequence[str] = ()) -> float:
+    def heartbeat(self, worker: str, holding: builtins.list[str], stuck: Sequence[str] = ()
+                  ) -> dict[str, Any]:
         """``worker`` is alive and still runs ``holding``: their leases go on. ``stuck``
         are those whose attempt ran past its timeout and has not stopped. Returns the
-        lease timeout, so workers beat often enough."""
+        lease timeout (so workers beat often enough) and the jobs to cancel."""
         now = time.time()
         ids, stuck_ids = json.dumps(list(holding)), json.dumps(list(stuck))
         with self.storage.transaction():
-            self.storage.sql.execute(EXTEND_LEASES, (now + self._lease_timeout, worker, ids))
-            self.storage.sql.execute(MARK_STUCK, (now, worker, stuck_ids))
-            self.storage.sql.execute(CLEAR_STUCK, (worker, stuck_ids))
-        return self._lease_timeout
+            self.storage.sql.execute(sql.EXTEND_LEASES, (now + self._lease_timeout, worker, ids))
+            self.storage.sql.execute(sql.MARK_STUCK, (now, worker, stuck_ids))
+            self.storage.sql.execute(sql.CLEAR_STUCK, (worker, stuck_ids))
+        cancel = [r[0] for r in self.storage.sql.execute(sql.TO_CANCEL, (worker,)).fetchall()]
+        return {"lease_timeout": self._lease_timeout, "cancel": cancel}
+
+    def progress(self, worker: str, updates: builtins.list) -> int:
+        """Record ``[job_id, uid, lease, fraction, message]`` progress reports of jobs
+        ``worker`` runs; returns how many counted."""
+        done = 0
+        with self.storage.transaction():
+            for job_id, uid, lease, value, message in updates:
+                if self.storage.sql.execute(
+                        sql.PROGRESS, (value, message, job_id, uid, worker, lease)).rowcount:
+                    done += 1
+                    self._event("Job.progress", {"$id": job_id, "progress": value,
+                                                 "message": message})
+        return done
 
     def complete(self, worker: str, outcomes: builtins.list) -> int:
-        """Record ``[job_id, uid, lease, kind, value, attempts]`` outcomes in one
-        transaction, ``kind`` one of ``ok`` (value: the output), ``failed`` (value: the
-        error) or ``released`` (not run: back to pending). Returns how many counted;
-        a report from a worker that no longer holds the job is ignored (see the module
-        docstring)."""
+        """Record ``[job_id, uid, lease, kind, value, ran]`` outcomes in one
+        transaction, ``kind`` one of ``ok`` (value: the output), ``failed`` (value:
+        ``{"error", "trace", "final", "backoff"}``) or ``released`` (not run, or
+        interrupted by its worker stopping: back to pending; value: why, or None);
+        ``ran`` is 1 if the handler ran. Returns how many counted; a report from a
+        worker that no longer holds the job is ignored (see the module docstring)."""
         now = time.time()
         done = 0
         with self.storage.transaction():
-            for job_id, uid, lease, kind, value, attempts in outcomes:
+            for job_id, uid, lease, kind, value, ran in outcomes:
+                ran = 1 if ran else 0
                 if kind == "ok":
-                    changed = self.storage.sql.execute(
-                        COMPLETE, (attempts, now, codec.encode(value), job_id, uid, lease)).rowcount
+                    changed = len(self.storage.sql.execute(
+                        sql.COMPLETE, (ran, now, codec.encode(value), job_id, uid, lease)
+                    ).fetchall())
                     if changed:
                         self._event("Job.completed", result_thing(job_id, value, now))
+                        self._parent_completed(job_id)
                 elif kind == "failed":
-                    changed = self._fail(job_id, uid, worker, lease, value, attempts, now)
+                    changed = self._fail(job_id, uid, worker, lease, value, ran, now)
                 elif kind == "released":
-                    changed = self.storage.sql.execute(RELEASE, (job_id, uid, worker, lease)).rowcount
+                    if value is not None:
+                        self.storage.sql.execute(sql.LOG_ATTEMPT, (
+                            now, "released", value, None, job_id, uid))
+                    changed = self.storage.sql.execute(
+                        sql.RELEASE, (job_id, uid, worker, lease)).rowcount
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
                 done += changed
         self._ready.set()
         return done
 
-    def _fail(self, job_id: str, uid: str | None, worker: str, lease: int, error: str,
-              attempts: int, now: float) -> int:
-        changed = self.storage.sql.execute(
-            FAIL, (attempts, now, error, job_id, uid, worker, lease)).rowcount
-        if changed:
+    def _fail(self, job_id: str, uid: str | None, worker: str, lease: int, value: Any,
+              ran: int, now: float) -> int:
+        """A failed attempt from the lease holder: retry later, or end the job."""
+        held = self.storage.sql.execute(sql.HELD, (job_id, uid, worker, lease)).fetchone()
+        if held is None:
+            return 0
+        attempts, max_retries, cancel_requested, backoff = held
+        attempts += ran
+        error, trace, final, worker_backoff = _failure(value)
+        outcome = "cancelled" if cancel_requested is not None else "failed"
+        self.storage.sql.execute(sql.LOG_ATTEMPT, (now, outcome, error, trace, job_id, uid))
+        if cancel_requested is not None:
+            self._end(job_id, uid, "cancelled", attempts, error, trace, now)
+        elif not final and attempts <= max_retries:
+            base = json.loads(backoff) if backoff else (worker_backoff or 0.0)
+            run_at = now + retry_delay(base, max(attempts, 1))
+            self.storage.sql.execute(sql.RETRY_LATER, (attempts, error, trace, run_at, job_id, uid))
+            self._event("Job.retrying", {"$id": job_id, "error": error, "attempts": attempts,
+                                         "runAt": run_at})
+        else:
+            self._end(job_id, uid, "failed", attempts, error, trace, now)
+        return 1
+
+    def _end(self, job_id: str, uid: str | None, status: str, attempts: int, error: str,
+             trace: str | None, now: float) -> None:
+        self.storage.sql.execute(sql.END, (status, attempts, now, error, trace, job_id, uid))
+        if status == "failed":
             self._event("Job.failed", {"$id": job_id, "error": error, "attempts": attempts})
-        return changed
+        else:
+            self._event("Job.cancelled", {"$id": job_id})
+        self._children_follow(job_id, status, now)
 
     def recover(self, worker: str, crashed: builtins.list, holding: builtins.list[str]) -> dict[str, int]:
         """A worker's account after its process died, or after it lost an answer.
@@ -622,20 +913,24 @@ class Queue(dotdo.DurableObject):
         with self.storage.transaction():
             for job_id, uid, lease, alone in crashed:
                 holder = (job_id, uid, worker, lease)
-                row = self.storage.sql.execute(CRASHED, (1 if alone else 0, *holder)).fetchone()
+                row = self.storage.sql.execute(sql.CRASHED, (1 if alone else 0, *holder)).fetchone()
                 if row is None:
                     continue  # no longer this worker's
                 crashes, max_retries = row
+                self.storage.sql.execute(sql.LOG_ATTEMPT, (
+                    now, "crashed", "WorkerCrashError: the worker's process died while running "
+                    "it", None, job_id, uid))
                 if crashes > max_retries:
-                    failed += self._fail(
-                        job_id, uid, worker, lease,
-                        f"WorkerCrashError: the job's worker process died while running it "
-                        f"alone, {crashes} times (os._exit, a signal such as SIGKILL or "
-                        "SIGSEGV, or running out of memory); it is not tried again", crashes, now)
+                    error = (f"WorkerCrashError: the job's worker process died while running it "
+                             f"alone, {crashes} times (os._exit, a signal such as SIGKILL or "
+                             "SIGSEGV, or running out of memory); it is not tried again")
+                    attempts = self._one("SELECT attempts FROM jobs WHERE id = ?", (job_id,))
+                    self._end(job_id, uid, "failed", max(attempts, crashes), error, None, now)
+                    failed += 1
                 else:
-                    suspects += self.storage.sql.execute(SUSPECT, (now, *holder)).rowcount
+                    suspects += self.storage.sql.execute(sql.SUSPECT, (now, *holder)).rowcount
             requeued = self.storage.sql.execute(
-                REQUEUE_UNHELD, (worker, json.dumps(list(holding)))).rowcount
+                sql.REQUEUE_UNHELD, (worker, json.dumps(list(holding)))).rowcount
         self._ready.set()
         return {"failed": failed, "suspects": suspects, "requeued": requeued}
 
@@ -658,7 +953,7 @@ class Queue(dotdo.DurableObject):
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while True:
-                rows = self.storage.sql.execute(SELECT_OUTBOX, (_OUTBOX_BATCH,)).fetchall()
+                rows = self.storage.sql.execute(sql.SELECT_OUTBOX, (_OUTBOX_BATCH,)).fetchall()
                 if not rows:
                     break
                 try:
@@ -667,4 +962,4 @@ class Queue(dotdo.DurableObject):
                 except Exception:  # noqa: BLE001 - the App is restarting: try again soon
                     await asyncio.sleep(1.0)
                     continue
-                self.storage.sql.execute(DELETE_OUTBOX, (rows[-1][0],))
+                self.storage.sql.execute(sql.DELETE_OUTBOX, (rows[-1][0],))

@@ -34,16 +34,17 @@ import inspect
 import logging
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dotdo
 from actors import metrics
 from actors.jobs import DEFAULT_TIMEOUT, result_thing
-from dotdo import codec
+from dotdo import codec, signals
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
-from dotdo.checks import is_int
+from dotdo.checks import is_finite, is_int
 
 __all__ = ["Worker"]
 
@@ -51,6 +52,7 @@ log = logging.getLogger("dotdo")
 _FLUSH_EVERY = 0.05
 _RELOAD_AFTER = 1.0
 _RETRY_AFTER = 0.5  # seconds between tries while a queue or the App is away
+_PROGRESS_EVERY = 0.2  # progress reports of a worker's jobs go at most this often
 
 CREATE_HELD = """
 CREATE TABLE IF NOT EXISTS held (
@@ -81,11 +83,39 @@ class _Held:
     alone: bool = False  # nothing else ran beside it (a suspect, or the one that died)
     deadline: float | None = None  # the running attempt's timeout, epoch
     task: asyncio.Task | None = None
+    attempt: int = 1
+    parents: dict[str, Any] = dataclasses.field(default_factory=dict)
+    interrupt: str | None = None  # "cancel" (Queue.cancel) or "stop" (the worker stops)
+    cancellable: bool = False  # awaiting an async handler: task.cancel() reaches it
+    progress: tuple[float, str | None] | None = None
 
     def report(self) -> list:
         assert self.outcome is not None, "reported only once known"
-        kind, value, attempts = self.outcome
-        return [self.job_id, self.uid, self.lease, kind, value, attempts]
+        kind, value, ran = self.outcome
+        return [self.job_id, self.uid, self.lease, kind, value, ran]
+
+
+class _JobRun:
+    """What ``dotdo.progress``, ``dotdo.cancelled`` and friends see of a running job."""
+
+    __slots__ = ("_held", "_worker", "job_id", "queue", "attempt", "parents")
+
+    def __init__(self, held: _Held, worker: Worker) -> None:
+        self._held, self._worker = held, worker
+        self.job_id, self.queue, self.attempt = held.job_id, held.queue, held.attempt
+        self.parents = held.parents
+
+    def report_progress(self, value: float, message: str | None) -> None:
+        self._held.progress = (value, message)
+        # Sync handlers call this from a pool thread: the loop takes it from here.
+        self._worker._event_loop.call_soon_threadsafe(self._worker._progress_made, self._held)
+
+    def cancel_requested(self) -> bool:
+        return self._held.interrupt is not None
+
+
+class _Interrupted(Exception):
+    """An attempt stopped because its job was cancelled or its worker stops."""
 
 
 class _Speed:
@@ -146,10 +176,17 @@ async def _within(awaitable, timeout: float) -> Any:
         raise
 
 
+_WHY = {"cancel": "Cancelled: the job was cancelled while it ran",
+        "stop": "WorkerStopped: its worker stopped while it ran"}
+
+
 @functools.lru_cache(maxsize=256)
 def _policy(max_retries: int, backoff: float) -> dotdo.RetryPolicy:
     """One policy per setting, not one per job (building one checks every field)."""
     return dotdo.RetryPolicy(max_retries=max_retries, backoff=backoff)
+
+
+_ONE_ATTEMPT = dotdo.RetryPolicy(max_retries=0)  # retries go back through the queue
 
 
 def _label(job_type: str) -> str:
@@ -187,6 +224,14 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._held: dict[str, _Held] = {}
         self._crashed: list[_Held] = []
         self._released: list[str] = []  # steps reported, rows not yet deleted
+        self._event_loop = asyncio.get_running_loop()
+        self._progressed: set[_Held] = set()  # progress not yet sent
+        self._progress_task: asyncio.Task | None = None
+        self._closing = False  # SIGTERM: hand the running jobs back, take no new ones
+        self._hand_back: asyncio.Task | None = None
+        if signals.installed():
+            signals.on_terminate(
+                lambda: self._event_loop.call_soon_threadsafe(self._terminated))
         self._rebuild()
         if self._config or self._held or self._crashed:
             self._start_loop()
@@ -203,7 +248,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                 if not found:
                     self._crashed.append(held)
                     continue
-                held.outcome = ["ok", value, len(self.storage.journal.attempts(step))]
+                held.outcome = ["ok", value, 1]
             self._held[step] = held
         # A job that died alone is taken to have killed the process (the queue counts it).
         if len(self._crashed) == 1:
@@ -228,28 +273,89 @@ class Worker(dotdo.DurableObject, own_process=True):
         return bool((self._config and self._config["queue"] == queue)
                     or any(h.queue == queue for h in [*self._held.values(), *self._crashed]))
 
-    async def stop(self) -> None:
-        """Stop pulling jobs; the running ones finish and their outcomes are reported.
-        If the queue is away, the outcomes stay in this worker's file and are sent
-        as soon as it is back."""
+    async def stop(self, drain: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Stop taking jobs. ``drain=True`` (the default): the running jobs finish, for
+        at most ``timeout`` s if given; ``drain=False`` is ``timeout=0``. Jobs still
+        running then are interrupted and go back to the queue at once, as they were
+        (``released``, not failed, no retry counted): an async handler is cancelled; a
+        sync one, which Python cannot interrupt, sees ``dotdo.cancelled()`` and its job
+        goes back when it returns (or completes, if it does). Outcomes are reported; if
+        the queue is away they stay in this worker's file and are sent once it is back.
+        Returns ``{"finished": n, "returned": [job ids]}``."""
+        if not isinstance(drain, bool):
+            raise ValueError(f"drain is True or False, not {drain!r}")
+        if timeout is not None and (not is_finite(timeout) or timeout < 0):
+            raise ValueError(f"timeout is None or seconds >= 0, not {timeout!r}")
         queue = self._config["queue"] if self._config else None
         self._config = None
         self.storage.delete("config")
+        limit = timeout if drain else 0.0
+        running = self._running()
+        if running and limit != 0:
+            await asyncio.wait(running, timeout=limit)
+        for held in list(self._held.values()):
+            if held.outcome is None and held.task is not None and not held.task.done():
+                self._interrupt(held, "stop")
         while running := self._running():
             await asyncio.wait(running)
+        outcomes = [h.outcome for h in self._held.values() if h.outcome is not None]
+        returned = [h.job_id for h in self._held.values()
+                    if h.outcome is not None and h.outcome[0] == "released"]
         try:
             await self._report()
             if queue is not None:
                 await dotdo.Queue(queue).unregister_worker(self.id)
         except Exception:  # noqa: BLE001 - kept in the file; the pull loop sends them
             log.warning("dotdo: worker %s keeps its outcomes until its queue is back", self.id)
+        return {"finished": len(outcomes) - len(returned), "returned": returned}
+
+    def cancel_job(self, queue: str, job_id: str) -> bool:
+        """Ask a job this worker runs to stop (``Queue.cancel`` sends this); False if
+        it does not run it."""
+        for held in self._held.values():
+            if held.queue == queue and held.job_id == job_id and held.outcome is None:
+                self._interrupt(held, "cancel")
+                return True
+        return False
+
+    def _interrupt(self, held: _Held, why: str) -> None:
+        if held.interrupt is None:
+            held.interrupt = why
+            if held.cancellable and held.task is not None:
+                held.task.cancel()  # an async handler: cancelled where it awaits
+
+    def _terminated(self) -> None:
+        """The process got SIGTERM (it is about to go): like ``stop(drain=False)``,
+        but the assignment stays, so the restarted worker goes on working."""
+        if not self._closing:
+            self._closing = True
+            log.warning("dotdo: worker %s got SIGTERM: its running jobs go back to their queue",
+                        self.id)
+            self._hand_back = self._event_loop.create_task(self._give_back())
+
+    async def _give_back(self) -> None:
+        for held in list(self._held.values()):
+            if held.outcome is None and held.task is not None and not held.task.done():
+                self._interrupt(held, "stop")
+        while running := self._running():
+            await asyncio.wait(running)
+        try:
+            await self._report()
+        except Exception:  # noqa: BLE001 - the restarted worker reports them from its file
+            pass
+
+    def forget_steps(self, steps: list[str]) -> int:
+        """Forget the journaled steps of jobs their queue purged (not one it holds)."""
+        return self.storage.journal.forget_steps([s for s in steps if s not in self._held])
 
     async def process(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Run one Job Thing now (replayed if it ran before); returns its Result."""
+        """Run one Job Thing now, with its retries here (replayed if it ran before);
+        returns its Result."""
         held = _Held(f"job-{job['$id']}", "", job["$id"], None, 0)
-        kind, value, _ = await self._run(job, held, backoff=1.0)
+        policy = _policy(job.get("maxRetries", 3), 1.0)
+        kind, value, _ = await self._run(job, held, policy, backoff=1.0)
         if kind != "ok":
-            raise dotdo.JobError(value)
+            raise dotdo.JobError(value["error"] if isinstance(value, dict) else value)
         return result_thing(job["$id"], value, time.time())
 
     # -- running jobs ------------------------------------------------------------------
@@ -282,8 +388,10 @@ class Worker(dotdo.DurableObject, own_process=True):
     async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
         """One attempt under ``timeout``; never returns while the handler still runs."""
         held.deadline = time.time() + timeout
+        token = job_handlers.running.set(_JobRun(held, self))
         try:
             if inspect.iscoroutinefunction(handler):
+                held.cancellable = True
                 return await _within(handler(payload), timeout)
             speed = self._speed.setdefault(handler, _Speed())
             # In process, the loop is every object's: a handler there waiting on a
@@ -311,18 +419,25 @@ class Worker(dotdo.DurableObject, own_process=True):
             return result
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
-            if current is not None and current.cancelling():  # the worker itself is going away
-                raise
+            if current is not None and current.cancelling():
+                if held.interrupt is None:
+                    raise  # the worker itself is going away
+                current.uncancel()
+                raise _Interrupted(_WHY[held.interrupt]) from None
             raise dotdo.HandlerError(f"the handler raised CancelledError: {exc}") from None
         except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
             # Caught here, in the job's own task: out of a task these stop the loop.
             raise dotdo.HandlerError(f"the handler raised {type(exc).__name__}: {exc}") from None
         finally:
             held.deadline = None
+            held.cancellable = False
+            job_handlers.running.reset(token)
 
-    async def _run(self, job: dict[str, Any], held: _Held, backoff: float) -> list:
-        """``[kind, output_or_error, attempts]`` for one job; ``released`` when it was
-        not run for a reason of the worker's (the App away while handlers load)."""
+    async def _run(self, job: dict[str, Any], held: _Held, policy: dotdo.RetryPolicy,
+                   backoff: float) -> list:
+        """``[kind, value, ran]`` for one job: ``ok`` and the output, ``failed`` and
+        ``{"error", "trace", "final", "backoff"}``, or ``released`` (not run for a reason
+        of the worker's: the App away while handlers load, or the worker stopping)."""
         job_type = job["type"]
         handler = job_handlers.handler_for(job_type)
         if handler is None:
@@ -336,7 +451,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         started = time.monotonic()
         if handler is None:
             _record(held.queue, job_type, "unknown_type", started)
-            return ["failed", f"no handler registered for job type {job_type!r}", 0]
+            return ["failed", {"error": f"no handler registered for job type {job_type!r}",
+                               "trace": None, "final": True, "backoff": backoff}, 0]
         calls = 0
         timeout = job.get("timeout") or DEFAULT_TIMEOUT
 
@@ -346,18 +462,32 @@ class Worker(dotdo.DurableObject, own_process=True):
             return await self._attempt(handler, job["payload"], timeout, held)
 
         try:
-            output = await dotdo.do(attempt, step_id=held.step,
-                                    policy=_policy(job.get("maxRetries", 3), backoff))
+            output = await dotdo.do(attempt, step_id=held.step, policy=policy)
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
+            if held.interrupt == "stop":
+                _record(held.queue, job_type, "released", started)
+                return ["released", f"WorkerStopped: worker {self.id!r} stopped while it ran", 0]
             _record(held.queue, job_type, "failed", started)
-            return ["failed", f"{type(exc).__name__}: {exc}", getattr(exc, "attempts", calls)]
-        if calls == 0:  # replayed from the journal: it ran in a previous life
-            calls = len(self.storage.journal.attempts(held.step))
+            return ["failed", {"error": str(exc) if isinstance(exc, _Interrupted)
+                               else f"{type(exc).__name__}: {exc}",
+                               "trace": "".join(traceback.format_exception(exc)),
+                               "final": isinstance(exc, dotdo.TerminalError) or bool(held.interrupt),
+                               "backoff": backoff}, 1]
         _record(held.queue, job_type, "completed", started)
-        return ["ok", output, calls]
+        return ["ok", output, 1]
 
     async def _run_held(self, held: _Held, job: dict[str, Any], backoff: float) -> None:
-        outcome = await self._run(job, held, backoff)
+        try:
+            outcome = await self._run(job, held, _ONE_ATTEMPT, backoff)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if held.interrupt is None or current is None:
+                raise  # the worker itself is going away
+            current.uncancel()  # interrupted outside the handler (loading it, say)
+            outcome = (["released", f"WorkerStopped: worker {self.id!r} stopped", 0]
+                       if held.interrupt == "stop" else
+                       ["failed", {"error": "Cancelled: cancelled before it started",
+                                   "trace": None, "final": True, "backoff": backoff}, 0])
         if outcome[0] != "ok":  # a success is journaled as its step already
             self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
         held.outcome = outcome
@@ -375,8 +505,9 @@ class Worker(dotdo.DurableObject, own_process=True):
                     held.lease = grant["lease"]
                     self.storage.sql.execute(RENEW, (held.lease, step))
                     continue
-                held = self._held[step] = _Held(step, queue, job["$id"], grant["uid"],
-                                                grant["lease"], alone=grant["alone"])
+                held = self._held[step] = _Held(
+                    step, queue, job["$id"], grant["uid"], grant["lease"], alone=grant["alone"],
+                    attempt=job["attempts"] + 1, parents=grant.get("parents") or {})
                 self.storage.sql.execute(HOLD, (step, queue, held.job_id, held.uid, held.lease))
                 fresh.append((held, job))
         loop = asyncio.get_running_loop()
@@ -397,6 +528,28 @@ class Worker(dotdo.DurableObject, own_process=True):
             for queue, done in by_queue.items():
                 await dotdo.Queue(queue).complete(self.id, [h.report() for h in done])
                 self._let_go(done)
+
+    def _progress_made(self, held: _Held) -> None:
+        """A handler reported progress: send it soon, with any others (on the loop)."""
+        self._progressed.add(held)
+        if self._progress_task is None or self._progress_task.done():
+            self._progress_task = self._event_loop.create_task(self._send_progress())
+
+    async def _send_progress(self) -> None:
+        """Send the latest progress of each job, at most every ``_PROGRESS_EVERY`` s."""
+        while self._progressed:
+            due, self._progressed = self._progressed, set()
+            by_queue: dict[str, list[list]] = {}
+            for held in due:
+                if held.outcome is None and held.progress is not None:
+                    by_queue.setdefault(held.queue, []).append(
+                        [held.job_id, held.uid, held.lease, *held.progress])
+            for queue, updates in by_queue.items():
+                try:
+                    await dotdo.Queue(queue).progress(self.id, updates)
+                except Exception:  # noqa: BLE001 - progress is a hint: the next one will do
+                    pass
+            await asyncio.sleep(_PROGRESS_EVERY)
 
     def _let_go(self, done: list[_Held]) -> None:
         """The queue has these: forget them. Their rows go in the next write (one
@@ -441,7 +594,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         recover = True
         try:
             while True:
-                config = self._config
+                config = None if self._closing else self._config
                 try:
                     if recover:
                         await self._recover()
@@ -450,7 +603,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                     if config is None:  # stopped: the running jobs finish and report
                         await self._report()
                         if not running:
-                            if self._config is not None:
+                            if self._config is not None and not self._closing:
                                 continue  # started again while this loop reported
                             with self.storage.transaction():
                                 self._forget_released()
@@ -521,6 +674,10 @@ class _Heartbeats(threading.Thread):
             try:
                 # A future, not ray.get: blocking is what this thread is for.
                 beat = dotdo.Queue(queue).heartbeat(worker.id, ids, stuck).ref.future()
-                worker._lease_timeout = beat.result(timeout=worker._lease_timeout)
+                answer = beat.result(timeout=worker._lease_timeout)
             except Exception:  # noqa: BLE001 - the queue is away: beat again soon
-                pass
+                continue
+            worker._lease_timeout = answer["lease_timeout"]
+            if answer["cancel"]:  # cancel requests the queue's own call did not deliver
+                for job_id in answer["cancel"]:
+                    worker._event_loop.call_soon_threadsafe(worker.cancel_job, queue, job_id)

@@ -34,7 +34,7 @@ from dotdo.errors import (
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
 from dotdo.hosting import Dedicated, Pooled
-from dotdo.jobs import job
+from dotdo.jobs import cancelled, current_job, job, parent_results, progress
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
 from dotdo.promise import Promise, get
@@ -67,6 +67,10 @@ __all__ = [
     "Schedule",
     # the job queue (Queue and Worker live in the actors package)
     "job",
+    "progress",
+    "cancelled",
+    "current_job",
+    "parent_results",
     # hosting: one actor per object, or a pool of actors
     "Dedicated",
     "Pooled",

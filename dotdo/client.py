@@ -153,6 +153,10 @@ def init(
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
+        # Workers' processes watch for SIGTERM from their start (see dotdo.signals).
+        runtime_env = dict(ray_kwargs.get("runtime_env") or {})
+        runtime_env.setdefault("worker_process_setup_hook", "dotdo.signals.install")
+        ray_kwargs["runtime_env"] = runtime_env
         ray.init(address=address, **ray_kwargs)
         forget_handles()
     return _use(wanted, previous)

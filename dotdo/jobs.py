@@ -7,12 +7,15 @@ so a worker's process knows the handlers its driver defined.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from dotdo import registry
+from dotdo.checks import is_finite
 
-__all__ = ["job", "handler_for", "handler_types"]
+__all__ = ["job", "handler_for", "handler_types", "progress", "cancelled", "current_job",
+           "parent_results", "JobRun", "running"]
 
 _handlers: dict[str, Callable[[Any], Any]] = {}
 
@@ -48,3 +51,59 @@ def handler_for(job_type: str) -> Callable[[Any], Any] | None:
 
 def handler_types() -> list[str]:
     return sorted(_handlers)
+
+
+class JobRun(Protocol):
+    """What a worker tells a running handler about its job (see ``current_job``)."""
+
+    job_id: str
+    queue: str
+    attempt: int
+    parents: dict[str, Any]
+
+    def report_progress(self, value: float, message: str | None) -> None: ...
+
+    def cancel_requested(self) -> bool: ...
+
+
+# Set by the worker around each attempt; copied into the thread a sync handler runs in.
+running: contextvars.ContextVar[JobRun | None] = contextvars.ContextVar("dotdo_job", default=None)
+
+
+def _run(what: str) -> JobRun:
+    run = running.get()
+    if run is None:
+        raise RuntimeError(f"dotdo.{what}() works inside a job handler run by a Worker "
+                           "(one registered with @dotdo.job), not here")
+    return run
+
+
+def progress(value: float, message: str | None = None) -> None:
+    """Report how far the running job is, a fraction from 0 to 1, with an optional
+    message: ``dotdo.progress(0.4, "parsed 4,000 rows")``. The queue's ``get`` and
+    ``list`` show it, and it sends a ``Job.progress`` event; frequent reports are
+    coalesced (the latest wins)."""
+    if not is_finite(value) or not 0 <= value <= 1:
+        raise ValueError(f"progress is a fraction from 0 to 1 (0.4 for 40%), not {value!r}")
+    if message is not None and not isinstance(message, str):
+        raise ValueError(f"progress's message is a str, not {type(message).__name__}")
+    _run("progress").report_progress(float(value), message)
+
+
+def cancelled() -> bool:
+    """Whether the running job was asked to stop (``Queue.cancel`` of a running job,
+    or its worker stopping): a sync handler checks it and returns or raises early;
+    an async one is cancelled for it."""
+    return _run("cancelled").cancel_requested()
+
+
+def current_job() -> dict[str, Any]:
+    """``{"id", "queue", "attempt"}`` of the job this handler runs: to enqueue
+    children that wait for it (``depends_on=[dotdo.current_job()["id"]]``)."""
+    run = _run("current_job")
+    return {"id": run.job_id, "queue": run.queue, "attempt": run.attempt}
+
+
+def parent_results() -> dict[str, Any]:
+    """``{parent job id: its output}`` for a job enqueued with ``depends_on``."""
+    return dict(_run("parent_results").parents)

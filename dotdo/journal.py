@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -186,6 +187,8 @@ DELETE_ALARM_IF = "DELETE FROM _dotdo_alarm WHERE one = 1 AND fire_at = ?"
 PRUNE_EVENTS = "DELETE FROM _dotdo_events WHERE handled IS NOT NULL AND handled < ?"
 PRUNE_STEPS = "DELETE FROM _dotdo_steps WHERE finished < ?"
 PRUNE_ATTEMPTS = "DELETE FROM _dotdo_attempts WHERE finished < ?"
+FORGET_STEPS = "DELETE FROM _dotdo_steps WHERE step_id IN (SELECT value FROM json_each(?))"
+FORGET_ATTEMPTS = "DELETE FROM _dotdo_attempts WHERE step_id IN (SELECT value FROM json_each(?))"
 
 # Migration 1 -> 2. The first durable steps journaled no ``started``; the best known
 # start of such a step is when it finished. (Version 1 files written since then have
@@ -603,6 +606,14 @@ class Journal:
             if steps_before is not None:
                 self._db.execute(PRUNE_STEPS, (steps_before,))
                 self._db.execute(PRUNE_ATTEMPTS, (steps_before,))
+
+    def forget_steps(self, step_ids: list[str]) -> int:
+        """Forget these steps and their attempts (their owner no longer needs them);
+        returns how many steps were there."""
+        ids = json.dumps(step_ids)
+        with self._db.transaction():
+            self._db.execute(FORGET_ATTEMPTS, (ids,))
+            return self._db.execute(FORGET_STEPS, (ids,)).rowcount
 
     # schedules
     def schedule(self, name: str) -> tuple[str, float, int] | None:

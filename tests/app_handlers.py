@@ -29,3 +29,19 @@ async def dead_letter(event):
 @dotdo.on.Job.completed
 async def completed(event):
     await dotdo.Recorder(WITNESS).note("job-completed", event.data["jobId"])
+
+
+@dotdo.on.Job.retrying
+async def retrying(event):
+    await dotdo.Recorder(WITNESS).note("job-retrying", [event.data["$id"], event.data["attempts"]])
+
+
+@dotdo.on.Job.progress
+async def progressed(event):
+    await dotdo.Recorder(WITNESS).note("job-progress", [event.data["$id"], event.data["progress"],
+                                                        event.data["message"]])
+
+
+@dotdo.on.Job.cancelled
+async def cancelled(event):
+    await dotdo.Recorder(WITNESS).note("job-cancelled", event.data["$id"])

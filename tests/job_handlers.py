@@ -111,3 +111,75 @@ def thread_name(payload):
     """Where a sync handler ran: a pool thread, or the worker's event loop."""
     time.sleep(payload.get("sleep", 0))
     return threading.current_thread().name
+
+
+# -- queue features ---------------------------------------------------------------------
+
+
+@dotdo.job("progressive")
+async def progressive(payload):
+    """Reports progress, then waits until the witness says go (or times out)."""
+    dotdo.progress(0.4, "parsed 4,000 rows")
+    witness = dotdo.Recorder(payload["witness"])
+    while not await witness.hits("go"):
+        await asyncio.sleep(0.05)
+    return "done"
+
+
+@dotdo.job("long_async")
+async def long_async(payload):
+    """Sleeps long; notes whether it was cancelled."""
+    witness = dotdo.Recorder(payload["witness"])
+    await witness.note("runs", ["start", payload["n"]])
+    try:
+        await asyncio.sleep(payload.get("seconds", 60))
+    except asyncio.CancelledError:
+        await witness.note("runs", ["cancelled", payload["n"]])
+        raise
+    await witness.note("runs", ["end", payload["n"]])
+    return payload["n"]
+
+
+@dotdo.job("long_sync")
+def long_sync(payload):
+    """Works in small steps until done or asked to stop (dotdo.cancelled())."""
+    _note(payload, ["start", payload["n"]])
+    deadline = time.monotonic() + payload.get("seconds", 60)
+    while time.monotonic() < deadline:
+        if dotdo.cancelled():
+            _note(payload, ["stopped", payload["n"]])
+            raise RuntimeError("stopped on request")
+        time.sleep(0.02)
+    _note(payload, ["end", payload["n"]])
+    return payload["n"]
+
+
+@dotdo.job("parents")
+async def parents(payload):
+    """Returns its parents' outputs and who it is."""
+    return {"parents": dotdo.parent_results(), "me": dotdo.current_job()["id"]}
+
+
+@dotdo.job("spawner")
+async def spawner(payload):
+    """Adds a child that waits for this job, while this job runs."""
+    me = dotdo.current_job()
+    await dotdo.Queue(me["queue"]).enqueue("parents", None, job_id=payload["child"],
+                                           depends_on=[me["id"]])
+    return "spawned"
+
+
+@dotdo.job("stamp")
+async def stamp(payload):
+    """Notes when it ran (the queue's rate tests read the start times it records)."""
+    return payload
+
+
+@dotdo.job("fail_with_trace")
+def fail_with_trace(payload):
+    raise KeyError(f"missing {payload}")
+
+
+@dotdo.job("terminal")
+async def terminal(payload):
+    raise dotdo.TerminalError(f"refused {payload}: retrying will not help")

@@ -6,21 +6,10 @@ import time
 import pytest
 
 import dotdo
+from tests.actors.conftest import claim as _claim, report as _report
 from tests.conftest import host_pid, kill_and_wait, wait_for
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
-
-
-@pytest.fixture
-def queue(make_local, unique):
-    """A queue in this process: most of its API is logic, not Ray."""
-    return make_local("Queue", unique)
-
-
-@pytest.fixture
-def ray_queue(make_object, unique):
-    """A queue on Ray, for tests that restart its process or measure it."""
-    return make_object("Queue", unique)
 
 
 def test_enqueue_returns_a_job_thing(queue):
@@ -28,12 +17,14 @@ def test_enqueue_returns_a_job_thing(queue):
     assert job["$type"] == "Job" and job["type"] == "echo" and job["payload"] == {"x": 1}
     assert (job["status"], job["attempts"], job["error"]) == ("pending", 0, None)
     assert (job["priority"], job["maxRetries"], job["timeout"]) == (2, 5, 3)
+    assert job.pop("enqueued") == "added"
     assert queue.get(job["$id"]).result() == job
 
 
 def test_job_id_is_an_idempotency_key(queue):
     first = queue.enqueue("echo", 1, job_id="order-7").result()
     again = queue.enqueue("echo", 2, job_id="order-7").result()
+    assert (first.pop("enqueued"), again.pop("enqueued")) == ("added", "existing")
     assert again == first and again["payload"] == 1
     assert queue.get_metrics().pending.result() == 1
 
@@ -69,12 +60,12 @@ def test_metrics_are_attributes_and_one_call(queue):
     assert queue.list(status="delayed").result()["jobs"][0]["status"] == "delayed"
 
 
-def test_cancel_pending_and_delayed_only(queue):
+def test_cancel_of_a_finished_job_is_refused(queue):
     a = queue.enqueue("echo", 1).result()["$id"]
     b = queue.enqueue("echo", 2, run_at=time.time() + 600).result()["$id"]
     assert queue.cancel(a).result()["status"] == "cancelled"
     assert queue.cancel(b).result()["status"] == "cancelled"
-    with pytest.raises(ValueError, match="only pending or delayed"):
+    with pytest.raises(ValueError, match="only jobs not yet finished"):
         queue.cancel(a).result()
     with pytest.raises(KeyError, match="no job 'nope'"):
         queue.cancel("nope").result()
@@ -145,20 +136,10 @@ def test_bad_calls_name_the_fix(queue):
 # -- the worker protocol: leases, fencing, crashes -----------------------------------------
 
 
-def _claim(queue, worker, n=1, idle=True):
-    return queue.claim(worker, n, wait=0.0, idle=idle).result()["jobs"]
-
-
-def _report(queue, worker, grant, kind, value=None, attempts=1):
-    job = grant["job"]
-    return queue.complete(worker, [[job["$id"], grant["uid"], grant["lease"], kind, value,
-                                    attempts]]).result()
-
-
 def test_a_report_counts_only_from_the_worker_holding_the_lease(queue):
     # Given a job whose lease ran out on worker a and went to worker b
     queue.configure(lease_timeout=0.5).result()
-    job_id = queue.enqueue("echo", 1).result()["$id"]
+    job_id = queue.enqueue("echo", 1, max_retries=0).result()["$id"]
     (old,) = _claim(queue, "a")
     wait_for(lambda: queue.get(job_id).result()["status"] == "pending")  # a went silent
     (new,) = _claim(queue, "b")  # it went back as a suspect: an idle worker gets it alone
@@ -211,7 +192,7 @@ def test_heartbeats_keep_leases_and_name_stuck_jobs(queue):
     control = queue.enqueue("echo", "control").result()["$id"]
 
     def beat_until_control_is_back() -> bool:
-        assert queue.heartbeat("w", [a, b], [b]).result() == 1.0
+        assert queue.heartbeat("w", [a, b], [b]).result() == {"lease_timeout": 1.0, "cancel": []}
         return queue.get(control).result()["status"] == "pending"
 
     for _ in range(2):  # twice the lease, beating for both
@@ -322,8 +303,13 @@ def test_claim_sleeps_while_paused_or_at_the_limit(ray_queue):
 def test_bad_settings_and_oversized_calls_are_refused(queue, call, match):
     with pytest.raises(ValueError, match=match):
         call(queue).result()
-    assert queue.configure().result() == {"concurrency": None, "lease_timeout": 30.0}
+    assert queue.configure().result() == DEFAULTS
     assert queue.list().result()["jobs"] == []
+
+
+DEFAULTS = {"concurrency": None, "lease_timeout": 30.0, "rate": None, "key_rate": None,
+            "group_concurrency": None, "keep_completed": {"count": 10_000, "age": 604_800.0},
+            "keep_failed": {"count": 100_000, "age": 2_592_000.0}}
 
 
 def test_jobs_get_a_default_timeout(queue):

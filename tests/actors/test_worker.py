@@ -12,6 +12,7 @@ import dotdo
 from dotdo import client
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
+from tests.actors.conftest import drained
 from tests.conftest import host_pid, journaled_steps, wait_for
 
 
@@ -20,37 +21,6 @@ from tests.conftest import host_pid, journaled_steps, wait_for
 # on Ray (`ray_setup`). A worker has a process of its own in both Ray passes: those
 # tests run once, but those about a pooled queue coming back run in both.
 WORKER_OWN_PROCESS = "a worker has a process of its own in both passes"
-
-
-def drained(queue):
-    m = queue.get_metrics().result()
-    return m.pending == 0 and m.running == 0 and m.stuck == 0 and m.delayed == 0 and m
-
-
-def _setup(make, unique):
-    queue = make("Queue", unique)
-    witness = make("Recorder", f"{unique}-witness")
-
-    def start(n: int = 1, concurrency: int = 8, backoff: float = 0.05):
-        workers = [make("Worker", f"{unique}-w{i}") for i in range(n)]
-        dotdo.get([w.start(unique, concurrency=concurrency, backoff=backoff) for w in workers])
-        return workers
-
-    return queue, witness, start
-
-
-@pytest.fixture
-def setup(make_local, unique):
-    """A queue, a witness, and a way to start workers on the queue, all in this
-    process: what a worker does with jobs is logic."""
-    return _setup(make_local, unique)
-
-
-@pytest.fixture
-def ray_setup(make_object, unique):
-    """The same on Ray, for what is about processes: kills, restarts, leases of a
-    worker whose process is busy, Ray's metrics."""
-    return _setup(make_object, unique)
 
 
 def test_jobs_run_and_results_are_things(setup):

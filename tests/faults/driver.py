@@ -124,7 +124,8 @@ def run(work: str, seed: int) -> dict:
         except Exception:  # noqa: BLE001 - the queue is coming back
             time.sleep(1)
             continue
-        if m.pending + m.running + m.stuck + m.delayed == 0 and m.completed + m.failed == len(specs):
+        if (m.pending + m.running + m.stuck + m.delayed + m.retrying == 0
+                and m.completed + m.failed == len(specs)):
             break
         if time.time() > deadline:
             break

@@ -1,0 +1,291 @@
+"""The queue's tables and statements (DDL as named constants, parameterised SQL only).
+
+Statuses stored in ``jobs.status``: ``pending`` (ready, delayed or retrying, told
+apart by ``run_at`` and ``error``), ``waiting`` (for parents), ``running`` (or stuck),
+``completed``, ``failed``, ``cancelled``.
+"""
+
+from __future__ import annotations
+
+CREATE_JOBS = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    type        TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    status      TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
+    run_at      REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER NOT NULL,
+    timeout     REAL,
+    error       TEXT,
+    worker      TEXT,
+    created     REAL NOT NULL,
+    started     REAL,
+    finished    REAL,
+    output      BLOB
+)"""
+# Columns added since the first release: an older file gets them with ALTER TABLE.
+# uid tells apart two jobs that had the same id (enqueued again after a purge).
+JOB_COLUMNS = (
+    ("uid", "TEXT"),
+    ("lease", "INTEGER NOT NULL DEFAULT 0"),
+    ("lease_until", "REAL"),
+    ("suspect_since", "REAL"),  # when it became a suspect; NULL: it is not one
+    ("crashes", "INTEGER NOT NULL DEFAULT 0"),
+    ("stuck_since", "REAL"),
+    ("trace", "TEXT"),  # the last error's traceback
+    ("backoff", "TEXT"),  # JSON: seconds, or a list of waits; NULL: the worker's
+    ("grp", "TEXT NOT NULL DEFAULT ''"),  # fair group; '' for none
+    ("rate_key", "TEXT"),
+    ("dedupe_key", "TEXT"),
+    ("waiting_on", "INTEGER NOT NULL DEFAULT 0"),  # parents not yet completed
+    ("on_parent_failure", "TEXT"),
+    ("progress", "REAL"),
+    ("progress_msg", "TEXT"),
+    ("cancel_requested", "REAL"),
+)
+CREATE_READY = (
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, run_at, seq) "
+    "WHERE status = 'pending'"
+)
+CREATE_STATUS = "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq)"
+# Suspects are few: finding one must not scan every pending job.
+CREATE_SUSPECTS = (
+    "CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (priority DESC, run_at, seq) "
+    "WHERE status = 'pending' AND suspect_since IS NOT NULL"
+)
+# Fair claims walk groups in name order, one index seek per group.
+CREATE_GROUPS = (
+    "CREATE INDEX IF NOT EXISTS jobs_group ON jobs (grp, priority DESC, run_at, seq) "
+    "WHERE status = 'pending'"
+)
+CREATE_DEDUPE = (
+    "CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (dedupe_key, seq) "
+    "WHERE dedupe_key IS NOT NULL"
+)
+CREATE_OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    type  TEXT NOT NULL,
+    data  BLOB NOT NULL
+)"""
+# Every attempt that did not succeed (the successful one is the job's own row).
+CREATE_ATTEMPTS = """
+CREATE TABLE IF NOT EXISTS attempts (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid      TEXT NOT NULL,
+    job_id   TEXT NOT NULL,
+    worker   TEXT,
+    started  REAL,
+    finished REAL NOT NULL,
+    outcome  TEXT NOT NULL,
+    error    TEXT,
+    trace    TEXT
+)"""
+CREATE_ATTEMPTS_INDEX = "CREATE INDEX IF NOT EXISTS attempts_uid ON attempts (uid, seq)"
+CREATE_DEPS = """
+CREATE TABLE IF NOT EXISTS deps (
+    parent    TEXT NOT NULL,
+    child_uid TEXT NOT NULL,
+    PRIMARY KEY (parent, child_uid)
+) WITHOUT ROWID"""
+CREATE_DEPS_CHILD = "CREATE INDEX IF NOT EXISTS deps_child ON deps (child_uid)"
+# Steps of purged jobs, for their workers to forget (sent in the background).
+CREATE_FORGET = """
+CREATE TABLE IF NOT EXISTS forget (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker TEXT NOT NULL,
+    step   TEXT NOT NULL
+)"""
+DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET)
+INDEXES = (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS, CREATE_GROUPS, CREATE_DEDUPE,
+           CREATE_ATTEMPTS_INDEX, CREATE_DEPS_CHILD)
+
+# The first release's options only: the hot path.
+INSERT_PLAIN = (
+    "INSERT OR IGNORE INTO jobs (id, type, payload, status, priority, run_at, max_retries, "
+    "timeout, created, uid) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"
+)
+INSERT_JOB = (
+    "INSERT OR IGNORE INTO jobs (id, type, payload, status, priority, run_at, max_retries, "
+    "timeout, created, uid, backoff, grp, rate_key, dedupe_key, waiting_on, "
+    "on_parent_failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+# Jobs by id, many at once: ids as one JSON array, so one statement serves any count.
+SELECT_JOBS = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+# Debounce: the key's job not yet started takes the new payload and run time.
+DEBOUNCE = (
+    "UPDATE jobs SET type = ?, payload = ?, priority = ?, run_at = ?, max_retries = ?, "
+    "timeout = ?, backoff = ?, grp = ?, rate_key = ? WHERE seq = ("
+    "SELECT seq FROM jobs WHERE dedupe_key = ? AND status = 'pending' AND attempts = 0 "
+    "AND error IS NULL AND lease = 0 ORDER BY seq DESC LIMIT 1) RETURNING *"
+)
+UNIQUE_HOLDER = (
+    "SELECT * FROM jobs WHERE dedupe_key = ? AND created > ? AND status != 'cancelled' "
+    "ORDER BY seq DESC LIMIT 1"
+)
+_LEASED = (
+    "status = 'running', worker = ?, started = ?, lease = lease + 1, lease_until = ?, "
+    "stuck_since = NULL, progress = NULL, progress_msg = NULL"
+)
+# INDEXED BY: SQLite's planner would rather search jobs_status and sort every
+# pending job (3.5 ms a claim at 18,000 pending, against 6 us walking the index).
+CLAIM = (
+    f"UPDATE jobs SET {_LEASED} WHERE seq IN ("
+    "SELECT seq FROM jobs INDEXED BY jobs_ready WHERE status = 'pending' "
+    "AND suspect_since IS NULL AND run_at <= ? "
+    "ORDER BY priority DESC, run_at, seq LIMIT ?) RETURNING *"
+)
+CLAIM_SEQS = f"UPDATE jobs SET {_LEASED} WHERE seq IN (SELECT value FROM json_each(?)) RETURNING *"
+READY_SUSPECT = (
+    "SELECT seq, suspect_since FROM jobs INDEXED BY jobs_suspects WHERE status = 'pending' "
+    "AND suspect_since IS NOT NULL AND run_at <= ? "
+    "ORDER BY priority DESC, run_at, seq LIMIT 1"
+)
+CLAIM_SEQ = f"UPDATE jobs SET {_LEASED} WHERE seq = ? RETURNING *"
+# Fair claims: the next group (in name order) with pending jobs, and its ready ones.
+NEXT_GROUP = (
+    "SELECT grp FROM jobs INDEXED BY jobs_group WHERE status = 'pending' AND grp > ? "
+    "ORDER BY grp LIMIT 1"
+)
+FIRST_GROUP = (
+    "SELECT grp FROM jobs INDEXED BY jobs_group WHERE status = 'pending' ORDER BY grp LIMIT 1"
+)
+GROUP_READY = (
+    "SELECT seq, rate_key FROM jobs INDEXED BY jobs_group WHERE status = 'pending' "
+    "AND grp = ? AND suspect_since IS NULL AND run_at <= ? AND (rate_key IS NULL OR "
+    "rate_key NOT IN (SELECT value FROM json_each(?))) "
+    "ORDER BY priority DESC, run_at, seq LIMIT ?"
+)
+RUNNING_BY_GROUP = "SELECT grp, count(*) FROM jobs WHERE status = 'running' GROUP BY grp"
+ANY_GROUPED = "SELECT 1 FROM jobs WHERE status IN ('pending', 'running') AND grp != '' LIMIT 1"
+RECENT_STARTS = (
+    "SELECT rate_key, started FROM jobs WHERE started > ? "
+    "UNION ALL SELECT j.rate_key, a.started FROM attempts a JOIN jobs j ON j.uid = a.uid "
+    "WHERE a.started > ? ORDER BY 2"
+)
+_REQUEUED = "status = 'pending', worker = NULL, lease_until = NULL, stuck_since = NULL"
+# A lease that ran out: its worker may have died running the job.
+LOG_EXPIRED = (
+    "INSERT INTO attempts (uid, job_id, worker, started, finished, outcome, error) "
+    "SELECT uid, id, worker, started, ?, 'lost', 'LeaseExpired: its worker went silent "
+    "for the lease timeout (its process or node is gone, or it lost the queue)' "
+    "FROM jobs WHERE status = 'running' AND lease_until < ?"
+)
+CANCEL_EXPIRED = (
+    "UPDATE jobs SET status = 'cancelled', finished = ?, lease_until = NULL, "
+    "stuck_since = NULL WHERE status = 'running' AND lease_until < ? "
+    "AND cancel_requested IS NOT NULL RETURNING id"
+)
+REQUEUE_EXPIRED = (
+    f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) "
+    "WHERE status = 'running' AND lease_until < ?"
+)
+REQUEUE_UNHELD = (
+    f"UPDATE jobs SET {_REQUEUED} WHERE status = 'running' AND worker = ? "
+    "AND id NOT IN (SELECT value FROM json_each(?))"
+)
+EXTEND_LEASES = (
+    "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND worker = ? "
+    "AND id IN (SELECT value FROM json_each(?))"
+)
+MARK_STUCK = (
+    "UPDATE jobs SET stuck_since = coalesce(stuck_since, ?) WHERE status = 'running' "
+    "AND worker = ? AND id IN (SELECT value FROM json_each(?))"
+)
+CLEAR_STUCK = (
+    "UPDATE jobs SET stuck_since = NULL WHERE status = 'running' AND worker = ? "
+    "AND stuck_since IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?))"
+)
+TO_CANCEL = (
+    "SELECT id FROM jobs WHERE status = 'running' AND worker = ? "
+    "AND cancel_requested IS NOT NULL"
+)
+# The holder of a job's current lease: the only worker whose failure counts.
+HOLDER = "id = ? AND uid IS ? AND status = 'running' AND worker = ? AND lease = ?"
+COMPLETE = (
+    "UPDATE jobs SET status = 'completed', attempts = attempts + ?, finished = ?, output = ?, "
+    "error = NULL, trace = NULL, lease_until = NULL, stuck_since = NULL, "
+    "suspect_since = NULL WHERE id = ? AND uid IS ? AND lease >= ? "
+    "AND status IN ('running', 'pending', 'failed') RETURNING seq"
+)
+HELD = f"SELECT attempts, max_retries, cancel_requested, backoff FROM jobs WHERE {HOLDER}"
+LOG_ATTEMPT = (
+    "INSERT INTO attempts (uid, job_id, worker, started, finished, outcome, error, trace) "
+    "SELECT uid, id, worker, started, ?, ?, ?, ? FROM jobs WHERE id = ? AND uid IS ?"
+)
+RETRY_LATER = (
+    f"UPDATE jobs SET {_REQUEUED}, attempts = ?, error = ?, trace = ?, run_at = ? "
+    "WHERE id = ? AND uid IS ?"
+)
+END = (
+    "UPDATE jobs SET status = ?, attempts = ?, finished = ?, error = ?, trace = ?, "
+    "lease_until = NULL, stuck_since = NULL WHERE id = ? AND uid IS ?"
+)
+RELEASE = f"UPDATE jobs SET {_REQUEUED} WHERE {HOLDER}"
+# retry() of a failed job: a fresh set of retries (its attempts stay in their table).
+RETRY_FAILED = (
+    f"UPDATE jobs SET {_REQUEUED}, error = NULL, trace = NULL, run_at = ?, attempts = 0, "
+    "finished = NULL, crashes = 0, suspect_since = NULL, cancel_requested = NULL "
+    "WHERE id = ? AND status = 'failed'"
+)
+CRASHED = f"UPDATE jobs SET crashes = crashes + ? WHERE {HOLDER} RETURNING crashes, max_retries"
+SUSPECT = f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) WHERE {HOLDER}"
+PROGRESS = f"UPDATE jobs SET progress = ?, progress_msg = ? WHERE {HOLDER}"
+SELECT_ATTEMPTS = (
+    "SELECT worker, started, finished, outcome, error, trace FROM attempts "
+    "WHERE uid = ? ORDER BY seq"
+)
+COUNTS = (
+    "SELECT status, count(*), count(stuck_since), "
+    "sum(status = 'pending' AND run_at > ? AND error IS NULL), "
+    "sum(status = 'pending' AND error IS NOT NULL) FROM jobs GROUP BY status"
+)
+RETRIES = "SELECT coalesce(sum(max(attempts - 1, 0)), 0) FROM jobs"
+RUNNING = "SELECT count(*) FROM jobs WHERE status = 'running'"
+# The worker to go idle for a suspect: the one with the fewest jobs running.
+LEAST_BUSY = (
+    "SELECT worker FROM jobs WHERE status = 'running' GROUP BY worker "
+    "ORDER BY count(*), worker LIMIT 1"
+)
+NEXT_RUN_AT = "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at > ?"
+NEXT_EXPIRY = "SELECT min(lease_until) FROM jobs WHERE status = 'running'"
+GRACE = "UPDATE jobs SET lease_until = max(coalesce(lease_until, 0), ?) WHERE status = 'running'"
+INSERT_OUTBOX = "INSERT INTO outbox (type, data) VALUES (?, ?)"
+SELECT_OUTBOX = "SELECT seq, type, data FROM outbox ORDER BY seq LIMIT ?"
+DELETE_OUTBOX = "DELETE FROM outbox WHERE seq <= ?"
+
+# Dependencies.
+PARENT_STATUS = "SELECT status FROM jobs WHERE id = ?"
+INSERT_DEP = "INSERT OR IGNORE INTO deps (parent, child_uid) VALUES (?, ?)"
+ANY_DEPS = "SELECT 1 FROM deps LIMIT 1"
+# A parent completed: each child waits for one parent fewer, and runs at none.
+PARENT_DONE = (
+    "UPDATE jobs SET waiting_on = waiting_on - 1, "
+    "status = CASE WHEN waiting_on <= 1 THEN 'pending' ELSE status END "
+    "WHERE status = 'waiting' AND uid IN (SELECT child_uid FROM deps WHERE parent = ?)"
+)
+WAITING_CHILDREN = (
+    "SELECT id, uid, on_parent_failure FROM jobs WHERE status = 'waiting' "
+    "AND uid IN (SELECT child_uid FROM deps WHERE parent = ?)"
+)
+PARENT_RESULTS = (
+    "SELECT d.parent, j.output FROM deps d JOIN jobs j ON j.id = d.parent "
+    "WHERE d.child_uid = ? AND j.status = 'completed'"
+)
+PARENTS_OF = "SELECT parent FROM deps WHERE child_uid = ? ORDER BY parent"
+
+# Retention: finished jobs past a count (newest kept) or an age, a batch at a time.
+_GONE = "SELECT seq, id, uid, worker FROM jobs"
+OVER_COUNT = f"{_GONE} WHERE status = ? ORDER BY seq DESC LIMIT ? OFFSET ?"
+OVER_AGE = f"{_GONE} WHERE status = ? AND finished < ? ORDER BY seq LIMIT ?"
+DELETE_SEQS = "DELETE FROM jobs WHERE seq IN (SELECT value FROM json_each(?))"
+DELETE_ATTEMPTS = "DELETE FROM attempts WHERE uid IN (SELECT value FROM json_each(?))"
+# A purged parent's rows stay while its children do: they may still read its result.
+DELETE_DEPS = "DELETE FROM deps WHERE child_uid IN (SELECT value FROM json_each(?))"
+INSERT_FORGET = "INSERT INTO forget (worker, step) VALUES (?, ?)"
+SELECT_FORGET = "SELECT seq, worker, step FROM forget ORDER BY seq LIMIT ?"
+DELETE_FORGET = "DELETE FROM forget WHERE seq IN (SELECT value FROM json_each(?))"
