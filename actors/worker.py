@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextvars
 import dataclasses
 import functools
@@ -228,10 +229,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._progressed: set[_Held] = set()  # progress not yet sent
         self._progress_task: asyncio.Task | None = None
         self._closing = False  # SIGTERM: hand the running jobs back, take no new ones
-        self._hand_back: asyncio.Task | None = None
-        if signals.installed():
-            signals.on_terminate(
-                lambda: self._event_loop.call_soon_threadsafe(self._terminated))
+        if not self._in_process:  # in a Ray worker process of its own
+            signals.on_terminate(self._on_sigterm)
         self._rebuild()
         if self._config or self._held or self._crashed:
             self._start_loop()
@@ -324,16 +323,17 @@ class Worker(dotdo.DurableObject, own_process=True):
             if held.cancellable and held.task is not None:
                 held.task.cancel()  # an async handler: cancelled where it awaits
 
-    def _terminated(self) -> None:
-        """The process got SIGTERM (it is about to go): like ``stop(drain=False)``,
-        but the assignment stays, so the restarted worker goes on working."""
+    def _on_sigterm(self) -> concurrent.futures.Future:
+        """The process got SIGTERM: Ray's handler waits for this before it exits."""
+        return asyncio.run_coroutine_threadsafe(self._give_back(), self._event_loop)
+
+    async def _give_back(self) -> None:
+        """Like ``stop(drain=False)``, but the assignment stays, so the restarted
+        worker goes on working: the running jobs go back to their queue now."""
         if not self._closing:
             self._closing = True
             log.warning("dotdo: worker %s got SIGTERM: its running jobs go back to their queue",
                         self.id)
-            self._hand_back = self._event_loop.create_task(self._give_back())
-
-    async def _give_back(self) -> None:
         for held in list(self._held.values()):
             if held.outcome is None and held.task is not None and not held.task.done():
                 self._interrupt(held, "stop")

@@ -153,10 +153,6 @@ def init(
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
-        # Workers' processes watch for SIGTERM from their start (see dotdo.signals).
-        runtime_env = dict(ray_kwargs.get("runtime_env") or {})
-        runtime_env.setdefault("worker_process_setup_hook", "dotdo.signals.install")
-        ray_kwargs["runtime_env"] = runtime_env
         ray.init(address=address, **ray_kwargs)
         forget_handles()
     return _use(wanted, previous)
@@ -314,7 +310,7 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
         if _local is None:
             _local = LocalHost(conf.storage)
         return _local
-    options = dict(
+    options: dict[str, Any] = dict(
         name=host,
         namespace=conf.namespace,
         lifetime="detached",

@@ -30,6 +30,7 @@ from ray import cloudpickle
 from ray.exceptions import RayTaskError, TaskCancelledError
 
 from dotdo import settings as _conf
+from dotdo import signals
 from dotdo.endpoints import Endpoints
 from dotdo.errors import EncodeError
 from dotdo.host import ObjectTable
@@ -40,7 +41,10 @@ from dotdo.pool import PoolKeeper
 from dotdo.promise import SCALARS, Later
 from dotdo.settings import Settings
 
-__all__ = ["Host", "encodable", "STRAGGLE", "TURN_WAIT"]
+__all__ = ["Host", "encodable", "STRAGGLE", "TURN_WAIT", "HANDOVER_GRACE"]
+
+# How long a process that got SIGTERM waits for its objects to hand their work back.
+HANDOVER_GRACE = 10.0
 
 # Seconds a batch waits, with none of its calls ending and no call of the host
 # getting its turn, before it goes back without the calls still running (their
@@ -253,3 +257,24 @@ def _restarted() -> bool:
 
 
 Host = ray.remote(_HostActor)
+
+
+
+def _hand_over_on_sigterm() -> None:
+    """Make Ray's SIGTERM handler (``worker.main_loop``'s, which exits the process)
+    wait for the objects' hand-over first (see :mod:`dotdo.signals`). Done once per
+    process, at import: a module attribute, so any thread may set it."""
+    module = ray._private.worker
+    ray_exit = getattr(module, "raise_sys_exit_with_custom_error_message", None)
+    if ray_exit is None or getattr(ray_exit, "_dotdo", False):
+        return  # another Ray, or done already
+
+    def exit_after_handover(*args: Any, **kwargs: Any) -> None:
+        signals.wait_for_handover(HANDOVER_GRACE)
+        ray_exit(*args, **kwargs)
+
+    exit_after_handover._dotdo = True  # type: ignore[attr-defined]
+    module.raise_sys_exit_with_custom_error_message = exit_after_handover
+
+
+_hand_over_on_sigterm()

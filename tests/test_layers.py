@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = [
     # leaves
     ["errors", "ids", "clock", "codec", "checks", "aio", "current", "sequencer",
-     "hosting", "retry", "settings"],
+     "hosting", "retry", "settings", "signals"],
     # storage
     ["journal"],
     # the object model and registration
@@ -32,7 +32,7 @@ ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
 INNER_ALLOWED = {("dotdo.client", "ray._private.authentication")}
 # What the shipped objects may use besides the package itself: documented modules.
 ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec",
-                  "dotdo.ids", "dotdo.jobs"}
+                  "dotdo.ids", "dotdo.jobs", "dotdo.signals"}
 
 
 def _imports(path: pathlib.Path, package: str) -> tuple[set[str], set[str]]:
