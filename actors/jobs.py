@@ -6,9 +6,10 @@ import dataclasses
 import enum
 from typing import Any
 
-__all__ = ["JobStatus", "Metrics", "DEFAULT_TIMEOUT", "job_thing", "result_thing", "step_id"]
+__all__ = ["JobStatus", "Metrics", "DEFAULT_TIMEOUT", "FINISHED", "job_thing", "result_thing", "step_id"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds per attempt, when a job gives none
+FINISHED = ("completed", "failed", "cancelled")  # statuses a job does not leave
 
 
 class JobStatus(str, enum.Enum):

@@ -46,25 +46,22 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
-import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import dotdo
-from actors import metrics
 from actors import queue_sql as sql
-from actors.jobs import DEFAULT_TIMEOUT, JobStatus, Metrics, job_thing, result_thing, step_id
+from actors.claims import Claims
+from actors.jobs import DEFAULT_TIMEOUT, FINISHED, JobStatus, Metrics, job_thing, result_thing
 from actors.limits import Limiter
-from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number, retry_delay
+from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number
+from actors.retention import RETAIN_BATCH, Retention
 from dotdo import codec
 
 __all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "KEEP_COMPLETED",
            "KEEP_FAILED"]
-
-log = logging.getLogger("dotdo")
 
 MAX_BATCH = 10_000  # jobs per enqueue_many
 MAX_PAGE = 1_000  # jobs per list() page
@@ -72,14 +69,9 @@ LEASE_TIMEOUT = 30.0
 # Retention unless configured: finished jobs do not pile up without limit.
 KEEP_COMPLETED = Keep(count=10_000, age=7 * 86_400.0)
 KEEP_FAILED = Keep(count=100_000, age=30 * 86_400.0)
-RETAIN_EVERY = 5.0
-_RETAIN_BATCH = 1_000
-
-_FINISHED = ("completed", "failed", "cancelled")
 _OUTBOX_BATCH = 500
 _LISTEN_EVERY = 2.0
 _UNCHANGED: Any = object()
-_NEVER = math.inf
 
 
 def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dict[str, Any]:
@@ -92,16 +84,10 @@ def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dic
             "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
 
 
-def _failure(value: Any) -> tuple[str, str | None, bool, float | None]:
-    """``(error, traceback, final, worker's backoff)`` of a reported failure."""
-    if isinstance(value, dict):
-        return (str(value.get("error")), value.get("trace"), bool(value.get("final")),
-                value.get("backoff"))
-    return str(value), None, False, None  # a worker of the first release: a str
-
-
-class Queue(dotdo.DurableObject):
-    """A durable job queue; see the module docstring."""
+class Queue(Claims, Retention, dotdo.DurableObject):
+    """A durable job queue; see the module docstring. Its parts: ``JobTable``
+    (shared state, ``actors/table.py``), ``Flows`` (dependencies), ``Retention``,
+    ``Claims`` (the worker protocol)."""
 
     def __init__(self) -> None:
         db = self.storage.sql
@@ -155,39 +141,6 @@ class Queue(dotdo.DurableObject):
                        loop.create_task(self._reap()),
                        loop.create_task(self._wake_workers()),
                        loop.create_task(self._retain())]
-
-    # -- helpers --------------------------------------------------------------------
-
-    def _rows(self, statement: str, params: tuple = ()) -> list[dict[str, Any]]:
-        cursor = self.storage.sql.execute(statement, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-    def _one(self, statement: str, params: tuple = ()) -> Any:
-        return self.storage.sql.execute(statement, params).fetchone()[0]
-
-    def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = {**row, "payload": codec.decode(row["payload"])}
-        return job_thing(row, time.time())
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _gauge_depth(self) -> None:
-        if time.monotonic() - self._depth_at < 1.0:  # a count per second is plenty
-            return
-        self._depth_at = time.monotonic()
-        ready = self._one("SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= ?",
-                          (time.time(),))
-        metrics.DEPTH.set(ready, tags={"queue": self.id})
-
-    def _event(self, event_type: str, data: Any) -> None:
-        if not self._listened:  # nobody handles Job events: sending them is waste
-            return
-        self.storage.sql.execute(sql.INSERT_OUTBOX, (event_type, codec.encode(data)))
-        self._outbox_ready.set()
 
     # -- enqueueing -------------------------------------------------------------------
 
@@ -460,15 +413,15 @@ class Queue(dotdo.DurableObject):
         """Delete finished jobs (completed, failed, cancelled; or one ``status`` of
         those), optionally only those finished more than ``older_than`` s ago; their
         attempts go, and their steps in the journals of the workers serving this queue."""
-        statuses = _FINISHED if status is None else (JobStatus(status).value,)
-        if not set(statuses) <= set(_FINISHED):
-            raise ValueError(f"purge removes finished jobs only ({', '.join(_FINISHED)}), "
+        statuses = FINISHED if status is None else (JobStatus(status).value,)
+        if not set(statuses) <= set(FINISHED):
+            raise ValueError(f"purge removes finished jobs only ({', '.join(FINISHED)}), "
                              f"not {status!r}")
         cutoff = time.time() - (number("older_than", older_than, minimum=0) or 0)
         gone = 0
         for one in statuses:
             while rows := self.storage.sql.execute(
-                    sql.OVER_AGE, (one, math.nextafter(cutoff, math.inf), _RETAIN_BATCH)).fetchall():
+                    sql.OVER_AGE, (one, math.nextafter(cutoff, math.inf), RETAIN_BATCH)).fetchall():
                 gone += self._delete_jobs(rows)
         return gone
 
@@ -532,407 +485,6 @@ class Queue(dotdo.DurableObject):
                 "group_concurrency": self._group_limit,
                 "keep_completed": self._keep["completed"].as_dict(),
                 "keep_failed": self._keep["failed"].as_dict()}
-
-    # -- dependencies ---------------------------------------------------------------
-
-    def _parent_completed(self, job_id: str) -> None:
-        if self._has_deps and self.storage.sql.execute(sql.PARENT_DONE, (job_id,)).rowcount:
-            self._ready.set()
-
-    def _children_follow(self, job_id: str, status: str, now: float) -> None:
-        """A job ended failed or cancelled: the jobs waiting for it follow it, by their
-        ``on_parent_failure``, and theirs follow them."""
-        if not self._has_deps:
-            return
-        for child, uid, how in self.storage.sql.execute(sql.WAITING_CHILDREN, (job_id,)).fetchall():
-            self._follow_parent(child, uid, how, job_id, status, now)
-
-    def _follow_parent(self, job_id: str, uid: str, how: str, parent: str, parent_status: str,
-                       now: float) -> None:
-        status = "cancelled" if how == "cancel" else "failed"
-        error = f"ParentFailed: parent job {parent!r} ended {parent_status}"
-        self.storage.sql.execute(sql.END, (status, 0, now, error, None, job_id, uid))
-        if status == "failed":
-            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": 0})
-        else:
-            self._event("Job.cancelled", {"$id": job_id})
-        self._children_follow(job_id, status, now)
-
-    # -- retention --------------------------------------------------------------------
-
-    async def _retain(self) -> None:
-        """Delete finished jobs past the queue's keep_completed / keep_failed, in
-        batches, every few seconds (and at once after ``configure``)."""
-        while True:
-            try:
-                await asyncio.wait_for(self._retain_now.wait(), RETAIN_EVERY)
-            except TimeoutError:
-                pass
-            self._retain_now.clear()
-            for status in _FINISHED:
-                keep = self._keep["completed" if status == "completed" else "failed"]
-                while True:
-                    rows: builtins.list[tuple] = []
-                    if keep.count is not None:
-                        rows = self.storage.sql.execute(
-                            sql.OVER_COUNT, (status, _RETAIN_BATCH, keep.count)).fetchall()
-                    if not rows and keep.age is not None:
-                        rows = self.storage.sql.execute(
-                            sql.OVER_AGE, (status, time.time() - keep.age, _RETAIN_BATCH)).fetchall()
-                    if not rows:
-                        break
-                    self._delete_jobs(rows)
-                    await asyncio.sleep(0)  # other calls between batches
-            await self._forget_steps()
-
-    def _delete_jobs(self, rows: builtins.list[tuple]) -> int:
-        """Delete jobs ``(seq, id, uid, worker)`` with their attempts, and note their
-        steps for their workers to forget."""
-        uids = json.dumps([uid for _, _, uid, _ in rows])
-        with self.storage.transaction():
-            gone = self.storage.sql.execute(
-                sql.DELETE_SEQS, (json.dumps([seq for seq, _, _, _ in rows]),)).rowcount
-            self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
-            self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
-            for _, job_id, uid, worker in rows:
-                if worker is not None:
-                    self.storage.sql.execute(sql.INSERT_FORGET,
-                                             (worker, step_id(self.id, job_id, uid)))
-        return gone
-
-    async def _forget_steps(self) -> None:
-        """Tell workers serving this queue to forget the steps of purged jobs. Workers
-        that no longer serve it are not woken for this: their journals drop steps
-        after a week anyway."""
-        serving = set(self.storage.get("workers", []))
-        while rows := self.storage.sql.execute(sql.SELECT_FORGET, (_OUTBOX_BATCH,)).fetchall():
-            by_worker: dict[str, builtins.list[str]] = {}
-            for _, worker, step in rows:
-                if worker in serving:
-                    by_worker.setdefault(worker, []).append(step)
-            try:
-                await asyncio.gather(*(dotdo.Worker(w).forget_steps(steps)
-                                       for w, steps in by_worker.items()))
-            except Exception:  # noqa: BLE001 - a worker is restarting: next round
-                return
-            self.storage.sql.execute(sql.DELETE_FORGET, (json.dumps([r[0] for r in rows]),))
-
-    # -- the worker protocol ----------------------------------------------------------
-
-    def register_worker(self, worker: str) -> None:
-        """``worker`` works for this queue: it is woken whenever the queue activates."""
-        workers = self.storage.get("workers", [])
-        if worker not in workers:
-            self.storage.put("workers", [*workers, worker])
-
-    def unregister_worker(self, worker: str) -> None:
-        workers = self.storage.get("workers", [])
-        if worker in workers:
-            self.storage.put("workers", [w for w in workers if w != worker])
-
-    async def _wake_workers(self) -> None:
-        """After a restart, workers come back too; those that no longer work here
-        leave the list, so it holds only live assignments."""
-        names = self.storage.get("workers", [])
-        answers = await asyncio.gather(*(dotdo.Worker(w).serves(self.id) for w in names),
-                                       return_exceptions=True)
-        for name, serves in zip(names, answers):
-            if serves is False:
-                self.unregister_worker(name)
-
-    async def claim(self, worker: str, n: int, wait: float = 1.0, idle: bool = False) -> dict:
-        """Lease up to ``n`` ready jobs to ``worker``, waiting up to ``wait`` s for some.
-
-        Returns ``{"jobs": [{"job", "lease", "uid", "step", "alone", "parents"}],
-        "lease_timeout"}``. A suspect job (its worker died while running it) goes only
-        to an ``idle`` worker, alone; once one has waited a lease timeout, the least
-        busy worker gets nothing new, so that it goes idle.
-        """
-        n = number("n", n, minimum=0, allow_none=False, integer=True)
-        deadline = time.monotonic() + number("wait", wait, minimum=0, allow_none=False)
-        while True:
-            now = time.time()
-            if now >= self._expiry_check_at:  # not at every claim: it is a write
-                self._reclaim_expired(now)
-            rows, alone, blocked, opens = self._lease(worker, n, idle, now)
-            if rows or time.monotonic() >= deadline:
-                self._gauge_depth()
-                return {"jobs": [self._grant(r, alone) for r in rows],
-                        "lease_timeout": self._lease_timeout}
-            self._ready.clear()
-            timeout = deadline - time.monotonic()
-            wake = [self._one(sql.NEXT_EXPIRY), opens]
-            if not blocked:  # a job's run_at or a lease running out may give us work
-                wake.append(self._one(sql.NEXT_RUN_AT, (now,)))
-            for at in wake:
-                if at is not None:
-                    timeout = min(timeout, max(at - now, 0.001))
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
-                pass
-
-    def _grant(self, row: dict[str, Any], alone: bool) -> dict[str, Any]:
-        grant = {"job": self._thing(row), "lease": row["lease"], "uid": row["uid"],
-                 "alone": alone, "step": step_id(self.id, row["id"], row["uid"])}
-        if row.get("on_parent_failure"):  # it had parents: hand over their outputs
-            grant["parents"] = {parent: codec.decode(output) for parent, output in
-                                self.storage.sql.execute(sql.PARENT_RESULTS, (row["uid"],))}
-        return grant
-
-    def _lease(self, worker: str, n: int, idle: bool, now: float
-               ) -> tuple[builtins.list[dict[str, Any]], bool, bool, float | None]:
-        """``(rows leased, alone, blocked, opens)``: ``blocked`` when ready jobs exist but
-        may not be handed out now (paused, at a concurrency limit): only an event
-        (resume, configure, a job finishing) changes that, or the time ``opens``, when a
-        spent rate limit allows a start again."""
-        if self._paused:
-            return [], False, True, None
-        if self._concurrency is not None:
-            n = min(n, self._concurrency - self._one(sql.RUNNING))
-            if n <= 0:
-                return [], False, True, None
-        rate = self._limiter.queue
-        if rate is not None and n > 0:
-            n = min(n, rate.room(now))
-            if n <= 0:
-                return [], False, True, rate.opens_at()
-        if n <= 0:
-            return [], False, False, None
-        until = now + self._lease_timeout
-        rows, alone, opens = None, False, None
-        suspect = self.storage.sql.execute(sql.READY_SUSPECT, (now,)).fetchone()
-        if suspect is not None:
-            if idle:
-                rows, alone = self._rows(sql.CLAIM_SEQ, (worker, now, until, suspect[0])), True
-            elif (now - suspect[1] > self._lease_timeout  # waited long enough: make room
-                    and self.storage.sql.execute(sql.LEAST_BUSY).fetchone() == (worker,)):
-                return [], False, True, None
-        if rows is None:
-            if self._grouped or self._group_limit is not None or self._limiter.key_rate:
-                rows, opens = self._pick(worker, n, now, until)
-            else:
-                rows = self._rows(sql.CLAIM, (worker, now, until, now, n))
-        if rows:
-            if rate is not None:
-                rate.note(now, len(rows))
-            if self._limiter.key_rate:
-                for row in rows:
-                    if row["rate_key"] is not None:
-                        self._limiter.key(row["rate_key"]).note(now)
-        return rows, alone, False, opens
-
-    def _next_group(self, after: str | None) -> str | None:
-        """The next group with pending jobs after ``after``, in name order, wrapping."""
-        if after is not None:
-            found = self.storage.sql.execute(sql.NEXT_GROUP, (after,)).fetchone()
-            if found is not None:
-                return found[0]
-        found = self.storage.sql.execute(sql.FIRST_GROUP).fetchone()
-        return None if found is None else found[0]
-
-    def _pick(self, worker: str, n: int, now: float, until: float
-              ) -> tuple[builtins.list[dict[str, Any]], float | None]:
-        """Lease up to ``n`` jobs round-robin across groups (``''``, jobs without a
-        group, is one of them), by priority within each, within ``group_concurrency``
-        and ``key_rate``. Returns the rows and, if a key's rate held jobs back, when
-        the first such key opens again."""
-        limit = self._group_limit
-        running = dict(self.storage.sql.execute(sql.RUNNING_BY_GROUP).fetchall()) if limit else {}
-        spent = self._limiter.spent_keys(now) if self._limiter.key_rate else []
-        spent_json = json.dumps(spent)
-        # The groups after the one served last, each with its first ready jobs.
-        candidates: builtins.list[tuple[str, builtins.list[tuple[int, str | None]]]] = []
-        first = group = self._next_group(self._rr_after)
-        visits = 0
-        while group is not None and len(candidates) < n and visits < 4 * n + 16:
-            visits += 1
-            room = n if group == "" or limit is None else min(n, limit - running.get(group, 0))
-            if room > 0:
-                ready = self.storage.sql.execute(
-                    sql.GROUP_READY, (group, now, spent_json, room)).fetchall()
-                if ready:
-                    candidates.append((group, ready))
-            group = self._next_group(group)
-            if group == first:
-                break
-        if first in ("", None) and self.storage.sql.execute(sql.NEXT_GROUP, ("",)).fetchone() is None:
-            self._grouped = False  # no grouped job is pending: the plain claim again
-        picked: builtins.list[int] = []
-        key_room: dict[str, int] = {}
-        held_back: set[str] = set(spent)
-        last = None
-        for turn in range(n):  # one job per group per turn: round-robin
-            moved = False
-            for group, ready in candidates:
-                if turn >= len(ready) or len(picked) >= n:
-                    continue
-                seq, key = ready[turn]
-                if key is not None and self._limiter.key_rate:
-                    left = key_room.get(key)
-                    if left is None:
-                        left = self._limiter.key(key).room(now)
-                    if left <= 0:
-                        held_back.add(key)
-                        continue
-                    key_room[key] = left - 1
-                picked.append(seq)
-                last, moved = group, True
-            if not moved:
-                break
-        if last is not None:
-            self._rr_after = last
-        opens = self._limiter.next_opening(held_back) if held_back else None
-        if not picked:
-            return [], opens
-        order = {seq: i for i, seq in enumerate(picked)}
-        rows = self._rows(sql.CLAIM_SEQS, (worker, now, until, json.dumps(picked)))
-        return sorted(rows, key=lambda r: order[r["seq"]]), opens
-
-    def _reclaim_expired(self, now: float) -> None:
-        self._expiry_check_at = now + min(1.0, self._lease_timeout / 4)
-        first = self._one(sql.NEXT_EXPIRY)
-        if first is None or first >= now:
-            return  # no lease ran out: no write
-        with self.storage.transaction():
-            self.storage.sql.execute(sql.LOG_EXPIRED, (now, now))
-            for (job_id,) in self.storage.sql.execute(sql.CANCEL_EXPIRED, (now, now)).fetchall():
-                self._event("Job.cancelled", {"$id": job_id})
-                self._children_follow(job_id, "cancelled", now)
-            self.storage.sql.execute(sql.REQUEUE_EXPIRED, (now, now))
-        self._ready.set()
-
-    async def _reap(self) -> None:
-        """Put back the jobs of workers gone silent, also while nobody claims."""
-        while True:
-            await asyncio.sleep(min(1.0, self._lease_timeout / 4))
-            self._reclaim_expired(time.time())
-
-    def heartbeat(self, worker: str, holding: builtins.list[str], stuck: Sequence[str] = ()
-                  ) -> dict[str, Any]:
-        """``worker`` is alive and still runs ``holding``: their leases go on. ``stuck``
-        are those whose attempt ran past its timeout and has not stopped. Returns the
-        lease timeout (so workers beat often enough) and the jobs to cancel."""
-        now = time.time()
-        ids, stuck_ids = json.dumps(list(holding)), json.dumps(list(stuck))
-        with self.storage.transaction():
-            self.storage.sql.execute(sql.EXTEND_LEASES, (now + self._lease_timeout, worker, ids))
-            self.storage.sql.execute(sql.MARK_STUCK, (now, worker, stuck_ids))
-            self.storage.sql.execute(sql.CLEAR_STUCK, (worker, stuck_ids))
-        cancel = [r[0] for r in self.storage.sql.execute(sql.TO_CANCEL, (worker,)).fetchall()]
-        return {"lease_timeout": self._lease_timeout, "cancel": cancel}
-
-    def progress(self, worker: str, updates: builtins.list) -> int:
-        """Record ``[job_id, uid, lease, fraction, message]`` progress reports of jobs
-        ``worker`` runs; returns how many counted."""
-        done = 0
-        with self.storage.transaction():
-            for job_id, uid, lease, value, message in updates:
-                if self.storage.sql.execute(
-                        sql.PROGRESS, (value, message, job_id, uid, worker, lease)).rowcount:
-                    done += 1
-                    self._event("Job.progress", {"$id": job_id, "progress": value,
-                                                 "message": message})
-        return done
-
-    def complete(self, worker: str, outcomes: builtins.list) -> int:
-        """Record ``[job_id, uid, lease, kind, value, ran]`` outcomes in one
-        transaction, ``kind`` one of ``ok`` (value: the output), ``failed`` (value:
-        ``{"error", "trace", "final", "backoff"}``) or ``released`` (not run, or
-        interrupted by its worker stopping: back to pending; value: why, or None);
-        ``ran`` is 1 if the handler ran. Returns how many counted; a report from a
-        worker that no longer holds the job is ignored (see the module docstring)."""
-        now = time.time()
-        done = 0
-        with self.storage.transaction():
-            for job_id, uid, lease, kind, value, ran in outcomes:
-                ran = 1 if ran else 0
-                if kind == "ok":
-                    changed = len(self.storage.sql.execute(
-                        sql.COMPLETE, (ran, now, codec.encode(value), job_id, uid, lease)
-                    ).fetchall())
-                    if changed:
-                        self._event("Job.completed", result_thing(job_id, value, now))
-                        self._parent_completed(job_id)
-                elif kind == "failed":
-                    changed = self._fail(job_id, uid, worker, lease, value, ran, now)
-                elif kind == "released":
-                    if value is not None:
-                        self.storage.sql.execute(sql.LOG_ATTEMPT, (
-                            now, "released", value, None, job_id, uid))
-                    changed = self.storage.sql.execute(
-                        sql.RELEASE, (job_id, uid, worker, lease)).rowcount
-                else:
-                    raise ValueError(f"unknown outcome kind {kind!r}")
-                done += changed
-        self._ready.set()
-        return done
-
-    def _fail(self, job_id: str, uid: str | None, worker: str, lease: int, value: Any,
-              ran: int, now: float) -> int:
-        """A failed attempt from the lease holder: retry later, or end the job."""
-        held = self.storage.sql.execute(sql.HELD, (job_id, uid, worker, lease)).fetchone()
-        if held is None:
-            return 0
-        attempts, max_retries, cancel_requested, backoff = held
-        attempts += ran
-        error, trace, final, worker_backoff = _failure(value)
-        outcome = "cancelled" if cancel_requested is not None else "failed"
-        self.storage.sql.execute(sql.LOG_ATTEMPT, (now, outcome, error, trace, job_id, uid))
-        if cancel_requested is not None:
-            self._end(job_id, uid, "cancelled", attempts, error, trace, now)
-        elif not final and attempts <= max_retries:
-            base = json.loads(backoff) if backoff else (worker_backoff or 0.0)
-            run_at = now + retry_delay(base, max(attempts, 1))
-            self.storage.sql.execute(sql.RETRY_LATER, (attempts, error, trace, run_at, job_id, uid))
-            self._event("Job.retrying", {"$id": job_id, "error": error, "attempts": attempts,
-                                         "runAt": run_at})
-        else:
-            self._end(job_id, uid, "failed", attempts, error, trace, now)
-        return 1
-
-    def _end(self, job_id: str, uid: str | None, status: str, attempts: int, error: str,
-             trace: str | None, now: float) -> None:
-        self.storage.sql.execute(sql.END, (status, attempts, now, error, trace, job_id, uid))
-        if status == "failed":
-            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": attempts})
-        else:
-            self._event("Job.cancelled", {"$id": job_id})
-        self._children_follow(job_id, status, now)
-
-    def recover(self, worker: str, crashed: builtins.list, holding: builtins.list[str]) -> dict[str, int]:
-        """A worker's account after its process died, or after it lost an answer.
-
-        ``crashed``: ``[job_id, uid, lease, alone]`` of jobs it was running when its
-        process died. One running alone is taken to have killed it: it fails once that
-        happened more than ``max_retries`` times; the others become suspects and run
-        alone next time. Every other job leased to ``worker`` and not in ``holding``
-        (the answer of a claim that never reached it) goes back to pending."""
-        now = time.time()
-        failed = suspects = 0
-        with self.storage.transaction():
-            for job_id, uid, lease, alone in crashed:
-                holder = (job_id, uid, worker, lease)
-                row = self.storage.sql.execute(sql.CRASHED, (1 if alone else 0, *holder)).fetchone()
-                if row is None:
-                    continue  # no longer this worker's
-                crashes, max_retries = row
-                self.storage.sql.execute(sql.LOG_ATTEMPT, (
-                    now, "crashed", "WorkerCrashError: the worker's process died while running "
-                    "it", None, job_id, uid))
-                if crashes > max_retries:
-                    error = (f"WorkerCrashError: the job's worker process died while running it "
-                             f"alone, {crashes} times (os._exit, a signal such as SIGKILL or "
-                             "SIGSEGV, or running out of memory); it is not tried again")
-                    attempts = self._one("SELECT attempts FROM jobs WHERE id = ?", (job_id,))
-                    self._end(job_id, uid, "failed", max(attempts, crashes), error, None, now)
-                    failed += 1
-                else:
-                    suspects += self.storage.sql.execute(sql.SUSPECT, (now, *holder)).rowcount
-            requeued = self.storage.sql.execute(
-                sql.REQUEUE_UNHELD, (worker, json.dumps(list(holding)))).rowcount
-        self._ready.set()
-        return {"failed": failed, "suspects": suspects, "requeued": requeued}
 
     async def _watch_listeners(self) -> None:
         """Ask the App every few seconds whether anyone handles Job events."""

@@ -1,0 +1,82 @@
+"""Retention: finished jobs past a queue's ``keep_completed`` / ``keep_failed`` are
+deleted in the background, with their attempts, and their steps leave the journals
+of the workers serving the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import time
+
+import dotdo
+from actors import queue_sql as sql
+from actors.jobs import FINISHED, step_id
+from actors.table import JobTable
+
+__all__ = ["Retention", "RETAIN_EVERY", "RETAIN_BATCH"]
+
+RETAIN_EVERY = 5.0  # seconds between rounds
+RETAIN_BATCH = 1_000  # jobs deleted per transaction
+_FORGET_BATCH = 500
+
+
+class Retention(JobTable):
+    """The queue's background deletion of finished jobs."""
+
+    async def _retain(self) -> None:
+        """Delete finished jobs past the queue's keep_completed / keep_failed, in
+        batches, every few seconds (and at once after ``configure``)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._retain_now.wait(), RETAIN_EVERY)
+            except TimeoutError:
+                pass
+            self._retain_now.clear()
+            for status in FINISHED:
+                keep = self._keep["completed" if status == "completed" else "failed"]
+                while True:
+                    rows: builtins.list[tuple] = []
+                    if keep.count is not None:
+                        rows = self.storage.sql.execute(
+                            sql.OVER_COUNT, (status, RETAIN_BATCH, keep.count)).fetchall()
+                    if not rows and keep.age is not None:
+                        rows = self.storage.sql.execute(
+                            sql.OVER_AGE, (status, time.time() - keep.age, RETAIN_BATCH)).fetchall()
+                    if not rows:
+                        break
+                    self._delete_jobs(rows)
+                    await asyncio.sleep(0)  # other calls between batches
+            await self._forget_steps()
+
+    def _delete_jobs(self, rows: builtins.list[tuple]) -> int:
+        """Delete jobs ``(seq, id, uid, worker)`` with their attempts, and note their
+        steps for their workers to forget."""
+        uids = json.dumps([uid for _, _, uid, _ in rows])
+        with self.storage.transaction():
+            gone = self.storage.sql.execute(
+                sql.DELETE_SEQS, (json.dumps([seq for seq, _, _, _ in rows]),)).rowcount
+            self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
+            self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
+            for _, job_id, uid, worker in rows:
+                if worker is not None:
+                    self.storage.sql.execute(sql.INSERT_FORGET,
+                                             (worker, step_id(self.id, job_id, uid)))
+        return gone
+
+    async def _forget_steps(self) -> None:
+        """Tell workers serving this queue to forget the steps of purged jobs. Workers
+        that no longer serve it are not woken for this: their journals drop steps
+        after a week anyway."""
+        serving = set(self.storage.get("workers", []))
+        while rows := self.storage.sql.execute(sql.SELECT_FORGET, (_FORGET_BATCH,)).fetchall():
+            by_worker: dict[str, builtins.list[str]] = {}
+            for _, worker, step in rows:
+                if worker in serving:
+                    by_worker.setdefault(worker, []).append(step)
+            try:
+                await asyncio.gather(*(dotdo.Worker(w).forget_steps(steps)
+                                       for w, steps in by_worker.items()))
+            except Exception:  # noqa: BLE001 - a worker is restarting: next round
+                return
+            self.storage.sql.execute(sql.DELETE_FORGET, (json.dumps([r[0] for r in rows]),))
