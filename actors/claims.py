@@ -275,6 +275,8 @@ class Claims(Flows):
                             now, "released", value, None, job_id, uid))
                     changed = self.storage.sql.execute(
                         sql.RELEASE, (job_id, uid, worker, lease)).rowcount
+                    if changed:
+                        self._cancel_if_asked(job_id, uid, now)
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
                 done += changed
@@ -303,6 +305,13 @@ class Claims(Flows):
         else:
             self._end(job_id, uid, "failed", attempts, error, trace, now)
         return 1
+
+    def _cancel_if_asked(self, job_id: str, uid: str | None, now: float) -> None:
+        """A job back in the queue without an outcome (its worker stopped or died)
+        whose cancel was asked for while it ran ends cancelled, not run again."""
+        if self.storage.sql.execute(sql.CANCEL_ASKED, (now, job_id, uid)).rowcount:
+            self._event("Job.cancelled", {"$id": job_id})
+            self._children_follow(job_id, "cancelled", now)
 
     def _end(self, job_id: str, uid: str | None, status: str, attempts: int, error: str,
              trace: str | None, now: float) -> None:
@@ -342,6 +351,7 @@ class Claims(Flows):
                     failed += 1
                 else:
                     suspects += self.storage.sql.execute(sql.SUSPECT, (now, *holder)).rowcount
+                    self._cancel_if_asked(job_id, uid, now)
             requeued = self.storage.sql.execute(
                 sql.REQUEUE_UNHELD, (worker, json.dumps(list(holding)))).rowcount
         self._ready.set()

@@ -226,6 +226,10 @@ END = (
     "lease_until = NULL, stuck_since = NULL WHERE id = ? AND uid IS ?"
 )
 RELEASE = f"UPDATE jobs SET {_REQUEUED} WHERE {HOLDER}"
+CANCEL_ASKED = (
+    "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND uid IS ? "
+    "AND status = 'pending' AND cancel_requested IS NOT NULL"
+)
 # retry() of a failed job: a fresh set of retries (its attempts stay in their table).
 RETRY_FAILED = (
     f"UPDATE jobs SET {_REQUEUED}, error = NULL, trace = NULL, run_at = ?, attempts = 0, "

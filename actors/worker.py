@@ -387,6 +387,8 @@ class Worker(dotdo.DurableObject, own_process=True):
 
     async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
         """One attempt under ``timeout``; never returns while the handler still runs."""
+        if held.interrupt is not None:  # asked to stop before it started
+            raise _Interrupted(_WHY[held.interrupt])
         held.deadline = time.time() + timeout
         token = job_handlers.running.set(_JobRun(held, self))
         try:

@@ -69,3 +69,15 @@ def test_spent_retries_keep_every_attempt_and_a_terminal_error_stops_at_once(set
     job = queue.get(terminal).result()
     assert (job["status"], job["attempts"]) == ("failed", 1)
     assert job["error"] == "TerminalError: refused x: retrying will not help"
+
+
+def test_a_job_asked_to_cancel_that_comes_back_unfinished_ends_cancelled(queue):
+    from tests.actors.conftest import claim, report
+
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    (grant,) = claim(queue, "w")
+    assert queue.cancel(job_id).result()["status"] == "running"  # asked; "w" is not a real worker
+    # Its worker stops (or dies) before the handler ends: the job is not run again
+    assert report(queue, "w", grant, "released", "WorkerStopped: stopped") == 1
+    assert queue.get(job_id).result()["status"] == "cancelled"
+    assert claim(queue, "w2") == []
