@@ -227,6 +227,11 @@ class JobSpec:
             on_parent_failure=on_failure)
 
     @property
+    def single_row(self) -> bool:
+        """Written by one INSERT and nothing else (no parents, no dedupe lookup)."""
+        return not (self.dedupe_key or self.depends_on)
+
+    @property
     def plain(self) -> bool:
         """Nothing beyond the first release's options: the one-statement insert."""
         return not (self.group or self.rate_key or self.dedupe_key or self.depends_on

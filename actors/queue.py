@@ -161,11 +161,18 @@ class Queue(Claims, Retention, dotdo.DurableObject):
                                    f"{len(jobs):,}: send them in several calls")
         now = time.time()
         specs = [JobSpec.parse(dict(spec), now) for spec in jobs]
-        if len(specs) == 1 and specs[0].plain and not self._listened:
+        if len(specs) == 1 and specs[0].single_row and not self._listened:
             spec = specs[0]  # the hot path: one statement, atomic by itself
-            cursor = self.storage.sql.execute(sql.INSERT_PLAIN, (
-                spec.id, spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
-                spec.timeout, spec.created, spec.uid))
+            if spec.plain:
+                cursor = self.storage.sql.execute(sql.INSERT_PLAIN, (
+                    spec.id, spec.type, spec.payload, spec.priority, spec.run_at,
+                    spec.max_retries, spec.timeout, spec.created, spec.uid))
+            else:
+                cursor = self.storage.sql.execute(sql.INSERT_JOB, (
+                    spec.id, spec.type, spec.payload, "pending", spec.priority, spec.run_at,
+                    spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff,
+                    spec.group, spec.rate_key, None, 0, None))
+                self._grouped = self._grouped or bool(spec.group and cursor.rowcount)
             added: builtins.list[tuple[dict[str, Any] | None, str]] = [
                 (_new_row(spec), "added") if cursor.rowcount else (None, "existing")]
         else:
