@@ -135,14 +135,19 @@ class Claims(Flows):
                         self._limiter.key(row["rate_key"]).note(now)
         return rows, alone, False, opens
 
-    def _next_group(self, after: str | None) -> str | None:
-        """The next group with pending jobs after ``after``, in name order, wrapping."""
-        if after is not None:
-            found = self.storage.sql.execute(sql.NEXT_GROUP, (after,)).fetchone()
-            if found is not None:
-                return found[0]
-        found = self.storage.sql.execute(sql.FIRST_GROUP).fetchone()
-        return None if found is None else found[0]
+    def _any_grouped(self) -> bool:
+        """Whether a job with a group is pending or running (two index seeks)."""
+        db = self.storage.sql
+        return (db.execute(sql.NEXT_GROUP, ("",)).fetchone() is not None
+                or db.execute(sql.RUNNING_GROUPED).fetchone() is not None)
+
+    def _next_group(self, after: str | None) -> str:
+        """The group after ``after`` in turn: ``''`` (jobs without one) first, then the
+        groups with pending jobs in name order, wrapping round to ``''``."""
+        if after is None:
+            return ""
+        found = self.storage.sql.execute(sql.NEXT_GROUP, (after,)).fetchone()
+        return "" if found is None else found[0]
 
     def _pick(self, worker: str, n: int, now: float, until: float
               ) -> tuple[builtins.list[dict[str, Any]], float | None]:
@@ -158,19 +163,20 @@ class Claims(Flows):
         candidates: builtins.list[tuple[str, builtins.list[tuple[int, str | None]]]] = []
         first = group = self._next_group(self._rr_after)
         visits = 0
-        while group is not None and len(candidates) < n and visits < 4 * n + 16:
+        while len(candidates) < n and visits < 4 * n + 16:
             visits += 1
             room = n if group == "" or limit is None else min(n, limit - running.get(group, 0))
             if room > 0:
                 ready = self.storage.sql.execute(
-                    sql.GROUP_READY, (group, now, spent_json, room)).fetchall()
+                    sql.GROUP_READY if group else sql.UNGROUPED_READY,
+                    (group, now, spent_json, room)).fetchall()
                 if ready:
                     candidates.append((group, ready))
             group = self._next_group(group)
             if group == first:
                 break
-        if first in ("", None) and self.storage.sql.execute(sql.NEXT_GROUP, ("",)).fetchone() is None:
-            self._grouped = False  # no grouped job is pending: the plain claim again
+        if self._grouped and not self._any_grouped():
+            self._grouped = False  # no grouped job pending or running: the plain claim again
         picked: builtins.list[int] = []
         key_room: dict[str, int] = {}
         held_back: set[str] = set(spent)
@@ -261,9 +267,9 @@ class Claims(Flows):
             for job_id, uid, lease, kind, value, ran in outcomes:
                 ran = 1 if ran else 0
                 if kind == "ok":
-                    changed = len(self.storage.sql.execute(
+                    changed = self.storage.sql.execute(
                         sql.COMPLETE, (ran, now, codec.encode(value), job_id, uid, lease)
-                    ).fetchall())
+                    ).rowcount
                     if changed:
                         self._event("Job.completed", result_thing(job_id, value, now))
                         self._parent_completed(job_id)

@@ -28,6 +28,8 @@ OPTIONS = frozenset({
     "backoff", "group", "rate_key", "dedupe_key", "debounce", "unique_for", "depends_on",
     "on_parent_failure",
 })
+FEATURES = OPTIONS - {"type", "payload", "job_id", "priority", "delay", "run_at",
+                      "max_retries", "timeout"}
 PARENT_FAILURE = ("fail", "cancel")
 _UNITS = {name: seconds for names, seconds in (
     (("s", "sec", "secs", "second", "seconds"), 1.0),
@@ -147,14 +149,15 @@ class JobSpec:
     timeout: float
     created: float
     uid: str
-    backoff: str | None  # JSON of parse_backoff's value
-    group: str
-    rate_key: str | None
-    dedupe_key: str | None
-    debounce: float | None
-    unique_for: float | None
-    depends_on: list[str]
-    on_parent_failure: str
+    # The options beyond the first release's (most jobs have none of them).
+    backoff: str | None = None  # JSON of parse_backoff's value
+    group: str = ""
+    rate_key: str | None = None
+    dedupe_key: str | None = None
+    debounce: float | None = None
+    unique_for: float | None = None
+    depends_on: list[str] = dataclasses.field(default_factory=list)
+    on_parent_failure: str = "fail"
 
     @classmethod
     def parse(cls, spec: dict[str, Any], now: float) -> JobSpec:
@@ -182,49 +185,21 @@ class JobSpec:
         max_retries = number("max_retries", spec.get("max_retries", 3), minimum=0,
                              allow_none=False, integer=True)
         timeout = number("timeout", spec.get("timeout"), minimum=0.001)
-        backoff = parse_backoff(spec.get("backoff"))
-        debounce = number("debounce", spec.get("debounce"), minimum=0.001)
-        unique_for = number("unique_for", spec.get("unique_for"), minimum=0.001)
-        if debounce is not None and unique_for is not None:
-            raise ValueError("give debounce= or unique_for=, not both")
-        if debounce is not None and run_at is not None:
-            raise ValueError("debounce= sets the run time (now + debounce): leave out run_at=")
-        dedupe_key = _key("dedupe_key", spec.get("dedupe_key"))
-        if debounce is not None and dedupe_key is None:
-            raise ValueError("debounce= needs dedupe_key=, the key of the jobs it merges "
-                             "(like 'reindex-user-42')")
-        parents = spec.get("depends_on") or []
-        if not isinstance(parents, (list, tuple)) or len(parents) > MAX_PARENTS:
-            raise ValueError(f"depends_on is a list of up to {MAX_PARENTS} job ids, "
-                             f"not {parents!r}")
-        for parent in parents:
-            if not isinstance(parent, str):
-                raise ValueError(f"depends_on holds job ids (str), not {parent!r}")
-            check_id(parent)
-        if job_id in parents:
-            raise ValueError(f"job {job_id!r} cannot depend on itself (depends_on)")
-        on_failure = spec.get("on_parent_failure", "fail")
-        if on_failure not in PARENT_FAILURE:
-            raise ValueError(f"on_parent_failure is 'fail' or 'cancel' (what a job does when "
-                             f"a parent fails or is cancelled), not {on_failure!r}")
+        features = _features(spec, job_id, run_at) if spec.keys() & FEATURES else {}
         payload = codec.encode(spec.get("payload"))  # refused here: nothing written
         if len(payload) > MAX_PAYLOAD:
             raise dotdo.LimitError(
                 f"the payload of job {job_id!r} is {len(payload):,} bytes encoded, over the "
                 f"limit of {MAX_PAYLOAD:,}: store big data elsewhere (a file, an object's "
                 "storage) and put its key in the payload")
-        if unique_for is not None and dedupe_key is None:
+        if features.get("unique_for") is not None and features["dedupe_key"] is None:
             # Unique by what it does: its type and payload.
-            dedupe_key = f"{job_type}:{hashlib.blake2b(payload, digest_size=12).hexdigest()}"
-        when = run_at if run_at is not None else now + (debounce or delay or 0)
-        return cls(
-            id=job_id, type=job_type, payload=payload, priority=priority, run_at=when,
-            max_retries=max_retries, timeout=timeout or DEFAULT_TIMEOUT, created=now,
-            uid=uuid.uuid4().hex[:16], backoff=None if backoff is None else json.dumps(backoff),
-            group=_key("group", spec.get("group")) or "",
-            rate_key=_key("rate_key", spec.get("rate_key")), dedupe_key=dedupe_key,
-            debounce=debounce, unique_for=unique_for, depends_on=list(dict.fromkeys(parents)),
-            on_parent_failure=on_failure)
+            features["dedupe_key"] = (
+                f"{job_type}:{hashlib.blake2b(payload, digest_size=12).hexdigest()}")
+        when = run_at if run_at is not None else now + (features.get("debounce") or delay or 0)
+        return cls(id=job_id, type=job_type, payload=payload, priority=priority, run_at=when,
+                   max_retries=max_retries, timeout=timeout or DEFAULT_TIMEOUT, created=now,
+                   uid=uuid.uuid4().hex[:16], **features)
 
     @property
     def single_row(self) -> bool:
@@ -236,3 +211,37 @@ class JobSpec:
         """Nothing beyond the first release's options: the one-statement insert."""
         return not (self.group or self.rate_key or self.dedupe_key or self.depends_on
                     or self.backoff)
+
+
+def _features(spec: dict[str, Any], job_id: str, run_at: float | None) -> dict[str, Any]:
+    """The options beyond the first release's, checked, as JobSpec fields."""
+    backoff = parse_backoff(spec.get("backoff"))
+    debounce = number("debounce", spec.get("debounce"), minimum=0.001)
+    unique_for = number("unique_for", spec.get("unique_for"), minimum=0.001)
+    if debounce is not None and unique_for is not None:
+        raise ValueError("give debounce= or unique_for=, not both")
+    if debounce is not None and run_at is not None:
+        raise ValueError("debounce= sets the run time (now + debounce): leave out run_at=")
+    dedupe_key = _key("dedupe_key", spec.get("dedupe_key"))
+    if debounce is not None and dedupe_key is None:
+        raise ValueError("debounce= needs dedupe_key=, the key of the jobs it merges "
+                         "(like 'reindex-user-42')")
+    parents = spec.get("depends_on") or []
+    if not isinstance(parents, (list, tuple)) or len(parents) > MAX_PARENTS:
+        raise ValueError(f"depends_on is a list of up to {MAX_PARENTS} job ids, "
+                         f"not {parents!r}")
+    for parent in parents:
+        if not isinstance(parent, str):
+            raise ValueError(f"depends_on holds job ids (str), not {parent!r}")
+        check_id(parent)
+    if job_id in parents:
+        raise ValueError(f"job {job_id!r} cannot depend on itself (depends_on)")
+    on_failure = spec.get("on_parent_failure", "fail")
+    if on_failure not in PARENT_FAILURE:
+        raise ValueError(f"on_parent_failure is 'fail' or 'cancel' (what a job does when "
+                         f"a parent fails or is cancelled), not {on_failure!r}")
+    return {"backoff": None if backoff is None else json.dumps(backoff),
+            "group": _key("group", spec.get("group")) or "",
+            "rate_key": _key("rate_key", spec.get("rate_key")), "dedupe_key": dedupe_key,
+            "debounce": debounce, "unique_for": unique_for,
+            "depends_on": list(dict.fromkeys(parents)), "on_parent_failure": on_failure}

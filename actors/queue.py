@@ -97,7 +97,7 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         for name, decl in sql.JOB_COLUMNS:
             if name not in have:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-        for ddl in sql.INDEXES:
+        for ddl in (*sql.DROP_OLD_INDEXES, *sql.INDEXES):
             db.execute(ddl)
         get = self.storage.get
         self._paused = bool(get("paused", False))
@@ -123,7 +123,7 @@ class Queue(Claims, Retention, dotdo.DurableObject):
             self.storage.put("instance", self._instance)
         # Workers could not renew their leases while the queue was down.
         db.execute(sql.GRACE, (now + self._lease_timeout,))
-        self._grouped = db.execute(sql.ANY_GROUPED).fetchone() is not None
+        self._grouped = self._any_grouped()
         self._has_deps = db.execute(sql.ANY_DEPS).fetchone() is not None
         self._rr_after: str | None = None  # the group served last: fair claims go on after it
         self._depth_at = 0.0
@@ -216,6 +216,13 @@ class Queue(Claims, Retention, dotdo.DurableObject):
             waiting += found[0] != "completed"
         if waiting:
             status = "waiting"
+        if spec.plain:
+            inserted = db.execute(sql.INSERT_PLAIN, (
+                spec.id, spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
+                spec.timeout, spec.created, spec.uid)).rowcount
+            if inserted:
+                self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
+            return (_new_row(spec), "added") if inserted else (None, "existing")
         inserted = db.execute(sql.INSERT_JOB, (
             spec.id, spec.type, spec.payload, status, spec.priority, spec.run_at,
             spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff, spec.group,

@@ -36,7 +36,7 @@ class JobTable:
     _group_limit: int | None
     _keep: dict[str, Keep]
     _limiter: Limiter
-    _grouped: bool  # some pending job has a group: claims take turns
+    _grouped: bool  # some job with a group is pending or running: claims take turns
     _has_deps: bool  # some job has parents
     _rr_after: str | None  # the group served last
 
