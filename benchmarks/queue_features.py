@@ -250,6 +250,17 @@ def _summary(samples: dict[str, list[float | None]]) -> dict[str, dict[str, Any]
     return out
 
 
+def _each(progress: Progress, label: str, calls: dict) -> dict:
+    """``{key: fn(*args)}`` for ``{key: (fn, *args)}``, with a progress bar."""
+    task = progress.add_task(label, total=len(calls))
+    out = {}
+    for key, (fn, *args) in calls.items():
+        out[key] = fn(*args)
+        progress.advance(task)
+    progress.remove_task(task)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help=f"jobs per variant (at most {MAX_JOBS:,})")
@@ -281,12 +292,8 @@ def main() -> None:
             bench.warm_up()
             progress.remove_task(task)
 
-            task = progress.add_task("(1) preparing the enqueue queues", total=len(ENQUEUE))
-            prepared = {}
-            for v in ENQUEUE:
-                prepared[v.name] = bench.prepare_enqueue(v)
-                progress.advance(task)
-            progress.remove_task(task)
+            prepared = _each(progress, "(1) preparing the enqueue queues",
+                             {v.name: (bench.prepare_enqueue, v) for v in ENQUEUE})
             task = progress.add_task(f"(1) {n:,} single enqueues, issued then gathered",
                                      total=enqueue_rounds * len(ENQUEUE))
             for r in range(enqueue_rounds):
@@ -295,13 +302,9 @@ def main() -> None:
                     progress.advance(task)
             progress.remove_task(task)
 
-            task = progress.add_task("(2) preparing the end-to-end queues", total=rounds * len(END_TO_END))
-            queues = {}
-            for r in range(rounds):
-                for v in END_TO_END:
-                    queues[v.name, r] = bench.prepare_end_to_end(v, r)
-                    progress.advance(task)
-            progress.remove_task(task)
+            queues = _each(progress, "(2) preparing the end-to-end queues",
+                           {(v.name, r): (bench.prepare_end_to_end, v, r)
+                            for r in range(rounds) for v in END_TO_END})
             task = progress.add_task(f"(2) {n:,} jobs through {WORKERS} workers",
                                      total=rounds * len(END_TO_END))
             for r in range(rounds):
