@@ -67,12 +67,12 @@ def test_stop_drains_running_jobs_by_default(setup, unique):
          for n in range(2)]).result()]
     (worker,) = start(1)
     wait_for(lambda: len(_runs(witness)) == 2)
-    queue.enqueue("echo", "after stop").result()
     summary = worker.stop().result()
     assert summary == {"finished": 2, "returned": []}
     assert [queue.get(i).result()["status"] for i in ids] == ["completed"] * 2
+    queue.enqueue("echo", "after stop").result()
     time.sleep(0.3)
-    assert queue.get_metrics().pending.result() == 1  # it took no new job
+    assert queue.get_metrics().pending.result() == 1  # a stopped worker takes nothing
 
 
 @pytest.mark.parametrize("job_type", ["long_async", "long_sync"])
