@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
 import time
 
 import dotdo
@@ -15,6 +16,8 @@ from actors.jobs import FINISHED, step_id
 from actors.table import JobTable
 
 __all__ = ["Retention", "RETAIN_EVERY", "RETAIN_BATCH"]
+
+log = logging.getLogger("dotdo")
 
 RETAIN_EVERY = 5.0  # seconds between rounds
 RETAIN_BATCH = 1_000  # jobs deleted per transaction
@@ -33,21 +36,28 @@ class Retention(JobTable):
             except TimeoutError:
                 pass
             self._retain_now.clear()
-            for status in FINISHED:
-                keep = self._keep["completed" if status == "completed" else "failed"]
-                while True:
-                    rows: builtins.list[tuple] = []
-                    if keep.count is not None:
-                        rows = self.storage.sql.execute(
-                            sql.OVER_COUNT, (status, RETAIN_BATCH, keep.count)).fetchall()
-                    if not rows and keep.age is not None:
-                        rows = self.storage.sql.execute(
-                            sql.OVER_AGE, (status, time.time() - keep.age, RETAIN_BATCH)).fetchall()
-                    if not rows:
-                        break
-                    self._delete_jobs(rows)
-                    await asyncio.sleep(0)  # other calls between batches
-            await self._forget_steps()
+            try:
+                await self._retain_round()
+            except Exception:  # a round that failed is tried again next time
+                log.warning("dotdo: queue %s could not apply its retention", self.id,
+                            exc_info=True)
+
+    async def _retain_round(self) -> None:
+        for status in FINISHED:
+            keep = self._keep["completed" if status == "completed" else "failed"]
+            while True:
+                rows: builtins.list[tuple] = []
+                if keep.count is not None:
+                    rows = self.storage.sql.execute(
+                        sql.OVER_COUNT, (status, RETAIN_BATCH, keep.count)).fetchall()
+                if not rows and keep.age is not None:
+                    rows = self.storage.sql.execute(
+                        sql.OVER_AGE, (status, time.time() - keep.age, RETAIN_BATCH)).fetchall()
+                if not rows:
+                    break
+                self._delete_jobs(rows)
+                await asyncio.sleep(0)  # other calls between batches
+        await self._forget_steps()
 
     def _delete_jobs(self, rows: builtins.list[tuple]) -> int:
         """Delete jobs ``(seq, id, uid, worker)`` with their attempts, and note their
