@@ -168,7 +168,9 @@ def tally(queue, expected: dict, retries: dict, ledger_path: str, kills: list,
     for pid, first in born.items():
         restart = next((r for r in restarts if r > first), None)
         if restart is not None and restart < died.get(pid, float("inf")):
-            died[pid], _ = restart, outside.add(pid)
+            # It went down during the restart: at its last ledger line or later (a
+            # process finishes what it runs for a moment after the driver asks)
+            died[pid], _ = max(restart, last[pid]), outside.add(pid)
     for run_id, job, kind, pid, start, ended, result in runs:
         if kind == "poison" and start + 0.2 < died.get(pid, float("inf")):
             died[pid], _ = max(start + 0.2, last[pid]), outside.discard(pid)
