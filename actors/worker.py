@@ -514,7 +514,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                 fresh.append((held, job))
         loop = asyncio.get_running_loop()
         for held, job in fresh:
-            if self._config is None:
+            if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:
                 held.task = loop.create_task(self._run_held(held, job, backoff))
