@@ -216,8 +216,7 @@ class Claims(Flows):
         with self.storage.transaction():
             self.storage.sql.execute(sql.LOG_EXPIRED, (now, now))
             for (job_id,) in self.storage.sql.execute(sql.CANCEL_EXPIRED, (now, now)).fetchall():
-                self._event("Job.cancelled", {"$id": job_id})
-                self._children_follow(job_id, "cancelled", now)
+                self._ended(job_id, "cancelled", None, 0, now)
             self.storage.sql.execute(sql.REQUEUE_EXPIRED, (now, now))
         self._ready.set()
 
@@ -316,17 +315,7 @@ class Claims(Flows):
         """A job back in the queue without an outcome (its worker stopped or died)
         whose cancel was asked for while it ran ends cancelled, not run again."""
         if self.storage.sql.execute(sql.CANCEL_ASKED, (now, job_id, uid)).rowcount:
-            self._event("Job.cancelled", {"$id": job_id})
-            self._children_follow(job_id, "cancelled", now)
-
-    def _end(self, job_id: str, uid: str | None, status: str, attempts: int, error: str,
-             trace: str | None, now: float) -> None:
-        self.storage.sql.execute(sql.END, (status, attempts, now, error, trace, job_id, uid))
-        if status == "failed":
-            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": attempts})
-        else:
-            self._event("Job.cancelled", {"$id": job_id})
-        self._children_follow(job_id, status, now)
+            self._ended(job_id, "cancelled", None, 0, now)
 
     def recover(self, worker: str, crashed: builtins.list, holding: builtins.list[str]) -> dict[str, int]:
         """A worker's account after its process died, or after it lost an answer.
@@ -344,7 +333,7 @@ class Claims(Flows):
                 row = self.storage.sql.execute(sql.CRASHED, (1 if alone else 0, *holder)).fetchone()
                 if row is None:
                     continue  # no longer this worker's
-                crashes, max_retries = row
+                crashes, max_retries, attempts = row
                 self.storage.sql.execute(sql.LOG_ATTEMPT, (
                     now, "crashed", "WorkerCrashError: the worker's process died while running "
                     "it", None, job_id, uid))
@@ -352,7 +341,6 @@ class Claims(Flows):
                     error = (f"WorkerCrashError: the job's worker process died while running it "
                              f"alone, {crashes} times (os._exit, a signal such as SIGKILL or "
                              "SIGSEGV, or running out of memory); it is not tried again")
-                    attempts = self._one("SELECT attempts FROM jobs WHERE id = ?", (job_id,))
                     self._end(job_id, uid, "failed", max(attempts, crashes), error, None, now)
                     failed += 1
                 else:

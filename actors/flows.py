@@ -26,11 +26,21 @@ class Flows(JobTable):
 
     def _follow_parent(self, job_id: str, uid: str, how: str, parent: str, parent_status: str,
                        now: float) -> None:
-        status = "cancelled" if how == "cancel" else "failed"
-        error = f"ParentFailed: parent job {parent!r} ended {parent_status}"
-        self.storage.sql.execute(sql.END, (status, 0, now, error, None, job_id, uid))
+        self._end(job_id, uid, "cancelled" if how == "cancel" else "failed", 0,
+                  f"ParentFailed: parent job {parent!r} ended {parent_status}", None, now)
+
+    def _end(self, job_id: str, uid: str | None, status: str, attempts: int,
+             error: str | None, trace: str | None, now: float) -> None:
+        """End a job ``failed`` or ``cancelled`` (see ``_ended``)."""
+        self.storage.sql.execute(sql.END, (status, attempts, now, error, trace, job_id, uid))
+        self._ended(job_id, status, error, attempts, now)
+
+    def _ended(self, job_id: str, status: str, error: str | None, attempts: int,
+               now: float) -> None:
+        """A job just ended ``failed`` or ``cancelled``: its event, and its children
+        follow it."""
         if status == "failed":
-            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": 0})
+            self._event("Job.failed", {"$id": job_id, "error": error, "attempts": attempts})
         else:
             self._event("Job.cancelled", {"$id": job_id})
         self._children_follow(job_id, status, now)

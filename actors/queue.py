@@ -101,17 +101,11 @@ class Queue(Claims, Retention, dotdo.DurableObject):
             db.execute(ddl)
         get = self.storage.get
         self._paused = bool(get("paused", False))
-        self._concurrency = get("concurrency")
-        self._lease_timeout = float(get("lease_timeout", LEASE_TIMEOUT))
-        self._group_limit: int | None = get("group_concurrency")
-        self._keep = {"completed": Keep(**get("keep_completed", KEEP_COMPLETED.as_dict())),
-                      "failed": Keep(**get("keep_failed", KEEP_FAILED.as_dict()))}
         self._limiter = Limiter()
-        self._limiter.configure(Rate.parse("rate", get("rate")),
-                                Rate.parse("key_rate", get("key_rate")))
+        self._load_settings()
         now = time.time()
-        windows = [r.seconds for r in (Rate.parse("rate", get("rate")),
-                                       Rate.parse("key_rate", get("key_rate"))) if r]
+        windows = [r.seconds for r in (self._limiter.queue and self._limiter.queue.rate,
+                                       self._limiter.key_rate) if r]
         if windows:  # the windows as they were when the queue last ran
             since = now - max(windows)
             self._limiter.rebuild(db.execute(sql.RECENT_STARTS, (since, since)), now)
@@ -161,20 +155,9 @@ class Queue(Claims, Retention, dotdo.DurableObject):
                                    f"{len(jobs):,}: send them in several calls")
         now = time.time()
         specs = [JobSpec.parse(dict(spec), now) for spec in jobs]
+        added: builtins.list[tuple[dict[str, Any] | None, str]]
         if len(specs) == 1 and specs[0].single_row and not self._listened:
-            spec = specs[0]  # the hot path: one statement, atomic by itself
-            if spec.plain:
-                cursor = self.storage.sql.execute(sql.INSERT_PLAIN, (
-                    spec.id, spec.type, spec.payload, spec.priority, spec.run_at,
-                    spec.max_retries, spec.timeout, spec.created, spec.uid))
-            else:
-                cursor = self.storage.sql.execute(sql.INSERT_JOB, (
-                    spec.id, spec.type, spec.payload, "pending", spec.priority, spec.run_at,
-                    spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff,
-                    spec.group, spec.rate_key, None, 0, None))
-                self._grouped = self._grouped or bool(spec.group and cursor.rowcount)
-            added: builtins.list[tuple[dict[str, Any] | None, str]] = [
-                (_new_row(spec), "added") if cursor.rowcount else (None, "existing")]
+            added = [self._add(specs[0], now)]  # one INSERT: atomic by itself
         else:
             with self.storage.transaction():
                 added = [self._add(spec, now) for spec in specs]
@@ -328,10 +311,7 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         "finishedAt", "outcome", "error", "trace"}``, outcome one of ``failed``,
         ``cancelled``, ``lost`` (its worker went silent), ``crashed`` (its worker's
         process died), ``released`` (its worker stopped), ``running``, ``completed``."""
-        job = self._rows(sql.SELECT_JOB, (job_id,))
-        if not job:
-            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
-        row = job[0]
+        row = self._must_row(job_id)
         names = ("worker", "startedAt", "finishedAt", "outcome", "error", "trace")
         out = [dict(zip(names, r)) for r in
                self.storage.sql.execute(sql.SELECT_ATTEMPTS, (row["uid"],)).fetchall()]
@@ -373,11 +353,15 @@ class Queue(Claims, Retention, dotdo.DurableObject):
             return None
         return result_thing(job_id, codec.decode(rows[0]["output"]), rows[0]["finished"])
 
-    def _must(self, job_id: str) -> dict[str, Any]:
-        job = self.get(job_id)
-        if job is None:
+    def _must_row(self, job_id: str) -> dict[str, Any]:
+        """The job's row as stored, or NotFoundError."""
+        rows = self._rows(sql.SELECT_JOB, (job_id,))
+        if not rows:
             raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
-        return job
+        return rows[0]
+
+    def _must(self, job_id: str) -> dict[str, Any]:
+        return self._thing(self._must_row(job_id))
 
     # -- operating --------------------------------------------------------------------
 
@@ -396,20 +380,13 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         (and its children follow their ``on_parent_failure``); a running one is asked
         to stop (an async handler is cancelled, a sync one sees ``dotdo.cancelled()``)
         and ends ``cancelled`` unless it completes first."""
-        rows = self._rows(sql.SELECT_JOB, (job_id,))
-        if not rows:
-            raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
-        row, now = rows[0], time.time()
+        row, now = self._must_row(job_id), time.time()
         if row["status"] in ("pending", "waiting"):
             with self.storage.transaction():
-                self.storage.sql.execute(sql.END, ("cancelled", row["attempts"], now, row["error"],
-                                                   row["trace"], job_id, row["uid"]))
-                self._event("Job.cancelled", {"$id": job_id})
-                self._children_follow(job_id, "cancelled", now)
+                self._end(job_id, row["uid"], "cancelled", row["attempts"], row["error"],
+                          row["trace"], now)
         elif row["status"] == "running":
-            self.storage.sql.execute(
-                "UPDATE jobs SET cancel_requested = coalesce(cancel_requested, ?) WHERE id = ?",
-                (now, job_id))
+            self.storage.sql.execute(sql.ASK_CANCEL, (now, job_id))
             self._spawn(self._tell_worker(row["worker"], job_id))
         else:
             raise ValueError(f"job {job_id!r} is {row['status']}: only jobs not yet finished "
@@ -484,6 +461,18 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         with self.storage.transaction():
             for name, value in checked.items():
                 self.storage.put(name, value)
+        self._load_settings()
+        get = self.storage.get
+        self._ready.set()
+        self._retain_now.set()
+        return {"concurrency": self._concurrency, "lease_timeout": self._lease_timeout,
+                "rate": get("rate"), "key_rate": get("key_rate"),
+                "group_concurrency": self._group_limit,
+                "keep_completed": self._keep["completed"].as_dict(),
+                "keep_failed": self._keep["failed"].as_dict()}
+
+    def _load_settings(self) -> None:
+        """The limits and retention ``configure`` stored (or their defaults)."""
         get = self.storage.get
         self._concurrency = get("concurrency")
         self._lease_timeout = float(get("lease_timeout", LEASE_TIMEOUT))
@@ -492,13 +481,6 @@ class Queue(Claims, Retention, dotdo.DurableObject):
                                 Rate.parse("key_rate", get("key_rate")))
         self._keep = {"completed": Keep(**get("keep_completed", KEEP_COMPLETED.as_dict())),
                       "failed": Keep(**get("keep_failed", KEEP_FAILED.as_dict()))}
-        self._ready.set()
-        self._retain_now.set()
-        return {"concurrency": self._concurrency, "lease_timeout": self._lease_timeout,
-                "rate": get("rate"), "key_rate": get("key_rate"),
-                "group_concurrency": self._group_limit,
-                "keep_completed": self._keep["completed"].as_dict(),
-                "keep_failed": self._keep["failed"].as_dict()}
 
     async def _watch_listeners(self) -> None:
         """Ask the App every few seconds whether anyone handles Job events."""

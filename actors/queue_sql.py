@@ -208,6 +208,7 @@ CLEAR_STUCK = (
     "UPDATE jobs SET stuck_since = NULL WHERE status = 'running' AND worker = ? "
     "AND stuck_since IS NOT NULL AND id NOT IN (SELECT value FROM json_each(?))"
 )
+ASK_CANCEL = "UPDATE jobs SET cancel_requested = coalesce(cancel_requested, ?) WHERE id = ?"
 TO_CANCEL = (
     "SELECT id FROM jobs WHERE status = 'running' AND worker = ? "
     "AND cancel_requested IS NOT NULL"
@@ -244,7 +245,8 @@ RETRY_FAILED = (
     "finished = NULL, crashes = 0, suspect_since = NULL, cancel_requested = NULL "
     "WHERE id = ? AND status = 'failed'"
 )
-CRASHED = f"UPDATE jobs SET crashes = crashes + ? WHERE {HOLDER} RETURNING crashes, max_retries"
+CRASHED = (f"UPDATE jobs SET crashes = crashes + ? WHERE {HOLDER} "
+           "RETURNING crashes, max_retries, attempts")
 SUSPECT = f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) WHERE {HOLDER}"
 PROGRESS = f"UPDATE jobs SET progress = ?, progress_msg = ? WHERE {HOLDER}"
 SELECT_ATTEMPTS = (

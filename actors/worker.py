@@ -292,21 +292,16 @@ class Worker(dotdo.DurableObject, own_process=True):
         running = self._running()
         if running and limit != 0:
             await asyncio.wait(running, timeout=limit)
-        for held in list(self._held.values()):
-            if held.outcome is None and held.task is not None and not held.task.done():
-                self._interrupt(held, "stop")
-        while running := self._running():
-            await asyncio.wait(running)
-        outcomes = [h.outcome for h in self._held.values() if h.outcome is not None]
-        returned = [h.job_id for h in self._held.values()
-                    if h.outcome is not None and h.outcome[0] == "released"]
+        await self._stop_running()
+        ended = [(h.job_id, h.outcome[0]) for h in self._held.values() if h.outcome is not None]
+        returned = [job_id for job_id, kind in ended if kind == "released"]
         try:
             await self._report()
             if queue is not None:
                 await dotdo.Queue(queue).unregister_worker(self.id)
         except Exception:  # noqa: BLE001 - kept in the file; the pull loop sends them
             log.warning("dotdo: worker %s keeps its outcomes until its queue is back", self.id)
-        return {"finished": len(outcomes) - len(returned), "returned": returned}
+        return {"finished": len(ended) - len(returned), "returned": returned}
 
     def cancel_job(self, queue: str, job_id: str) -> bool:
         """Ask a job this worker runs to stop (``Queue.cancel`` sends this); False if
@@ -323,6 +318,15 @@ class Worker(dotdo.DurableObject, own_process=True):
             if held.cancellable and held.task is not None:
                 held.task.cancel()  # an async handler: cancelled where it awaits
 
+    async def _stop_running(self) -> None:
+        """Interrupt every job still running (it goes back to its queue) and wait for
+        each to end: at once for async handlers, when they return for sync ones."""
+        for held in list(self._held.values()):
+            if held.outcome is None and held.task is not None and not held.task.done():
+                self._interrupt(held, "stop")
+        while running := self._running():
+            await asyncio.wait(running)
+
     def _on_sigterm(self) -> concurrent.futures.Future:
         """The process got SIGTERM: Ray's handler waits for this before it exits."""
         return asyncio.run_coroutine_threadsafe(self._give_back(), self._event_loop)
@@ -334,11 +338,7 @@ class Worker(dotdo.DurableObject, own_process=True):
             self._closing = True
             log.warning("dotdo: worker %s got SIGTERM: its running jobs go back to their queue",
                         self.id)
-        for held in list(self._held.values()):
-            if held.outcome is None and held.task is not None and not held.task.done():
-                self._interrupt(held, "stop")
-        while running := self._running():
-            await asyncio.wait(running)
+        await self._stop_running()
         try:
             await self._report()
         except Exception:  # noqa: BLE001 - the restarted worker reports them from its file
