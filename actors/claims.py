@@ -65,6 +65,7 @@ class Claims(Flows):
         deadline = time.monotonic() + number("wait", wait, minimum=0, allow_none=False)
         while True:
             now = time.time()
+            self._seen[worker] = now  # a worker in a long-poll is alive
             if now >= self._expiry_check_at:  # not at every claim: it is a write
                 self._reclaim_expired(now)
             rows, alone, blocked, opens = self._lease(worker, n, idle, now)
@@ -232,6 +233,7 @@ class Claims(Flows):
         are those whose attempt ran past its timeout and has not stopped. Returns the
         lease timeout (so workers beat often enough) and the jobs to cancel."""
         now = time.time()
+        self._seen[worker] = now
         ids, stuck_ids = json.dumps(list(holding)), json.dumps(list(stuck))
         with self.storage.transaction():
             self.storage.sql.execute(sql.EXTEND_LEASES, (now + self._lease_timeout, worker, ids))

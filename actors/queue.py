@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import json
 import math
 import time
@@ -54,6 +55,7 @@ from typing import Any
 import dotdo
 from actors import queue_sql as sql
 from actors.claims import Claims
+from actors.insight import RECENT_EVENTS, Insight
 from actors.jobs import DEFAULT_TIMEOUT, FINISHED, JobStatus, Metrics, job_thing, result_thing
 from actors.limits import Limiter
 from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number
@@ -84,10 +86,10 @@ def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dic
             "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
 
 
-class Queue(Claims, Retention, dotdo.DurableObject):
+class Queue(Claims, Retention, Insight, dotdo.DurableObject):
     """A durable job queue; see the module docstring. Its parts: ``JobTable``
     (shared state, ``actors/table.py``), ``Flows`` (dependencies), ``Retention``,
-    ``Claims`` (the worker protocol)."""
+    ``Claims`` (the worker protocol), ``Insight`` (what operators read)."""
 
     def __init__(self) -> None:
         db = self.storage.sql
@@ -128,6 +130,10 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         self._retain_now = asyncio.Event()
         self._listened = True  # until the App says otherwise
         self._tasks: set[asyncio.Task] = set()
+        self._recent = collections.deque(maxlen=RECENT_EVENTS)
+        self._recent_n = 0
+        self._life = uuid.uuid4().hex[:12]
+        self._seen: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         # Kept: the loop holds tasks only weakly.
         self._loops = [loop.create_task(self._forward_events()),
@@ -269,12 +275,37 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         return self._thing(rows[0]) if rows else None
 
     def list(self, status: str | None = None, type: str | None = None, limit: int = 100,
-             cursor: int | None = None, group: str | None = None) -> dict[str, Any]:
+             cursor: int | None = None, group: str | None = None, since: float | None = None
+             ) -> dict[str, Any]:
         """Jobs in enqueue order, ``limit`` (at most 1,000) at a time:
         ``{"jobs": [...], "cursor": next}``; pass ``cursor`` back for the next page
-        (stable while jobs are added)."""
-        where: builtins.list[str] = ["seq > ?"]
-        params: builtins.list[Any] = [cursor or 0]
+        (stable while jobs are added). ``since``: enqueued at or after that time."""
+        where, params = self._where(status, type, group, since)
+        where.append("seq > ?")
+        params.append(cursor or 0)
+        limit = number("limit", limit, minimum=1, allow_none=False, integer=True)
+        if limit > MAX_PAGE:
+            raise dotdo.LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not "
+                                   f"{limit:,}: page with the cursor it returns")
+        rows = self._rows(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                          (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"jobs": [self._thing(r) for r in rows],
+                "cursor": rows[-1]["seq"] if more else None}
+
+    def count(self, status: str | None = None, type: str | None = None,
+              group: str | None = None, since: float | None = None) -> int:
+        """How many jobs ``list`` would page through with these filters."""
+        where, params = self._where(status, type, group, since)
+        return self._one(f"SELECT count(*) FROM jobs WHERE {' AND '.join(where) or '1'}",
+                         tuple(params))
+
+    def _where(self, status: str | None, type: str | None, group: str | None,
+               since: float | None) -> tuple[builtins.list[str], builtins.list[Any]]:
+        """SQL conditions and their parameters for the filters of ``list``."""
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
         if status is not None:
             status = JobStatus(status).value  # ValueError names the statuses
             if status in ("delayed", "pending"):
@@ -289,22 +320,14 @@ class Queue(Claims, Retention, dotdo.DurableObject):
             else:
                 where.append("status = ?")
                 params.append(status)
-        if type is not None:
-            where.append("type = ?")
-            params.append(type)
-        if group is not None:
-            where.append("grp = ?")
-            params.append(group)
-        limit = number("limit", limit, minimum=1, allow_none=False, integer=True)
-        if limit > MAX_PAGE:
-            raise dotdo.LimitError(f"list() returns at most {MAX_PAGE:,} jobs a page, not "
-                                   f"{limit:,}: page with the cursor it returns")
-        rows = self._rows(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-                          (*params, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {"jobs": [self._thing(r) for r in rows],
-                "cursor": rows[-1]["seq"] if more else None}
+        for column, value in (("type", type), ("grp", group)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("created >= ?")
+            params.append(number("since", since, minimum=0, allow_none=False))
+        return where, params
 
     def attempts(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """Every attempt of a job, oldest first: ``{"attempt", "worker", "startedAt",
@@ -371,9 +394,41 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         job = self._must(job_id)
         if job["status"] != "failed":
             raise ValueError(f"job {job_id!r} is {job['status']}: only failed jobs can be retried")
-        self.storage.sql.execute(sql.RETRY_FAILED, (time.time(), job_id))
+        with self.storage.transaction():
+            self.storage.sql.execute(sql.RETRY_FAILED, (time.time(), job_id))
+            self._count_gone("failed", 1)
         self._ready.set()
         return self._must(job_id)
+
+    def retry_all(self, type: str | None = None, since: float | None = None) -> int:
+        """``retry`` every failed job (of ``type``, enqueued since ``since``); returns
+        how many went back to the queue."""
+        ids = [job["$id"] for job in self._every("failed", type, since)]
+        for job_id in ids:
+            self.retry(job_id)
+        return len(ids)
+
+    def cancel_all(self, status: str, type: str | None = None, since: float | None = None) -> int:
+        """``cancel`` every job in ``status`` (not a finished one; of ``type``, enqueued
+        since ``since``); returns how many were cancelled or asked to stop."""
+        if JobStatus(status).value in FINISHED:
+            raise ValueError(f"jobs that are {status} are finished: cancel_all takes pending, "
+                             "delayed, retrying, waiting, running or stuck")
+        ids = [job["$id"] for job in self._every(status, type, since)]
+        for job_id in ids:
+            self.cancel(job_id)
+        return len(ids)
+
+    def _every(self, status: str, type: str | None, since: float | None
+               ) -> builtins.list[dict[str, Any]]:
+        """Every job ``list`` finds with these filters, all pages."""
+        out: builtins.list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.list(status=status, type=type, since=since, limit=MAX_PAGE, cursor=cursor)
+            out += page["jobs"]
+            if (cursor := page["cursor"]) is None:
+                return out
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job not yet finished. One waiting to run ends ``cancelled`` at once
@@ -413,7 +468,7 @@ class Queue(Claims, Retention, dotdo.DurableObject):
         for one in statuses:
             while rows := self.storage.sql.execute(
                     sql.OVER_AGE, (one, math.nextafter(cutoff, math.inf), RETAIN_BATCH)).fetchall():
-                gone += self._delete_jobs(rows)
+                gone += self._delete_jobs(rows, one)
         return gone
 
     def pause(self) -> None:

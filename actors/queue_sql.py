@@ -303,3 +303,37 @@ DELETE_DEPS = "DELETE FROM deps WHERE child_uid IN (SELECT value FROM json_each(
 INSERT_FORGET = "INSERT INTO forget (worker, step) VALUES (?, ?)"
 SELECT_FORGET = "SELECT seq, worker, step FROM forget ORDER BY seq LIMIT ?"
 DELETE_FORGET = "DELETE FROM forget WHERE seq IN (SELECT value FROM json_each(?))"
+
+# -- what operators read (actors/insight.py) ------------------------------------------
+# Finished jobs per time bucket: (bucket number, status, count).
+SERIES = (
+    "SELECT CAST((finished - ?) / ? AS INTEGER), status, count(*) FROM jobs "
+    "WHERE status IN ('completed', 'failed') AND finished >= ? GROUP BY 1, 2"
+)
+RECENT_DURATIONS = (
+    "SELECT finished - started FROM jobs WHERE status = 'completed' AND started IS NOT NULL "
+    "ORDER BY seq DESC LIMIT ?"
+)
+# Time from ready (run_at) to the start of the attempt, of recently started jobs.
+RECENT_WAITS = (
+    "SELECT max(started - run_at, 0) FROM jobs WHERE started IS NOT NULL "
+    "AND status IN ('running', 'completed', 'failed') ORDER BY seq DESC LIMIT ?"
+)
+OLDEST_READY = "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?"
+FINISHED_COUNTS = (
+    "SELECT status, count(*) FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
+    "GROUP BY 1"
+)
+BY_WORKER = (
+    "SELECT worker, status, count(*) FROM jobs WHERE worker IS NOT NULL "
+    "AND status IN ('running', 'completed', 'failed') GROUP BY 1, 2"
+)
+# Failed jobs grouped by the first line of their error, biggest group first.
+DEAD_LETTERS = """
+WITH f AS (SELECT seq, id, type, finished,
+                  substr(error, 1, instr(error || char(10), char(10)) - 1) AS first
+             FROM jobs WHERE status = 'failed')
+SELECT first, count(*), group_concat(DISTINCT type), max(finished),
+       (SELECT json_group_array(id) FROM
+           (SELECT id FROM f AS g WHERE g.first IS f.first ORDER BY g.seq DESC LIMIT 5))
+  FROM f GROUP BY first ORDER BY 2 DESC, 4 DESC LIMIT ?"""

@@ -12,8 +12,8 @@ import time
 
 import dotdo
 from actors import queue_sql as sql
+from actors.insight import Insight
 from actors.jobs import FINISHED, step_id
-from actors.table import JobTable
 
 __all__ = ["Retention", "RETAIN_EVERY", "RETAIN_BATCH"]
 
@@ -24,7 +24,7 @@ RETAIN_BATCH = 1_000  # jobs deleted per transaction
 _FORGET_BATCH = 500
 
 
-class Retention(JobTable):
+class Retention(Insight):
     """The queue's background deletion of finished jobs."""
 
     async def _retain(self) -> None:
@@ -55,13 +55,13 @@ class Retention(JobTable):
                         sql.OVER_AGE, (status, time.time() - keep.age, RETAIN_BATCH)).fetchall()
                 if not rows:
                     break
-                self._delete_jobs(rows)
+                self._delete_jobs(rows, status)
                 await asyncio.sleep(0)  # other calls between batches
         await self._forget_steps()
 
-    def _delete_jobs(self, rows: builtins.list[tuple]) -> int:
-        """Delete jobs ``(seq, id, uid, worker)`` with their attempts, and note their
-        steps for their workers to forget."""
+    def _delete_jobs(self, rows: builtins.list[tuple], status: str) -> int:
+        """Delete jobs ``(seq, id, uid, worker)`` that are ``status``, with their
+        attempts, and note their steps for their workers to forget."""
         uids = json.dumps([uid for _, _, uid, _ in rows])
         with self.storage.transaction():
             gone = self.storage.sql.execute(
@@ -72,6 +72,7 @@ class Retention(JobTable):
                 if worker is not None:
                     self.storage.sql.execute(sql.INSERT_FORGET,
                                              (worker, step_id(self.id, job_id, uid)))
+            self._count_gone(status, gone)
         return gone
 
     async def _forget_steps(self) -> None:

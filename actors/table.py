@@ -4,6 +4,7 @@ helpers to read its job table and write its event outbox."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any
 
@@ -39,6 +40,10 @@ class JobTable:
     _grouped: bool  # some job with a group is pending or running: claims take turns
     _has_deps: bool  # some job has parents
     _rr_after: str | None  # the group served last
+    _recent: collections.deque  # (number, time, type, data) of the latest Job events
+    _recent_n: int
+    _seen: dict[str, float]  # worker -> when it last claimed or beat (this process's view)
+    _life: str  # tells this process's event numbers from a previous one's
 
     def _rows(self, statement: str, params: tuple = ()) -> list[dict[str, Any]]:
         cursor = self.storage.sql.execute(statement, params)
@@ -66,6 +71,9 @@ class JobTable:
         metrics.DEPTH.set(ready, tags={"queue": self.id})
 
     def _event(self, event_type: str, data: Any) -> None:
+        # Kept for live views (Insight.recent_events) whether or not anyone handles them.
+        self._recent_n += 1
+        self._recent.append((self._recent_n, time.time(), event_type, data))
         if not self._listened:  # nobody handles Job events: sending them is waste
             return
         self.storage.sql.execute(sql.INSERT_OUTBOX, (event_type, codec.encode(data)))

@@ -33,6 +33,8 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
+import socket
 import threading
 import time
 import traceback
@@ -343,6 +345,15 @@ class Worker(dotdo.DurableObject, own_process=True):
             await self._report()
         except Exception:  # noqa: BLE001 - the restarted worker reports them from its file
             pass
+
+    def info(self) -> dict[str, Any]:
+        """What operators see of this worker: ``{"id", "queue", "concurrency", "node",
+        "pid", "running": [job ids], "closing"}`` (``queue`` None once stopped)."""
+        config = self._config or {}
+        return {"id": self.id, "queue": config.get("queue"), "concurrency": config.get("concurrency"),
+                "node": socket.gethostname(), "pid": os.getpid(),
+                "running": [h.job_id for h in self._held.values() if h.outcome is None],
+                "closing": self._closing}
 
     def forget_steps(self, steps: list[str]) -> int:
         """Forget the journaled steps of jobs their queue purged (not one it holds)."""

@@ -246,12 +246,15 @@ class Activity:
                 if self.clock.now() < next_fire:
                     continue  # woke early (the clock moved): check again
             fired = self.clock.now()
+            error = None
             try:
                 await self._run(fn)
             except Exception as exc:  # noqa: BLE001 - the schedule goes on
+                error = f"{type(exc).__name__}: {exc}"
                 await self.report(ErrorInfo("Schedule.ticked", None, name, exc, _name(fn)))
             # Missed ticks collapse into the one that just ran: next is after now.
-            self.journal.record_tick(name, fired, schedule.next_after(max(self.clock.now(), fired)))
+            self.journal.record_tick(name, fired, schedule.next_after(max(self.clock.now(), fired)),
+                                     error)
 
     # -- alarm --------------------------------------------------------------------------
 

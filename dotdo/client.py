@@ -43,7 +43,7 @@ from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
 
-__all__ = ["init", "shutdown", "settings", "submit", "hosting_of", "actor_handle",
+__all__ = ["init", "shutdown", "settings", "cluster", "submit", "hosting_of", "actor_handle",
            "forget_handles", "pickle_by_value", "in_ray_worker"]
 
 # Enough concurrent calls that a slow call never holds up the rest of the host.
@@ -271,6 +271,17 @@ def settings() -> Settings:
         conf = _conf.current()
     assert conf is not None
     return conf
+
+
+def cluster() -> dict[str, Any]:
+    """The Ray cluster this process is on, for operators: ``{"address", "nodes":
+    [{"id", "address", "alive", "cpus", "memory"}]}`` (no nodes in process)."""
+    if settings().in_process:
+        return {"address": None, "nodes": []}
+    nodes = [{"id": n["NodeID"], "address": n.get("NodeManagerAddress"), "alive": bool(n["Alive"]),
+              "cpus": n.get("Resources", {}).get("CPU", 0),
+              "memory": n.get("Resources", {}).get("memory", 0)} for n in ray.nodes()]
+    return {"address": ray.get_runtime_context().gcs_address, "nodes": nodes}
 
 
 def in_ray_worker() -> bool:

@@ -44,7 +44,7 @@ __all__ = ["Storage", "Journal", "Directory"]
 # The version of the tables below. A file records its version in ``_dotdo_meta``
 # (key ``schema``); one without it counts as version 1. Raising this needs a
 # migration from the version before: see MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CREATE_META = """
 CREATE TABLE IF NOT EXISTS _dotdo_meta (
@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS _dotdo_schedules (
     spec      TEXT NOT NULL,
     next_fire REAL NOT NULL,
     last_fire REAL,
-    ticks     INTEGER NOT NULL DEFAULT 0
+    ticks     INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
 ) WITHOUT ROWID"""
 
 CREATE_ALARM = """
@@ -177,7 +178,8 @@ UPSERT_SCHEDULE = (
     "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_fire = excluded.next_fire"
 )
 RECORD_TICK = (
-    "UPDATE _dotdo_schedules SET last_fire = ?, next_fire = ?, ticks = ticks + 1 WHERE name = ?"
+    "UPDATE _dotdo_schedules SET last_fire = ?, next_fire = ?, ticks = ticks + 1, "
+    "last_error = ? WHERE name = ?"
 )
 SELECT_ALARM = "SELECT fire_at, attempts FROM _dotdo_alarm WHERE one = 1"
 UPSERT_ALARM = "INSERT OR REPLACE INTO _dotdo_alarm (one, fire_at, attempts) VALUES (1, ?, 0)"
@@ -195,6 +197,8 @@ FORGET_ATTEMPTS = "DELETE FROM _dotdo_attempts WHERE step_id IN (SELECT value FR
 # the column already.)
 ADD_STEP_STARTED = "ALTER TABLE _dotdo_steps ADD COLUMN started REAL NOT NULL DEFAULT 0"
 BACKFILL_STEP_STARTED = "UPDATE _dotdo_steps SET started = finished"
+# Migration 2 -> 3: a schedule records how its last tick ended (NULL: it returned).
+ADD_TICK_ERROR = "ALTER TABLE _dotdo_schedules ADD COLUMN last_error TEXT"
 
 # The storage holds payloads and errors: only its owner may read it.
 DIR_MODE, FILE_MODE = 0o700, 0o600
@@ -296,8 +300,16 @@ def _steps_record_their_start(db: Connection) -> None:
         db.execute(BACKFILL_STEP_STARTED)
 
 
+def _ticks_record_their_error(db: Connection) -> None:
+    """2 -> 3. Schedules keep the error of their last tick, for operators."""
+    if (db.execute(SELECT_TABLE, ("_dotdo_schedules",)).fetchone() is not None
+            and db.execute(SELECT_COLUMN, ("_dotdo_schedules", "last_error")).fetchone() is None):
+        db.execute(ADD_TICK_ERROR)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _steps_record_their_start,
+    2: _ticks_record_their_error,
 }
 
 
@@ -622,8 +634,9 @@ class Journal:
     def set_schedule(self, name: str, spec: str, next_fire: float) -> None:
         self._db.write(UPSERT_SCHEDULE, (name, spec, next_fire))
 
-    def record_tick(self, name: str, fired: float, next_fire: float) -> None:
-        self._db.write(RECORD_TICK, (fired, next_fire, name))
+    def record_tick(self, name: str, fired: float, next_fire: float,
+                    error: str | None = None) -> None:
+        self._db.write(RECORD_TICK, (fired, next_fire, error, name))
 
     # alarm
     def alarm(self) -> tuple[float, int] | None:

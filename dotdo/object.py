@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dotdo.background import Activity
     from dotdo.journal import Storage
 
-__all__ = ["DurableObject", "lookup", "known_names", "public_methods"]
+__all__ = ["DurableObject", "lookup", "known_names", "public_methods", "exposed"]
 
 _registry: dict[str, type[DurableObject]] = {}
 
@@ -33,6 +33,8 @@ class DurableObject:
     objects map to Ray actors (see :mod:`dotdo.hosting`); ``own_process=True`` keeps
     each of its objects in a process of its own whatever the default hosting says
     (a ``Worker`` needs it: when a process dies, the jobs running in it are to blame).
+    ``expose=True`` (or a list of method names) lets the HTTP API (``dotdo serve``)
+    call its public methods (or those listed); by default it calls none.
     """
 
     id: str
@@ -45,6 +47,8 @@ class DurableObject:
     # None: the default of dotdo.init() / $DOTDO_HOSTING.
     _dotdo_hosting: ClassVar[Hosting | None] = None
     _dotdo_own_process: ClassVar[bool] = False
+    # Methods the HTTP API may call: none unless the class says expose=...
+    _dotdo_exposed: ClassVar[frozenset[str]] = frozenset()
     # (kind, key, method name) of methods marked by @on / @every / @on_error
     _dotdo_subscriptions: ClassVar[list[tuple[Any, Any, str]]] = []
     # Set by the host on each live object: its background work, and whether a pooled
@@ -53,7 +57,7 @@ class DurableObject:
     _dotdo_live: bool
 
     def __init_subclass__(cls, hosting: Hosting | None = None, own_process: bool | None = None,
-                          **kwargs) -> None:
+                          expose: bool | list[str] | None = None, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls._dotdo_abstract = False
         if hosting is not None:
@@ -63,6 +67,8 @@ class DurableObject:
         if cls._dotdo_own_process and isinstance(cls._dotdo_hosting, Pooled):
             raise ConfigError(f"class {cls.__name__}: own_process=True and a Pooled hosting "
                               "contradict each other: give it Dedicated(...) or no hosting")
+        if expose is not None:
+            cls._dotdo_exposed = _exposed(cls, expose)
         # Methods marked by @on / @every / @on_error: every object subscribes them.
         cls._dotdo_subscriptions = [
             (kind, key, name)
@@ -81,6 +87,27 @@ class DurableObject:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'id', '?')!r}>"
+
+
+def _exposed(cls: type, expose: object) -> frozenset[str]:
+    """The methods ``expose=`` names, checked: True is every public method."""
+    methods = public_methods(cls)
+    if expose is True or expose is False:
+        return frozenset(methods if expose else ())
+    if not isinstance(expose, (list, tuple, set, frozenset)) or not all(
+            isinstance(m, str) for m in expose):
+        raise ConfigError(f"class {cls.__name__}: expose is True, False or a list of method "
+                          f"names, not {expose!r}")
+    unknown = sorted(set(expose) - set(methods))
+    if unknown:
+        raise ConfigError(f"class {cls.__name__}: expose names {unknown}, which are not its "
+                          f"public methods ({', '.join(methods) or 'none'})")
+    return frozenset(expose)
+
+
+def exposed(cls: type[DurableObject]) -> frozenset[str]:
+    """The methods of ``cls`` the HTTP API may call (``expose=`` of the class)."""
+    return cls._dotdo_exposed
 
 
 def _members(cls: type):

@@ -17,7 +17,7 @@ LAYERS = [
     ["errors", "ids", "clock", "codec", "checks", "aio", "current", "sequencer",
      "hosting", "retry", "settings", "signals"],
     # storage
-    ["journal"],
+    ["journal", "reader"],
     # the object model and registration
     ["object", "registry", "events", "schedule", "jobs", "background"],
     # the host core, Ray-free but for promises

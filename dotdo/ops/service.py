@@ -1,0 +1,416 @@
+"""``Service``: every fact and action the ``dotdo`` command, the HTTP API and the
+dashboard offer, in one place, so the three show the same facts.
+
+Live state (queues, jobs, workers) comes from the objects themselves, through stubs,
+as any driver would call them. What is in files and needs no live object (which
+objects exist, an object's keys, tables, schedules and step journal) is read from
+the files, read only (:mod:`dotdo.reader`): looking never wakes an object.
+
+A queue or object that has no file yet is unknown (``NotFoundError``), never created
+by looking at it: a typo must not leave an empty queue behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import dotdo
+from dotdo import client, reader
+from dotdo.errors import DotdoError, NotFoundError
+from dotdo.events import check_event_type
+from dotdo.ids import check_id, storage_path
+from dotdo.object import exposed, lookup, public_methods
+
+__all__ = ["Service", "NotExposed", "STATES"]
+
+# Every state a job can be in, as the queue reports them (Metrics fields).
+STATES = ("pending", "delayed", "retrying", "waiting", "running", "stuck", "completed",
+          "failed", "cancelled")
+_QUEUE = "Queue"
+_WORKER = "Worker"
+_RESULT_POLL = 0.25  # seconds between looks while a caller long-polls a result
+_MAX_WAIT = 60.0
+
+
+class NotExposed(DotdoError):
+    """A class, method or event the HTTP API was not allowed to reach: give the class
+    ``expose=True`` (or a list of methods), or the server ``events=[noun]``."""
+
+
+def _counts(metrics: Any) -> dict[str, int]:
+    return {state: getattr(metrics, state) for state in STATES}
+
+
+class Service:
+    """Operations on the objects under one storage root (``storage``, default the
+    root of the settings in force). ``events``: the nouns whose events ``emit`` may
+    send (``["Signup"]`` allows ``Signup.created``); none by default."""
+
+    def __init__(self, storage: str | None = None, events: list[str] | tuple[str, ...] = ()
+                 ) -> None:
+        self._storage = os.path.abspath(storage) if storage else None
+        for noun in events:
+            if not isinstance(noun, str) or not noun or "." in noun:
+                raise ValueError(f"events names nouns such as \"Signup\", not {noun!r}")
+        self.exposed_events = tuple(events)
+
+    @property
+    def root(self) -> str:
+        """The storage root whose objects this service shows."""
+        return self._storage or dotdo.current_settings().storage
+
+    # -- discovery: files only ---------------------------------------------------------
+
+    def _has_file(self, class_name: str, object_id: str) -> bool:
+        return os.path.exists(storage_path(self.root, class_name, check_id(object_id)))
+
+    async def classes(self) -> dict[str, int]:
+        """Class name -> number of objects (files) under the root."""
+        return reader.classes(self.root)
+
+    async def objects(self, cls: str, limit: int = 100, cursor: str | None = None
+                      ) -> dict[str, Any]:
+        """The objects of ``cls``, ``limit`` at a time: ``{"objects": [{"class", "id",
+        "size", "modified"}], "cursor"}``; pass ``cursor`` back for the next page."""
+        start = int(cursor or 0)
+        if limit < 1 or start < 0:
+            raise ValueError(f"limit >= 1 and a cursor from a previous page, not {limit!r}, "
+                             f"{cursor!r}")
+        found = list(reader.files(self.root, cls))
+        if not found and cls not in reader.classes(self.root):
+            raise NotFoundError(f"no objects of class {cls!r} under {self.root} "
+                                f"(classes there: {', '.join(reader.classes(self.root)) or 'none'})")
+        page = found[start:start + limit]
+        out = []
+        for info in page:
+            try:
+                with reader.ObjectFile(info.path) as f:
+                    object_id = f.object_id
+            except DotdoError as exc:
+                object_id = f"<unreadable: {exc}>"
+            out.append({"class": cls, "id": object_id, "size": info.size,
+                        "modified": info.modified})
+        more = start + limit < len(found)
+        return {"objects": out, "cursor": str(start + limit) if more else None}
+
+    async def queue_ids(self) -> list[str]:
+        """The ids of every queue under the root."""
+        return self._queue_names()
+
+    # -- status and queues -------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Ray (nodes), objects by class, queues with counts, workers online."""
+        settings = dotdo.current_settings()
+        queues = await self.queues()
+        workers = await self.workers()
+        return {"storage": self.root, "namespace": settings.namespace,
+                "ray": client.cluster(), "classes": reader.classes(self.root),
+                "queues": queues,
+                "workers": {"online": sum(1 for w in workers if w["online"]),
+                            "total": len(workers)}}
+
+    def _queue(self, q: str) -> Any:
+        """The stub of queue ``q``, which must exist."""
+        if not isinstance(q, str) or not q or not self._has_file(_QUEUE, q):
+            raise NotFoundError(f"no queue {q!r} under {self.root}: queues there are "
+                                f"{', '.join(self._queue_names()) or 'none'}")
+        return dotdo.Queue(q)
+
+    def _queue_names(self) -> list[str]:
+        names = []
+        for info in reader.files(self.root, _QUEUE):
+            try:
+                with reader.ObjectFile(info.path) as f:
+                    names.append(f.object_id)
+            except DotdoError:
+                continue  # an unreadable file: `dotdo objects ls Queue` shows it
+        return sorted(names)
+
+    async def _summary(self, q: str) -> dict[str, Any]:
+        queue = self._queue(q)
+        metrics, workers, age = await asyncio.gather(
+            queue.get_metrics(), queue.workers(), queue.stats(60.0, 60.0))
+        return {"id": q, "paused": metrics.paused, "concurrency": metrics.concurrency,
+                "counts": _counts(metrics),
+                "workers": sum(1 for w in workers if w["registered"]),
+                "oldestPendingAge": age["oldestPendingAge"]}
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue: ``{"id", "paused", "concurrency", "counts", "workers",
+        "oldestPendingAge"}``."""
+        return list(await asyncio.gather(*(self._summary(q) for q in await self.queue_ids())))
+
+    async def queue(self, q: str) -> dict[str, Any]:
+        """One queue: its summary, settings, stats and counts by type."""
+        summary = await self._summary(q)
+        queue = dotdo.Queue(q)
+        settings, stats, types = await asyncio.gather(queue.configure(), queue.stats(),
+                                                      queue.counts())
+        return {**summary, "settings": settings, "stats": stats, "types": types}
+
+    async def stats(self, q: str, window: float = 3600.0, bucket: float = 60.0) -> dict[str, Any]:
+        """Throughput and failures over time, p50/p95 duration and wait, oldest
+        pending age and outcome totals (see ``Queue.stats``)."""
+        return await self._queue(q).stats(window, bucket)
+
+    async def pause(self, q: str) -> dict[str, Any]:
+        await self._queue(q).pause()
+        return await self._summary(q)
+
+    async def resume(self, q: str) -> dict[str, Any]:
+        await self._queue(q).resume()
+        return await self._summary(q)
+
+    async def configure(self, q: str, **settings: Any) -> dict[str, Any]:
+        """Set the queue's limits (``Queue.configure``); returns them all."""
+        return await self._queue(q).configure(**settings)
+
+    async def purge(self, q: str, status: str | None = None, older_than: float | None = None
+                    ) -> int:
+        return await self._queue(q).purge(status, older_than)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def jobs(self, q: str, status: str | None = None, type: str | None = None,
+                   since: float | None = None, limit: int = 50, cursor: int | None = None
+                   ) -> dict[str, Any]:
+        """A page of jobs in enqueue order: ``{"jobs", "cursor"}``."""
+        return await self._queue(q).list(status=status, type=type, limit=limit, cursor=cursor,
+                                         since=since)
+
+    async def count(self, q: str, status: str | None = None, type: str | None = None,
+                    since: float | None = None) -> int:
+        return await self._queue(q).count(status=status, type=type, since=since)
+
+    async def job(self, q: str, job_id: str) -> dict[str, Any]:
+        """A job with every attempt and its result: the Job Thing plus ``queue``,
+        ``attemptCount``, ``attempts`` (list) and ``result``."""
+        queue = self._queue(q)
+        thing = await queue.get(job_id)
+        if thing is None:
+            raise NotFoundError(f"no job {job_id!r} in queue {q!r}")
+        attempts, result = await asyncio.gather(queue.attempts(job_id), queue.result(job_id))
+        return {**thing, "queue": q, "attemptCount": thing["attempts"], "attempts": attempts,
+                "result": None if result is None else result["output"]}
+
+    async def find_job(self, job_id: str) -> str:
+        """The queue that holds ``job_id``."""
+        names = await self.queue_ids()
+        found = await asyncio.gather(*(dotdo.Queue(q).get(job_id) for q in names))
+        for q, thing in zip(names, found):
+            if thing is not None:
+                return q
+        raise NotFoundError(f"no job {job_id!r} in any queue under {self.root} "
+                            f"({', '.join(names) or 'no queues'})")
+
+    async def enqueue(self, q: str, type: str, payload: Any = None, create: bool = False,
+                      **options: Any) -> dict[str, Any]:
+        """Enqueue one job (``Queue.enqueue`` options); the queue must exist unless
+        ``create``. The Job has ``enqueued``: ``added``, ``existing``, ..."""
+        queue = dotdo.Queue(check_id(q)) if create else self._queue(q)
+        return await queue.enqueue(type, payload, **options)
+
+    async def result(self, q: str, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """The job's outcome, waiting up to ``wait`` s (at most 60) for it to finish:
+        ``{"id", "status", "done", "output"?, "error"?}``."""
+        if not isinstance(wait, (int, float)) or wait < 0:
+            raise ValueError(f"wait is seconds >= 0, not {wait!r}")
+        queue = self._queue(q)
+        deadline = time.monotonic() + min(float(wait), _MAX_WAIT)
+        while True:
+            thing = await queue.get(job_id)
+            if thing is None:
+                raise NotFoundError(f"no job {job_id!r} in queue {q!r}")
+            done = thing["status"] in ("completed", "failed", "cancelled")
+            if done or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(_RESULT_POLL)
+        out: dict[str, Any] = {"id": job_id, "status": thing["status"], "done": done}
+        if thing["status"] == "completed":
+            result = await queue.result(job_id)
+            out["output"] = None if result is None else result["output"]
+        elif thing["error"] is not None:
+            out["error"] = thing["error"]
+        return out
+
+    async def retry(self, q: str, job_ids: list[str]) -> list[dict[str, Any]]:
+        """Send failed jobs back to the queue with fresh retries."""
+        queue = self._queue(q)
+        return [await queue.retry(job_id) for job_id in job_ids]
+
+    async def cancel(self, q: str, job_ids: list[str]) -> list[dict[str, Any]]:
+        """Cancel unfinished jobs (running ones are asked to stop)."""
+        queue = self._queue(q)
+        return [await queue.cancel(job_id) for job_id in job_ids]
+
+    async def retry_all(self, q: str, since: float | None = None, type: str | None = None) -> int:
+        """Retry every failed job (of ``type``, enqueued since ``since``)."""
+        return await self._queue(q).retry_all(type=type, since=since)
+
+    async def cancel_all(self, q: str, status: str, since: float | None = None,
+                         type: str | None = None) -> int:
+        """Cancel every job in ``status`` (of ``type``, enqueued since ``since``)."""
+        return await self._queue(q).cancel_all(status, type=type, since=since)
+
+    async def dead_letters(self, q: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed jobs grouped by error: ``{"error", "count", "types", "lastAt", "jobs"}``."""
+        return await self._queue(q).dead_letters(limit)
+
+    async def events(self, cursor: dict[str, Any] | None = None
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Job events across queues since ``cursor`` (None: from now on), and the
+        cursor for the next call: ``[{"queue", "type", "at", "data"}]``. Each queue
+        keeps its latest 1,000 events in memory; a restarted queue starts afresh."""
+        cursor = dict(cursor or {})
+        names = await self.queue_ids()
+        answers = await asyncio.gather(
+            *(dotdo.Queue(q).recent_events(cursor.get(q, [None, 0])[1]) for q in names),
+            return_exceptions=True)
+        out: list[dict[str, Any]] = []
+        for q, answer in zip(names, answers):
+            if isinstance(answer, BaseException):
+                continue  # the queue is restarting: its events come next time
+            instance, after = cursor.get(q, [None, None])
+            if after is None or instance != answer["instance"]:
+                if after is not None:  # a new process: all it has is new
+                    out += [{"queue": q, **e} for e in answer["events"]]
+            else:
+                out += [{"queue": q, **e} for e in answer["events"]]
+            cursor[q] = [answer["instance"], answer["next"]]
+        out.sort(key=lambda e: e["at"])
+        for event in out:
+            event.pop("n", None)
+        return out, cursor
+
+    # -- workers and schedules ---------------------------------------------------------
+
+    async def workers(self, q: str | None = None) -> list[dict[str, Any]]:
+        """Workers of every queue (or of ``q``): ``{"id", "queue", "node", "pid",
+        "concurrency", "running", "lastSeen", "online", "completed", "failed"}``.
+        ``online``: seen by its queue within two lease timeouts."""
+        names = [q] if q is not None else await self.queue_ids()
+        if q is not None:
+            self._queue(q)
+        views = await asyncio.gather(*(dotdo.Queue(n).workers() for n in names))
+        settings = await asyncio.gather(*(dotdo.Queue(n).configure() for n in names))
+        rows: list[dict[str, Any]] = []
+        now = time.time()
+        for name, view, conf in zip(names, views, settings):
+            for w in view:
+                if not w["registered"] and not w["running"]:
+                    continue  # ran jobs here once; now elsewhere or gone
+                seen = w["lastSeen"]
+                rows.append({"id": w["worker"], "queue": name, "node": None, "pid": None,
+                             "concurrency": None, "running": [], "lastSeen": seen,
+                             "online": seen is not None and now - seen < 2 * conf["lease_timeout"],
+                             "completed": w["completed"], "failed": w["failed"],
+                             "registered": w["registered"]})
+        infos = await asyncio.gather(*(self._worker_info(r["id"]) for r in rows))
+        for row, info in zip(rows, infos):
+            if info is not None:
+                row.update(node=info["node"], pid=info["pid"], concurrency=info["concurrency"],
+                           running=info["running"])
+        return rows
+
+    async def _worker_info(self, worker: str) -> dict[str, Any] | None:
+        if not self._has_file(_WORKER, worker):
+            return None
+        try:
+            return await dotdo.Worker(worker).info()
+        except Exception:  # noqa: BLE001 - a worker restarting: shown without its process
+            return None
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule of every object: ``{"class", "id", "name", "spec", "nextRun",
+        "lastRun", "ticks", "lastError"}``, soonest first."""
+        out: list[dict[str, Any]] = []
+        for info in reader.files(self.root):
+            try:
+                with reader.ObjectFile(info.path) as f:
+                    out += [{"class": f.class_name, "id": f.object_id, **s} for s in f.schedules()]
+            except DotdoError:
+                continue
+        return sorted(out, key=lambda s: s["nextRun"])
+
+    # -- one object's file -------------------------------------------------------------
+
+    async def object(self, cls: str, object_id: str) -> dict[str, Any]:
+        """An object as its file holds it: keys (the first 100), its own tables,
+        alarm, schedules and number of journaled steps."""
+        with reader.open_object(self.root, cls, object_id) as f:
+            st = os.stat(f.path)
+            return {"class": cls, "id": object_id, "path": f.path, "size": st.st_size,
+                    "modified": st.st_mtime, "kv": f.kv(), "tables": f.tables(),
+                    "alarm": f.alarm(), "schedules": f.schedules(), "steps": f.step_count()}
+
+    async def steps(self, cls: str, object_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The object's step journal, newest first, with failed attempts."""
+        with reader.open_object(self.root, cls, object_id) as f:
+            return f.steps(limit)
+
+    async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000
+                  ) -> dict[str, Any]:
+        """One read-only statement on the object's own file."""
+        with reader.open_object(self.root, cls, object_id) as f:
+            return f.query(query, limit=limit)
+
+    # -- exposed objects and events ----------------------------------------------------
+
+    async def call(self, cls: str, object_id: str, method: str, args: list | tuple = (),
+                   kwargs: dict[str, Any] | None = None) -> Any:
+        """Call ``method`` on an object of an exposed class (``expose=`` on the class)."""
+        klass = _lookup(cls)
+        if klass is None:
+            raise NotFoundError(f"no durable object class {cls!r} is known to this server: "
+                                "import the module that defines it (dotdo serve -m module)")
+        allowed = exposed(klass)
+        if not allowed:
+            raise NotExposed(f"class {cls} is not exposed over HTTP: define it with "
+                             f"`class {cls}(dotdo.DurableObject, expose=True)` or a list of methods")
+        if method not in public_methods(klass):
+            raise NotFoundError(f"{cls} has no method {method!r} (exposed: "
+                                f"{', '.join(sorted(allowed))})")
+        if method not in allowed:
+            raise NotExposed(f"{cls}.{method} is not exposed (exposed: {', '.join(sorted(allowed))}): "
+                             f"add it to the class's expose=[...]")
+        return await getattr(dotdo.stub(klass, check_id(object_id)), method)(*args, **(kwargs or {}))
+
+    async def emit(self, event_type: str, data: Any = None) -> None:
+        """Send an event (as ``dotdo.send`` does) whose noun the server exposes."""
+        check_event_type(event_type)
+        noun = event_type.partition(".")[0]
+        if noun not in self.exposed_events:
+            raise NotExposed(f"events of {noun!r} are not exposed over HTTP: start the server "
+                             f"with events for {noun!r} (dotdo serve --events {noun})")
+        dotdo.send(event_type, data)
+
+    # -- metrics -----------------------------------------------------------------------
+
+    async def metrics(self) -> list[dict[str, Any]]:
+        """Per queue, what Prometheus scrapes: ``{"queue", "counts", "totals",
+        "duration", "wait", "oldestPendingAge", "workers", "paused"}``."""
+        names = await self.queue_ids()
+
+        async def one(q: str) -> dict[str, Any]:
+            queue = dotdo.Queue(q)
+            metrics, stats, workers = await asyncio.gather(
+                queue.get_metrics(), queue.stats(300.0, 60.0), queue.workers())
+            return {"queue": q, "counts": _counts(metrics), "totals": stats["totals"],
+                    "duration": stats["duration"], "wait": stats["wait"],
+                    "oldestPendingAge": stats["oldestPendingAge"],
+                    "workers": sum(1 for w in workers if w["registered"]),
+                    "paused": metrics.paused}
+
+        return list(await asyncio.gather(*(one(q) for q in names)))
+
+
+def _lookup(name: str) -> type[dotdo.DurableObject] | None:
+    """The class named ``name``: registered here, or shipped by an installed package."""
+    try:
+        return lookup(name) or dotdo.stub(name, "_")._cls
+    except AttributeError:
+        return None

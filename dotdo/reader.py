@@ -1,0 +1,223 @@
+"""Read-only views of objects' files, for operators: which objects exist (by class),
+and one object's keys, tables, schedules, alarm and step journal, and read-only SQL on
+its file. Nothing here writes, activates an object or takes its lock, so it works
+while the object is live elsewhere, and when nothing runs at all.
+
+Files are opened with SQLite's ``mode=ro`` and ``PRAGMA query_only``, and an
+authorizer refuses any statement but reads: a view can never change an object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from dotdo import codec
+from dotdo.errors import CorruptStorageError, DecodeError, NotFoundError
+from dotdo.ids import check_id, storage_path
+
+__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "MAX_ROWS"]
+
+MAX_ROWS = 10_000  # rows one read-only query returns at most
+_SUFFIX = ".sqlite3"
+_RESERVED = "_dotdo_"  # folders under the root that are not classes (pooled hosts' files)
+
+SELECT_META = "SELECT key, value FROM _dotdo_meta"
+SELECT_KV = "SELECT key, value FROM _dotdo_kv ORDER BY key LIMIT ?"
+SELECT_USER_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_dotdo\\_%' ESCAPE '\\' "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+)
+SELECT_SCHEDULES = "SELECT * FROM _dotdo_schedules ORDER BY name"
+SELECT_ALARM = "SELECT fire_at FROM _dotdo_alarm WHERE one = 1"
+COUNT_STEPS = "SELECT count(*) FROM _dotdo_steps"
+# Steps newest first, with steps that have only failed attempts so far.
+SELECT_STEPS = """
+SELECT step_id, attempts, started, finished, result FROM _dotdo_steps
+UNION ALL
+SELECT step_id, max(attempt), min(started), NULL, NULL FROM _dotdo_attempts
+ WHERE step_id NOT IN (SELECT step_id FROM _dotdo_steps) GROUP BY step_id
+ORDER BY 3 DESC LIMIT ?"""
+SELECT_FAILED_ATTEMPTS = (
+    "SELECT step_id, attempt, started, finished, error FROM _dotdo_attempts "
+    "WHERE step_id IN (SELECT value FROM json_each(?)) ORDER BY step_id, attempt"
+)
+
+# What a read-only query may do: read tables and call functions.
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+          getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """One object's file under the storage root."""
+
+    class_name: str
+    path: str
+    size: int
+    modified: float
+
+
+def classes(root: str) -> dict[str, int]:
+    """Class name -> how many object files it has under ``root``."""
+    out: dict[str, int] = {}
+    for info in files(root):
+        out[info.class_name] = out.get(info.class_name, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def files(root: str, class_name: str | None = None) -> Iterator[FileInfo]:
+    """The object files under ``root`` (of ``class_name`` only, if given), in a stable
+    order: class, then shard, then file name."""
+    if not os.path.isdir(root):
+        return
+    names = [class_name] if class_name is not None else sorted(os.listdir(root))
+    for name in names:
+        folder = os.path.join(root, name)
+        if name.startswith(_RESERVED) or not os.path.isdir(folder):
+            continue
+        for shard in sorted(os.listdir(folder)):
+            shard_dir = os.path.join(folder, shard)
+            if not os.path.isdir(shard_dir):
+                continue
+            for file_name in sorted(os.listdir(shard_dir)):
+                if file_name.endswith(_SUFFIX):
+                    path = os.path.join(shard_dir, file_name)
+                    try:
+                        st = os.stat(path)
+                    except FileNotFoundError:  # deleted since the listing
+                        continue
+                    yield FileInfo(name, path, st.st_size, st.st_mtime)
+
+
+def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
+    """The read-only view of one object's file, or NotFoundError if it has none."""
+    path = storage_path(root, class_name, check_id(object_id))
+    if not os.path.exists(path):
+        raise NotFoundError(f"no {class_name} {object_id!r} under {root}: it was never "
+                            "used there (check the class name, the id and --storage)")
+    return ObjectFile(path)
+
+
+def _deny_writes(action: int, arg1: Any, arg2: Any, *_: Any) -> int:
+    if action in _READS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is None:  # reading a pragma, not setting one
+        return sqlite3.SQLITE_OK
+    # SQLite "updates" its schema table when a table-valued function (json_each) first
+    # loads; the file is opened read only, so nothing can be written anyway.
+    if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _value(raw: Any) -> Any:
+    """A stored value as a reader can show it: decoded if it is dotdo's encoding,
+    else hex for bytes."""
+    if isinstance(raw, bytes):
+        try:
+            return codec.decode(raw)
+        except DecodeError:
+            return raw.hex()
+    return raw
+
+
+class ObjectFile:
+    """One object's file, opened read only. Use as a context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self._conn.execute("PRAGMA query_only = ON")
+            self._conn.execute("PRAGMA busy_timeout = 5000")
+            self.meta = dict(self._conn.execute(SELECT_META).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStorageError(
+                f"{path} is not a readable dotdo object file ({exc}): inspect it with the "
+                "sqlite3 shell, or move it away", path) from exc
+        self._conn.set_authorizer(_deny_writes)
+
+    def __enter__(self) -> ObjectFile:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def class_name(self) -> str:
+        return self.meta.get("class", "")
+
+    @property
+    def object_id(self) -> str:
+        return self.meta.get("id", "")
+
+    def kv(self, limit: int = 100) -> dict[str, Any]:
+        """The first ``limit`` keys of the object's key-value storage, decoded."""
+        return {key: _value(raw) for key, raw in self._conn.execute(SELECT_KV, (limit,))}
+
+    def tables(self) -> list[dict[str, Any]]:
+        """The object's own SQL tables (not dotdo's) with their row counts."""
+        names = [r[0] for r in self._conn.execute(SELECT_USER_TABLES)]
+        return [{"name": name, "rows": self._conn.execute(
+                    f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]}
+                for name in names]
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """``{"name", "spec", "nextRun", "lastRun", "ticks", "lastError"}`` per schedule."""
+        cursor = self._conn.execute(SELECT_SCHEDULES)
+        names = [d[0] for d in cursor.description]
+        return [{"name": row["name"], "spec": row["spec"], "nextRun": row["next_fire"],
+                 "lastRun": row["last_fire"], "ticks": row["ticks"],
+                 "lastError": row.get("last_error")}
+                for row in (dict(zip(names, r)) for r in cursor.fetchall())]
+
+    def alarm(self) -> float | None:
+        row = self._conn.execute(SELECT_ALARM).fetchone()
+        return row[0] if row else None
+
+    def step_count(self) -> int:
+        return self._conn.execute(COUNT_STEPS).fetchone()[0]
+
+    def steps(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The journal's steps, newest first: ``{"step", "attempts", "startedAt",
+        "finishedAt", "result", "errors": [failed attempts]}``; a step still failing
+        has ``finishedAt`` and ``result`` None."""
+        rows = self._conn.execute(SELECT_STEPS, (limit,)).fetchall()
+        steps = [{"step": step, "attempts": attempts, "startedAt": started,
+                  "finishedAt": finished, "result": None if result is None else _value(result),
+                  "errors": []} for step, attempts, started, finished, result in rows]
+        by_id = {s["step"]: s for s in steps}
+        for step, attempt, started, finished, error in self._conn.execute(
+                SELECT_FAILED_ATTEMPTS, (json.dumps(list(by_id)),)):
+            by_id[step]["errors"].append({"attempt": attempt, "startedAt": started,
+                                          "finishedAt": finished, "error": error})
+        return steps
+
+    def query(self, statement: str, params: tuple = (), limit: int = 1_000) -> dict[str, Any]:
+        """Run one read-only statement: ``{"columns", "rows", "truncated"}`` with at
+        most ``limit`` rows; a write raises ValueError (nothing is written)."""
+        if not isinstance(statement, str) or not statement.strip():
+            raise ValueError("give one SQL statement to run, e.g. \"select * from sqlite_master\"")
+        limit = max(1, min(int(limit), MAX_ROWS))
+        try:
+            cursor = self._conn.execute(statement, params)
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "not authorized" in text or "readonly" in text or "read-only" in text:
+                raise ValueError(f"objects' files are read only here: {statement!r} would "
+                                 "write; use a select") from None
+            raise ValueError(f"SQL error: {text}") from None
+        except sqlite3.Warning as exc:  # more than one statement
+            raise ValueError(f"one statement at a time: {exc}") from None
+        columns = [d[0] for d in cursor.description or ()]
+        rows = cursor.fetchmany(limit + 1)
+        return {"columns": columns, "rows": [[_value(v) for v in r] for r in rows[:limit]],
+                "truncated": len(rows) > limit}
