@@ -65,6 +65,10 @@ class Insight(JobTable):
             "totals": self.totals(),
         }
 
+    def oldest_pending_age(self) -> float | None:
+        """Seconds the oldest ready job has waited to start (None: none waits)."""
+        return self._oldest_ready_age(time.time())
+
     def _oldest_ready_age(self, now: float) -> float | None:
         oldest = self._one(sql.OLDEST_READY, (now,))
         return None if oldest is None else max(0.0, now - oldest)

@@ -517,9 +517,13 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
             for name, value in checked.items():
                 self.storage.put(name, value)
         self._load_settings()
-        get = self.storage.get
         self._ready.set()
         self._retain_now.set()
+        return self.settings()
+
+    def settings(self) -> dict[str, Any]:
+        """The queue's limits and retention, as ``configure`` sets them."""
+        get = self.storage.get
         return {"concurrency": self._concurrency, "lease_timeout": self._lease_timeout,
                 "rate": get("rate"), "key_rate": get("key_rate"),
                 "group_concurrency": self._group_limit,

@@ -52,6 +52,11 @@ _READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
           getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
 
 
+# Pragmas that take an argument only to say what to describe.
+_LOOKUPS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
+            "foreign_key_list", "table_list"}
+
+
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
     """One object's file under the storage root."""
@@ -106,8 +111,8 @@ def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
 def _deny_writes(action: int, arg1: Any, arg2: Any, *_: Any) -> int:
     if action in _READS:
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is None:  # reading a pragma, not setting one
-        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or arg1 in _LOOKUPS):
+        return sqlite3.SQLITE_OK  # reading a pragma or describing a table, not setting one
     # SQLite "updates" its schema table when a table-valued function (json_each) first
     # loads; the file is opened read only, so nothing can be written anyway.
     if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":

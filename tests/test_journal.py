@@ -279,6 +279,18 @@ def test_a_file_of_the_previous_schema_opens_and_is_migrated(make_storage, tmp_p
     assert again.journal.step("refund") == (True, "r") and again.get("balance") == 10
 
 
+def test_a_version_2_file_gets_the_schedules_last_error(make_storage, tmp_path):
+    # Given a version 2 file whose schedules table predates last_error
+    rows = [r if r[1] != ("schema", "1") else (r[0], ("schema", "2")) for r in V1_ROWS]
+    _write_file(tmp_path / "Thing" / "old.sqlite3", V1_TABLES, rows)
+    # When it opens, a tick can record how it ended, and the schedule reads as before
+    s = make_storage("old")
+    s.journal.record_tick("Thing.tick@every", 4.0, 7200.0, "ValueError: x")
+    assert s.journal.schedule("Thing.tick@every") == ("every(1).hours", 7200.0, 1)
+    error = s.sql.execute("SELECT last_error FROM _dotdo_schedules").fetchone()[0]
+    assert error == "ValueError: x" and _schema_of(s) == str(journal.SCHEMA_VERSION)
+
+
 def test_a_file_without_a_version_counts_as_the_oldest(make_storage, tmp_path):
     # Given a file with no version row and only the key-value tables
     _write_file(tmp_path / "Thing" / "first.sqlite3", V1_TABLES[:2],

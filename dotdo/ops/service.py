@@ -133,11 +133,11 @@ class Service:
     async def _summary(self, q: str) -> dict[str, Any]:
         queue = self._queue(q)
         metrics, workers, age = await asyncio.gather(
-            queue.get_metrics(), queue.workers(), queue.stats(60.0, 60.0))
+            queue.get_metrics(), queue.workers(), queue.oldest_pending_age())
         return {"id": q, "paused": metrics.paused, "concurrency": metrics.concurrency,
                 "counts": _counts(metrics),
                 "workers": sum(1 for w in workers if w["registered"]),
-                "oldestPendingAge": age["oldestPendingAge"]}
+                "oldestPendingAge": age}
 
     async def queues(self) -> list[dict[str, Any]]:
         """Every queue: ``{"id", "paused", "concurrency", "counts", "workers",
@@ -148,7 +148,7 @@ class Service:
         """One queue: its summary, settings, stats and counts by type."""
         summary = await self._summary(q)
         queue = dotdo.Queue(q)
-        settings, stats, types = await asyncio.gather(queue.configure(), queue.stats(),
+        settings, stats, types = await asyncio.gather(queue.settings(), queue.stats(),
                                                       queue.counts())
         return {**summary, "settings": settings, "stats": stats, "types": types}
 
@@ -296,7 +296,7 @@ class Service:
         if q is not None:
             self._queue(q)
         views = await asyncio.gather(*(dotdo.Queue(n).workers() for n in names))
-        settings = await asyncio.gather(*(dotdo.Queue(n).configure() for n in names))
+        settings = await asyncio.gather(*(dotdo.Queue(n).settings() for n in names))
         rows: list[dict[str, Any]] = []
         now = time.time()
         for name, view, conf in zip(names, views, settings):

@@ -1,0 +1,110 @@
+"""Read-only views of objects' files: listing by class, one object's keys, tables,
+schedules and steps, and SQL that can never write."""
+
+import os
+
+import pytest
+
+from dotdo import codec, reader
+from dotdo.errors import CorruptStorageError, InvalidIdError, NotFoundError
+from dotdo.ids import storage_path
+from dotdo.journal import Storage
+
+
+@pytest.fixture
+def root(tmp_path):
+    return str(tmp_path)
+
+
+@pytest.fixture
+def live(root):
+    """An object's storage, open (live) while the test reads it from outside."""
+    opened = []
+
+    def make(class_name="Thing", object_id="t1"):
+        s = Storage(storage_path(root, class_name, object_id), class_name, object_id)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+def test_files_and_classes_list_objects_but_not_pooled_hosts_directories(root, live):
+    live("Thing", "a"), live("Thing", "b"), live("Other", "c")
+    os.makedirs(os.path.join(root, "_dotdo_hosts", "x"))
+    assert reader.classes(root) == {"Other": 1, "Thing": 2}
+    ids = []
+    for info in reader.files(root, "Thing"):
+        with reader.ObjectFile(info.path) as f:
+            ids.append(f.object_id)
+    assert sorted(ids) == ["a", "b"]
+    assert reader.classes(os.path.join(root, "nowhere")) == {}
+
+
+def test_an_object_reads_as_its_live_storage_holds_it(root, live):
+    # Given a live object with keys, a table, a schedule, an alarm and steps
+    s = live()
+    s.put({"balance": 10, "user:1": {"name": "ada"}})
+    s.sql.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+    s.sql.execute("INSERT INTO orders (total) VALUES (1.5), (2.5)")
+    s.journal.set_schedule("Thing.tick@every", "every(1).hours", 3600.0)
+    s.journal.record_tick("Thing.tick@every", 10.0, 3610.0, "ValueError: x")
+    s.set_alarm(99.0)
+    s.journal.record_attempt("charge", 1, 1.0, 2.0, "ConnectionError: down")
+    s.journal.finish_step("charge", codec.encode({"ok": 1}), 2, 1.0, 3.0)
+    s.journal.record_attempt("refund", 1, 4.0, 5.0, "TimeoutError: slow")
+    # When an operator opens it from outside
+    with reader.open_object(root, "Thing", "t1") as f:
+        # Then every part reads back, decoded
+        assert f.kv() == {"balance": 10, "user:1": {"name": "ada"}}
+        assert f.tables() == [{"name": "orders", "rows": 2}]
+        assert f.schedules() == [{"name": "Thing.tick@every", "spec": "every(1).hours",
+                                  "nextRun": 3610.0, "lastRun": 10.0, "ticks": 1,
+                                  "lastError": "ValueError: x"}]
+        assert f.alarm() == 99.0 and f.step_count() == 1
+        refund, charge = f.steps()
+        assert refund == {"step": "refund", "attempts": 1, "startedAt": 4.0, "finishedAt": None,
+                          "result": None, "errors": [{"attempt": 1, "startedAt": 4.0,
+                                                      "finishedAt": 5.0,
+                                                      "error": "TimeoutError: slow"}]}
+        assert charge["result"] == {"ok": 1} and charge["finishedAt"] == 3.0
+        assert [e["error"] for e in charge["errors"]] == ["ConnectionError: down"]
+        assert f.query("select total from orders order by id") == {
+            "columns": ["total"], "rows": [[1.5], [2.5]], "truncated": False}
+        assert f.query("select * from orders", limit=1)["truncated"] is True
+        assert f.query("select value from json_each('[1,2]')")["rows"] == [[1], [2]]
+        assert f.query("pragma table_info(orders)")["rows"][0][1] == "id"
+
+
+@pytest.mark.parametrize("statement", [
+    "delete from orders", "insert into orders (total) values (9)", "update orders set total = 0",
+    "drop table orders", "create table x (a)", "pragma query_only = 0",
+    "pragma journal_mode = delete", "attach database ':memory:' as other", "vacuum",
+    "select 1; delete from orders",
+])
+def test_sql_that_would_write_is_refused_and_changes_nothing(root, live, statement):
+    s = live()
+    s.sql.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+    s.sql.execute("INSERT INTO orders (total) VALUES (1.5)")
+    with reader.open_object(root, "Thing", "t1") as f:
+        with pytest.raises(ValueError):
+            f.query(statement)
+        assert f.query("select count(*) from orders")["rows"] == [[1]]
+    assert s.sql.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+
+
+def test_unknown_objects_bad_ids_and_corrupt_files_say_so(root, live):
+    with pytest.raises(NotFoundError, match="never used"):
+        reader.open_object(root, "Thing", "ghost")
+    with pytest.raises(InvalidIdError):
+        reader.open_object(root, "Thing", "")
+    path = storage_path(root, "Thing", "bad")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(b"this is not sqlite" * 100)
+    with pytest.raises(CorruptStorageError, match="not a readable"):
+        reader.open_object(root, "Thing", "bad")
+    with open(path, "rb") as back:
+        assert back.read() == b"this is not sqlite" * 100
