@@ -262,8 +262,15 @@ class Worker(dotdo.DurableObject, own_process=True):
         if not is_int(concurrency) or concurrency < 1:
             raise ValueError(f"concurrency is an int >= 1, not {concurrency!r}")
         dotdo.RetryPolicy(backoff=backoff)  # checks it
-        await dotdo.Queue(queue).register_worker(self.id)
+        previous = self._config
+        # Set before registering: a queue activated by this very call asks its workers
+        # whether they serve it, and must hear yes from this one.
         self._config = {"queue": queue, "concurrency": concurrency, "backoff": backoff}
+        try:
+            await dotdo.Queue(queue).register_worker(self.id)
+        except BaseException:
+            self._config = previous
+            raise
         self.storage.put("config", self._config)
         self._start_loop()
         return self._config
