@@ -89,9 +89,26 @@ def test_the_shipped_objects_use_only_documented_parts_of_dotdo():
 
 
 def test_dotdo_never_names_the_actors_package_in_code():
-    for path in (ROOT / "dotdo").glob("*.py"):
+    for path in (ROOT / "dotdo").rglob("*.py"):
         top, inner = _imports(path, "dotdo")
         assert not {m for m in top | inner if m.split(".")[0] == "actors"}, path.name
+
+
+# The operations layer (dotdo/ops: the CLI, the HTTP API, the dashboard) sits on top:
+# the public API, the read-only file views, and these few documented modules.
+OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.client", "dotdo.errors", "dotdo.events",
+               "dotdo.ids", "dotdo.object", "dotdo.settings"}
+
+
+def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
+    for path in (ROOT / "dotdo" / "ops").glob("*.py"):
+        top, inner = _imports(path, "dotdo.ops")
+        used = {m for m in top | inner
+                if m.split(".")[0] == "dotdo" and not m.startswith("dotdo.ops")}
+        assert used <= OPS_MAY_USE, f"ops/{path.name} uses {sorted(used - OPS_MAY_USE)}"
+    for path in [*(ROOT / "dotdo").glob("*.py"), *(ROOT / "actors").glob("*.py")]:
+        top, inner = _imports(path, "dotdo")
+        assert not {m for m in top | inner if m.startswith("dotdo.ops")}, path.name
 
 
 def test_each_module_imports_first_in_a_fresh_interpreter():
