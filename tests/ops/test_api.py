@@ -1,0 +1,289 @@
+"""The HTTP API under a real uvicorn on 127.0.0.1, spoken to over real HTTP, on
+objects in this process (real SQLite files): tokens, every kind of error, jobs end
+to end, live events and the Prometheus scrape."""
+
+import json
+import os
+import stat
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import dotdo
+from dotdo.ops import serve
+from dotdo.ops.api import create_app
+from dotdo.ops.auth import Tokens
+from dotdo.ops.service import Service
+from tests import job_handlers  # noqa: F401  (echo, doomed)
+from tests.conftest import wait_for
+
+
+class Till(dotdo.DurableObject, expose=True):
+    """Exposed: the API may call any of its public methods."""
+
+    def ring(self, amount: int) -> int:
+        total = self.storage.get("total", 0) + amount
+        self.storage.put("total", total)
+        return total
+
+
+class Safe(dotdo.DurableObject):
+    """Not exposed."""
+
+    def open(self) -> str:
+        return "opened"
+
+
+class Client:
+    """Real HTTP to the server, with a token."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url, self.token = url, token
+
+    def __call__(self, method: str, path: str, body=None, headers=None, token=...):
+        token = self.token if token is ... else token
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
+        try:
+            with urllib.request.urlopen(request, timeout=90) as answer:
+                return answer.status, _decode(answer.read(), answer.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _decode(exc.read(), exc.headers)
+
+
+def _decode(raw: bytes, headers):
+    if headers.get("content-type", "").startswith("application/json"):
+        return json.loads(raw)
+    return raw.decode()
+
+
+@pytest.fixture
+def server(local_session, local_root):
+    tokens = Tokens.load_or_create(str(local_root))
+    background = serve.start_in_background(
+        create_app(Service(events=["Signup"]), tokens, max_body=64 * 1024))
+    yield background, tokens
+    background.stop()
+
+
+@pytest.fixture
+def http(server):
+    background, tokens = server
+    return Client(background.url, tokens.token)
+
+
+@pytest.fixture
+def queue(make_local, unique):
+    q = make_local("Queue", unique)
+    q.settings().result()  # the queue exists (has a file) before the API sees it
+    return q
+
+
+@pytest.fixture
+def worker(make_local, unique, queue):
+    w = make_local("Worker", f"{unique}-w")
+    w.start(unique, concurrency=2, backoff=0.01).result()
+    yield w
+    w.stop(drain=False).result()
+
+
+def test_the_token_files_are_this_users_only(server, local_root):
+    _, tokens = server
+    for path in (tokens.path, tokens.read_path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(tokens.path)).st_mode) == 0o700
+    again = Tokens.load_or_create(str(local_root))
+    assert (again.token, again.read_token) == (tokens.token, tokens.read_token)
+    assert tokens.token != tokens.read_token
+    with pytest.raises(ValueError, match="16 characters"):
+        Tokens.load_or_create(str(local_root), token="short")
+
+
+@pytest.mark.parametrize("path", ["/api/queues", "/metrics", "/docs", "/openapi.json", "/",
+                                  "/static/app.js", "/events/stream"])
+def test_every_route_wants_a_token(http, path):
+    for token in (None, "wrong-token-of-some-length"):
+        status, body = http("GET", path, token=token)
+        assert status == 401, (path, token)
+
+
+def test_the_read_token_reads_but_never_writes(server, queue, unique):
+    background, tokens = server
+    reader = Client(background.url, tokens.read_token)
+    assert reader("GET", f"/queues/{unique}")[0] == 200
+    status, body = reader("POST", f"/queues/{unique}/pause", {})
+    assert status == 403 and "read-only" in body["error"]
+    assert queue.get_metrics().result().paused is False
+
+
+def test_an_idempotency_key_gives_one_job_201_then_200(http, queue, unique):
+    status, first = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": 1},
+                         headers={"Idempotency-Key": "order-7"})
+    assert status == 201 and first["$id"] == "order-7" and first["enqueued"] == "added"
+    status, again = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": 1},
+                         headers={"Idempotency-Key": "order-7"})
+    assert status == 200 and again["$id"] == "order-7" and again["enqueued"] == "existing"
+    assert queue.count().result() == 1
+
+
+def test_a_job_runs_end_to_end_over_http(http, queue, worker, unique):
+    status, job = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": {"n": 1}})
+    assert status == 201
+    status, outcome = http("GET", f"/jobs/{unique}/{job['$id']}/result?wait=30")
+    assert status == 200 and outcome["done"] and outcome["output"] == {"echo": {"n": 1}}
+    status, page = http("GET", f"/queues/{unique}/jobs?status=completed&limit=10")
+    assert [j["$id"] for j in page["jobs"]] == [job["$id"]] and page["cursor"] is None
+    status, full = http("GET", f"/jobs/{unique}/{job['$id']}")
+    assert full["attempts"][0]["outcome"] == "completed" and full["result"] == {"echo": {"n": 1}}
+
+
+def test_retry_cancel_pause_resume_and_settings(http, queue, worker, unique):
+    failed = queue.enqueue("doomed", 1, max_retries=0).result()["$id"]
+    wait_for(lambda: queue.get(failed).result()["status"] == "failed")
+    status, groups = http("GET", f"/queues/{unique}/dead-letters")
+    assert groups[0]["error"] == "ValueError: by design" and groups[0]["jobs"] == [failed]
+    status, job = http("POST", f"/jobs/{unique}/{failed}/retry")
+    assert status == 200 and job["status"] in ("pending", "running", "failed")
+    assert http("POST", f"/queues/{unique}/pause")[1]["paused"] is True
+    later = queue.enqueue("echo", 2, delay=3600).result()["$id"]
+    status, job = http("POST", f"/jobs/{unique}/{later}/cancel")
+    assert status == 200 and job["status"] == "cancelled"
+    status, job = http("POST", f"/jobs/{unique}/{later}/cancel")
+    assert status == 400 and "cancelled" in job["error"]
+    assert http("POST", f"/queues/{unique}/resume")[1]["paused"] is False
+    status, settings = http("PATCH", f"/queues/{unique}/settings", {"concurrency": 5})
+    assert status == 200 and settings["concurrency"] == 5
+    status, body = http("PATCH", f"/queues/{unique}/settings", {"rate": "fast"})
+    assert status == 400 and "rate" in body["error"]
+    wait_for(lambda: queue.get(failed).result()["status"] == "failed")
+    status, body = http("POST", f"/queues/{unique}/jobs/retry", {"status": "failed"})
+    assert status == 200 and body["retried"] == 1
+
+
+def test_bad_bodies_name_the_field_and_write_nothing(http, queue, unique):
+    cases = [
+        (b"{not json", "body"),
+        ({"payload": 1}, "type"),
+        ({"type": "echo", "priority": "high"}, "priority"),
+        ({"type": "echo", "colour": "red"}, "colour"),
+        ({"type": "echo", "delay": -1}, "delay"),
+    ]
+    for body, field in cases:
+        status, answer = http("POST", f"/queues/{unique}/jobs", body)
+        assert status == 400 and answer["field"] == field, (body, answer)
+    status, answer = http("POST", f"/queues/{unique}/jobs",
+                          {"type": "echo", "payload": 1, "max_retries": "x"})
+    assert status == 400 and answer["field"] == "max_retries"
+    assert queue.count().result() == 0
+
+
+def test_a_body_over_the_limit_is_413_and_writes_nothing(http, queue, unique):
+    big = {"type": "echo", "payload": "x" * (65 * 1024)}
+    assert http("POST", f"/queues/{unique}/jobs", big)[0] == 413
+    assert queue.count().result() == 0
+
+
+def test_unknown_queues_jobs_classes_and_objects_are_404(http, queue, unique):
+    for path in ("/queues/ghost", f"/jobs/{unique}/ghost", "/jobs/ghost/x",
+                 "/api/objects/Ghost", f"/api/objects/Queue/{unique}-ghost"):
+        status, body = http("GET", path)
+        assert status == 404 and body["error"], path
+    assert http("POST", "/queues/ghost/jobs", {"type": "echo"})[0] == 404
+    assert http("POST", f"/objects/Ghost/{unique}/x")[0] == 404
+
+
+def test_objects_and_events_only_when_exposed(http, unique):
+    status, body = http("POST", f"/objects/Till/{unique}/ring", {"args": [5]})
+    assert status == 200 and body == {"result": 5}
+    status, body = http("POST", f"/objects/Safe/{unique}/open", {})
+    assert status == 403 and "expose" in body["error"]
+    assert http("POST", "/events/Signup.created", {"email": "a@b.c"})[0] == 202
+    status, body = http("POST", "/events/Payment.made", {"amount": 1})
+    assert status == 403 and "--events Payment" in body["error"]
+    assert http("POST", "/events/not-an-event", {})[0] == 400
+
+
+def test_the_event_stream_sends_job_events_and_counts(server, http, queue, unique):
+    background, tokens = server
+    request = urllib.request.Request(f"{background.url}/events/stream",
+                                     headers={"Authorization": f"Bearer {tokens.token}"})
+    seen: list[tuple[str, dict]] = []
+
+    def read():
+        with urllib.request.urlopen(request, timeout=90) as stream:
+            kind = None
+            for line in stream:
+                line = line.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((kind, json.loads(line[6:])))
+                    if kind == "job":
+                        return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: any(kind == "counts" for kind, _ in seen))
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    reader.join(timeout=90)
+    counts = next(data for kind, data in seen if kind == "counts")
+    assert unique in [q["id"] for q in counts]
+    kind, event = seen[-1]
+    assert kind == "job" and event["queue"] == unique and event["type"] == "Job.enqueued"
+    assert event["data"]["$id"] == job_id
+
+
+def test_prometheus_reads_the_queue_metrics_by_their_names(http, queue, worker, unique):
+    ok = queue.enqueue("echo", 1).result()["$id"]
+    bad = queue.enqueue("doomed", 1, max_retries=0).result()["$id"]
+    wait_for(lambda: queue.get(bad).result()["status"] == "failed"
+             and queue.get(ok).result()["status"] == "completed")
+    queue.enqueue("echo", 2, delay=3600).result()
+    status, text = http("GET", "/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("queue") == unique:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    q = ("queue", unique)
+
+    def one(name, **labels):
+        return samples[(name, tuple(sorted([q, *labels.items()])))]
+
+    assert one("dotdo_jobs_total", outcome="completed") == 1
+    assert one("dotdo_jobs_total", outcome="failed") == 1
+    assert one("dotdo_queue_jobs", state="delayed") == 1
+    assert one("dotdo_queue_jobs", state="completed") == 1
+    assert one("dotdo_job_duration_seconds", quantile="0.5") >= 0
+    assert one("dotdo_job_wait_seconds", quantile="0.95") >= 0
+    assert one("dotdo_queue_oldest_pending_age_seconds") == 0
+    assert one("dotdo_workers") == 1 and one("dotdo_queue_paused") == 0
+
+
+def test_the_docs_and_openapi_load_with_no_outside_address(http):
+    status, page = http("GET", "/docs")
+    assert status == 200 and "swagger-ui-bundle.js" in page
+    assert "https://" not in page and "http://" not in page
+    status, spec = http("GET", "/openapi.json")
+    assert status == 200 and "/queues/{q}/jobs" in spec["paths"]
+    # Swagger UI's own files are shipped with the app
+    with urllib.request.urlopen(http.url + "/docs/assets/swagger-ui-bundle.js") as js:
+        assert js.status == 200 and len(js.read()) > 100_000
+
+
+def test_a_token_in_the_address_sets_a_cookie_for_the_pages(server):
+    background, tokens = server
+    with urllib.request.urlopen(f"{background.url}/?token={tokens.read_token}") as page:
+        cookie = page.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    value = cookie.split(";")[0]
+    request = urllib.request.Request(f"{background.url}/api/queues", headers={"Cookie": value})
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200
