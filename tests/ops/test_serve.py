@@ -1,0 +1,64 @@
+"""The API as a Ray Serve application on the session's Ray: a replica (a Ray actor)
+reaches the queue and its worker as any driver would."""
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from ray import serve
+
+from dotdo.ops.auth import Tokens
+from dotdo.ops.serve import ray_serve_app
+from tests import job_handlers  # noqa: F401  (echo)
+from tests.conftest import wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _http(url, token, method="GET", body=None, wait=0):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        raw = answer.read()
+        return answer.status, (json.loads(raw) if "json" in answer.headers["content-type"]
+                               else raw.decode())
+
+
+@pytest.mark.dedicated_pass("Serve replicas are Ray actors of their own in either hosting")
+def test_the_api_runs_as_a_ray_serve_application(ray_session, make_object, unique):
+    # Given a queue with a worker on the session's Ray
+    queue = make_object("Queue", unique)
+    queue.settings().result()
+    worker = make_object("Worker", f"{unique}-w")
+    worker.start(unique, concurrency=2, backoff=0.01).result()
+    tokens = Tokens.load_or_create(ray_session.storage)
+    port = _free_port()
+    # When the API is deployed with Ray Serve (one replica)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(ray_serve_app(ray_session.storage, ray_session.namespace, tokens),
+                  name="dotdo-test", route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        # Then a job enqueued over HTTP runs on the worker and its result comes back
+        status, job = _http(f"{url}/queues/{unique}/jobs", tokens.token, "POST",
+                            {"type": "echo", "payload": "via serve"})
+        assert status == 201
+        status, outcome = _http(f"{url}/jobs/{unique}/{job['$id']}/result?wait=60", tokens.token)
+        assert outcome["output"] == {"echo": "via serve"}
+        status, text = _http(f"{url}/metrics", tokens.token)
+        assert f'dotdo_jobs_total{{queue="{unique}",outcome="completed"}} 1.0' in text
+        status, listing = _http(f"{url}/api/status", tokens.token)
+        assert listing["ray"]["nodes"] and unique in [q["id"] for q in listing["queues"]]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _http(f"{url}/api/queues", "not-the-token-at-all")
+        assert refused.value.code == 401
+    finally:
+        serve.shutdown()
+        wait_for(lambda: worker.stop(drain=False).result() is not None)
