@@ -43,8 +43,8 @@ from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
 
-__all__ = ["init", "shutdown", "settings", "cluster", "submit", "hosting_of", "actor_handle",
-           "forget_handles", "pickle_by_value", "in_ray_worker"]
+__all__ = ["init", "shutdown", "settings", "cluster", "running_cluster", "submit", "hosting_of",
+           "actor_handle", "forget_handles", "pickle_by_value", "in_ray_worker"]
 
 # Enough concurrent calls that a slow call never holds up the rest of the host.
 _HOST_CONCURRENCY = 1000
@@ -214,6 +214,18 @@ def _address_to_join(address: str | None, temp_dir: str | None) -> str | None:
         "delete %s to silence this.", path, recorded, path,
     )
     return "local"
+
+
+def running_cluster() -> str | None:
+    """The Ray cluster ``init()`` with no address would join: ``$RAY_ADDRESS`` (``init``
+    says if nothing answers there), else the one ``ray start`` recorded on this machine
+    if it answers; None when ``init()`` would start a Ray of its own (which ends with
+    this process)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        return address
+    recorded = ray._private.utils.read_ray_address(None)
+    return recorded if recorded and _answers(recorded) else None
 
 
 def _answers(address: str) -> bool:

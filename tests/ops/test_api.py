@@ -109,7 +109,7 @@ def test_the_token_files_are_this_users_only(server, local_root):
                                   "/static/app.js", "/events/stream"])
 def test_every_route_wants_a_token(http, path):
     for token in (None, "wrong-token-of-some-length"):
-        status, body = http("GET", path, token=token)
+        status, _ = http("GET", path, token=token)
         assert status == 401, (path, token)
 
 
