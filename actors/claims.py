@@ -34,11 +34,15 @@ class Claims(Flows):
 
     def register_worker(self, worker: str) -> None:
         """``worker`` works for this queue: it is woken whenever the queue activates."""
+        self._left.discard(worker)
         workers = self.storage.get("workers", [])
         if worker not in workers:
             self.storage.put("workers", [*workers, worker])
 
     def unregister_worker(self, worker: str) -> None:
+        """``worker`` stopped: a claim of its still waiting gets nothing."""
+        self._left.add(worker)
+        self._ready.set()  # its waiting claim answers now
         workers = self.storage.get("workers", [])
         if worker in workers:
             self.storage.put("workers", [w for w in workers if w != worker])
@@ -68,6 +72,8 @@ class Claims(Flows):
             self._seen[worker] = now  # a worker in a long-poll is alive
             if now >= self._expiry_check_at:  # not at every claim: it is a write
                 self._reclaim_expired(now)
+            if worker in self._left:  # stopped while this claim waited
+                return {"jobs": [], "lease_timeout": self._lease_timeout}
             rows, alone, blocked, opens = self._lease(worker, n, idle, now)
             if rows or time.monotonic() >= deadline:
                 self._gauge_depth()

@@ -134,6 +134,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         self._recent_n = 0
         self._life = uuid.uuid4().hex[:12]
         self._seen: dict[str, float] = {}
+        self._left: set[str] = set()
         loop = asyncio.get_running_loop()
         # Kept: the loop holds tasks only weakly.
         self._loops = [loop.create_task(self._forward_events()),

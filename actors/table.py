@@ -42,6 +42,7 @@ class JobTable:
     _rr_after: str | None  # the group served last
     _recent: collections.deque  # (number, time, type, data) of the latest Job events
     _recent_n: int
+    _left: set[str]  # workers that stopped (unregistered) since this process started
     _seen: dict[str, float]  # worker -> when it last claimed or beat (this process's view)
     _life: str  # tells this process's event numbers from a previous one's
 
