@@ -25,6 +25,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dotdo
 from dotdo.ops import prometheus
@@ -38,6 +39,8 @@ COOKIE = "dotdo_token"
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 _EVENTS_EVERY = 1.0  # seconds between looks for new Job events
 _COUNTS_EVERY = 2.0  # seconds between queue counts on the stream
+_MAX_WAIT = 60.0  # seconds a result request may hold its connection
+_WHERE = ("body", "query", "path", "header", "cookie")  # where FastAPI found a bad field
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
 _BAD_INPUT = (ValueError, TypeError, dotdo.ConfigError, dotdo.LimitError, dotdo.InvalidIdError,
               dotdo.EncodeError, dotdo.DecodeError)
@@ -70,8 +73,11 @@ class EnqueueBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(min_length=1, description="the job type a handler is registered for")
     payload: Any = None
+    job_id: str | None = Field(None, min_length=1,
+                               description="the job's id; enqueued again, the job is not added twice")
     priority: int | None = None
     delay: float | None = Field(None, ge=0)
+    run_at: float | None = Field(None, ge=0, description="epoch seconds to run at")
     max_retries: int | None = Field(None, ge=0)
     timeout: float | None = Field(None, gt=0)
     backoff: Any = None
@@ -193,12 +199,26 @@ def _errors(app: FastAPI) -> None:
         async def bad_input(_: Request, exc: Exception) -> Response:
             return _error(400, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: Exception) -> Response:
+        # No such route (404) or method (405): the same {"error"} shape as the rest.
+        assert isinstance(exc, StarletteHTTPException)
+        return _JSON({"error": str(exc.detail)}, status_code=exc.status_code,
+                     headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception) -> Response:
+        # An exposed method's own error, or a bug: JSON for clients; uvicorn logs the trace.
+        return _error(500, f"{type(exc).__name__}: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        where = [str(p) for p in first.get("loc", ()) if p != "body"]
-        field = ".".join(where) or "body"
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc and loc[0] in _WHERE:  # "query.wait" -> "wait": the name the caller sent
+            loc = loc[1:]
+        field = ".".join(loc) or "body"
         if first.get("type") == "json_invalid":
             return _error(400, f"the body is not valid JSON ({first.get('msg')}, at "
                                f"{first.get('ctx', {}).get('error', field)})", field="body")
@@ -287,6 +307,9 @@ def _jobs(app: FastAPI, service: Service) -> None:
         again, the same job answers 200 instead of a new one 201."""
         options = body.model_dump(exclude_unset=True, exclude={"type", "payload"})
         if idempotency_key is not None:
+            if options.get("job_id", idempotency_key) != idempotency_key:
+                return _error(400, "job_id differs from the Idempotency-Key header: send one "
+                                   "of them (the key is the job's id)", field="job_id")
             options["job_id"] = idempotency_key
         job = await service.enqueue(q, body.type, body.payload, **options)
         if job.get("enqueued", "added") != "added":
@@ -320,9 +343,10 @@ def _jobs(app: FastAPI, service: Service) -> None:
         return await service.job(q, job_id)
 
     @app.get("/jobs/{q}/{job_id}/result", tags=["jobs"])
-    async def result(q: str, job_id: str, wait: float = Query(0, ge=0, le=60)) -> Any:
-        """The job's outcome, waiting up to `wait` s (at most 60) for it to finish."""
-        return await service.result(q, job_id, wait)
+    async def result(q: str, job_id: str, wait: float = Query(0, ge=0)) -> Any:
+        """The job's outcome, waiting up to `wait` s (at most 60: longer waits are
+        cut to 60) for it to finish; `done` says whether it did."""
+        return await service.result(q, job_id, min(wait, _MAX_WAIT))
 
     @app.post("/jobs/{q}/{job_id}/retry", tags=["jobs"])
     async def retry(q: str, job_id: str) -> Any:

@@ -390,8 +390,9 @@ def _spark(series: list[dict[str, Any]], key: str) -> str:
 
 @click.group("dotdo", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--address", metavar="ADDR",
-              help="Ray cluster to join (host:port, ray://..., auto). Default: $RAY_ADDRESS, "
-                   "else the cluster `ray start` recorded here, else a local Ray.")
+              help="Ray cluster to join (host:port, ray://..., auto; `local`: a Ray just for "
+                   "this command). Default: $RAY_ADDRESS, else the cluster `ray start` "
+                   "recorded here; serve and dashboard start a local Ray if there is none.")
 @click.option("--storage", metavar="PATH", envvar="DOTDO_STORAGE", show_envvar=True,
               help="Storage root of the objects' files. Default: ./.dotdo")
 @click.option("--namespace", metavar="NAME", envvar="DOTDO_NAMESPACE", show_envvar=True,

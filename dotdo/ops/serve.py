@@ -20,6 +20,8 @@ import dotdo
 from dotdo.ops.api import create_app
 from dotdo.ops.auth import Tokens
 from dotdo.ops.service import Service
+from dotdo.settings import Settings, default_hosting
+from dotdo.settings import use as use_settings
 
 __all__ = ["Tokens", "serve_local", "start_in_background", "Background", "run_ray_serve",
            "ray_serve_app", "build", "DEFAULT_PORT"]
@@ -70,24 +72,30 @@ def start_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) ->
 # -- Ray Serve ----------------------------------------------------------------------------
 
 def ray_serve_app(storage: str, namespace: str, tokens: Tokens, *, events: list[str] | tuple = (),
-                  modules: list[str] | tuple = (), replicas: int = 1) -> Any:
+                  modules: list[str] | tuple = (), replicas: int = 1,
+                  hosting: dotdo.Dedicated | dotdo.Pooled | None = None) -> Any:
     """The API as a Ray Serve application of ``replicas`` replicas. Each replica is a
-    Ray actor; it reads the storage root and namespace from its environment, as
-    dotdo code in any Ray worker does."""
-    app = create_app(Service(storage=storage, events=list(events)), tokens)
+    Ray actor using these settings (``hosting``: default as ``dotdo.init``'s), as
+    dotdo's own hosts use their creator's, so it reaches the very actors a driver
+    with these settings reaches."""
+    conf = Settings(os.path.abspath(storage), namespace, hosting or default_hosting())
+    app = create_app(Service(storage=conf.storage, events=list(events)), tokens)
 
     @serve.deployment(num_replicas=replicas, ray_actor_options={
-        "num_cpus": 0, "runtime_env": {"env_vars": {"DOTDO_STORAGE": storage,
+        "num_cpus": 0, "runtime_env": {"env_vars": {"DOTDO_STORAGE": conf.storage,
                                                     "DOTDO_NAMESPACE": namespace}}})
     @serve.ingress(app)
     class DotdoApi:
         """One replica of the API."""
 
-        def __init__(self, modules: list[str]) -> None:
+        def __init__(self, conf: Settings, modules: list[str]) -> None:
+            # A Ray worker otherwise takes its settings from its environment, whose
+            # hosting may differ: it would then start other actors on the same files.
+            use_settings(conf)
             for module in modules:  # exposed classes and job types
                 importlib.import_module(module)
 
-    return DotdoApi.bind(list(modules))  # type: ignore[attr-defined]
+    return DotdoApi.bind(conf, list(modules))  # type: ignore[attr-defined]
 
 
 def run_ray_serve(service: Service, tokens: Tokens, host: str = "127.0.0.1",
@@ -97,9 +105,14 @@ def run_ray_serve(service: Service, tokens: Tokens, host: str = "127.0.0.1",
     ``blocking``: keep this driver until interrupted (Serve's proxy listens on
     ``host:port`` of each node)."""
     settings = dotdo.current_settings()
+    if settings.in_process:
+        raise dotdo.ConfigError("Ray Serve runs the API on Ray, where objects run in this "
+                                "process cannot be reached: drop --in-process "
+                                "($DOTDO_IN_PROCESS) to serve with --ray-serve")
     serve.start(http_options={"host": host, "port": port})
     serve.run(ray_serve_app(service.root, settings.namespace, tokens, events=events,
-                            modules=modules, replicas=replicas),
+                            modules=modules, replicas=replicas,
+                            hosting=settings.hosting),
               name="dotdo", route_prefix="/", blocking=False)
     url = f"http://{host}:{port}"
     if blocking:

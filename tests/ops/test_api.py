@@ -111,6 +111,9 @@ def test_every_route_wants_a_token(http, path):
     for token in (None, "wrong-token-of-some-length"):
         status, _ = http("GET", path, token=token)
         assert status == 401, (path, token)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(http.url + path, timeout=90)
+    assert refused.value.headers["WWW-Authenticate"] == "Bearer"  # says how to authenticate
 
 
 def test_the_read_token_reads_but_never_writes(server, queue, unique):
@@ -129,6 +132,11 @@ def test_an_idempotency_key_gives_one_job_201_then_200(http, queue, unique):
     status, again = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": 1},
                          headers={"Idempotency-Key": "order-7"})
     assert status == 200 and again["$id"] == "order-7" and again["enqueued"] == "existing"
+    status, same = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "job_id": "order-7"})
+    assert status == 200 and same["$id"] == "order-7"
+    status, body = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "job_id": "order-8"},
+                        headers={"Idempotency-Key": "order-7"})
+    assert status == 400 and body["field"] == "job_id"
     assert queue.count().result() == 1
 
 
@@ -141,6 +149,8 @@ def test_a_job_runs_end_to_end_over_http(http, queue, worker, unique):
     assert [j["$id"] for j in page["jobs"]] == [job["$id"]] and page["cursor"] is None
     status, full = http("GET", f"/jobs/{unique}/{job['$id']}")
     assert full["attempts"][0]["outcome"] == "completed" and full["result"] == {"echo": {"n": 1}}
+    # a longer wait than the API holds a connection for is cut to it, not refused
+    assert http("GET", f"/jobs/{unique}/{job['$id']}/result?wait=600")[1]["done"]
 
 
 def test_retry_cancel_pause_resume_and_settings(http, queue, worker, unique):
@@ -180,12 +190,21 @@ def test_bad_bodies_name_the_field_and_write_nothing(http, queue, unique):
     status, answer = http("POST", f"/queues/{unique}/jobs",
                           {"type": "echo", "payload": 1, "max_retries": "x"})
     assert status == 400 and answer["field"] == "max_retries"
+    status, answer = http("GET", f"/queues/{unique}/jobs?limit=0")
+    assert status == 400 and answer["field"] == "limit"
     assert queue.count().result() == 0
 
 
 def test_a_body_over_the_limit_is_413_and_writes_nothing(http, queue, unique):
     big = {"type": "echo", "payload": "x" * (65 * 1024)}
     assert http("POST", f"/queues/{unique}/jobs", big)[0] == 413
+    # sent in chunks, with no Content-Length to refuse it by: counted as it comes
+    chunks = iter([b'{"type": "echo", "payload": "', *[b"x" * 1024] * 65, b'"}'])
+    request = urllib.request.Request(f"{http.url}/queues/{unique}/jobs", data=chunks, headers={
+        "Authorization": f"Bearer {http.token}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=90)
+    assert refused.value.code == 413 and "bytes" in json.loads(refused.value.read())["error"]
     assert queue.count().result() == 0
 
 
@@ -195,6 +214,7 @@ def test_unknown_queues_jobs_classes_and_objects_are_404(http, queue, unique):
         status, body = http("GET", path)
         assert status == 404 and body["error"], path
     assert http("POST", "/queues/ghost/jobs", {"type": "echo"})[0] == 404
+    assert http("GET", "/no/such/route") == (404, {"error": "Not Found"})
     assert http("POST", f"/objects/Ghost/{unique}/x")[0] == 404
 
 
@@ -224,7 +244,7 @@ def test_the_event_stream_sends_job_events_and_counts(server, http, queue, uniqu
                     kind = line[7:]
                 elif line.startswith("data: "):
                     seen.append((kind, json.loads(line[6:])))
-                    if kind == "job":
+                    if kind == "job" and seen[-1][1]["queue"] == unique:
                         return
 
     reader = threading.Thread(target=read, daemon=True)
