@@ -22,7 +22,13 @@ import swagger_ui_bundle
 from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,6 +48,11 @@ _COUNTS_EVERY = 2.0  # seconds between queue counts on the stream
 _MAX_WAIT = 60.0  # seconds a result request may hold its connection
 _WHERE = ("body", "query", "path", "header", "cookie")  # where FastAPI found a bad field
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
+_SIGN_IN = """<!doctype html><meta charset="utf-8"><title>dotdo</title>
+<body style="font-family: sans-serif; margin: 3em">
+<h1>dotdo</h1><p>This dashboard needs its token. Open the address <code>dotdo serve</code>
+printed with <code>?token=</code> and the token from its token file, or run
+<code>dotdo dashboard</code>, which opens it for you.</p></body>"""
 _BAD_INPUT = (ValueError, TypeError, dotdo.ConfigError, dotdo.LimitError, dotdo.InvalidIdError,
               dotdo.EncodeError, dotdo.DecodeError)
 
@@ -158,6 +169,9 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
             given = (presented.strip() if scheme.lower() == "bearer" else None) or from_query \
                 or request.cookies.get(COOKIE)
             role = tokens.role(given)
+            if role is None and path == "/":  # a person at the dashboard's address
+                return HTMLResponse(_SIGN_IN, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
             if role is None:
                 return _JSON({"error": "a valid token is required: send `Authorization: Bearer "
                                        "<token>` (the token file is printed by `dotdo serve`)"},

@@ -114,6 +114,8 @@ def test_every_route_wants_a_token(http, path):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(http.url + path, timeout=90)
     assert refused.value.headers["WWW-Authenticate"] == "Bearer"  # says how to authenticate
+    if path == "/":  # a person at the dashboard's address is told how to open it
+        assert "dotdo dashboard" in refused.value.read().decode()
 
 
 def test_the_read_token_reads_but_never_writes(server, queue, unique):
