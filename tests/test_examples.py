@@ -16,6 +16,13 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "do.py": [r"attempt 1: ConnectionError", r"attempt 3: ok", r"\(from the journal\)",
               r"stopped after 1 attempt: card declined"],
+    "http_api.py": [r"POST /queues/billing-[\d-]+/jobs -> 201 order-7 \(added\)",
+                    r"POST /queues/billing-[\d-]+/jobs -> 200 order-7 \(existing\)",
+                    r"result: completed \{'invoice': 'INV-7', 'total': 42\}",
+                    r"Counter.add over HTTP -> 200 3",
+                    r"Counter.reset over HTTP -> 403: Counter.reset is not exposed",
+                    r"read-only token reads: 200, completed 1",
+                    r'dotdo_jobs_total\{queue="billing-[\d-]+",outcome="completed"\} 1.0'],
     "job_queue.py": [r"enqueued 3000 jobs", r"jobs/s end to end",
                      r"dead letter: \w{8} report: ValueError: report \d+ has a corrupt row"],
     "events.py": [r"reserved: \['o-1', 'o-2'\]", r"audit: 2",
