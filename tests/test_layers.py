@@ -101,7 +101,7 @@ OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.client", "dotdo.errors", "dotdo.e
 
 
 def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
-    for path in (ROOT / "dotdo" / "ops").glob("*.py"):
+    for path in (ROOT / "dotdo" / "ops").rglob("*.py"):
         top, inner = _imports(path, "dotdo.ops")
         used = {m for m in top | inner
                 if m.split(".")[0] == "dotdo" and not m.startswith("dotdo.ops")}

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 import dotdo
 from dotdo import client
-from dotdo.ops.cli import ago, main, when
+from dotdo.ops.cli import main
+from dotdo.ops.cli.output import ago, when
 from tests.conftest import ROOT, wait_for
 
 FAILED_WITH = "OSError: disk full writing"

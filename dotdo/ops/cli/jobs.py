@@ -1,0 +1,233 @@
+"""The ``jobs`` group: list a queue's jobs a page at a time (``ls``), show one with
+its payload, result and every attempt (``get``), ``retry`` failed jobs and ``cancel``
+unfinished ones (by id, or every such job of a queue after asking), and ``enqueue`` a
+job from the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from dotdo.ops.cli.context import current_ops, json_option, run_service
+from dotdo.ops.cli.output import (
+    ago,
+    as_text,
+    data_text,
+    emit,
+    field_table,
+    first_line,
+    new_table,
+    seconds_text,
+    when,
+)
+from dotdo.ops.cli.params import UNFINISHED, Duration, Since, parse_payload
+from dotdo.ops.service import STATES, Service
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """Jobs: ls, get, retry, cancel, enqueue."""
+
+
+def _jobs_table(rows: list[dict[str, Any]], with_queue: bool = False) -> Table:
+    now = time.time()
+    table = new_table(*(["queue"] if with_queue else []), "id", "type", "status", "attempts",
+                   "created", "worker", "error")
+    for job in rows:
+        attempts = job.get("attemptCount", job["attempts"])
+        table.add_row(*([as_text(job.get("queue"))] if with_queue else []), as_text(job["$id"]),
+                      as_text(job["type"]), as_text(job["status"]), str(attempts),
+                      ago(job["createdAt"], now), as_text(job.get("worker")),
+                      as_text(first_line(job["error"]) or None))
+    return table
+
+
+@jobs.command("ls")
+@click.argument("q")
+@click.option("--status", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--type", "job_type", metavar="TYPE", help="Only jobs of this type.")
+@click.option("--since", type=Since(), metavar="WHEN",
+              help="Only jobs enqueued since: an age (10m, 2h, 1d) or an ISO time.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--cursor", type=int, help="The cursor a previous page printed.")
+@json_option
+def jobs_ls(q: str, status: str | None, job_type: str | None, since: float | None, limit: int,
+            cursor: int | None) -> None:
+    """A queue's jobs in enqueue order, a page at a time."""
+    value = run_service(current_ops().live().jobs(q, status=status, type=job_type, since=since, limit=limit,
+                                    cursor=cursor))
+
+    def render(out: Console) -> None:
+        if not value["jobs"]:
+            out.print("No jobs match.")
+            return
+        out.print(_jobs_table(value["jobs"]))
+        if value["cursor"] is not None:
+            out.print(f"More: add --cursor {value['cursor']}")
+
+    emit(value, render)
+
+
+async def _queue_of(service: Service, job_id: str, q: str | None) -> str:
+    return q if q is not None else await service.find_job(job_id)
+
+
+@jobs.command("get")
+@click.argument("job_id", metavar="ID")
+@click.option("--queue", "q", metavar="Q", help="The job's queue. Default: found by its id.")
+@json_option
+def jobs_get(job_id: str, q: str | None) -> None:
+    """A job: payload, result, every attempt with its worker, error and traceback."""
+    service = current_ops().live()
+
+    async def get() -> dict[str, Any]:
+        return await service.job(await _queue_of(service, job_id, q), job_id)
+
+    value = run_service(get())
+
+    def render(out: Console) -> None:
+        now = time.time()
+        rows: list[tuple[str, Any]] = [
+            ("queue", value["queue"]), ("type", value["type"]), ("status", value["status"]),
+            ("attempts", f"{value['attemptCount']} (retries allowed: {value['maxRetries']})"),
+            ("priority", value["priority"]), ("created", when(value["createdAt"], now)),
+            ("run at", when(value["runAt"], now)), ("started", when(value["startedAt"], now)),
+            ("finished", when(value["finishedAt"], now)), ("worker", value["worker"])]
+        if value.get("progress") is not None:
+            rows.append(("progress", f"{value['progress']:.0%} {value.get('progressMessage') or ''}"))
+        for key in ("group", "rateKey", "dedupeKey"):
+            if value.get(key):
+                rows.append((key, value[key]))
+        if value["error"]:
+            rows.append(("error", Text(str(value["error"]), style="red")))
+        out.print(Panel(field_table(rows), title=Text(f"job {job_id}"), title_align="left"))
+        out.print(Panel(as_text(data_text(value["payload"])), title="payload", title_align="left"))
+        if value["status"] == "completed":
+            out.print(Panel(as_text(data_text(value["result"])), title="result", title_align="left"))
+        if value["attempts"]:
+            table = new_table("#", "worker", "started", "finished", "took", "outcome", "error",
+                           title="Attempts")
+            for a in value["attempts"]:
+                took = (None if a["finishedAt"] is None or a["startedAt"] is None
+                        else a["finishedAt"] - a["startedAt"])
+                table.add_row(str(a["attempt"]), as_text(a["worker"]), when(a["startedAt"], now),
+                              when(a["finishedAt"], now), seconds_text(took), as_text(a["outcome"]),
+                              as_text(first_line(a["error"]) or None))
+            out.print(table)
+            traces: list[RenderableType] = []
+            for a in value["attempts"]:
+                if a.get("trace"):
+                    traces.append(Panel(as_text(a["trace"].rstrip()), title=f"attempt {a['attempt']}",
+                                        title_align="left", border_style="red"))
+            if traces:
+                out.print(Group(*traces))
+
+    emit(value, render)
+
+
+def _bulk(action: str, ids: tuple[str, ...], q: str | None, status: str | None,
+          since: float | None, job_type: str | None, yes: bool) -> None:
+    """``retry`` or ``cancel``: the jobs named, or every job of ``q`` in ``status``
+    (after showing how many and asking)."""
+    if ids and (status or since is not None or job_type):
+        raise click.UsageError("give job ids, or --queue Q --status ... for every such job; "
+                               "not both")
+    if not ids and (q is None or status is None):
+        raise click.UsageError(
+            f"give the ids of the jobs to {action}, or --queue Q --status "
+            f"{'failed' if action == 'retry' else 'pending'} to {action} every such job")
+    service = current_ops().live()
+    if not ids:
+        assert q is not None and status is not None  # checked above
+        n = run_service(service.count(q, status=status, type=job_type, since=since))
+        if n == 0:
+            emit(0, lambda out: out.print(f"No {status} jobs in {q}: nothing to {action}."))
+            return
+        if not yes:
+            click.confirm(f"{action.capitalize()} {n} {status} jobs in {q}?", abort=True,
+                          err=True)
+        if action == "retry":
+            n = run_service(service.retry_all(q, since=since, type=job_type))
+        else:
+            n = run_service(service.cancel_all(q, status, since=since, type=job_type))
+        verb = "Retried" if action == "retry" else "Cancelled"
+        emit(n, lambda out: out.print(f"{verb} {n} jobs in {q}."))
+        return
+
+    act = service.retry if action == "retry" else service.cancel
+
+    async def each() -> list[tuple[str, dict[str, Any]]]:
+        by_queue: dict[str, list[str]] = {}
+        for job_id in ids:
+            by_queue.setdefault(await _queue_of(service, job_id, q), []).append(job_id)
+        return [(name, job) for name, some in by_queue.items() for job in await act(name, some)]
+
+    done = run_service(each())
+    shown = [{**job, "queue": name} for name, job in done]
+    emit([job for _, job in done], lambda out: out.print(_jobs_table(shown, with_queue=True)))
+
+
+@jobs.command("retry")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--queue", "q", metavar="Q", help="The jobs' queue. Default: found by each id.")
+@click.option("--status", type=click.Choice(["failed"]),
+              help="Retry every failed job of --queue (asks first, unless --yes).")
+@click.option("--since", type=Since(), metavar="WHEN",
+              help="With --status: only jobs enqueued since (10m, 2h, 1d, or an ISO time).")
+@click.option("--type", "job_type", metavar="TYPE", help="With --status: only jobs of this type.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before a bulk retry.")
+@json_option
+def jobs_retry(ids: tuple[str, ...], q: str | None, status: str | None, since: float | None,
+               job_type: str | None, yes: bool) -> None:
+    """Send failed jobs back to their queue with fresh retries."""
+    _bulk("retry", ids, q, status, since, job_type, yes)
+
+
+@jobs.command("cancel")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--queue", "q", metavar="Q", help="The jobs' queue. Default: found by each id.")
+@click.option("--status", type=click.Choice(UNFINISHED),
+              help="Cancel every job of --queue in this state (asks first, unless --yes).")
+@click.option("--since", type=Since(), metavar="WHEN",
+              help="With --status: only jobs enqueued since (10m, 2h, 1d, or an ISO time).")
+@click.option("--type", "job_type", metavar="TYPE", help="With --status: only jobs of this type.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before a bulk cancel.")
+@json_option
+def jobs_cancel(ids: tuple[str, ...], q: str | None, status: str | None, since: float | None,
+                job_type: str | None, yes: bool) -> None:
+    """Cancel jobs not yet finished (running ones are asked to stop)."""
+    _bulk("cancel", ids, q, status, since, job_type, yes)
+
+
+@jobs.command("enqueue")
+@click.argument("q")
+@click.argument("job_type", metavar="TYPE")
+@click.option("--payload", callback=parse_payload, metavar="JSON", help="The job's payload, as JSON.")
+@click.option("--id", "job_id", metavar="ID", help="The job's id (an existing id adds nothing).")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--delay", type=Duration(), metavar="DURATION", help="Run no sooner than this.")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries after a failure.")
+@click.option("--timeout", type=Duration(), metavar="DURATION", help="Time one attempt may take.")
+@click.option("--group", metavar="GROUP", help="Group for group_concurrency and fair claims.")
+@click.option("--dedupe-key", metavar="KEY", help="Jobs with one key are deduplicated.")
+@click.option("--create", is_flag=True, help="Make the queue if it has no file yet.")
+@json_option
+def jobs_enqueue(q: str, job_type: str, payload: Any, job_id: str | None, create: bool,
+                 **options: Any) -> None:
+    """Add a job of TYPE to queue Q."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if job_id is not None:
+        given["job_id"] = job_id
+    value = run_service(current_ops().live().enqueue(q, job_type, payload, create=create, **given))
+    emit(value, lambda out: out.print(
+        Text(f"{value.get('enqueued', 'added').capitalize()}: job {value['$id']} "
+             f"({value['type']}, {value['status']}) in {q}")))

@@ -1,0 +1,137 @@
+"""Values on the command line: the click parameter types of ``dotdo``'s options
+(durations, moments for ``--since``, a setting or ``none``, retention), the ``--payload``
+JSON callback, and the job states the options may name. Each turns text into what the
+service takes, or fails with a message saying what to give instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+from typing import Any
+
+import click
+
+from dotdo.ops.service import STATES
+
+FINISHED = ("completed", "failed", "cancelled")
+UNFINISHED = tuple(s for s in STATES if s not in FINISHED)
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+# -- values on the command line --------------------------------------------------------------
+
+
+class _Clear:
+    """``none`` given for a setting: take the limit away."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+CLEAR = _Clear()
+
+
+def _span_seconds(text: str) -> float | None:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d``, ``1w`` as seconds, or None."""
+    match = _SPAN.match(text)
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+class Duration(click.ParamType):
+    """Seconds: ``90``, ``90s``, ``10m``, ``2h``, ``1d``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if isinstance(value, (int, float)):
+            return float(value)
+        seconds = _span_seconds(str(value))
+        if seconds is None:
+            self.fail(f"{value!r} is not a duration: give seconds (90) or 90s, 10m, 2h, 1d",
+                      param, ctx)
+        return seconds
+
+
+class Since(click.ParamType):
+    """A moment as epoch seconds: an age (``10m``, ``2h``, ``1d``: that long ago) or an
+    ISO time (``2025-01-31T09:00``, local unless it has an offset)."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value)
+        match = _SPAN.match(text)
+        if match is not None and match.group(2):
+            return time.time() - float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither an age (10m, 2h, 1d) nor an ISO time "
+                      "(2025-01-31T09:00)", param, ctx)
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # a time without an offset is local, as printed
+        return moment.timestamp()
+
+
+class OrNone(click.ParamType):
+    """A setting's value, or ``none`` to remove the limit."""
+
+    def __init__(self, inner: click.ParamType, what: str) -> None:
+        self.inner = inner
+        self.name = f"{what}|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if value is CLEAR or (isinstance(value, str) and value.lower() == "none"):
+            return CLEAR
+        return self.inner.convert(value, param, ctx)
+
+
+class KeepType(click.ParamType):
+    """Retention: a count (``1000``), ``count=1000,age=7d`` (either part), or ``none``
+    to keep every finished job."""
+
+    name = "keep"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if value is CLEAR or not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text == "none":
+            return CLEAR
+        if text.isdigit():
+            return int(text)
+        out: dict[str, Any] = {}
+        for part in text.split(","):
+            key, _, raw = part.partition("=")
+            key = key.strip()
+            if key == "count" and raw.strip().isdigit():
+                out["count"] = int(raw)
+            elif key == "age" and _span_seconds(raw) is not None:
+                out["age"] = _span_seconds(raw)
+            else:
+                self.fail(f"{value!r}: give a count (1000), count=1000,age=7d (either part) "
+                          "or none", param, ctx)
+        return out
+
+
+def parse_payload(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"not JSON ({exc}): quote it for the shell, e.g. --payload '{{\"to\": \"ada\"}}'",
+            param=param) from exc
