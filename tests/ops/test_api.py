@@ -86,11 +86,8 @@ def queue(make_local, unique):
 
 
 @pytest.fixture
-def worker(make_local, unique, queue):
-    w = make_local("Worker", f"{unique}-w")
-    w.start(unique, concurrency=2, backoff=0.01).result()
-    yield w
-    w.stop(drain=False).result()
+def worker(unique, queue, start_worker):
+    return start_worker(unique)
 
 
 def test_the_token_files_are_this_users_only(server, local_root):

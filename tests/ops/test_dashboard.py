@@ -117,13 +117,11 @@ def qid(unique) -> str:
 
 
 @pytest.fixture
-def queue(make_local, qid):
+def queue(make_local, qid, start_worker):
     """A queue with an in-process worker on it (stopped at the end)."""
     q = make_local("Queue", qid)
-    worker = make_local("Worker", f"{qid}-w1")
-    worker.start(qid, concurrency=2, backoff=0.01).result()
-    yield q
-    worker.stop(drain=False).result()
+    start_worker(qid)
+    return q
 
 
 @pytest.fixture

@@ -41,13 +41,11 @@ def service(local_session):
 
 
 @pytest.fixture
-def worked(make_local, unique):
+def worked(make_local, unique, start_worker):
     """A queue with one in-process worker on it; the worker stops at the end."""
     queue = make_local("Queue", unique)
-    worker = make_local("Worker", f"{unique}-w")
-    worker.start(unique, concurrency=2, backoff=0.01).result()
-    yield queue
-    worker.stop(drain=False).result()
+    start_worker(unique)
+    return queue
 
 
 def test_an_unknown_queue_is_not_found_and_not_created(service, local_root):
@@ -70,7 +68,7 @@ def test_a_job_shows_every_attempt_and_its_result(service, worked, unique):
     job = run(service.job(unique, bad))
     assert job["queue"] == unique and job["attemptCount"] == 2
     assert [a["outcome"] for a in job["attempts"]] == ["failed", "failed"]
-    assert all(a["trace"] and a["worker"] == f"{unique}-w" for a in job["attempts"])
+    assert all(a["trace"] and a["worker"] == f"{unique}-w1" for a in job["attempts"])
     assert run(service.job(unique, ok))["result"] == {"echo": {"a": 1}}
     assert run(service.find_job(bad)) == unique
     with pytest.raises(dotdo.NotFoundError):
@@ -102,7 +100,7 @@ def test_workers_and_status_show_a_live_worker(service, worked, unique):
     worked.enqueue("echo", 1).result()
     wait_for(lambda: worked.get_metrics().result().completed == 1)
     (worker,) = run(service.workers(unique))
-    assert worker["id"] == f"{unique}-w" and worker["queue"] == unique
+    assert worker["id"] == f"{unique}-w1" and worker["queue"] == unique
     assert worker["online"] and worker["pid"] == os.getpid() and worker["concurrency"] == 2
     assert worker["completed"] == 1 and worker["running"] == []
     status = run(service.status())
