@@ -1,5 +1,9 @@
 """The API as a Ray Serve application on the session's Ray: a replica (a Ray actor)
-reaches the queue and its worker as any driver would."""
+reaches the queue and its worker as any driver would.
+
+Deployed from a driver of its own, as `dotdo serve --ray-serve` is: Ray Serve changes
+the process that starts it (it registers a cloudpickle reducer for locks, for one),
+and the tests that share this process must not see that."""
 
 import json
 import socket
@@ -7,12 +11,31 @@ import urllib.error
 import urllib.request
 
 import pytest
-from ray import serve
+import ray
 
 from dotdo.ops.auth import Tokens
-from dotdo.ops.serve import ray_serve_app
 from tests import job_handlers  # noqa: F401  (echo)
-from tests.conftest import wait_for
+from tests.conftest import run_driver
+
+DEPLOY = """
+import time
+import dotdo
+from ray import serve
+from dotdo.ops.auth import Tokens
+from dotdo.ops.serve import ray_serve_app
+settings = dotdo.init(address={address!r}, storage={storage!r}, namespace={namespace!r})
+serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
+serve.run(ray_serve_app(settings.storage, settings.namespace, Tokens.load_or_create(settings.storage)),
+          name="dotdo-test", route_prefix="/", blocking=False)
+print("deployed", flush=True)
+"""
+UNDEPLOY = """
+import dotdo
+from ray import serve
+dotdo.init(address={address!r})
+serve.shutdown()
+print("shut down")
+"""
 
 
 def _free_port() -> int:
@@ -21,7 +44,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _http(url, token, method="GET", body=None, wait=0):
+def _http(url, token, method="GET", body=None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -39,12 +62,12 @@ def test_the_api_runs_as_a_ray_serve_application(ray_session, make_object, uniqu
     worker = make_object("Worker", f"{unique}-w")
     worker.start(unique, concurrency=2, backoff=0.01).result()
     tokens = Tokens.load_or_create(ray_session.storage)
-    port = _free_port()
-    # When the API is deployed with Ray Serve (one replica)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    address, port = ray.get_runtime_context().gcs_address, _free_port()
+    # When another driver deploys the API with Ray Serve (one replica) and leaves
+    out = run_driver(DEPLOY.format(address=address, storage=ray_session.storage,
+                                   namespace=ray_session.namespace, port=port), timeout=240)
+    assert "deployed" in out
     try:
-        serve.run(ray_serve_app(ray_session.storage, ray_session.namespace, tokens),
-                  name="dotdo-test", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
         # Then a job enqueued over HTTP runs on the worker and its result comes back
         status, job = _http(f"{url}/queues/{unique}/jobs", tokens.token, "POST",
@@ -60,5 +83,5 @@ def test_the_api_runs_as_a_ray_serve_application(ray_session, make_object, uniqu
             _http(f"{url}/api/queues", "not-the-token-at-all")
         assert refused.value.code == 401
     finally:
-        serve.shutdown()
-        wait_for(lambda: worker.stop(drain=False).result() is not None)
+        run_driver(UNDEPLOY.format(address=address), timeout=240)
+        worker.stop(drain=False).result()
