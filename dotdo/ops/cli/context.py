@@ -1,8 +1,9 @@
 """What the ``dotdo`` group's options chose, as the :class:`Ops` context object every
 command finds: it imports the ``-m`` modules and makes the
 :class:`~dotdo.ops.service.Service`, reading files only or joining Ray first. Also the
-small pieces every command uses to reach it: ``current_ops`` (the current one), ``run_service`` (one
-service call to the end) and ``json_option`` (``--json`` after any command).
+small pieces every command uses to reach it: ``current_ops`` (the current one),
+``run_service`` (one service call to the end) and ``json_option`` (``--json`` after any
+command).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class Ops:
 
 
 def current_ops() -> Ops:
+    """The ``Ops`` of the running ``dotdo`` command."""
     ops = click.get_current_context().find_object(Ops)
     if ops is None:  # a subcommand's function called on its own, not through `dotdo`
         raise click.UsageError("run the commands through the `dotdo` group: dotdo jobs ls Q")
