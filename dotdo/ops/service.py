@@ -275,10 +275,10 @@ class Service:
             if isinstance(answer, BaseException):
                 continue  # the queue is restarting: its events come next time
             instance, after = cursor.get(q, [None, None])
-            if after is None or instance != answer["instance"]:
-                if after is not None:  # a new process: all it has is new
-                    out += [{"queue": q, **e} for e in answer["events"]]
-            else:
+            if after is not None and instance != answer["instance"]:
+                # A new process since the last look: everything it has is new.
+                answer = await dotdo.Queue(q).recent_events(0)
+            if after is not None:  # a queue seen for the first time starts from now
                 out += [{"queue": q, **e} for e in answer["events"]]
             cursor[q] = [answer["instance"], answer["next"]]
         out.sort(key=lambda e: e["at"])

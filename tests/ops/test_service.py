@@ -9,6 +9,7 @@ import time
 import pytest
 
 import dotdo
+from dotdo import client
 from dotdo.ids import storage_path
 from dotdo.ops.service import NotExposed, Service
 from tests import job_handlers, objects  # noqa: F401  (handlers; Ticker)
@@ -170,3 +171,16 @@ def test_events_are_sent_only_for_exposed_nouns(local_session):
         run(open_service.emit("not an event", None))
     with pytest.raises(ValueError, match="nouns"):
         Service(events=["Signup.created"])
+
+
+def test_events_of_a_restarted_queue_are_all_new(service, make_local, unique):
+    # Given a live view that has seen a queue's first events
+    queue = make_local("Queue", unique)
+    queue.enqueue("echo", 1).result()
+    _, cursor = run(service.events(None))
+    # When the queue's process goes and a new one numbers its events from 1 again
+    dotdo.get(client.actor_handle(queue).evict.remote("Queue", unique, True))
+    job_id = queue.enqueue("echo", 2).result()["$id"]
+    # Then the view still gets the new process's event
+    events, _ = run(service.events(cursor))
+    assert [(e["type"], e["data"]["$id"]) for e in events] == [("Job.enqueued", job_id)]
