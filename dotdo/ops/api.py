@@ -162,6 +162,7 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                     ) -> Response:
         path = request.url.path
+        remember = None  # a valid ?token=: a browser's first page, kept as a cookie
         if not path.startswith(_OPEN):
             header = request.headers.get("authorization", "")
             scheme, _, presented = header.partition(" ")
@@ -179,6 +180,8 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
             if role != ADMIN and request.method not in ("GET", "HEAD", "OPTIONS"):
                 return _error(403, "the read-only token may only read: use the admin token "
                                    "to change anything")
+            if from_query and (given is from_query or tokens.role(from_query)):
+                remember = from_query
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} are "
@@ -191,11 +194,8 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
                     return _error(413, f"the body has more than {max_body:,} bytes")
             request._body = body  # read once here; the route reads it from here
         response = await call_next(request)
-        if not path.startswith(_OPEN) and request.query_params.get("token") and \
-                tokens.role(request.query_params["token"]):
-            # A browser's first page: later fetches and the event stream use the cookie.
-            response.set_cookie(COOKIE, request.query_params["token"], httponly=True,
-                                samesite="strict")
+        if remember is not None:  # later fetches and the event stream use the cookie
+            response.set_cookie(COOKIE, remember, httponly=True, samesite="strict")
         return response
 
 

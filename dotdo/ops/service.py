@@ -80,9 +80,11 @@ class Service:
             raise ValueError(f"limit >= 1 and a cursor from a previous page, not {limit!r}, "
                              f"{cursor!r}")
         found = list(reader.files(self.root, cls))
-        if not found and cls not in reader.classes(self.root):
-            raise NotFoundError(f"no objects of class {cls!r} under {self.root} "
-                                f"(classes there: {', '.join(reader.classes(self.root)) or 'none'})")
+        if not found:
+            known = reader.classes(self.root)
+            if cls not in known:
+                raise NotFoundError(f"no objects of class {cls!r} under {self.root} "
+                                    f"(classes there: {', '.join(known) or 'none'})")
         page = found[start:start + limit]
         out = []
         for info in page:
@@ -396,14 +398,12 @@ class Service:
         names = await self.queue_ids()
 
         async def one(q: str) -> dict[str, Any]:
-            queue = dotdo.Queue(q)
-            metrics, stats, workers = await asyncio.gather(
-                queue.get_metrics(), queue.stats(300.0, 60.0), queue.workers())
-            return {"queue": q, "counts": _counts(metrics), "totals": stats["totals"],
+            summary, stats = await asyncio.gather(self._summary(q),
+                                                  dotdo.Queue(q).stats(300.0, 60.0))
+            return {"queue": q, "counts": summary["counts"], "totals": stats["totals"],
                     "duration": stats["duration"], "wait": stats["wait"],
-                    "oldestPendingAge": stats["oldestPendingAge"],
-                    "workers": sum(1 for w in workers if w["registered"]),
-                    "paused": metrics.paused}
+                    "oldestPendingAge": summary["oldestPendingAge"],
+                    "workers": summary["workers"], "paused": summary["paused"]}
 
         return list(await asyncio.gather(*(one(q) for q in names)))
 
