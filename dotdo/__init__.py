@@ -25,11 +25,13 @@ from dotdo.errors import (
     HandlerError,
     InvalidIdError,
     JobError,
+    LeaseLostError,
     LimitError,
     MethodNotFoundError,
     NotFoundError,
     ObjectError,
     StorageError,
+    StorageFullError,
     TerminalError,
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
@@ -92,6 +94,8 @@ __all__ = [
     "DecodeError",
     "StorageError",
     "CorruptStorageError",
+    "StorageFullError",
+    "LeaseLostError",
     "ObjectError",
     "MethodNotFoundError",
     "LimitError",

@@ -101,6 +101,7 @@ def init(
     namespace: str | None = None,
     hosting: Hosting | None = None,
     in_process: bool | None = None,
+    durability: str | None = None,
     **ray_kwargs: Any,
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
@@ -118,6 +119,9 @@ def init(
     Extra keyword arguments go to ``ray.init``. ``in_process=True`` (default
     ``$DOTDO_IN_PROCESS``) runs every object in this process with no Ray at all (see
     :mod:`dotdo.inprocess`): for tests and scripts; ``address`` and hosting then do not apply.
+    ``durability`` (default ``$DOTDO_DURABILITY`` or ``"full"``): ``"full"`` puts every
+    commit on disk before it is acknowledged (it survives a power cut); ``"normal"``
+    is faster and survives the death of a process, not of the machine.
     Calling it is optional: the first call on a stub does it with the defaults.
     """
     previous = _conf.current()
@@ -126,8 +130,10 @@ def init(
     if not namespace or not isinstance(namespace, str):
         raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
     hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
+    durability = (_conf.default_durability() if durability is None
+                  else _conf.check_durability(durability, "dotdo.init"))
     wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
-                      hosting, in_process)
+                      hosting, in_process, durability)
     if in_process:
         if address is not None or ray_kwargs:
             raise ConfigError("dotdo.init(in_process=True) runs objects in this process: "
@@ -331,7 +337,7 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
     global _local
     if conf.in_process:
         if _local is None:
-            _local = LocalHost(conf.storage)
+            _local = LocalHost(conf.storage, conf.durability)
         return _local
     options: dict[str, Any] = dict(
         name=host,

@@ -8,12 +8,14 @@ The tree::
     ├── EncodeError (TypeError)     a value msgpack cannot carry; nothing was written
     ├── DecodeError                 stored bytes that do not decode
     ├── StorageError                the object's SQLite file cannot be used
-    │   └── CorruptStorageError     ... because it is not a readable SQLite database
+    │   ├── CorruptStorageError     ... because it is not a readable SQLite database
+    │   └── StorageFullError        ... because its disk is full: nothing was written
     ├── ObjectError                 a call reached an object but could not run
     │   └── MethodNotFoundError (AttributeError)
     ├── NotFoundError (KeyError)    no such thing: a job in a queue, a stored stub's class
     ├── LimitError (ValueError)     over a documented limit (payload size, batch, page)
     ├── TerminalError               raised by user code in a step: stop retrying now
+    ├── LeaseLostError              a job's run whose lease went to another worker: it stops
     ├── HandlerError (RuntimeError) a handler raised SystemExit, KeyboardInterrupt or
     │                               its own CancelledError: a failure, not the host's end
     └── JobError (RuntimeError)     Worker.process(): the job failed; the message is its error
@@ -32,11 +34,13 @@ __all__ = [
     "DecodeError",
     "StorageError",
     "CorruptStorageError",
+    "StorageFullError",
     "ObjectError",
     "MethodNotFoundError",
     "LimitError",
     "NotFoundError",
     "TerminalError",
+    "LeaseLostError",
     "HandlerError",
     "JobError",
 ]
@@ -77,6 +81,11 @@ class CorruptStorageError(StorageError):
     """An object's SQLite file is not a readable database; it is left untouched."""
 
 
+class StorageFullError(StorageError):
+    """The disk holding an object's file is full: the write was refused, nothing of it
+    was written, and writes work again once there is space."""
+
+
 class ObjectError(DotdoError):
     """A call reached a durable object but could not be run there."""
 
@@ -99,6 +108,12 @@ class NotFoundError(DotdoError, KeyError):
 
 class TerminalError(DotdoError):
     """Raise it (or a subclass) inside a step to stop retrying at once."""
+
+
+class LeaseLostError(DotdoError):
+    """Raised in a job handler whose run no longer holds its job's lease (its worker
+    froze or lost the queue for longer than the lease, and the job went to another
+    worker): the run stops, and what it returns is discarded."""
 
 
 class HandlerError(DotdoError, RuntimeError):

@@ -145,9 +145,11 @@ class ObjectTable:
     """
 
     def __init__(self, classes: dict[str, type[DurableObject]], storage_root: str, *,
-                 fresh: bool, deferred_timeout: float, compact: bool = False) -> None:
+                 fresh: bool, deferred_timeout: float, compact: bool = False,
+                 durability: str = "full") -> None:
         self.classes = dict(classes)
         self.storage_root = storage_root
+        self.durability = durability  # of the objects' files (dotdo.journal)
         self.compact = compact  # small pages for new files: many objects per process
         self.objects: dict[Key, DurableObject] = {}
         self.clock = Clock()
@@ -200,7 +202,7 @@ class ObjectTable:
         """Bring object ``key`` into memory from its file and start its background work."""
         cls = self._class(key[0])
         path = storage_path(self.storage_root, key[0], key[1])
-        storage = Storage(path, key[0], key[1], compact=self.compact)
+        storage = Storage(path, key[0], key[1], compact=self.compact, durability=self.durability)
         obj = cls.__new__(cls)
         obj.id, obj.storage = key[1], storage
         obj._dotdo_live = False

@@ -52,10 +52,11 @@ class LocalHost:
     """The host of every object in in-process mode; see the module docstring. Its
     endpoints have the shape of a Ray actor handle's: ``host.call.remote(...)``."""
 
-    def __init__(self, storage_root: str) -> None:
+    def __init__(self, storage_root: str, durability: str = "full") -> None:
         self.loop = asyncio.new_event_loop()
         self._endpoints = Endpoints(ObjectTable(
-            {}, storage_root, fresh=True, deferred_timeout=_conf.deferred_timeout()))
+            {}, storage_root, fresh=True, deferred_timeout=_conf.deferred_timeout(),
+            durability=durability))
         self._thread = threading.Thread(target=self._run, name="dotdo-host", daemon=True)
         self._thread.start()
 

@@ -9,10 +9,19 @@ actor that tries to activate the same object (drivers that disagree on its hosti
 pool resized while the old one still runs) gets a :class:`StorageError` instead of
 two live copies. SQLite's own locks are POSIX locks, which ``flock`` does not touch.
 
-One file per object, WAL mode with ``synchronous=NORMAL``: a committed write survives
-the death of the process (what crash tests exercise); only a power cut can lose the
-last few commits. dotdo's own tables are named ``_dotdo_*``; ``storage.sql`` is free
-for the object's own tables in the same file.
+One file per object, in WAL mode. Durability is a setting (:data:`DURABILITY`):
+``"full"``, the default, has SQLite fsync the log at every commit
+(``synchronous=FULL``), so a write acknowledged is on disk and survives a power cut or
+a kernel crash, not only the death of the process; ``"normal"`` (``synchronous=NORMAL``)
+survives the death of the process, but a power cut can lose the last commits. The log
+is truncated back to :data:`WAL_LIMIT` bytes after a checkpoint, so one big
+transaction does not leave a big file behind. dotdo's own tables are named
+``_dotdo_*``; ``storage.sql`` is free for the object's own tables in the same file.
+
+A write the disk refuses (full, an I/O error) or a file found damaged mid-run raises
+a :class:`StorageError` that names the file (:class:`StorageFullError`,
+:class:`CorruptStorageError`), from ``storage.sql`` as from the journal; a commit that
+fails is rolled back, so nothing half-written stays behind.
 
 Each file records the schema version it was written with. Opening a file brings an
 older one up to :data:`SCHEMA_VERSION` through :data:`MIGRATIONS`, one step per
@@ -37,9 +46,9 @@ import sqlite_utils
 
 from dotdo import codec
 from dotdo.checks import is_real
-from dotdo.errors import CorruptStorageError, StorageError
+from dotdo.errors import CorruptStorageError, StorageError, StorageFullError
 
-__all__ = ["Storage", "Journal", "Directory"]
+__all__ = ["Storage", "Journal", "Directory", "DURABILITY", "WAL_LIMIT"]
 
 # The version of the tables below. A file records its version in ``_dotdo_meta``
 # (key ``schema``); one without it counts as version 1. Raising this needs a
@@ -112,11 +121,59 @@ CREATE TABLE IF NOT EXISTS _dotdo_alarm (
 SCHEMA = (CREATE_META, CREATE_KV, CREATE_STEPS, CREATE_ATTEMPTS, CREATE_EVENTS,
           CREATE_EVENTS_PENDING, CREATE_SCHEDULES, CREATE_ALARM)
 
+# Durability setting -> SQLite's synchronous mode (see the module docstring).
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+WAL_LIMIT = 64 << 20  # bytes the log is cut back to after a checkpoint
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=5000",
+    f"PRAGMA journal_size_limit={WAL_LIMIT}",
 )
+
+
+def durability_pragma(durability: str) -> str:
+    """The ``synchronous`` pragma of a durability setting."""
+    return f"PRAGMA synchronous={DURABILITY[durability]}"
+
+
+# SQLite's primary result codes for a refused write (extended codes share the low byte).
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def storage_error(exc: sqlite3.Error, path: str) -> Exception:
+    """What a failed statement on ``path`` raises: the disk full, an I/O error or a
+    damaged file as a :class:`StorageError` naming the file; anything else as it was
+    (a constraint, a lock, bad SQL)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == _SQLITE_FULL:
+        return StorageFullError(
+            f"the disk holding {path} is full: nothing was written. Free space there "
+            "(or move the storage root to a bigger disk); writes work again at once", path)
+    if code == _SQLITE_IOERR:
+        return StorageError(f"{path} could not be written or read (an I/O error: {exc}); "
+                            "check the disk and its free space", path)
+    if type(exc) is sqlite3.DatabaseError:  # "malformed", not a constraint or a lock
+        return CorruptStorageError(f"{path} is damaged: {exc}", path)
+    return exc
+
+
+class _Database(sqlite_utils.Database):
+    """``storage.sql``: sqlite-utils on the object's connection, whose failed
+    statements raise as the journal's do (:func:`storage_error`)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        super().__init__(conn)
+        self._dotdo_path = path
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            error = storage_error(exc, self._dotdo_path)
+            if error is exc:
+                raise
+            raise error from exc
 
 # Memory per open file, for hosts holding thousands of objects: each connection
 # caches at most 128 KB of pages (the OS caches the file as well), and a *compact*
@@ -255,15 +312,23 @@ class Connection:
                     self.execute(f"RELEASE {savepoint}")
                 raise
             self._depth -= 1
-            self.execute("COMMIT" if outer else f"RELEASE {savepoint}")
+            try:
+                self.execute("COMMIT" if outer else f"RELEASE {savepoint}")
+            except BaseException:
+                # A COMMIT the disk refused may leave the transaction open: end it, so
+                # the next write does not join a transaction that failed.
+                if outer and self.sqlite.in_transaction:
+                    self.sqlite.execute("ROLLBACK")
+                raise
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             return self.sqlite.execute(sql, tuple(params))
-        except sqlite3.DatabaseError as exc:
-            if type(exc) is sqlite3.DatabaseError:  # "malformed", not a constraint or lock
-                raise CorruptStorageError(f"{self.path} is damaged: {exc}", self.path) from exc
-            raise
+        except sqlite3.Error as exc:
+            error = storage_error(exc, self.path)
+            if error is exc:
+                raise
+            raise error from exc
 
     def write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """One statement, atomic by itself: SQLite wraps it in its own transaction
@@ -274,7 +339,13 @@ class Connection:
     def write_many(self, sql: str, rows: Iterable[tuple]) -> None:
         """One statement for each row, all in one transaction."""
         with self.transaction():
-            self.sqlite.executemany(sql, rows)
+            try:
+                self.sqlite.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                error = storage_error(exc, self.path)
+                if error is exc:
+                    raise
+                raise error from exc
 
     def close(self) -> None:
         with self._lock:
@@ -332,7 +403,8 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
         ) from None
 
 
-def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool) -> Connection:
+def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool,
+          durability: str) -> Connection:
     """A connection to ``path``: checked, at SCHEMA_VERSION, and belonging to
     ``class_name/object_id``; or an error and the file as it was."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -352,7 +424,8 @@ def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool) 
                     "object. The file was left as it is.",
                     path,
                 )
-        for pragma in (COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS:
+        for pragma in ((COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS
+                       + (durability_pragma(durability),)):
             conn.execute(pragma)
         if not new:
             conn.execute("PRAGMA shrink_memory")  # the check's pages are not needed
@@ -367,8 +440,14 @@ def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool) 
             if new or version != SCHEMA_VERSION:
                 db.execute(UPSERT_META, ("schema", str(SCHEMA_VERSION)))
         meta = dict(db.execute(SELECT_META).fetchall())
+    except StorageError:
+        conn.close()
+        raise
     except sqlite3.DatabaseError as exc:
         conn.close()
+        refused = storage_error(exc, path)
+        if isinstance(refused, StorageError) and not isinstance(refused, CorruptStorageError):
+            raise refused from exc  # the disk, not the file: full, or an I/O error
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             raise StorageError(f"{path} is locked by another process: {exc}", path) from exc
         raise CorruptStorageError(
@@ -399,14 +478,17 @@ class Storage:
     ``compact`` storage (a pooled object's) creates its file with 1 KB pages.
     """
 
-    def __init__(self, path: str, class_name: str, object_id: str, *, compact: bool = False) -> None:
+    def __init__(self, path: str, class_name: str, object_id: str, *, compact: bool = False,
+                 durability: str = "full") -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability is one of {sorted(DURABILITY)}, not {durability!r}")
         self.path = path
         self._sql: sqlite_utils.Database | None = None
         os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
         new = not os.path.exists(path)
         self._held = _hold(path, class_name, object_id)
         try:
-            self._db = _open(path, class_name, object_id, new and compact, new)
+            self._db = _open(path, class_name, object_id, new and compact, new, durability)
         except BaseException:
             os.close(self._held)
             raise
@@ -493,7 +575,7 @@ class Storage:
         ``storage.sql.execute(...)`` so the writes join the transaction.
         """
         if self._sql is None:
-            self._sql = sqlite_utils.Database(self._db.sqlite)
+            self._sql = _Database(self._db.sqlite, self.path)
         return self._sql
 
     # -- alarms (public API) ---------------------------------------------------------
@@ -578,6 +660,12 @@ class Journal:
         row = self._db.execute(SELECT_STEP, (step_id,)).fetchone()
         return (False, None) if row is None else (True, codec.decode(row[0]))
 
+    def step_result(self, step_id: str) -> bytes | None:
+        """The finished step's result as journaled (encoded), or None: for a process
+        that passes it on without decoding it."""
+        row = self._db.execute(SELECT_STEP, (step_id,)).fetchone()
+        return None if row is None else row[0]
+
     def record_attempt(
         self, step_id: str, attempt: int, started: float, finished: float, error: str | None
     ) -> None:
@@ -658,14 +746,14 @@ class Directory:
     its next alarm or schedule tick, or goes away when it has none.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durability: str = "full") -> None:
         self.path = path
         os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
         if not os.path.exists(path):
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            for pragma in PRAGMAS:
+            for pragma in (*PRAGMAS, durability_pragma(durability)):
                 self._conn.execute(pragma)
             self._conn.execute(CREATE_HOSTED)
         except sqlite3.DatabaseError as exc:

@@ -14,7 +14,8 @@ import os
 from dotdo.errors import ConfigError
 from dotdo.hosting import Dedicated, Hosting, from_env
 
-__all__ = ["Settings", "DEFAULT_NAMESPACE", "current", "use", "defaults", "deferred_timeout"]
+__all__ = ["Settings", "DEFAULT_NAMESPACE", "DURABILITIES", "current", "use", "defaults",
+           "deferred_timeout", "check_durability"]
 
 DEFAULT_NAMESPACE = "dotdo"
 DEFAULT_DEFERRED_TIMEOUT = 30.0  # seconds; see deferred_timeout()
@@ -29,6 +30,9 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     hosting: Hosting = dataclasses.field(default_factory=Dedicated)
     in_process: bool = False  # every object in this process, no Ray (dotdo.inprocess)
+    # "full": a commit is on disk when acknowledged; "normal": survives a process's death
+    # only (see dotdo.journal). The objects' hosts use their creator's.
+    durability: str = "full"
 
 
 _settings: Settings | None = None
@@ -65,10 +69,28 @@ def default_in_process() -> bool:
     return os.environ.get("DOTDO_IN_PROCESS", "").lower() in ("1", "true", "yes")
 
 
+DURABILITIES = ("full", "normal")
+
+
+def check_durability(value: object, where: str) -> str:
+    """``value`` if it is a durability setting, else :class:`ConfigError`."""
+    if value not in DURABILITIES:
+        raise ConfigError(
+            f"{where}: durability is 'full' (every commit on disk before it is "
+            f"acknowledged: survives a power cut) or 'normal' (survives the death of a "
+            f"process, not of the machine), not {value!r}")
+    return str(value)
+
+
+def default_durability() -> str:
+    """``$DOTDO_DURABILITY`` (``full`` or ``normal``), or ``full``."""
+    return check_durability(os.environ.get("DOTDO_DURABILITY") or "full", "DOTDO_DURABILITY")
+
+
 def defaults() -> Settings:
     """The settings the environment asks for."""
     return Settings(default_storage(), default_namespace(), default_hosting(),
-                    default_in_process())
+                    default_in_process(), default_durability())
 
 
 def deferred_timeout() -> float:
