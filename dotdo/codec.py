@@ -13,6 +13,13 @@ anything: stored bytes must not make a process run a module's code. The class is
 taken from a module the reading process has imported already (the object's own
 module, the handlers' modules its App or Worker imported); otherwise, or if the
 class is gone, the value comes back as a plain ``dict`` of its fields.
+
+A process that only keeps or shows values (a queue holding payloads, the operations
+layer) decodes them with ``decode(data, lenient=True)``: a value it cannot rebuild (a
+stub of a class it has not imported, an extension from a newer dotdo) comes back as
+an :class:`Undecoded` placeholder instead of an error. A placeholder encodes back to
+the very bytes it came from, and is decoded again in the process that unpickles it
+(a driver receiving a job from the queue), so passing values through loses nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import msgpack
 
 from dotdo.errors import DecodeError, EncodeError
 
-__all__ = ["encode", "decode", "check", "register"]
+__all__ = ["encode", "decode", "check", "register", "Undecoded"]
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
@@ -99,11 +106,45 @@ register(tuple, _TUPLE, list, tuple)
 register(int, _BIGINT, str, int)
 
 
+class Undecoded:
+    """A stored value this process cannot rebuild, kept as its msgpack extension
+    (``code``, ``data``) with the ``reason``. It encodes back to the same bytes, and
+    a process that unpickles it decodes it again (see the module docstring)."""
+
+    __slots__ = ("code", "data", "reason")
+
+    def __init__(self, code: int, data: bytes, reason: str) -> None:
+        self.code, self.data, self.reason = code, data, reason
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_revive, (self.code, self.data, self.reason))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Undecoded) and other.code == self.code
+                and other.data == self.data)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.data))
+
+    def __repr__(self) -> str:
+        return f"<undecoded value: {self.reason}>"
+
+
+def _revive(code: int, data: bytes, reason: str) -> Any:
+    """An :class:`Undecoded` arriving in another process: rebuilt if this one can."""
+    try:
+        return _decode_ext(code, data, lenient=True)
+    except Exception:  # noqa: BLE001 - unpickling must not fail: keep it as it came
+        return Undecoded(code, data, reason)
+
+
 _NATIVE: tuple[type[Any], ...] = (bool, int, float, str, bytes, dict, list)
 
 
 def _default(value: Any) -> Any:
     cls = type(value)
+    if cls is Undecoded:  # passed through: the bytes it came as
+        return msgpack.ExtType(value.code, value.data)
     entry = _encoders.get(cls)
     if isinstance(value, enum.Enum):
         return value.value
@@ -132,11 +173,28 @@ def _default(value: Any) -> Any:
     )
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _decode_ext(code: int, data: bytes, lenient: bool) -> Any:
     from_plain = _DATACLASS_DECODER if code == _DATACLASS else _decoders.get(code)
     if from_plain is None:
+        if lenient:
+            return Undecoded(code, data, f"msgpack extension {code} is unknown to this "
+                             "dotdo (written by a newer one?)")
         raise DecodeError(f"unknown msgpack extension code {code}: written by a newer dotdo?")
-    return from_plain(_unpack(data))
+    plain = _unpack(data, lenient)
+    if not lenient:
+        return from_plain(plain)
+    try:
+        return from_plain(plain)
+    except Exception as exc:  # noqa: BLE001 - kept as it is, with why
+        return Undecoded(code, data, str(exc))
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    return _decode_ext(code, data, lenient=False)
+
+
+def _lenient_hook(code: int, data: bytes) -> Any:
+    return _decode_ext(code, data, lenient=True)
 
 
 _DATACLASS_DECODER = _dataclass_from
@@ -148,8 +206,9 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
 
 
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+def _unpack(data: bytes, lenient: bool = False) -> Any:
+    return msgpack.unpackb(data, ext_hook=_lenient_hook if lenient else _ext_hook, raw=False,
+                           strict_map_key=False)
 
 
 def encode(value: Any) -> bytes:
@@ -164,10 +223,12 @@ def encode(value: Any) -> bytes:
         raise EncodeError(f"cannot store this value: {exc}") from None
 
 
-def decode(data: bytes) -> Any:
-    """Decode bytes written by :func:`encode`."""
+def decode(data: bytes, lenient: bool = False) -> Any:
+    """Decode bytes written by :func:`encode`. ``lenient``: a value this process
+    cannot rebuild becomes an :class:`Undecoded` instead of an error (bytes that are
+    not msgpack at all still raise :class:`DecodeError`)."""
     try:
-        return _unpack(data)
+        return _unpack(data, lenient)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for bad input
