@@ -1,12 +1,25 @@
 """The worker protocol of a queue: claims (what is handed out, in which order,
 within which limits), heartbeats, progress, outcomes and a restarted worker's account.
-See ``actors/queue.py``'s docstring for leases and suspects."""
+See ``actors/queue.py``'s docstring for leases and suspects.
+
+Two clocks. Leases and rate windows are measured on the monotonic clock of the
+queue's own process (``time.monotonic``), which no step of the wall clock moves; a
+queue that restarts, or finds its own process stalled (frozen, or its loop blocked),
+gives every running job a fresh full lease instead of trusting a deadline it could not
+watch. Wall time (``self._now()``, the host's clock) is for what is about the calendar:
+``run_at``, retry times, what operators read. When the wall clock steps, retry waits
+(durations) move with it (``_watch_time``).
+
+Payloads and outputs pass through encoded: a claim hands a job's payload to the
+worker as the bytes it was stored as, and a worker reports an output as its encoded
+bytes, so no value that only a worker (or a driver) can decode is decoded here."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,11 +27,17 @@ from typing import Any
 import dotdo
 from actors import queue_sql as sql
 from actors.flows import Flows
-from actors.jobs import result_thing, step_id
+from actors.jobs import job_thing, result_thing, step_id
 from actors.options import number, retry_delay
 from dotdo import codec
 
 __all__ = ["Claims"]
+
+log = logging.getLogger("dotdo")
+# The queue's process missed this much of its reaping beat (frozen, or its loop held):
+# workers could not renew their leases meanwhile, so the leases get that time back.
+_STALL = 1.0
+_STEP = 1.0  # seconds the wall clock may drift against the monotonic one without a step
 
 
 def _failure(value: Any) -> tuple[str, str | None, bool, float | None]:
@@ -53,9 +72,13 @@ class Claims(Flows):
         names = self.storage.get("workers", [])
         answers = await asyncio.gather(*(dotdo.Worker(w).serves(self.id) for w in names),
                                        return_exceptions=True)
-        for name, serves in zip(names, answers):
-            if serves is False:
-                self.unregister_worker(name)
+        try:
+            for name, serves in zip(names, answers):
+                if serves is False:
+                    self.unregister_worker(name)
+        except Exception:
+            log.warning("dotdo: queue %s could not update its list of workers", self.id,
+                        exc_info=True)
 
     async def claim(self, worker: str, n: int, wait: float = 1.0, idle: bool = False) -> dict:
         """Lease up to ``n`` ready jobs to ``worker``, waiting up to ``wait`` s for some.
@@ -68,23 +91,26 @@ class Claims(Flows):
         n = number("n", n, minimum=0, allow_none=False, integer=True)
         deadline = time.monotonic() + number("wait", wait, minimum=0, allow_none=False)
         while True:
-            now = time.time()
+            now, mono = self._now(), time.monotonic()
             self._seen[worker] = now  # a worker in a long-poll is alive
-            if now >= self._expiry_check_at:  # not at every claim: it is a write
-                self._reclaim_expired(now)
+            if mono >= self._expiry_check_at:  # not at every claim: it is a write
+                self._reclaim_expired(mono)
             if worker in self._left:  # stopped while this claim waited
                 return {"jobs": [], "lease_timeout": self._lease_timeout}
-            rows, alone, blocked, opens = self._lease(worker, n, idle, now)
-            if rows or time.monotonic() >= deadline:
+            rows, alone, blocked, opens = self._lease(worker, n, idle, now, mono)
+            if rows or mono >= deadline:
                 self._gauge_depth()
-                return {"jobs": [self._grant(r, alone) for r in rows],
+                return {"jobs": [self._grant(r, alone, now) for r in rows],
                         "lease_timeout": self._lease_timeout}
             self._ready.clear()
-            timeout = deadline - time.monotonic()
-            wake = [self._one(sql.NEXT_EXPIRY), opens]
-            if not blocked:  # a job's run_at or a lease running out may give us work
-                wake.append(self._one(sql.NEXT_RUN_AT, (now,)))
-            for at in wake:
+            timeout = deadline - mono
+            # A lease running out, or a spent rate opening (monotonic times), or a
+            # job's run_at (wall time) may give us work.
+            for at in (self._one(sql.NEXT_EXPIRY), opens):
+                if at is not None:
+                    timeout = min(timeout, max(at - mono, 0.001))
+            if not blocked:
+                at = self._one(sql.NEXT_RUN_AT, (now,))
                 if at is not None:
                     timeout = min(timeout, max(at - now, 0.001))
             try:
@@ -92,20 +118,24 @@ class Claims(Flows):
             except TimeoutError:
                 pass
 
-    def _grant(self, row: dict[str, Any], alone: bool) -> dict[str, Any]:
-        grant = {"job": self._thing(row), "lease": row["lease"], "uid": row["uid"],
-                 "alone": alone, "step": step_id(self.id, row["id"], row["uid"])}
+    def _grant(self, row: dict[str, Any], alone: bool, now: float) -> dict[str, Any]:
+        """What a worker gets of a job it claimed: the Job (its ``payload`` None) and,
+        apart, the payload and the parents' outputs as stored (the worker decodes
+        them), the lease (the fence), and the step it runs under."""
+        grant = {"job": job_thing({**row, "payload": None}, now), "payload": row["payload"],
+                 "lease": row["lease"], "uid": row["uid"], "alone": alone,
+                 "step": step_id(self.id, row["id"], row["uid"])}
         if row.get("on_parent_failure"):  # it had parents: hand over their outputs
-            grant["parents"] = {parent: codec.decode(output) for parent, output in
-                                self.storage.sql.execute(sql.PARENT_RESULTS, (row["uid"],))}
+            grant["parents"] = dict(
+                self.storage.sql.execute(sql.PARENT_RESULTS, (row["uid"],)).fetchall())
         return grant
 
-    def _lease(self, worker: str, n: int, idle: bool, now: float
+    def _lease(self, worker: str, n: int, idle: bool, now: float, mono: float
                ) -> tuple[builtins.list[dict[str, Any]], bool, bool, float | None]:
         """``(rows leased, alone, blocked, opens)``: ``blocked`` when ready jobs exist but
         may not be handed out now (paused, at a concurrency limit): only an event
-        (resume, configure, a job finishing) changes that, or the time ``opens``, when a
-        spent rate limit allows a start again."""
+        (resume, configure, a job finishing) changes that, or the (monotonic) time
+        ``opens``, when a spent rate limit allows a start again."""
         if self._paused:
             return [], False, True, None
         if self._concurrency is not None:
@@ -114,32 +144,35 @@ class Claims(Flows):
                 return [], False, True, None
         rate = self._limiter.queue
         if rate is not None and n > 0:
-            n = min(n, rate.room(now))
+            n = min(n, rate.room(mono))
             if n <= 0:
                 return [], False, True, rate.opens_at()
         if n <= 0:
             return [], False, False, None
-        until = now + self._lease_timeout
+        until = mono + self._lease_timeout
+        fence = self._fence + 1  # this claim's: larger than any claim's before
         rows, alone, opens = None, False, None
         suspect = self.storage.sql.execute(sql.READY_SUSPECT, (now,)).fetchone()
         if suspect is not None:
             if idle:
-                rows, alone = self._rows(sql.CLAIM_SEQ, (worker, now, until, suspect[0])), True
+                rows = self._rows(sql.CLAIM_SEQ, (worker, now, fence, until, suspect[0]))
+                alone = True
             elif (now - suspect[1] > self._lease_timeout  # waited long enough: make room
                     and self.storage.sql.execute(sql.LEAST_BUSY).fetchone() == (worker,)):
                 return [], False, True, None
         if rows is None:
             if self._grouped or self._group_limit is not None or self._limiter.key_rate:
-                rows, opens = self._pick(worker, n, now, until)
+                rows, opens = self._pick(worker, n, now, mono, fence, until)
             else:
-                rows = self._rows(sql.CLAIM, (worker, now, until, now, n))
+                rows = self._rows(sql.CLAIM, (worker, now, fence, until, now, n))
         if rows:
+            self._fence = fence
             if rate is not None:
-                rate.note(now, len(rows))
+                rate.note(mono, len(rows))
             if self._limiter.key_rate:
                 for row in rows:
                     if row["rate_key"] is not None:
-                        self._limiter.key(row["rate_key"]).note(now)
+                        self._limiter.key(row["rate_key"]).note(mono)
         return rows, alone, False, opens
 
     def _any_grouped(self) -> bool:
@@ -156,7 +189,7 @@ class Claims(Flows):
         found = self.storage.sql.execute(sql.NEXT_GROUP, (after,)).fetchone()
         return "" if found is None else found[0]
 
-    def _pick(self, worker: str, n: int, now: float, until: float
+    def _pick(self, worker: str, n: int, now: float, mono: float, fence: int, until: float
               ) -> tuple[builtins.list[dict[str, Any]], float | None]:
         """Lease up to ``n`` jobs round-robin across groups (``''``, jobs without a
         group, is one of them), by priority within each, within ``group_concurrency``
@@ -164,7 +197,7 @@ class Claims(Flows):
         the first such key opens again."""
         limit = self._group_limit
         running = dict(self.storage.sql.execute(sql.RUNNING_BY_GROUP).fetchall()) if limit else {}
-        spent = self._limiter.spent_keys(now) if self._limiter.key_rate else []
+        spent = self._limiter.spent_keys(mono) if self._limiter.key_rate else []
         spent_json = json.dumps(spent)
         # The groups after the one served last, each with its first ready jobs.
         candidates: builtins.list[tuple[str, builtins.list[tuple[int, str | None]]]] = []
@@ -197,7 +230,7 @@ class Claims(Flows):
                 if key is not None and self._limiter.key_rate:
                     left = key_room.get(key)
                     if left is None:
-                        left = self._limiter.key(key).room(now)
+                        left = self._limiter.key(key).room(mono)
                     if left <= 0:
                         held_back.add(key)
                         continue
@@ -212,41 +245,73 @@ class Claims(Flows):
         if not picked:
             return [], opens
         order = {seq: i for i, seq in enumerate(picked)}
-        rows = self._rows(sql.CLAIM_SEQS, (worker, now, until, json.dumps(picked)))
+        rows = self._rows(sql.CLAIM_SEQS, (worker, now, fence, until, json.dumps(picked)))
         return sorted(rows, key=lambda r: order[r["seq"]]), opens
 
-    def _reclaim_expired(self, now: float) -> None:
-        self._expiry_check_at = now + min(1.0, self._lease_timeout / 4)
+    def _reap_every(self) -> float:
+        return min(1.0, self._lease_timeout / 4)
+
+    def _reclaim_expired(self, mono: float) -> None:
+        """Put back the jobs whose lease ran out (their worker went silent)."""
+        self._watch_time(mono)
+        self._expiry_check_at = mono + self._reap_every()
         first = self._one(sql.NEXT_EXPIRY)
-        if first is None or first >= now:
+        if first is None or first >= mono:
             return  # no lease ran out: no write
+        now = self._now()
         with self.storage.transaction():
-            self.storage.sql.execute(sql.LOG_EXPIRED, (now, now))
-            for (job_id,) in self.storage.sql.execute(sql.CANCEL_EXPIRED, (now, now)).fetchall():
+            self.storage.sql.execute(sql.LOG_EXPIRED, (now, mono))
+            for (job_id,) in self.storage.sql.execute(sql.CANCEL_EXPIRED, (now, mono)).fetchall():
                 self._ended(job_id, "cancelled", None, 0, now)
-            self.storage.sql.execute(sql.REQUEUE_EXPIRED, (now, now))
+            self.storage.sql.execute(sql.REQUEUE_EXPIRED, (now, mono))
         self._ready.set()
+
+    def _watch_time(self, mono: float) -> None:
+        """Before leases are judged: if this process missed its beat (it was frozen,
+        or its loop held), nobody could renew a lease meanwhile: every running job
+        gets that time back. If the wall clock stepped, retry waits move with it."""
+        stalled = mono - self._awake_at - self._reap_every()
+        offset = self._now() - mono
+        stepped = offset - self._offset
+        self._awake_at, self._offset = mono, offset
+        if stalled <= _STALL and abs(stepped) <= _STEP:
+            return
+        with self.storage.transaction():
+            if stalled > _STALL:
+                log.warning("dotdo: queue %s was stalled for %.1f s (its process frozen or "
+                            "its loop held): running jobs keep their leases", self.id, stalled)
+                self.storage.sql.execute(sql.EXTEND_ALL, (stalled,))
+            if abs(stepped) > _STEP:
+                log.warning("dotdo: the wall clock of queue %s stepped by %+.1f s: retry "
+                            "waits move with it (leases are on the monotonic clock)",
+                            self.id, stepped)
+                self.storage.sql.execute(sql.SHIFT_RETRIES, (stepped,))
+                self.storage.sql.execute(sql.SHIFT_SUSPECTS, (stepped,))
 
     async def _reap(self) -> None:
         """Put back the jobs of workers gone silent, also while nobody claims."""
-        while True:
-            await asyncio.sleep(min(1.0, self._lease_timeout / 4))
-            self._reclaim_expired(time.time())
+        await self._forever("reaping expired leases", self._reap_every,
+                            lambda: self._reclaim_expired(time.monotonic()))
 
-    def heartbeat(self, worker: str, holding: builtins.list[str], stuck: Sequence[str] = ()
+    def heartbeat(self, worker: str, holding: builtins.list, stuck: Sequence[str] = ()
                   ) -> dict[str, Any]:
-        """``worker`` is alive and still runs ``holding``: their leases go on. ``stuck``
-        are those whose attempt ran past its timeout and has not stopped. Returns the
-        lease timeout (so workers beat often enough) and the jobs to cancel."""
-        now = time.time()
+        """``worker`` is alive and still runs ``holding``, ``[job id, lease]`` pairs:
+        the leases of those it still holds go on. ``stuck`` are job ids whose attempt
+        ran past its timeout and has not stopped. Returns the lease timeout (so
+        workers beat often enough), the jobs to cancel, and ``lost``: the pairs whose
+        lease the worker no longer holds (it ran out, the job went to another worker
+        or ended), whose runs it must stop at once."""
+        now = self._now()
         self._seen[worker] = now
-        ids, stuck_ids = json.dumps(list(holding)), json.dumps(list(stuck))
+        runs, stuck_ids = json.dumps([list(r) for r in holding]), json.dumps(list(stuck))
         with self.storage.transaction():
-            self.storage.sql.execute(sql.EXTEND_LEASES, (now + self._lease_timeout, worker, ids))
+            self.storage.sql.execute(sql.EXTEND_LEASES, (
+                time.monotonic() + self._lease_timeout, runs, worker))
             self.storage.sql.execute(sql.MARK_STUCK, (now, worker, stuck_ids))
             self.storage.sql.execute(sql.CLEAR_STUCK, (worker, stuck_ids))
+        lost = [json.loads(r[0]) for r in self.storage.sql.execute(sql.LOST_RUNS, (runs, worker))]
         cancel = [r[0] for r in self.storage.sql.execute(sql.TO_CANCEL, (worker,)).fetchall()]
-        return {"lease_timeout": self._lease_timeout, "cancel": cancel}
+        return {"lease_timeout": self._lease_timeout, "cancel": cancel, "lost": lost}
 
     def progress(self, worker: str, updates: builtins.list) -> int:
         """Record ``[job_id, uid, lease, fraction, message]`` progress reports of jobs
@@ -263,22 +328,24 @@ class Claims(Flows):
 
     def complete(self, worker: str, outcomes: builtins.list) -> int:
         """Record ``[job_id, uid, lease, kind, value, ran]`` outcomes in one
-        transaction, ``kind`` one of ``ok`` (value: the output), ``failed`` (value:
+        transaction, ``kind`` one of ``ok`` (value: the output, encoded), ``failed`` (value:
         ``{"error", "trace", "final", "backoff"}``) or ``released`` (not run, or
         interrupted by its worker stopping: back to pending; value: why, or None);
         ``ran`` is 1 if the handler ran. Returns how many counted; a report from a
         worker that no longer holds the job is ignored (see the module docstring)."""
-        now = time.time()
+        now = self._now()
         done = 0
         with self.storage.transaction():
             for job_id, uid, lease, kind, value, ran in outcomes:
                 ran = 1 if ran else 0
                 if kind == "ok":
+                    if not isinstance(value, bytes):
+                        raise TypeError("an ok outcome carries the output encoded (bytes)")
                     changed = self.storage.sql.execute(
-                        sql.COMPLETE, (ran, now, codec.encode(value), job_id, uid, lease)
-                    ).rowcount
+                        sql.COMPLETE, (ran, now, value, job_id, uid, lease)).rowcount
                     if changed:
-                        self._event("Job.completed", result_thing(job_id, value, now))
+                        self._event("Job.completed", result_thing(
+                            job_id, codec.decode(value, lenient=True), now))
                         self._parent_completed(job_id)
                 elif kind == "failed":
                     changed = self._fail(job_id, uid, worker, lease, value, ran, now)
@@ -333,7 +400,7 @@ class Claims(Flows):
         happened more than ``max_retries`` times; the others become suspects and run
         alone next time. Every other job leased to ``worker`` and not in ``holding``
         (the answer of a claim that never reached it) goes back to pending."""
-        now = time.time()
+        now = self._now()
         failed = suspects = 0
         with self.storage.transaction():
             for job_id, uid, lease, alone in crashed:

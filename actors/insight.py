@@ -7,7 +7,6 @@ from __future__ import annotations
 import builtins
 import json
 import math
-import time
 from typing import Any
 
 from actors import queue_sql as sql
@@ -43,7 +42,7 @@ class Insight(JobTable):
                 and 0 < bucket <= window and window / bucket <= _MAX_BUCKETS):
             raise ValueError(f"stats() takes 0 < bucket <= window with at most {_MAX_BUCKETS} "
                              f"buckets, not window={window!r}, bucket={bucket!r}")
-        now = time.time()
+        now = self._now()
         start = math.floor((now - window) / bucket) * bucket + bucket
         n = math.ceil((now - start) / bucket) or 1
         series = [{"t": start + i * bucket, "completed": 0, "failed": 0} for i in range(n)]
@@ -67,7 +66,7 @@ class Insight(JobTable):
 
     def oldest_pending_age(self) -> float | None:
         """Seconds the oldest ready job has waited to start (None: none waits)."""
-        return self._oldest_ready_age(time.time())
+        return self._oldest_ready_age(self._now())
 
     def _oldest_ready_age(self, now: float) -> float | None:
         oldest = self._one(sql.OLDEST_READY, (now,))

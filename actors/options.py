@@ -17,10 +17,11 @@ from dotdo import codec
 from dotdo.checks import is_finite, is_int
 from dotdo.ids import check_id
 
-__all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_BACKOFF", "OPTIONS", "number",
+__all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "OPTIONS", "number",
            "parse_backoff", "retry_delay"]
 
 MAX_PAYLOAD = 1 << 20  # bytes of encoded payload per job
+MAX_OUTPUT = MAX_PAYLOAD  # bytes of a job's encoded output
 MAX_BACKOFF = 86_400.0  # no retry waits longer than a day
 MAX_PARENTS = 100
 OPTIONS = frozenset({
@@ -158,6 +159,7 @@ class JobSpec:
     unique_for: float | None = None
     depends_on: list[str] = dataclasses.field(default_factory=list)
     on_parent_failure: str = "fail"
+    value: Any = None  # the payload as given (``payload`` is it encoded)
 
     @classmethod
     def parse(cls, spec: dict[str, Any], now: float) -> JobSpec:
@@ -199,7 +201,7 @@ class JobSpec:
         when = run_at if run_at is not None else now + (features.get("debounce") or delay or 0)
         return cls(id=job_id, type=job_type, payload=payload, priority=priority, run_at=when,
                    max_retries=max_retries, timeout=timeout or DEFAULT_TIMEOUT, created=now,
-                   uid=uuid.uuid4().hex[:16], **features)
+                   uid=uuid.uuid4().hex[:16], value=spec.get("payload"), **features)
 
     @property
     def single_row(self) -> bool:

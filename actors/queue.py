@@ -47,6 +47,7 @@ import asyncio
 import builtins
 import collections
 import json
+import logging
 import math
 import time
 import uuid
@@ -60,6 +61,8 @@ from actors.jobs import DEFAULT_TIMEOUT, FINISHED, JobStatus, Metrics, job_thing
 from actors.limits import Limiter
 from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number
 from actors.retention import RETAIN_BATCH, Retention
+from actors.steps import Steps
+from actors.table import LOOP_RETRY
 from dotdo import codec
 
 __all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "KEEP_COMPLETED",
@@ -74,11 +77,12 @@ KEEP_FAILED = Keep(count=100_000, age=30 * 86_400.0)
 _OUTBOX_BATCH = 500
 _LISTEN_EVERY = 2.0
 _UNCHANGED: Any = object()
+log = logging.getLogger("dotdo")
 
 
 def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dict[str, Any]:
-    """A job as it was just inserted from ``spec`` (payload decoded, as read)."""
-    return {"id": spec.id, "type": spec.type, "payload": codec.decode(spec.payload),
+    """A job as it was just inserted from ``spec`` (with the payload as it was given)."""
+    return {"id": spec.id, "type": spec.type, "payload": spec.value,
             "status": status, "priority": spec.priority, "run_at": spec.run_at, "attempts": 0,
             "max_retries": spec.max_retries, "timeout": spec.timeout, "error": None,
             "created": spec.created, "finished": None, "lease": 0, "crashes": 0,
@@ -86,10 +90,15 @@ def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dic
             "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
 
 
-class Queue(Claims, Retention, Insight, dotdo.DurableObject):
+class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
     """A durable job queue; see the module docstring. Its parts: ``JobTable``
     (shared state, ``actors/table.py``), ``Flows`` (dependencies), ``Retention``,
-    ``Claims`` (the worker protocol), ``Insight`` (what operators read)."""
+    ``Claims`` (the worker protocol), ``Steps`` (named steps of job handlers, one for
+    the whole queue), ``Insight`` (what operators read)."""
+
+    # Named steps of job handlers are journaled here (actors/steps.py): a step that
+    # finished more than 30 days ago may run again.
+    retain_steps = 30 * 86_400.0
 
     def __init__(self) -> None:
         db = self.storage.sql
@@ -105,26 +114,34 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         self._paused = bool(get("paused", False))
         self._limiter = Limiter()
         self._load_settings()
-        now = time.time()
+        now, mono = self._now(), time.monotonic()
         windows = [r.seconds for r in (self._limiter.queue and self._limiter.queue.rate,
                                        self._limiter.key_rate) if r]
         if windows:  # the windows as they were when the queue last ran
             since = now - max(windows)
-            self._limiter.rebuild(db.execute(sql.RECENT_STARTS, (since, since)), now)
+            # Rate windows are on this process's monotonic clock: stored (wall) start
+            # times become so many seconds ago.
+            self._limiter.rebuild(((key, mono - (now - started)) for key, started in
+                                   db.execute(sql.RECENT_STARTS, (since, since))), mono)
         # Outbox events get ids from this and their row number: the same id however
         # often a forward is repeated, and new ids if the file is ever recreated.
         self._instance = get("instance")
         if self._instance is None:
             self._instance = uuid.uuid4().hex[:12]
             self.storage.put("instance", self._instance)
-        # Workers could not renew their leases while the queue was down.
-        db.execute(sql.GRACE, (now + self._lease_timeout,))
+        # Workers could not renew their leases while the queue was down, and stored
+        # deadlines are of another process's monotonic clock: a fresh full lease each.
+        db.execute(sql.GRACE, (mono + self._lease_timeout,))
+        # Fences only grow: past the largest handed out, also by jobs since deleted.
+        self._fence = max(int(get("fence", 0)), self._one(sql.MAX_FENCE))
+        self._awake_at, self._offset = mono, now - mono
         self._grouped = self._any_grouped()
         self._has_deps = db.execute(sql.ANY_DEPS).fetchone() is not None
         self._rr_after: str | None = None  # the group served last: fair claims go on after it
         self._depth_at = 0.0
         self._expiry_check_at = 0.0
         self._ready = asyncio.Event()
+        self._step_changed = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
         self._retain_now = asyncio.Event()
@@ -160,7 +177,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         if len(jobs) > MAX_BATCH:
             raise dotdo.LimitError(f"enqueue_many takes at most {MAX_BATCH:,} jobs per call, got "
                                    f"{len(jobs):,}: send them in several calls")
-        now = time.time()
+        now = self._now()
         specs = [JobSpec.parse(dict(spec), now) for spec in jobs]
         added: builtins.list[tuple[dict[str, Any] | None, str]]
         if len(specs) == 1 and specs[0].single_row and not self._listened:
@@ -187,12 +204,12 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
                 spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
                 spec.timeout, spec.backoff, spec.group, spec.rate_key, spec.dedupe_key))
             if rows:
-                rows[0]["payload"] = codec.decode(rows[0]["payload"])
+                rows[0]["payload"] = codec.decode(rows[0]["payload"], lenient=True)
                 return rows[0], "debounced"
         elif spec.unique_for is not None:
             rows = self._rows(sql.UNIQUE_HOLDER, (spec.dedupe_key, now - spec.unique_for))
             if rows:
-                rows[0]["payload"] = codec.decode(rows[0]["payload"])
+                rows[0]["payload"] = codec.decode(rows[0]["payload"], lenient=True)
                 return rows[0], "duplicate"
         status, waiting, broken = "pending", 0, None
         for parent in spec.depends_on:
@@ -312,7 +329,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
             if status in ("delayed", "pending"):
                 where.append(f"status = 'pending' AND error IS NULL AND run_at "
                              f"{'>' if status == 'delayed' else '<='} ?")
-                params.append(time.time())
+                params.append(self._now())
             elif status == "retrying":
                 where.append("status = 'pending' AND error IS NOT NULL")
             elif status in ("stuck", "running"):
@@ -349,7 +366,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
 
     def get_metrics(self) -> Metrics:
         counts = {s: (n, stuck, delayed or 0, retrying or 0) for s, n, stuck, delayed, retrying
-                  in self.storage.sql.execute(sql.COUNTS, (time.time(),)).fetchall()}
+                  in self.storage.sql.execute(sql.COUNTS, (self._now(),)).fetchall()}
         pending, _, delayed, retrying = counts.get("pending", (0, 0, 0, 0))
         running, stuck, _, _ = counts.get("running", (0, 0, 0, 0))
         return Metrics(
@@ -375,7 +392,8 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         rows = self._rows(sql.SELECT_JOB, (job_id,))
         if not rows or rows[0]["status"] != "completed":
             return None
-        return result_thing(job_id, codec.decode(rows[0]["output"]), rows[0]["finished"])
+        return result_thing(job_id, codec.decode(rows[0]["output"], lenient=True),
+                            rows[0]["finished"])
 
     def _must_row(self, job_id: str) -> dict[str, Any]:
         """The job's row as stored, or NotFoundError."""
@@ -396,7 +414,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         if job["status"] != "failed":
             raise ValueError(f"job {job_id!r} is {job['status']}: only failed jobs can be retried")
         with self.storage.transaction():
-            self.storage.sql.execute(sql.RETRY_FAILED, (time.time(), job_id))
+            self.storage.sql.execute(sql.RETRY_FAILED, (self._now(), job_id))
             self._count_gone("failed", 1)
         self._ready.set()
         return self._must(job_id)
@@ -436,7 +454,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         (and its children follow their ``on_parent_failure``); a running one is asked
         to stop (an async handler is cancelled, a sync one sees ``dotdo.cancelled()``)
         and ends ``cancelled`` unless it completes first."""
-        row, now = self._must_row(job_id), time.time()
+        row, now = self._must_row(job_id), self._now()
         if row["status"] in ("pending", "waiting"):
             with self.storage.transaction():
                 self._end(job_id, row["uid"], "cancelled", row["attempts"], row["error"],
@@ -464,7 +482,7 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         if not set(statuses) <= set(FINISHED):
             raise ValueError(f"purge removes finished jobs only ({', '.join(FINISHED)}), "
                              f"not {status!r}")
-        cutoff = time.time() - (number("older_than", older_than, minimum=0) or 0)
+        cutoff = self._now() - (number("older_than", older_than, minimum=0) or 0)
         gone = 0
         for one in statuses:
             while rows := self.storage.sql.execute(
@@ -557,17 +575,33 @@ class Queue(Claims, Retention, Insight, dotdo.DurableObject):
         A batch sent again after a crash carries the same event ids: the App drops
         the ones it has."""
         app = dotdo.App(dotdo.DEFAULT_APP)
+        failures = 0
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while True:
-                rows = self.storage.sql.execute(sql.SELECT_OUTBOX, (_OUTBOX_BATCH,)).fetchall()
-                if not rows:
-                    break
-                try:
-                    await app.emit_many([[t, codec.decode(d), f"{self._instance}-{seq}"]
-                                         for seq, t, d in rows])
-                except Exception:  # noqa: BLE001 - the App is restarting: try again soon
-                    await asyncio.sleep(1.0)
-                    continue
-                self.storage.sql.execute(sql.DELETE_OUTBOX, (rows[-1][0],))
+            try:
+                await self._forward_outbox(app)
+            except Exception:
+                # The outbox could not be read or trimmed (a write the disk refused):
+                # the events stay in it and go later, once it can.
+                failures += 1
+                log.warning("dotdo: queue %s could not forward its events (%d in a row); "
+                            "trying again", self.id, failures, exc_info=True)
+                self._outbox_ready.set()
+                await asyncio.sleep(LOOP_RETRY.delay(failures))
+            else:
+                failures = 0
+
+    async def _forward_outbox(self, app: Any) -> None:
+        while True:
+            rows = self.storage.sql.execute(sql.SELECT_OUTBOX, (_OUTBOX_BATCH,)).fetchall()
+            if not rows:
+                return
+            try:
+                # Leniently: a value only the App's handlers can rebuild passes as it is.
+                await app.emit_many([[t, codec.decode(d, lenient=True), f"{self._instance}-{seq}"]
+                                     for seq, t, d in rows])
+            except Exception:  # noqa: BLE001 - the App is restarting: try again soon
+                await asyncio.sleep(1.0)
+                continue
+            self.storage.sql.execute(sql.DELETE_OUTBOX, (rows[-1][0],))

@@ -103,7 +103,20 @@ CREATE TABLE IF NOT EXISTS forget (
     worker TEXT NOT NULL,
     step   TEXT NOT NULL
 )"""
-DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET)
+# Named steps of job handlers (``do(step_id=...)`` inside a job): one step for the whole
+# queue. Results and failed attempts go to the queue's journal (``_dotdo_steps``); a
+# step being run has a hold here, by the run (job, uid, lease) that runs it. A hold
+# counts only while that run still holds its job's lease (see actors/steps.py).
+CREATE_STEP_HOLDS = """
+CREATE TABLE IF NOT EXISTS step_holds (
+    step    TEXT PRIMARY KEY,
+    job_id  TEXT NOT NULL,
+    uid     TEXT,
+    lease   INTEGER NOT NULL,
+    worker  TEXT NOT NULL,
+    since   REAL NOT NULL
+) WITHOUT ROWID"""
+DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET, CREATE_STEP_HOLDS)
 INDEXES = (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS, CREATE_GROUPS, CREATE_DEDUPE,
            CREATE_ATTEMPTS_INDEX, CREATE_DEPS_CHILD)
 
@@ -131,8 +144,11 @@ UNIQUE_HOLDER = (
     "SELECT * FROM jobs WHERE dedupe_key = ? AND created > ? AND status != 'cancelled' "
     "ORDER BY seq DESC LIMIT 1"
 )
+# ``lease`` is the claim's fence: the queue's claim counter, so every claim of a job
+# (of any job) has a larger one than every claim before it. ``lease_until`` is on the
+# monotonic clock of the queue's process (renewed in full when the queue restarts).
 _LEASED = (
-    "status = 'running', worker = ?, started = ?, lease = lease + 1, lease_until = ?, "
+    "status = 'running', worker = ?, started = ?, lease = ?, lease_until = ?, "
     "stuck_since = NULL, progress = NULL, progress_msg = NULL"
 )
 # INDEXED BY: SQLite's planner would rather search jobs_status and sort every
@@ -196,9 +212,18 @@ REQUEUE_UNHELD = (
     f"UPDATE jobs SET {_REQUEUED} WHERE status = 'running' AND worker = ? "
     "AND id NOT IN (SELECT value FROM json_each(?))"
 )
-EXTEND_LEASES = (
-    "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND worker = ? "
-    "AND id IN (SELECT value FROM json_each(?))"
+# Heartbeats name the runs they hold as [job id, lease] pairs (JSON).
+_HELD_RUNS = (
+    "SELECT j.seq FROM json_each(?) p JOIN jobs j ON j.id = p.value ->> 0 "
+    "AND j.lease = p.value ->> 1 WHERE j.status = 'running' AND j.worker = ?"
+)
+EXTEND_LEASES = f"UPDATE jobs SET lease_until = ? WHERE seq IN ({_HELD_RUNS})"
+# The runs a worker names that no longer hold their job (it went to another worker,
+# or back to the queue, or ended).
+LOST_RUNS = (
+    "SELECT p.value FROM json_each(?) p WHERE NOT EXISTS (SELECT 1 FROM jobs j "
+    "WHERE j.id = p.value ->> 0 AND j.lease = p.value ->> 1 AND j.status = 'running' "
+    "AND j.worker = ?)"
 )
 MARK_STUCK = (
     "UPDATE jobs SET stuck_since = coalesce(stuck_since, ?) WHERE status = 'running' "
@@ -267,7 +292,31 @@ LEAST_BUSY = (
 )
 NEXT_RUN_AT = "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at > ?"
 NEXT_EXPIRY = "SELECT min(lease_until) FROM jobs WHERE status = 'running'"
-GRACE = "UPDATE jobs SET lease_until = max(coalesce(lease_until, 0), ?) WHERE status = 'running'"
+# A queue starting (or back from a stall of its own process) gives every running job a
+# fresh full lease: stored deadlines are of another process's clock, and workers could
+# not renew them while it was away.
+GRACE = "UPDATE jobs SET lease_until = ? WHERE status = 'running'"
+EXTEND_ALL = "UPDATE jobs SET lease_until = lease_until + ? WHERE status = 'running'"
+MAX_FENCE = "SELECT coalesce(max(lease), 0) FROM jobs"
+# The wall clock stepped: waits that are durations (retry backoffs, a suspect's wait)
+# move with it, so that a step back does not add an hour to a retry's wait.
+SHIFT_RETRIES = (
+    "UPDATE jobs SET run_at = run_at + ? WHERE status = 'pending' AND error IS NOT NULL"
+)
+SHIFT_SUSPECTS = (
+    "UPDATE jobs SET suspect_since = suspect_since + ? WHERE suspect_since IS NOT NULL"
+)
+# Queue-wide steps (actors/steps.py).
+SELECT_STEP_HOLD = "SELECT job_id, uid, lease, worker FROM step_holds WHERE step = ?"
+UPSERT_STEP_HOLD = (
+    "INSERT OR REPLACE INTO step_holds (step, job_id, uid, lease, worker, since) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+DELETE_STEP_HOLD = "DELETE FROM step_holds WHERE step = ?"
+DELETE_STEP_HOLD_OF = (
+    "DELETE FROM step_holds WHERE step = ? AND job_id = ? AND uid IS ? AND lease = ?"
+)
+HOLDS_JOB = f"SELECT 1 FROM jobs WHERE {HOLDER}"
 INSERT_OUTBOX = "INSERT INTO outbox (type, data) VALUES (?, ?)"
 SELECT_OUTBOX = "SELECT seq, type, data FROM outbox ORDER BY seq LIMIT ?"
 DELETE_OUTBOX = "DELETE FROM outbox WHERE seq <= ?"

@@ -8,7 +8,6 @@ import asyncio
 import builtins
 import json
 import logging
-import time
 
 import dotdo
 from actors import queue_sql as sql
@@ -52,7 +51,7 @@ class Retention(Insight):
                         sql.OVER_COUNT, (status, RETAIN_BATCH, keep.count)).fetchall()
                 if not rows and keep.age is not None:
                     rows = self.storage.sql.execute(
-                        sql.OVER_AGE, (status, time.time() - keep.age, RETAIN_BATCH)).fetchall()
+                        sql.OVER_AGE, (status, self._now() - keep.age, RETAIN_BATCH)).fetchall()
                 if not rows:
                     break
                 self._delete_jobs(rows, status)
@@ -73,6 +72,8 @@ class Retention(Insight):
                     self.storage.sql.execute(sql.INSERT_FORGET,
                                              (worker, step_id(self.id, job_id, uid)))
             self._count_gone(status, gone)
+            # The fence counter must outlive the jobs that carried the largest fences.
+            self.storage.put("fence", self._fence)
         return gone
 
     async def _forget_steps(self) -> None:

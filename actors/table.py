@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dotdo
@@ -17,6 +19,11 @@ from actors.options import Keep
 from dotdo import codec
 
 __all__ = ["JobTable"]
+
+log = logging.getLogger("dotdo")
+# A background loop whose round failed (a write the disk refused, say) waits this long
+# before the next, doubling to a cap, and goes on.
+LOOP_RETRY = dotdo.RetryPolicy(max_retries=1_000_000, backoff=0.1, max_backoff=30.0)
 
 
 class JobTable:
@@ -45,6 +52,33 @@ class JobTable:
     _left: set[str]  # workers that stopped (unregistered) since this process started
     _seen: dict[str, float]  # worker -> when it last claimed or beat (this process's view)
     _life: str  # tells this process's event numbers from a previous one's
+    _fence: int  # the last claim's fence (lease number): the next claim's is larger
+    _awake_at: float  # monotonic: when the queue last looked at its leases
+    _offset: float  # wall time minus monotonic time then: a change is a clock step
+
+    def _now(self) -> float:
+        """Wall time, from the host's clock (the one seam every wall-time read of the
+        queue goes through: tests step it as a real clock would step)."""
+        return self.storage.now()
+
+    async def _forever(self, what: str, every: Callable[[], float],
+                       body: Callable[[], Awaitable[None] | None]) -> None:
+        """Run ``body`` every ``every()`` s for the queue's life. A round that raises
+        is logged and tried again after a growing wait (LOOP_RETRY): one failed write
+        must not end the loop for good."""
+        failures = 0
+        while True:
+            await asyncio.sleep(every() if not failures else LOOP_RETRY.delay(failures))
+            try:
+                done = body()
+                if done is not None:
+                    await done
+            except Exception:
+                failures += 1
+                log.warning("dotdo: queue %s failed %s (%d in a row); trying again", self.id,
+                            what, failures, exc_info=True)
+            else:
+                failures = 0
 
     def _rows(self, statement: str, params: tuple = ()) -> list[dict[str, Any]]:
         cursor = self.storage.sql.execute(statement, params)
@@ -55,8 +89,11 @@ class JobTable:
         return self.storage.sql.execute(statement, params).fetchone()[0]
 
     def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = {**row, "payload": codec.decode(row["payload"])}
-        return job_thing(row, time.time())
+        """A Job Thing from a row. The payload is decoded leniently: a value this
+        process cannot rebuild (a stub of a class it never imported) stays as it was
+        stored, and the caller's process decodes it (``codec.Undecoded``)."""
+        row = {**row, "payload": codec.decode(row["payload"], lenient=True)}
+        return job_thing(row, self._now())
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -68,13 +105,13 @@ class JobTable:
             return
         self._depth_at = time.monotonic()
         ready = self._one("SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= ?",
-                          (time.time(),))
+                          (self._now(),))
         metrics.DEPTH.set(ready, tags={"queue": self.id})
 
     def _event(self, event_type: str, data: Any) -> None:
         # Kept for live views (Insight.recent_events) whether or not anyone handles them.
         self._recent_n += 1
-        self._recent.append((self._recent_n, time.time(), event_type, data))
+        self._recent.append((self._recent_n, self._now(), event_type, data))
         if not self._listened:  # nobody handles Job events: sending them is waste
             return
         self.storage.sql.execute(sql.INSERT_OUTBOX, (event_type, codec.encode(data)))

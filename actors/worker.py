@@ -14,11 +14,22 @@ What keeps the queue's promise (no job lost, no finished job run again):
   when its process died, so that one that kills its worker is found out.
 * Heartbeats come from a thread of their own: a handler that never yields, or a sync
   one computing for minutes, cannot stop them.
+* State follows the commit: a claimed job is held in memory only once its row is
+  written (if the write fails, the claim goes straight back to the queue), and an
+  outcome that cannot be written down still goes to the queue from memory.
 * Sync handlers run in a thread pool of the worker's concurrency, off the event loop,
   but for quick ones, which run on the loop (see ``_Speed``).
   An attempt past its timeout is cancelled if it is a coroutine; sync code cannot be
   interrupted, so the job waits for it to return (shown as ``stuck`` meanwhile)
-  before it is tried again: two runs of one job never overlap.
+  before it is tried again: two runs of one job never overlap. One still running at
+  ``HUNG_AFTER`` times its timeout is given up: the attempt fails, and the worker's
+  process is replaced (the thread cannot be stopped any other way).
+* A heartbeat's answer names the runs whose lease the worker no longer holds (it
+  froze, or lost the queue, past the lease, and the job went to another worker):
+  those runs stop at once (async ones are cancelled, sync ones see
+  ``dotdo.cancelled()``) and their outcomes are discarded. ``dotdo.current_job()``'s
+  ``fence`` lets a handler's writes elsewhere refuse a run that lost its lease.
+* Named steps in handlers (``do(..., step_id=)``) are the queue's (``actors/steps.py``).
 
 ``dotdo.Worker(id).process(job)`` runs one Job Thing directly.
 """
@@ -28,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -44,6 +56,7 @@ from typing import Any
 import dotdo
 from actors import metrics
 from actors.jobs import DEFAULT_TIMEOUT, result_thing
+from actors.options import MAX_OUTPUT
 from dotdo import codec, signals
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
@@ -56,6 +69,9 @@ _FLUSH_EVERY = 0.05
 _RELOAD_AFTER = 1.0
 _RETRY_AFTER = 0.5  # seconds between tries while a queue or the App is away
 _PROGRESS_EVERY = 0.2  # progress reports of a worker's jobs go at most this often
+HUNG_AFTER = 3  # times its timeout: a sync attempt still running then has its process replaced
+_UNWIND = 0.2  # seconds interrupted async handlers get to end, once stop()'s time is up
+_GIVE_BACK_WAIT = 10.0  # seconds SIGTERM waits for interrupted jobs before the process ends
 
 CREATE_HELD = """
 CREATE TABLE IF NOT EXISTS held (
@@ -82,13 +98,15 @@ class _Held:
     job_id: str
     uid: str | None
     lease: int
-    outcome: list | None = None  # [kind, value, attempts] once known
+    outcome: list | None = None  # [kind, value, ran] once known; an ok value is encoded
     alone: bool = False  # nothing else ran beside it (a suspect, or the one that died)
-    deadline: float | None = None  # the running attempt's timeout, epoch
+    deadline: float | None = None  # the running attempt's timeout, monotonic
     task: asyncio.Task | None = None
     attempt: int = 1
     parents: dict[str, Any] = dataclasses.field(default_factory=dict)
-    interrupt: str | None = None  # "cancel" (Queue.cancel) or "stop" (the worker stops)
+    # "cancel" (Queue.cancel), "stop" (the worker stops) or "lost" (the lease went elsewhere)
+    interrupt: str | None = None
+    lost: bool = False  # its run no longer holds the job: whatever it returns is discarded
     cancellable: bool = False  # awaiting an async handler: task.cancel() reaches it
     progress: tuple[float, str | None] | None = None
 
@@ -108,6 +126,15 @@ class _JobRun:
         self.job_id, self.queue, self.attempt = held.job_id, held.queue, held.attempt
         self.parents = held.parents
 
+    @property
+    def fence(self) -> int:
+        return self._held.lease  # the queue's claim number: a later claim's is larger
+
+    def steps(self) -> _QueueSteps | None:
+        # A job from a queue: its named steps are the queue's. One run directly
+        # (Worker.process) has no queue: they are the worker's own.
+        return _QueueSteps(self._held, self._worker) if self._held.queue else None
+
     def report_progress(self, value: float, message: str | None) -> None:
         self._held.progress = (value, message)
         # Sync handlers call this from a pool thread: the loop takes it from here.
@@ -115,6 +142,56 @@ class _JobRun:
 
     def cancel_requested(self) -> bool:
         return self._held.interrupt is not None
+
+
+class _QueueSteps:
+    """The journal of a job handler's named steps: its queue's (``actors/steps.py``),
+    asked on behalf of the run holding the job's lease."""
+
+    __slots__ = ("_held", "_worker")
+
+    def __init__(self, held: _Held, worker: Worker) -> None:
+        self._held, self._worker = held, worker
+
+    def _who(self) -> tuple[str, str, str | None, int]:
+        held = self._held
+        return self._worker.id, held.job_id, held.uid, held.lease
+
+    def _lost(self) -> dotdo.LeaseLostError:
+        self._held.lost = True
+        return dotdo.LeaseLostError(
+            f"job {self._held.job_id!r} no longer holds its lease on worker "
+            f"{self._worker.id!r} (it went to another worker): this run stops")
+
+    async def lookup(self, step_id: str) -> tuple[bool, Any]:
+        queue = dotdo.Queue(self._held.queue)
+        while True:
+            if self._held.lost:
+                raise self._lost()
+            answer = await queue.step_begin(*self._who(), step_id)
+            if "done" in answer:
+                return True, codec.decode(answer["done"])
+            if answer.get("lost"):
+                raise self._lost()
+            if answer.get("run"):
+                return False, None
+            # busy: another run holds the step; ask again (its end wakes us)
+
+    async def attempt(self, step_id: str, n: int, started: float, finished: float,
+                      error: str) -> None:
+        await dotdo.Queue(self._held.queue).step_attempt(
+            *self._who(), step_id, n, started, finished, error, False)
+
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float,
+                     finished: float) -> tuple[bool, Any]:
+        stored = await dotdo.Queue(self._held.queue).step_finish(
+            *self._who(), step_id, encoded, n, started, finished)
+        return (False, None) if stored == encoded else (True, codec.decode(stored))
+
+    def abandon(self, step_id: str) -> None:
+        now = self._worker.storage.now()
+        dotdo.Queue(self._held.queue).step_attempt(
+            *self._who(), step_id, 0, now, now, None, True)  # sent; nobody waits
 
 
 class _Interrupted(Exception):
@@ -180,7 +257,8 @@ async def _within(awaitable, timeout: float) -> Any:
 
 
 _WHY = {"cancel": "Cancelled: the job was cancelled while it ran",
-        "stop": "WorkerStopped: its worker stopped while it ran"}
+        "stop": "WorkerStopped: its worker stopped while it ran",
+        "lost": "LeaseLost: its lease went to another worker while it ran"}
 
 
 @functools.lru_cache(maxsize=256)
@@ -195,6 +273,24 @@ _ONE_ATTEMPT = dotdo.RetryPolicy(max_retries=0)  # retries go back through the q
 def _label(job_type: str) -> str:
     # Enqueuers choose types: only registered ones become metric series.
     return job_type if job_handlers.handler_for(job_type) else "(unregistered)"
+
+
+class _Unstorable(Exception):
+    """A job's output that cannot be kept: it does not encode, or is over the limit."""
+
+
+def _output(value: Any) -> bytes:
+    """A job's output, encoded as the queue stores it, or :class:`_Unstorable`."""
+    try:
+        encoded = codec.encode(value)
+    except dotdo.EncodeError as exc:
+        raise _Unstorable(f"EncodeError: the job's output cannot be stored: {exc}") from None
+    if len(encoded) > MAX_OUTPUT:
+        raise _Unstorable(
+            f"LimitError: the job's output is {len(encoded):,} bytes encoded, over the "
+            f"limit of {MAX_OUTPUT:,}: store big results elsewhere (a file, an object's "
+            "storage) and return their key")
+    return encoded
 
 
 def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
@@ -225,6 +321,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._lease_timeout = 30.0
         self._reporting = asyncio.Lock()
         self._held: dict[str, _Held] = {}
+        self._zombies: set[_Held] = set()  # lost runs still running: their slots stay taken
         self._crashed: list[_Held] = []
         self._released: list[str] = []  # steps reported, rows not yet deleted
         self._event_loop = asyncio.get_running_loop()
@@ -245,14 +342,17 @@ class Worker(dotdo.DurableObject, own_process=True):
             if outcome is not None:
                 held.outcome = codec.decode(outcome)
             else:
-                found, value = self.storage.journal.step(step)
-                if not found:
+                output = self.storage.journal.step_result(step)
+                if output is None:
                     self._crashed.append(held)
                     continue
-                held.outcome = ["ok", value, 1]
+                held.outcome = ["ok", output, 1]
             self._held[step] = held
-        # A job that died alone is taken to have killed the process (the queue counts it).
-        if len(self._crashed) == 1:
+        # A job that died alone is taken to have killed the process (the queue counts it),
+        # unless the worker ended its process itself (a hung attempt: see _hung).
+        if self.storage.get("replaced"):
+            self.storage.delete("replaced")
+        elif len(self._crashed) == 1:
             self._crashed[0].alone = True
 
     # -- the API ----------------------------------------------------------------------
@@ -287,9 +387,10 @@ class Worker(dotdo.DurableObject, own_process=True):
         running then are interrupted and go back to the queue at once, as they were
         (``released``, not failed, no retry counted): an async handler is cancelled; a
         sync one, which Python cannot interrupt, sees ``dotdo.cancelled()`` and its job
-        goes back when it returns (or completes, if it does). Outcomes are reported; if
-        the queue is away they stay in this worker's file and are sent once it is back.
-        Returns ``{"finished": n, "returned": [job ids]}``."""
+        goes back when it returns (or completes, if it does); ``stop`` does not wait for
+        it past ``timeout``. Outcomes are reported; if the queue is away they stay in this
+        worker's file and are sent once it is back. Returns ``{"finished": n,
+        "returned": [job ids], "running": [job ids of sync handlers still running]}``."""
         if not isinstance(drain, bool):
             raise ValueError(f"drain is True or False, not {drain!r}")
         if timeout is not None and (not is_finite(timeout) or timeout < 0):
@@ -301,16 +402,19 @@ class Worker(dotdo.DurableObject, own_process=True):
         running = self._running()
         if running and limit != 0:
             await asyncio.wait(running, timeout=limit)
-        await self._stop_running()
+        # With a time limit, interrupted async handlers get a moment to end; sync ones
+        # are not waited for (their jobs go back when they return).
+        await self._stop_running(None if limit is None else _UNWIND)
         ended = [(h.job_id, h.outcome[0]) for h in self._held.values() if h.outcome is not None]
         returned = [job_id for job_id, kind in ended if kind == "released"]
+        still = [h.job_id for h in self._held.values() if h.outcome is None]
         try:
             await self._report()
             if queue is not None:
                 await dotdo.Queue(queue).unregister_worker(self.id)
         except Exception:  # noqa: BLE001 - kept in the file; the pull loop sends them
             log.warning("dotdo: worker %s keeps its outcomes until its queue is back", self.id)
-        return {"finished": len(ended) - len(returned), "returned": returned}
+        return {"finished": len(ended) - len(returned), "returned": returned, "running": still}
 
     def cancel_job(self, queue: str, job_id: str) -> bool:
         """Ask a job this worker runs to stop (``Queue.cancel`` sends this); False if
@@ -327,14 +431,20 @@ class Worker(dotdo.DurableObject, own_process=True):
             if held.cancellable and held.task is not None:
                 held.task.cancel()  # an async handler: cancelled where it awaits
 
-    async def _stop_running(self) -> None:
+    async def _stop_running(self, wait: float | None = None) -> None:
         """Interrupt every job still running (it goes back to its queue) and wait for
-        each to end: at once for async handlers, when they return for sync ones."""
+        each to end (at once for async handlers, when they return for sync ones), for
+        at most ``wait`` s if given."""
         for held in list(self._held.values()):
             if held.outcome is None and held.task is not None and not held.task.done():
                 self._interrupt(held, "stop")
-        while running := self._running():
-            await asyncio.wait(running)
+        deadline = None if wait is None else time.monotonic() + wait
+        while running := [h.task for h in self._held.values() if h.outcome is None
+                          and h.task is not None and not h.task.done()]:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            await asyncio.wait(running, timeout=left)
 
     def _on_sigterm(self) -> concurrent.futures.Future:
         """The process got SIGTERM: Ray's handler waits for this before it exits."""
@@ -347,7 +457,7 @@ class Worker(dotdo.DurableObject, own_process=True):
             self._closing = True
             log.warning("dotdo: worker %s got SIGTERM: its running jobs go back to their queue",
                         self.id)
-        await self._stop_running()
+        await self._stop_running(_GIVE_BACK_WAIT)
         try:
             await self._report()
         except Exception:  # noqa: BLE001 - the restarted worker reports them from its file
@@ -374,12 +484,15 @@ class Worker(dotdo.DurableObject, own_process=True):
         kind, value, _ = await self._run(job, held, policy, backoff=1.0)
         if kind != "ok":
             raise dotdo.JobError(value["error"] if isinstance(value, dict) else value)
-        return result_thing(job["$id"], value, time.time())
+        return result_thing(job["$id"], codec.decode(value), self.storage.now())
 
     # -- running jobs ------------------------------------------------------------------
 
-    def _running(self) -> list[asyncio.Task]:
-        return [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
+    def _running(self, held_only: bool = False) -> list[asyncio.Task]:
+        """Tasks of runs not ended: of held jobs, and (unless ``held_only``) of runs
+        that lost their lease but have not returned yet (their slots stay taken)."""
+        runs = list(self._held.values()) + ([] if held_only else list(self._zombies))
+        return [h.task for h in runs if h.task is not None and not h.task.done()]
 
     def _threads(self, size: int) -> ThreadPoolExecutor:
         if self._pool is None or self._pool_size < size:
@@ -404,10 +517,11 @@ class Worker(dotdo.DurableObject, own_process=True):
         import_modules(await dotdo.App(dotdo.DEFAULT_APP).module_list(), f"Worker {self.id!r}")
 
     async def _attempt(self, handler, payload: Any, timeout: float, held: _Held) -> Any:
-        """One attempt under ``timeout``; never returns while the handler still runs."""
+        """One attempt under ``timeout``; never returns while the handler still runs
+        (but for a sync one hung past ``HUNG_AFTER`` timeouts: see ``_hung``)."""
         if held.interrupt is not None:  # asked to stop before it started
             raise _Interrupted(_WHY[held.interrupt])
-        held.deadline = time.time() + timeout
+        held.deadline = time.monotonic() + timeout
         token = job_handlers.running.set(_JobRun(held, self))
         try:
             if inspect.iscoroutinefunction(handler):
@@ -419,7 +533,7 @@ class Worker(dotdo.DurableObject, own_process=True):
             if not self._in_process and speed.inline():
                 # Quick every time lately: run it here, no thread hand-off (see _Speed).
                 result = speed.timed(handler, payload, on_loop=True)
-                if time.time() > held.deadline:  # as for a run in the pool
+                if time.monotonic() > held.deadline:  # as for a run in the pool
                     raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
             else:
                 # Sync code runs off the loop, seeing this object as the current one.
@@ -430,12 +544,16 @@ class Worker(dotdo.DurableObject, own_process=True):
                 done, _ = await asyncio.wait({running}, timeout=timeout)
                 if not done:
                     # A thread cannot be interrupted: until it returns, this job's slot
-                    # stays taken (heartbeats say "stuck"), and no other attempt runs.
-                    await asyncio.wait({running})
+                    # stays taken (heartbeats say "stuck"), and no other attempt runs;
+                    # one that will not return is given up with its process.
+                    done, _ = await asyncio.wait({running}, timeout=(HUNG_AFTER - 1) * timeout)
+                    if not done:
+                        await self._hung(held, timeout)
+                        await asyncio.wait({running})
                     raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
                 result = running.result()
             if inspect.isawaitable(result):  # a sync function that returned a coroutine
-                result = await _within(result, max(held.deadline - time.time(), 0.001))
+                result = await _within(result, max(held.deadline - time.monotonic(), 0.001))
             return result
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
@@ -453,11 +571,40 @@ class Worker(dotdo.DurableObject, own_process=True):
             held.cancellable = False
             job_handlers.running.reset(token)
 
+    async def _hung(self, held: _Held, timeout: float) -> None:
+        """A sync attempt still running at ``HUNG_AFTER`` times its timeout: Python
+        cannot stop its thread, so the worker gives the job up with its process. The
+        attempt fails (written down, so the restarted worker reports it; retried as
+        any timeout is), the other jobs go back to the queue, and the process exits:
+        Ray starts a new one, which blames no job for the exit. In process there is
+        no process of the worker's own to replace: the job stays stuck."""
+        error = (f"HungAttempt: the attempt ran past {HUNG_AFTER} times its timeout of "
+                 f"{timeout:g} s and did not stop (sync code cannot be interrupted): "
+                 f"worker {self.id!r} replaced its process to end it")
+        if self._in_process:
+            log.error("dotdo: %s; in-process hosting has no process to replace: job %r "
+                      "stays stuck until its handler returns", error, held.job_id)
+            return
+        log.error("dotdo: job %r: %s", held.job_id, error)
+        outcome = ["failed", {"error": error, "trace": None, "final": False,
+                              "backoff": self._config["backoff"] if self._config else 1.0}, 1]
+        with contextlib.suppress(Exception):  # the disk may be the trouble: the queue still hears
+            self.storage.put("replaced", True)
+            self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
+        held.outcome = outcome
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._give_back(), _GIVE_BACK_WAIT)
+        os._exit(70)  # EX_SOFTWARE; Ray restarts the actor
+
     async def _run(self, job: dict[str, Any], held: _Held, policy: dotdo.RetryPolicy,
-                   backoff: float) -> list:
-        """``[kind, value, ran]`` for one job: ``ok`` and the output, ``failed`` and
-        ``{"error", "trace", "final", "backoff"}``, or ``released`` (not run for a reason
-        of the worker's: the App away while handlers load, or the worker stopping)."""
+                   backoff: float, payload: bytes | None = None) -> list:
+        """``[kind, value, ran]`` for one job: ``ok`` and the output (encoded), ``failed``
+        and ``{"error", "trace", "final", "backoff"}``, or ``released`` (not run for a
+        reason of the worker's: the App away while handlers load, or the worker
+        stopping). ``payload``: the job's as the queue stores it (decoded here, once
+        the handlers' modules are in); None: ``job["payload"]``. A run that finished
+        here before (its step journaled) is not run again."""
         job_type = job["type"]
         handler = job_handlers.handler_for(job_type)
         if handler is None:
@@ -473,8 +620,22 @@ class Worker(dotdo.DurableObject, own_process=True):
             _record(held.queue, job_type, "unknown_type", started)
             return ["failed", {"error": f"no handler registered for job type {job_type!r}",
                                "trace": None, "final": True, "backoff": backoff}, 0]
+        done = self.storage.journal.step_result(held.step)
+        if done is not None:  # it ran to the end here before: its output, not a new run
+            _record(held.queue, job_type, "completed", started)
+            return ["ok", done, 1]
+        try:
+            if payload is not None:
+                job = {**job, "payload": codec.decode(payload)}
+            held.parents = {k: codec.decode(v) for k, v in held.parents.items()}
+        except Exception as exc:  # noqa: BLE001 - this job alone fails, at once
+            _record(held.queue, job_type, "undecodable", started)
+            return ["failed", {"error": f"DecodeError: the payload of job {held.job_id!r} "
+                               f"cannot be decoded in worker {self.id!r}: {exc}",
+                               "trace": None, "final": True, "backoff": backoff}, 0]
         calls = 0
         timeout = job.get("timeout") or DEFAULT_TIMEOUT
+        began = self.storage.now()
 
         async def attempt():
             nonlocal calls
@@ -482,23 +643,35 @@ class Worker(dotdo.DurableObject, own_process=True):
             return await self._attempt(handler, job["payload"], timeout, held)
 
         try:
-            output = await dotdo.do(attempt, step_id=held.step, policy=policy)
+            # Retries here only for process(); a queue's job gets one attempt a claim.
+            output = _output(await dotdo.do(attempt, policy=policy))
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
             if held.interrupt == "stop":
                 _record(held.queue, job_type, "released", started)
                 return ["released", f"WorkerStopped: worker {self.id!r} stopped while it ran", 0]
             _record(held.queue, job_type, "failed", started)
-            return ["failed", {"error": str(exc) if isinstance(exc, _Interrupted)
+            return ["failed", {"error": str(exc) if isinstance(exc, (_Interrupted, _Unstorable))
                                else f"{type(exc).__name__}: {exc}",
                                "trace": "".join(traceback.format_exception(exc)),
-                               "final": isinstance(exc, dotdo.TerminalError) or bool(held.interrupt),
+                               "final": isinstance(exc, (dotdo.TerminalError, _Unstorable))
+                               or bool(held.interrupt),
                                "backoff": backoff}, 1]
+        if not held.lost:  # a run that lost its lease leaves no step behind
+            try:
+                self.storage.journal.finish_step(held.step, output, calls, began,
+                                                 self.storage.now())
+            except dotdo.StorageError as exc:
+                # Not the job's fault: the queue still gets its output from memory (if
+                # this process dies first, the job runs again, at-least-once).
+                log.warning("dotdo: worker %s could not journal job %r's step: %s", self.id,
+                            held.job_id, exc)
         _record(held.queue, job_type, "completed", started)
         return ["ok", output, 1]
 
-    async def _run_held(self, held: _Held, job: dict[str, Any], backoff: float) -> None:
+    async def _run_held(self, held: _Held, job: dict[str, Any], payload: bytes,
+                        backoff: float) -> None:
         try:
-            outcome = await self._run(job, held, _ONE_ATTEMPT, backoff)
+            outcome = await self._run(job, held, _ONE_ATTEMPT, backoff, payload)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if held.interrupt is None or current is None:
@@ -508,34 +681,79 @@ class Worker(dotdo.DurableObject, own_process=True):
                        if held.interrupt == "stop" else
                        ["failed", {"error": "Cancelled: cancelled before it started",
                                    "trace": None, "final": True, "backoff": backoff}, 0])
+        if held.lost:  # the job went to another worker: this run's outcome counts for nothing
+            return
         if outcome[0] != "ok":  # a success is journaled as its step already
-            self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
+            try:
+                self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
+            except Exception as exc:  # noqa: BLE001 - reported from memory all the same
+                log.warning("dotdo: worker %s could not write down job %r's outcome: %s",
+                            self.id, held.job_id, exc)
         held.outcome = outcome
 
-    def _hold(self, queue: str, grants: list[dict[str, Any]], backoff: float) -> None:
+    def _hold(self, queue: str, grants: list[dict[str, Any]], backoff: float) -> list[list]:
         """Write the claimed jobs down, then start them (or hand them back, if this
-        worker was stopped while it claimed)."""
-        fresh = []
-        with self.storage.transaction():
-            self._forget_released()
-            for grant in grants:
-                job, step = grant["job"], grant["step"]
-                held = self._held.get(step)
-                if held is not None:  # ours again after a silence: it runs (or ran) here
-                    held.lease = grant["lease"]
-                    self.storage.sql.execute(RENEW, (held.lease, step))
-                    continue
-                held = self._held[step] = _Held(
-                    step, queue, job["$id"], grant["uid"], grant["lease"], alone=grant["alone"],
-                    attempt=job["attempts"] + 1, parents=grant.get("parents") or {})
-                self.storage.sql.execute(HOLD, (step, queue, held.job_id, held.uid, held.lease))
-                fresh.append((held, job))
+        worker was stopped while it claimed). Memory follows the commit: if the write
+        fails, nothing is held, and the reports returned hand every grant back."""
+        fresh, renewed = [], []
+        forgotten = list(self._released)
+        try:
+            with self.storage.transaction():
+                for step in forgotten:
+                    self.storage.sql.execute(RELEASE, (step,))
+                for grant in grants:
+                    job, step = grant["job"], grant["step"]
+                    if step in self._held:  # ours again after a silence: it runs (or ran) here
+                        self.storage.sql.execute(RENEW, (grant["lease"], step))
+                        renewed.append(grant)
+                        continue
+                    self.storage.sql.execute(HOLD, (step, queue, job["$id"], grant["uid"],
+                                                    grant["lease"]))
+                    fresh.append(grant)
+        except Exception as exc:  # noqa: BLE001 - the disk refused: the queue has them back
+            log.warning("dotdo: worker %s could not write down %d claimed job(s), which go "
+                        "back to the queue: %s", self.id, len(grants), exc)
+            why = f"StorageError: worker {self.id!r} could not write down its claim: {exc}"
+            return [[g["job"]["$id"], g["uid"], g["lease"], "released", why, 0] for g in grants]
+        del self._released[:len(forgotten)]
+        for grant in renewed:
+            self._held[grant["step"]].lease = grant["lease"]
         loop = asyncio.get_running_loop()
-        for held, job in fresh:
+        for grant in fresh:
+            job = grant["job"]
+            held = self._held[grant["step"]] = _Held(
+                grant["step"], queue, job["$id"], grant["uid"], grant["lease"],
+                alone=grant["alone"], attempt=job["attempts"] + 1,
+                parents=dict(grant.get("parents") or {}))
             if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:
-                held.task = loop.create_task(self._run_held(held, job, backoff))
+                held.task = loop.create_task(self._run_held(held, job, grant["payload"], backoff))
+        return []
+
+    def _lose(self, queue: str, runs: list) -> None:
+        """The queue says these runs (``[job id, lease]``) no longer hold their jobs:
+        stop each at once; whatever it returns is discarded. One that ended already,
+        its outcome not yet reported, is reported as usual (a success from a past
+        holder counts: the job did run to the end)."""
+        lost = {(job_id, lease) for job_id, lease in runs}
+        for held in list(self._held.values()):
+            if (held.queue != queue or (held.job_id, held.lease) not in lost
+                    or held.outcome is not None):
+                continue
+            log.warning("dotdo: worker %s lost the lease of job %r (it went to another "
+                        "worker): its run stops, its outcome is discarded", self.id, held.job_id)
+            held.lost = True
+            del self._held[held.step]
+            self._released.append(held.step)  # its row goes with the next write
+            if held.task is not None and not held.task.done():
+                self._zombies.add(held)
+                held.task.add_done_callback(functools.partial(self._buried, held))
+                self._interrupt(held, "lost")
+
+    def _buried(self, held: _Held, _task: asyncio.Task) -> None:
+        """A lost run ended: its slot is free."""
+        self._zombies.discard(held)
 
     async def _report(self) -> None:
         """Send finished jobs' outcomes to their queues, one call per queue, then let
@@ -581,10 +799,13 @@ class Worker(dotdo.DurableObject, own_process=True):
                 del self._held[held.step]
 
     def _forget_released(self) -> None:
-        """Delete the rows of jobs let go (inside the caller's transaction, if any)."""
-        for step in self._released:
-            self.storage.sql.execute(RELEASE, (step,))
-        self._released.clear()
+        """Delete the rows of jobs let go, in one commit (kept for the next write, if
+        this one fails)."""
+        forgotten = list(self._released)
+        with self.storage.transaction():
+            for step in forgotten:
+                self.storage.sql.execute(RELEASE, (step,))
+        del self._released[:len(forgotten)]
 
     async def _recover(self) -> None:
         """Settle accounts with every queue this worker deals with: outcomes first,
@@ -601,8 +822,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                 self.id, [[h.job_id, h.uid, h.lease, h.alone] for h in crashed], holding)
             self._let_go(crashed)
             self._crashed = [h for h in self._crashed if h.queue != queue]
-        with self.storage.transaction():  # at once: a stale crash must not count again
-            self._forget_released()
+        self._forget_released()  # at once: a stale crash must not count again
 
     def _start_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
@@ -625,8 +845,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                         if not running:
                             if self._config is not None and not self._closing:
                                 continue  # started again while this loop reported
-                            with self.storage.transaction():
-                                self._forget_released()
+                            self._forget_released()
                             return
                         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                         continue
@@ -643,7 +862,10 @@ class Worker(dotdo.DurableObject, own_process=True):
                         await reported
                         grant = await claimed
                         self._lease_timeout = grant["lease_timeout"]
-                        self._hold(config["queue"], grant["jobs"], config["backoff"])
+                        unheld = self._hold(config["queue"], grant["jobs"], config["backoff"])
+                        if unheld:  # not written down: back to the queue, not run
+                            await dotdo.Queue(config["queue"]).complete(self.id, unheld)
+                            await asyncio.sleep(_RETRY_AFTER)  # the disk: no fast loop
                     else:
                         await self._report()
                     running = self._running()
@@ -683,21 +905,25 @@ class _Heartbeats(threading.Thread):
 
     @staticmethod
     def _beat(worker: Worker) -> None:
-        now = time.time()
-        by_queue: dict[str, tuple[list[str], list[str]]] = {}
+        now = time.monotonic()
+        by_queue: dict[str, tuple[list[list], list[str]]] = {}
         for held in list(worker._held.values()):  # one step under the GIL
-            ids, stuck = by_queue.setdefault(held.queue, ([], []))
-            ids.append(held.job_id)
-            if held.deadline is not None and now > held.deadline:
+            runs, stuck = by_queue.setdefault(held.queue, ([], []))
+            runs.append([held.job_id, held.lease])
+            deadline = held.deadline
+            if deadline is not None and now > deadline:
                 stuck.append(held.job_id)
-        for queue, (ids, stuck) in by_queue.items():
+        for queue, (runs, stuck) in by_queue.items():
             try:
                 # A future, not ray.get: blocking is what this thread is for.
-                beat = dotdo.Queue(queue).heartbeat(worker.id, ids, stuck).ref.future()
+                beat = dotdo.Queue(queue).heartbeat(worker.id, runs, stuck).ref.future()
                 answer = beat.result(timeout=worker._lease_timeout)
             except Exception:  # noqa: BLE001 - the queue is away: beat again soon
                 continue
             worker._lease_timeout = answer["lease_timeout"]
+            loop = worker._event_loop
+            if answer.get("lost"):  # runs that lost their lease: they stop now
+                loop.call_soon_threadsafe(worker._lose, queue, answer["lost"])
             if answer["cancel"]:  # cancel requests the queue's own call did not deliver
                 for job_id in answer["cancel"]:
-                    worker._event_loop.call_soon_threadsafe(worker.cancel_job, queue, job_id)
+                    loop.call_soon_threadsafe(worker.cancel_job, queue, job_id)

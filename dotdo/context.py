@@ -29,6 +29,7 @@ from dotdo.clock import Clock
 from dotdo.current import current_object
 from dotdo.errors import EncodeError, ObjectError, TerminalError
 from dotdo.events import check_event_type
+from dotdo.jobs import StepJournal, running
 from dotdo.object import lookup
 from dotdo.registry import APP_CLASS, DEFAULT_APP
 from dotdo.retry import RetryPolicy
@@ -124,8 +125,13 @@ class _ObjectJournal:
     async def attempt(self, step_id: str, n: int, started: float, finished: float, error: str) -> None:
         self._j.record_attempt(step_id, n, started, finished, error)
 
-    async def finish(self, step_id: str, encoded: bytes, n: int, started: float, finished: float) -> None:
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float,
+                     finished: float) -> tuple[bool, Any]:
         self._j.finish_step(step_id, encoded, n, started, finished)
+        return False, None  # one do of a step at a time here (_turns): this one is first
+
+    def abandon(self, step_id: str) -> None:
+        pass
 
 
 class _AppJournal:
@@ -140,8 +146,24 @@ class _AppJournal:
     async def attempt(self, step_id: str, n: int, started: float, finished: float, error: str) -> None:
         await self._app.step_attempt(step_id, n, started, finished, error)
 
-    async def finish(self, step_id: str, encoded: bytes, n: int, started: float, finished: float) -> None:
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float,
+                     finished: float) -> tuple[bool, Any]:
         await self._app.step_finish(step_id, encoded, n, started, finished)
+        return False, None
+
+    def abandon(self, step_id: str) -> None:
+        pass
+
+
+def _journal(obj: DurableObject | None) -> StepJournal:
+    """Where this ``do`` journals its step: in a job handler its queue (a step id
+    names one step for the whole queue), in an object the object, in driver code
+    the App."""
+    run = running.get()
+    steps = run.steps() if run is not None else None
+    if steps is not None:
+        return steps
+    return _ObjectJournal(obj) if obj is not None else _AppJournal()
 
 
 _driver_clock: contextvars.ContextVar[Clock | None] = contextvars.ContextVar(
@@ -191,9 +213,11 @@ async def do(
     ``raise TerminalError`` stops at once. After the last attempt the last exception
     is raised as itself, with ``.attempts`` set and a note. With ``step_id``, the
     first successful result is journaled (msgpack) before ``do`` returns, and every
-    later ``do`` with that id in this object returns it without calling ``fn``, also
-    after a crash and restart; a ``do`` of a step that is running already waits for
-    it. Every attempt is journaled with its time and error.
+    later ``do`` with that id returns it without calling ``fn``, also after a crash
+    and restart; a ``do`` of a step that is running already waits for it. Every
+    attempt is journaled with its time and error. Where a ``step_id`` counts: in an
+    object, that object; in driver code, the App (``App("default")``); in a job
+    handler, the job's queue, across its jobs and workers (``actors/steps.py``).
     """
     if "timeout" in kwargs:
         raise TypeError("do() has no timeout: wrap the work in "
@@ -215,11 +239,15 @@ async def do(
         await asyncio.wait([running])
     turns[key] = ended = asyncio.get_running_loop().create_future()
     try:
-        journal = _ObjectJournal(obj) if obj is not None else _AppJournal()
+        journal = _journal(obj)
         found, value = await journal.lookup(step_id)
         if found:
             return value
-        return await _attempts(fn, args, kwargs, policy, step_id, journal)
+        try:
+            return await _attempts(fn, args, kwargs, policy, step_id, journal)
+        except BaseException:
+            journal.abandon(step_id)
+            raise
     finally:
         del turns[key]
         ended.set_result(None)
@@ -248,7 +276,9 @@ async def _attempts(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: R
             await clock.sleep(policy.delay(attempt))
             continue
         if journal is not None:
-            await journal.finish(step_id, encoded, attempt, started, clock.now())
+            won, other = await journal.finish(step_id, encoded, attempt, started, clock.now())
+            if won:  # another run of the step journaled its result first: that one counts
+                return other
         return result
 
 

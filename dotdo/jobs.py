@@ -13,9 +13,12 @@ from typing import Any, Protocol
 
 from dotdo import registry
 from dotdo.checks import is_finite
+from dotdo.errors import LimitError
 
 __all__ = ["job", "handler_for", "handler_types", "progress", "cancelled", "current_job",
-           "parent_results", "JobRun", "running"]
+           "parent_results", "JobRun", "StepJournal", "running", "MAX_PROGRESS_MESSAGE"]
+
+MAX_PROGRESS_MESSAGE = 4096  # bytes (UTF-8) of a progress message
 
 _handlers: dict[str, Callable[[Any], Any]] = {}
 
@@ -53,6 +56,32 @@ def handler_types() -> list[str]:
     return sorted(_handlers)
 
 
+class StepJournal(Protocol):
+    """Where ``do(..., step_id=)`` journals its steps (``dotdo.context``). An object's
+    own journal, the App's for driver code; in a job handler, its queue's."""
+
+    async def lookup(self, step_id: str) -> tuple[bool, Any]:
+        """``(True, result)`` if the step finished before, else ``(False, None)``:
+        the caller runs it now (and holds it, where holding means anything)."""
+        ...
+
+    async def attempt(self, step_id: str, n: int, started: float, finished: float,
+                      error: str) -> None:
+        """Attempt ``n`` failed with ``error``."""
+        ...
+
+    async def finish(self, step_id: str, encoded: bytes, n: int, started: float,
+                     finished: float) -> tuple[bool, Any]:
+        """Journal the result; ``(True, other)`` if another result was journaled first
+        (it wins: the caller returns it), else ``(False, None)``."""
+        ...
+
+    def abandon(self, step_id: str) -> None:
+        """The caller gives the step up unfinished (it raised for good, or it was
+        cancelled): another may run it now. Sent, not awaited."""
+        ...
+
+
 class JobRun(Protocol):
     """What a worker tells a running handler about its job (see ``current_job``)."""
 
@@ -61,9 +90,18 @@ class JobRun(Protocol):
     attempt: int
     parents: dict[str, Any]
 
+    @property
+    def fence(self) -> int:
+        """The claim's fencing number: larger for every later claim of the job."""
+        ...
+
     def report_progress(self, value: float, message: str | None) -> None: ...
 
     def cancel_requested(self) -> bool: ...
+
+    def steps(self) -> StepJournal | None:
+        """The journal of named steps in this handler (None: the worker's own)."""
+        ...
 
 
 # Set by the worker around each attempt; copied into the thread a sync handler runs in.
@@ -87,6 +125,9 @@ def progress(value: float, message: str | None = None) -> None:
         raise ValueError(f"progress is a fraction from 0 to 1 (0.4 for 40%), not {value!r}")
     if message is not None and not isinstance(message, str):
         raise ValueError(f"progress's message is a str, not {type(message).__name__}")
+    if message is not None and len(message.encode("utf-8", "replace")) > MAX_PROGRESS_MESSAGE:
+        raise LimitError(f"a progress message holds at most {MAX_PROGRESS_MESSAGE:,} bytes: "
+                         "say how far the job is in a line, and put details in its output")
     _run("progress").report_progress(float(value), message)
 
 
@@ -98,10 +139,14 @@ def cancelled() -> bool:
 
 
 def current_job() -> dict[str, Any]:
-    """``{"id", "queue", "attempt"}`` of the job this handler runs: to enqueue
-    children that wait for it (``depends_on=[dotdo.current_job()["id"]]``)."""
+    """``{"id", "queue", "attempt", "fence"}`` of the job this handler runs: to enqueue
+    children that wait for it (``depends_on=[dotdo.current_job()["id"]]``), or to
+    fence writes to an outside system. ``fence`` is an integer that grows with every
+    claim of a job (a later claim always has a larger one): a store that keeps the
+    largest fence it has seen per job and refuses writes carrying a smaller one never
+    takes a write from a run whose lease went to another worker."""
     run = _run("current_job")
-    return {"id": run.job_id, "queue": run.queue, "attempt": run.attempt}
+    return {"id": run.job_id, "queue": run.queue, "attempt": run.attempt, "fence": run.fence}
 
 
 def parent_results() -> dict[str, Any]:
