@@ -4,6 +4,7 @@ when the queue has nothing left to do."""
 import pytest
 
 import dotdo
+from dotdo import codec
 
 
 @pytest.fixture
@@ -19,13 +20,20 @@ def ray_queue(make_object, unique):
 
 
 def claim(queue, worker, n=1, idle=True):
-    """Lease up to ``n`` jobs to ``worker`` now, as a worker's pull loop would."""
-    return queue.claim(worker, n, wait=0.0, idle=idle).result()["jobs"]
+    """Lease up to ``n`` jobs to ``worker`` now, as a worker's pull loop would; the
+    payloads, which the queue hands over encoded, decoded into the jobs as a worker
+    does."""
+    grants = queue.claim(worker, n, wait=0.0, idle=idle).result()["jobs"]
+    for grant in grants:
+        grant["job"]["payload"] = codec.decode(grant["payload"])
+    return grants
 
 
 def report(queue, worker, grant, kind, value=None, attempts=1):
     """Report one claimed job's outcome, as a worker would."""
     job = grant["job"]
+    if kind == "ok":  # a worker sends the output encoded: the queue never decodes it
+        value = codec.encode(value)
     return queue.complete(worker, [[job["$id"], grant["uid"], grant["lease"], kind, value,
                                     attempts]]).result()
 

@@ -186,13 +186,14 @@ def test_leases_outlive_a_queue_restart(ray_queue):
 def test_heartbeats_keep_leases_and_name_stuck_jobs(queue):
     queue.configure(lease_timeout=1.0).result()
     a, b = (queue.enqueue("echo", i).result()["$id"] for i in range(2))
-    _claim(queue, "w", n=2)
+    held = [[g["job"]["$id"], g["lease"]] for g in _claim(queue, "w", n=2)]
     # A control job leased after them to a worker that never beats: once it is back,
     # their leases would have run out too, had the beats not kept them
     control = queue.enqueue("echo", "control").result()["$id"]
 
     def beat_until_control_is_back() -> bool:
-        assert queue.heartbeat("w", [a, b], [b]).result() == {"lease_timeout": 1.0, "cancel": []}
+        assert queue.heartbeat("w", held, [b]).result() == {
+            "lease_timeout": 1.0, "cancel": [], "lost": []}
         return queue.get(control).result()["status"] == "pending"
 
     for _ in range(2):  # twice the lease, beating for both
@@ -201,7 +202,7 @@ def test_heartbeats_keep_leases_and_name_stuck_jobs(queue):
     assert [queue.get(j).result()["status"] for j in (a, b)] == ["running", "stuck"]
     metrics = queue.get_metrics().result()
     assert (metrics.running, metrics.stuck) == (1, 1)
-    queue.heartbeat("w", [a, b], []).result()  # it returned: no longer stuck
+    queue.heartbeat("w", held, []).result()  # it returned: no longer stuck
     assert queue.get(b).result()["status"] == "running"
 
 
@@ -220,14 +221,14 @@ def test_a_job_that_keeps_killing_its_worker_fails_and_suspects_run_alone(queue)
     _report(queue, "w2", g, "ok")
     # ...but once one has waited a lease timeout, the least busy worker gets nothing
     # new (so that it goes idle), and the others go on
-    busy = [j["$id"] for j in queue.enqueue_many([{"type": "echo", "payload": i}
-                                                  for i in range(4)]).result()]
-    _claim(queue, "w1", n=2, idle=False)
-    _claim(queue, "w2", n=1, idle=False)
+    queue.enqueue_many([{"type": "echo", "payload": i} for i in range(4)]).result()
+    held = {worker: [[g["job"]["$id"], g["lease"]] for g in _claim(queue, worker, n=n,
+                                                                       idle=False)]
+            for worker, n in (("w1", 2), ("w2", 1))}
     for _ in range(5):  # a lease timeout passes; the two keep their jobs
         time.sleep(0.5)
         for worker in ("w1", "w2"):
-            queue.heartbeat(worker, busy, []).result()
+            assert queue.heartbeat(worker, held[worker], []).result()["lost"] == []
     assert _claim(queue, "w2", n=4, idle=False) == []
     assert len(_claim(queue, "w1", n=1, idle=False)) == 1
     # and an idle worker gets one suspect, alone, the oldest first

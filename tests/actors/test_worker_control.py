@@ -68,7 +68,7 @@ def test_stop_drains_running_jobs_by_default(setup, unique):
     (worker,) = start(1)
     wait_for(lambda: len(_runs(witness)) == 2)
     summary = worker.stop().result()
-    assert summary == {"finished": 2, "returned": []}
+    assert summary == {"finished": 2, "returned": [], "running": []}
     assert [queue.get(i).result()["status"] for i in ids] == ["completed"] * 2
     queue.enqueue("echo", "after stop").result()
     time.sleep(0.3)
@@ -84,7 +84,7 @@ def test_stop_with_a_timeout_returns_the_unfinished_to_the_queue_at_once(setup, 
     wait_for(lambda: ["start", 1] in _runs(witness))
     summary = worker.stop(timeout=0.2).result()
     # Then the job is back in the queue as it was: pending, no attempt counted
-    assert summary == {"finished": 0, "returned": [job_id]}
+    assert summary == {"finished": 0, "returned": [job_id], "running": []}
     job = queue.get(job_id).result()
     assert (job["status"], job["attempts"], job["worker"]) == ("pending", 0, None)
     assert [a["outcome"] for a in queue.attempts(job_id).result()] == ["released"]
