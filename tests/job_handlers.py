@@ -183,3 +183,32 @@ def fail_with_trace(payload):
 @dotdo.job("terminal")
 async def terminal(payload):
     raise dotdo.TerminalError(f"refused {payload}: retrying will not help")
+
+
+# -- named steps and fences ---------------------------------------------------------------
+
+
+@dotdo.job("charge_card")
+async def charge_card(payload):
+    """Charges a user once, however many of their jobs run, on whichever worker: the
+    step id names one step of the queue. The ledger is outside dotdo's journal."""
+    ledger = dotdo.Recorder(payload["ledger"])
+
+    async def charge(email):
+        await ledger.note("charges", email)
+        await asyncio.sleep(0.05)  # a window in which another worker reaches the step
+        return f"charge-of-{email}"
+
+    return await dotdo.do(charge, payload["email"], step_id=f"charge-{payload['email']}")
+
+
+@dotdo.job("fenced")
+async def fenced(payload):
+    """Writes to an outside store that rejects stale writers by their fence; fails
+    its first ``fail`` tries so that the job is claimed again."""
+    job = dotdo.current_job()
+    witness = dotdo.Recorder(payload["witness"])
+    await witness.note("fences", job["fence"])
+    if len(await witness.notes("fences")) <= payload.get("fail", 0):
+        raise ConnectionError("the store was away")
+    return job["fence"]
