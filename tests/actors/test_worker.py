@@ -9,7 +9,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import client
+from dotdo import client, codec
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 from tests.actors.conftest import drained
@@ -428,3 +428,119 @@ def test_quick_sync_handlers_run_on_the_loop_and_slow_ones_go_back_to_threads(ra
     slow = threads([{"type": "thread_name", "payload": {"sleep": 0.1}} for _ in range(6)])
     assert sum(not name.startswith(pool_prefix) for name in slow) <= 1
     assert slow[-1].startswith(pool_prefix)
+
+
+# -- time, fences, lost leases, hung handlers, undecodable payloads ----------------------
+
+
+def test_the_fence_grows_with_every_claim_of_a_job(setup, unique):
+    queue, witness, start = setup
+    job_id = queue.enqueue("fenced", {"witness": f"{unique}-witness", "fail": 2},
+                           max_retries=3).result()["$id"]
+    start(1, backoff=0.01)
+    wait_for(lambda: drained(queue))
+    fences = witness.notes("fences").result()
+    assert len(fences) == 3 and fences == sorted(set(fences))  # each claim a larger one
+    assert queue.result(job_id).result()["output"] == fences[-1]
+
+
+def test_a_wall_clock_step_either_way_expires_no_lease(setup, unique):
+    # Given a job running for twice its lease
+    queue, witness, start = setup
+    queue.configure(lease_timeout=1.0).result()
+    job_id = queue.enqueue("long_async", {"witness": f"{unique}-witness", "n": 1,
+                                          "seconds": 2.5}).result()["$id"]
+    start(1)
+    wait_for(lambda: ["start", 1] in witness.notes("runs").result())
+    # When the wall clock steps an hour forward, then back
+    host = client.actor_handle(queue)
+    dotdo.get(host.shift_clock.remote(3600))
+    time.sleep(0.6)
+    dotdo.get(host.shift_clock.remote(-3600))
+    # Then the job ran once, to the end, on its first lease
+    wait_for(lambda: drained(queue))
+    assert witness.notes("runs").result() == [["start", 1], ["end", 1]]
+    job = queue.get(job_id).result()
+    assert (job["status"], job["attempts"], job["crashes"]) == ("completed", 1, 0)
+
+
+def test_a_payload_no_process_can_decode_fails_its_job_alone_and_the_queue_goes_on(setup):
+    # Given a payload holding a value of a type nothing here knows (a newer dotdo's,
+    # or a class the queue's process has not imported)
+    queue, _, start = setup
+    alien = codec.Undecoded(29, b"\x91\x01", "test")
+    job_id = queue.enqueue("echo", {"x": alien}, max_retries=3).result()["$id"]
+    others = [j["$id"] for j in queue.enqueue_many(
+        [{"type": "echo", "payload": i} for i in range(5)]).result()]
+    # The queue keeps it and shows it as it is, without decoding it
+    shown = queue.get(job_id).result()
+    assert isinstance(shown["payload"]["x"], codec.Undecoded)
+    assert [j["$id"] for j in queue.list().result()["jobs"]].count(job_id) == 1
+    # When a worker runs it, the job fails at once with why; the others complete
+    start(1)
+    metrics = wait_for(lambda: drained(queue))
+    assert (metrics.completed, metrics.failed) == (5, 1)
+    job = queue.get(job_id).result()
+    assert job["attempts"] == 0 and job["error"].startswith("DecodeError")  # never ran
+    assert "extension code 29" in job["error"]
+    assert all(queue.get(i).result()["status"] == "completed" for i in others)
+
+
+def test_stop_with_a_timeout_returns_beside_a_sync_handler_that_will_not_stop(setup, unique):
+    queue, witness, start = setup
+    job_id = queue.enqueue("overrun", {"witness": f"{unique}-witness", "seconds": 2}
+                           ).result()["$id"]
+    (worker,) = start(1)
+    wait_for(lambda: witness.notes("runs").result())
+    summary = worker.stop(timeout=0.3).result()  # the handler sleeps on: it cannot see it
+    assert summary == {"finished": 0, "returned": [], "running": [job_id]}
+    # Its outcome counts once the handler returns (it ran to the end); no second run
+    wait_for(lambda: queue.get(job_id).result()["status"] == "completed")
+    assert [kind for kind, _ in witness.notes("runs").result()] == ["start", "end"]
+
+
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_a_frozen_worker_stops_its_run_once_it_learns_it_lost_the_lease(ray_setup, unique):
+    # Given a job running on a worker whose process then freezes past its lease
+    queue, witness, start = ray_setup
+    queue.configure(lease_timeout=1.0).result()
+    job_id = queue.enqueue("long_async", {"witness": f"{unique}-witness", "n": 1,
+                                          "seconds": 6}).result()["$id"]
+    (frozen,) = start(1)
+    wait_for(lambda: ["start", 1] in witness.notes("runs").result())
+    pid = host_pid(frozen)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # When another worker takes the job over meanwhile
+        start_other = dotdo.Worker(f"{unique}-w1")
+        start_other.start(queue.id, concurrency=1).result()
+        wait_for(lambda: witness.notes("runs").result().count(["start", 1]) == 2, timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Then, thawed, the first run is cancelled at its first heartbeat, its outcome
+    # discarded; the job completes once, by the second run
+    try:
+        wait_for(lambda: ["cancelled", 1] in witness.notes("runs").result(), timeout=30)
+        wait_for(lambda: queue.get(job_id).result()["status"] == "completed", timeout=60)
+        assert witness.notes("runs").result().count(["end", 1]) == 1
+        assert [a["outcome"] for a in queue.attempts(job_id).result()][-1] == "completed"
+    finally:
+        dotdo.get(start_other.stop(drain=False))
+
+
+@pytest.mark.dedicated_pass(WORKER_OWN_PROCESS)
+def test_a_hung_sync_handler_is_given_up_with_its_process(ray_setup, unique):
+    # Given a sync handler that sleeps far past its timeout
+    queue, witness, start = ray_setup
+    job_id = queue.enqueue("overrun", {"witness": f"{unique}-witness", "seconds": 600},
+                           timeout=1.0, max_retries=0).result()["$id"]
+    (worker,) = start(1)
+    pid = wait_for(lambda: witness.notes("runs").result() and host_pid(worker))
+    # Then after three timeouts the attempt fails, the process is replaced, and the
+    # worker goes on with other jobs
+    job = wait_for(lambda: (j := queue.get(job_id).result())["status"] == "failed" and j,
+                   timeout=60)
+    assert job["error"].startswith("HungAttempt") and job["crashes"] == 0
+    after = queue.enqueue("echo", "after").result()["$id"]
+    wait_for(lambda: queue.get(after).result()["status"] == "completed", timeout=60)
+    assert host_pid(worker) != pid
