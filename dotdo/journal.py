@@ -292,6 +292,9 @@ class Connection:
         self.path = path
         self._lock = threading.RLock()
         self._depth = 0
+        # Set when SQLite rolled an open transaction back by itself: every write
+        # until the outermost block ends fails (see transaction()).
+        self._rolled_back: StorageError | None = None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -303,9 +306,21 @@ class Connection:
             self._depth += 1
             try:
                 yield
+                if self._rolled_back is not None:  # an inner block's error was caught
+                    raise self._rolled_back
             except BaseException:
                 self._depth -= 1
-                if outer:
+                # A full disk or an I/O error can make SQLite roll the whole
+                # transaction back by itself: there is nothing left to roll back, and
+                # the blocks around this one must not go on writing outside it.
+                if not self.sqlite.in_transaction:
+                    if outer:
+                        self._rolled_back = None
+                    elif self._rolled_back is None:
+                        self._rolled_back = StorageError(
+                            f"{self.path}: SQLite rolled the transaction back after an "
+                            "error inside it; nothing of it was written", self.path)
+                elif outer:
                     self.execute("ROLLBACK")
                 else:
                     self.execute(f"ROLLBACK TO {savepoint}")
@@ -322,10 +337,16 @@ class Connection:
                 raise
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        if self._rolled_back is not None and self._depth:  # see transaction()
+            raise self._rolled_back
         try:
             return self.sqlite.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             error = storage_error(exc, self.path)
+            if self._depth and not self.sqlite.in_transaction and self._rolled_back is None:
+                self._rolled_back = StorageError(
+                    f"{self.path}: SQLite rolled the transaction back after {error}; "
+                    "nothing of it was written", self.path)
             if error is exc:
                 raise
             raise error from exc

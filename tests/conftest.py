@@ -218,3 +218,10 @@ def wait_for(predicate, timeout: float = 60.0):
             return value
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def live_object(stub):
+    """In-process mode only: the live object behind ``stub`` (activated if need be),
+    for a test to inject a real fault into its own SQLite connection."""
+    table = client.actor_handle(stub)._endpoints._table
+    return table.objects[(stub.class_name, stub.id)]

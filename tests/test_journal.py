@@ -1,3 +1,4 @@
+import contextlib
 import os
 import socket
 import sqlite3
@@ -5,7 +6,7 @@ import sqlite3
 import pytest
 
 from dotdo import codec, journal
-from dotdo.errors import CorruptStorageError, EncodeError, StorageError
+from dotdo.errors import CorruptStorageError, EncodeError, StorageError, StorageFullError
 from dotdo.journal import Storage
 
 
@@ -350,3 +351,52 @@ def test_a_failing_migration_leaves_the_file_as_it_was(make_storage, tmp_path, m
 
 def test_every_version_has_a_migration_to_the_next():
     assert sorted(journal.MIGRATIONS) == list(range(1, journal.SCHEMA_VERSION))
+
+
+def test_commits_are_on_disk_when_acknowledged_unless_asked_otherwise(make_storage, tmp_path):
+    full = make_storage()
+    assert full.sql.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert full.sql.execute("PRAGMA journal_size_limit").fetchone()[0] == journal.WAL_LIMIT
+    normal = Storage(str(tmp_path / "Thing" / "n.sqlite3"), "Thing", "n", durability="normal")
+    try:
+        assert normal.sql.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    finally:
+        normal.close()
+
+
+def fill_disk(storage) -> None:
+    """Make the file's disk full, as far as SQLite can tell: no page more may be
+    added (``max_page_count``), and the free ones are used up."""
+    storage.sql.execute("CREATE TABLE IF NOT EXISTS filler (b BLOB)")
+    pages = storage.sql.execute("PRAGMA page_count").fetchone()[0]
+    storage.sql.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StorageFullError):
+        for _ in range(10_000):
+            storage.sql.execute("INSERT INTO filler VALUES (zeroblob(1024))")
+
+
+def test_a_full_disk_is_a_storage_full_error_that_writes_nothing(make_storage):
+    s = make_storage()
+    s.put("kept", 1)
+    fill_disk(s)
+    with pytest.raises(StorageFullError, match="disk holding .* is full: nothing was written"):
+        s.put("big", "x" * 100_000)
+    with pytest.raises(StorageFullError):
+        with s.transaction():
+            s.put("kept", 2)
+            s.put("big", "x" * 100_000)
+    assert (s.get("kept"), s.get("big")) == (1, None)  # all of it, or none of it
+    # SQLite rolls the whole transaction back on a full disk: a block that catches the
+    # error of an inner one cannot go on writing as if outside it
+    with pytest.raises(StorageError, match="rolled the transaction back"):
+        with s.transaction():
+            s.put("kept", 3)
+            with contextlib.suppress(StorageFullError):
+                with s.transaction():
+                    s.put("big", "x" * 100_000)
+            s.put("after", 1)
+    assert (s.get("kept"), s.get("after")) == (1, None)
+    # Once there is space, writes work again at once
+    s.sql.execute("PRAGMA max_page_count = 1073741823")
+    s.put("big", "x" * 100_000)
+    assert len(s.get("big")) == 100_000

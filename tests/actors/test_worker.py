@@ -13,7 +13,8 @@ from dotdo import client, codec
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 from tests.actors.conftest import drained
-from tests.conftest import host_pid, journaled_steps, wait_for
+from tests.conftest import host_pid, journaled_steps, live_object, wait_for
+from tests.test_journal import fill_disk
 
 
 
@@ -544,3 +545,28 @@ def test_a_hung_sync_handler_is_given_up_with_its_process(ray_setup, unique):
     after = queue.enqueue("echo", "after").result()["$id"]
     wait_for(lambda: queue.get(after).result()["status"] == "completed", timeout=60)
     assert host_pid(worker) != pid
+
+
+def test_a_worker_whose_disk_is_full_holds_nothing_it_could_not_write_down(setup, unique,
+                                                                          caplog):
+    # Given a worker whose file can take no page more (its disk is full)
+    queue, witness, start = setup
+    (worker,) = start(1, concurrency=64)
+    storage = live_object(worker).storage
+    fill_disk(storage)
+    w = f"{unique}-witness"
+    # (enough at once that writing their claims down needs pages the file cannot get)
+    ids = [j["$id"] for j in queue.enqueue_many(
+        [{"type": "slow", "payload": {"witness": w, "n": n, "seconds": 0.2}}
+         for n in range(100)]).result()]
+    # While it is full, its claims go back to the queue: nothing is held that is not
+    # written down
+    wait_for(lambda: "could not write down" in caplog.text)
+    time.sleep(0.5)
+    assert queue.get_metrics().completed.result() == 0
+    # When space is back, every job completes, each run once
+    storage.sql.execute("PRAGMA max_page_count = 1073741823")
+    metrics = wait_for(lambda: drained(queue))
+    assert (metrics.completed, metrics.failed) == (100, 0)
+    assert [witness.hits(f"start:{n}").result() for n in range(100)] == [1] * 100
+    assert all(queue.get(i).result()["status"] == "completed" for i in ids)
