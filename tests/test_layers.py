@@ -120,3 +120,13 @@ def test_each_module_imports_first_in_a_fresh_interpreter():
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, f"import {first} first:\n{done.stderr}"
+
+
+def test_the_shipped_objects_read_time_only_through_their_clocks():
+    # Leases and rate windows run on the queue process's monotonic clock; wall time
+    # (for what users see) only through the host's clock, which tests may step. A
+    # direct time.time() would bring back leases that a clock step expires.
+    for path in sorted((ROOT / "actors").glob("*.py")):
+        calls = [node for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Call) and ast.unparse(node.func) == "time.time"]
+        assert not calls, f"{path.name} calls time.time() at line {calls[0].lineno}"

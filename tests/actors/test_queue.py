@@ -7,7 +7,7 @@ import pytest
 
 import dotdo
 from tests.actors.conftest import claim as _claim, report as _report
-from tests.conftest import host_pid, kill_and_wait, wait_for
+from tests.conftest import host_pid, kill_and_wait, live_object, wait_for
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 
@@ -315,3 +315,21 @@ DEFAULTS = {"concurrency": None, "lease_timeout": 30.0, "rate": None, "key_rate"
 
 def test_jobs_get_a_default_timeout(queue):
     assert queue.enqueue("echo", 1).result()["timeout"] == 600.0
+
+
+def test_the_queues_loops_go_on_after_a_failed_write(queue, caplog):
+    # Given a job whose worker went silent, while every write to the jobs table fails
+    queue.configure(lease_timeout=0.5).result()
+    job_id = queue.enqueue("echo", 1).result()["$id"]
+    _claim(queue, "silent")
+    storage = live_object(queue).storage
+    storage.sql.execute("CREATE TRIGGER fail_writes BEFORE UPDATE ON jobs "
+                        "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END")
+    try:
+        # Then the reaper logs its failure, and tries again
+        wait_for(lambda: caplog.text.count("failed reaping expired leases") >= 2)
+        assert queue.get(job_id).result()["status"] == "running"
+    finally:
+        storage.sql.execute("DROP TRIGGER fail_writes")
+    # And once writes work, it does its work: the job goes back to the queue
+    wait_for(lambda: queue.get(job_id).result()["status"] == "pending")
