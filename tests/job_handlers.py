@@ -212,3 +212,14 @@ async def fenced(payload):
     if len(await witness.notes("fences")) <= payload.get("fail", 0):
         raise ConnectionError("the store was away")
     return job["fence"]
+
+
+@dotdo.job("huge_output")
+async def huge_output(payload):
+    """Returns more than a job's output may hold."""
+    return "x" * payload["size"]
+
+
+@dotdo.job("long_progress")
+async def long_progress(payload):
+    dotdo.progress(0.5, "y" * payload["size"])

@@ -570,3 +570,23 @@ def test_a_worker_whose_disk_is_full_holds_nothing_it_could_not_write_down(setup
     assert (metrics.completed, metrics.failed) == (100, 0)
     assert [witness.hits(f"start:{n}").result() for n in range(100)] == [1] * 100
     assert all(queue.get(i).result()["status"] == "completed" for i in ids)
+
+
+def test_outputs_and_progress_messages_have_a_size_limit(setup):
+    from actors.options import MAX_OUTPUT
+    from dotdo.jobs import MAX_PROGRESS_MESSAGE
+
+    queue, _, start = setup
+    big = queue.enqueue("huge_output", {"size": MAX_OUTPUT + 1}, max_retries=2).result()["$id"]
+    fits = queue.enqueue("huge_output", {"size": 1000}).result()["$id"]
+    chatty = queue.enqueue("long_progress", {"size": MAX_PROGRESS_MESSAGE + 1},
+                           max_retries=0).result()["$id"]
+    start(1)
+    wait_for(lambda: drained(queue))
+    job = queue.get(big).result()
+    # Too big an output fails its job at once (running it again would not shrink it)
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+    assert job["error"].startswith("LimitError") and f"{MAX_OUTPUT:,}" in job["error"]
+    assert queue.get(fits).result()["status"] == "completed"
+    job = queue.get(chatty).result()
+    assert job["status"] == "failed" and "progress message holds at most" in job["error"]
