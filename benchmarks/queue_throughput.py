@@ -17,8 +17,9 @@ durable record's own times); p50/p99 from enqueue to completion under that load;
 the enqueue-to-result latency of a single job on idle workers. For dotdo also: the
 single enqueue awaited one at a time against a raw Ray async actor doing the same
 SQLite insert, ``enqueue_many``, and the time from ``Worker.start()`` returning to
-the first job done. The kill -9 variant SIGKILLs every worker process once at about
-30 percent, restarts them (dotdo: Ray does), and counts lost and duplicated jobs
+the first job done; and ``dotdo-normal``, the same with ``durability="normal"``, so the
+run shows what durable commits (the default) cost. The kill -9 variant SIGKILLs every
+worker process once at about 30 percent, restarts them (dotdo: Ray does), and counts lost and duplicated jobs
 after a grace period.
 
 Peers come from the optional ``bench`` extra (``pip install -e .[bench]``) and need
@@ -243,16 +244,18 @@ class HueyRedisPeer(HueyPeer):
 
 
 class DotdoSystem:
-    """dotdo's Queue with two Worker objects (two processes), on a local Ray."""
+    """dotdo's Queue with two Worker objects (two processes), on a local Ray, its
+    files ``durability="full"`` (the default: every commit on disk before it is
+    acknowledged) or ``"normal"`` (``dotdo-normal``: survives a process's death only)."""
 
     name = "dotdo"
 
-    def __init__(self, storage: str, redis_url: str) -> None:
+    def __init__(self, storage: str, redis_url: str, durability: str = "full") -> None:
         import dotdo
 
         self.dotdo = dotdo
         os.environ["BENCH_REDIS_URL"] = redis_url
-        dotdo.init(address="local", storage=storage,
+        dotdo.init(address="local", storage=storage, durability=durability,
                    runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "BENCH_REDIS_URL": redis_url}})
         from benchmarks.peers import dotdo_jobs  # noqa: F401  (registers the handler)
 
@@ -480,7 +483,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="1,000 jobs")
-    parser.add_argument("--only", default="dotdo,celery,rq,dramatiq,huey-redis,huey")
+    everyone = "dotdo,dotdo-normal,celery,rq,dramatiq,huey-redis,huey"
+    parser.add_argument("--only", default=everyone)
+    parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 runs")
     parser.add_argument("--timeout", type=float, default=90.0,
                         help="seconds a run may take before its missing jobs count as lost")
     args = parser.parse_args()
@@ -501,16 +506,17 @@ def main() -> None:
         time.sleep(0.5)
     try:
         for name in wanted:
-            for kill in (False, True):
+            for kill in (False,) if args.no_kill else (False, True):
                 label = f"{name}{' kill -9' if kill else ''}"
                 console.print(f"[bold]{label}[/bold]: {n} jobs")
                 if not redis_server:
                     skipped[name] = "redis-server is not installed (apt-get install redis-server)"
                     break
                 _redis(f"redis://127.0.0.1:{port}/0").flushall()
-                if name == "dotdo":
-                    system = DotdoSystem(os.path.join(tmp, f"dotdo-{int(kill)}"),
-                                         f"redis://127.0.0.1:{port}/0")
+                if name in ("dotdo", "dotdo-normal"):
+                    system = DotdoSystem(os.path.join(tmp, f"{name}-{int(kill)}"),
+                                         f"redis://127.0.0.1:{port}/0",
+                                         "normal" if name == "dotdo-normal" else "full")
                 else:
                     if not redis_server:
                         skipped[name] = "redis-server is not installed (apt-get install redis-server)"
@@ -555,6 +561,8 @@ def main() -> None:
         console.print(f"skipped {label}: {reason}")
     # Against each peer's figures in its plain run (not the kill -9 one).
     peers = {k: r for k, r in results.items() if not k.startswith("dotdo") and "kill" not in k}
+    # What durable commits cost: the default (synchronous=FULL) against "normal"
+    full, normal = results.get("dotdo"), results.get("dotdo-normal")
     ratios: dict[str, float | None] = {}
     checks = Table(title="dotdo against its targets")
     for col in ("figure", "dotdo", "against", "ratio", "target"):
@@ -584,8 +592,18 @@ def main() -> None:
         if d.get("idle_latency_p50_ms") is not None:
             checks.add_row("idle enqueue to result, p50", f"{d['idle_latency_p50_ms']:.1f} ms",
                            "", "", "<= 5 ms")
+        if normal is not None and full is not None:
+            for key, what in (("enqueue_per_s", "single enqueue/s"),
+                              ("steady_per_s", "steady jobs/s")):
+                ratios[f"durable_{key}_full_vs_normal"] = full[key] / normal[key]
+                checks.add_row(f"{what}, durable commits (full) vs normal",
+                               f"{full[key]:,.0f}/s", f"normal {normal[key]:,.0f}/s",
+                               f"{full[key] / normal[key]:.2f}x", "(the cost of durability)")
         console.print(checks)
-    write_results("queue_throughput", console, jobs=n, results=results, skipped=skipped,
+    # A run of some systems only does not replace the full run's file
+    name = "queue_throughput" if args.only == everyone and not args.no_kill else \
+        f"queue_throughput.{'+'.join(wanted)}{'.no-kill' if args.no_kill else ''}"
+    write_results(name, console, jobs=n, results=results, skipped=skipped,
                   ratios=ratios)
 
 
