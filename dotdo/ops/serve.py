@@ -20,7 +20,7 @@ import dotdo
 from dotdo.ops.api import create_app
 from dotdo.ops.auth import Tokens
 from dotdo.ops.service import Service
-from dotdo.settings import Settings, default_hosting
+from dotdo.settings import Settings, default_durability, default_hosting
 from dotdo.settings import use as use_settings
 
 __all__ = ["Tokens", "serve_local", "start_in_background", "Background", "run_ray_serve",
@@ -78,7 +78,8 @@ def ray_serve_app(storage: str, namespace: str, tokens: Tokens, *, events: list[
     Ray actor using these settings (``hosting``: default as ``dotdo.init``'s), as
     dotdo's own hosts use their creator's, so it reaches the very actors a driver
     with these settings reaches."""
-    conf = Settings(os.path.abspath(storage), namespace, hosting or default_hosting())
+    conf = Settings(os.path.abspath(storage), namespace, hosting or default_hosting(),
+                    durability=default_durability())
     app = create_app(Service(storage=conf.storage, events=list(events)), tokens)
 
     @serve.deployment(num_replicas=replicas, ray_actor_options={
