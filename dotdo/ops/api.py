@@ -3,10 +3,12 @@ the JSON routes, live events (SSE), Prometheus metrics, the API docs (``/docs``,
 Swagger UI shipped in a package: no CDN) and the dashboard (``/``).
 
 Every route needs a token (:mod:`dotdo.ops.auth`): ``Authorization: Bearer <token>``,
-or, for browsers, ``?token=`` once, which sets a cookie. The read-only token may only
-read. Errors answer ``{"error": message}`` (and ``"field"`` for a bad body): 400 bad
-input, 401 no or a wrong token, 403 read-only token writing or something not exposed,
-404 unknown queue, job, class or object, 413 body too large.
+or, for browsers, ``?token=`` once, which sets a cookie. A write carried by the cookie
+or ``?token=`` must come from this server's own pages (its Origin). The read-only token
+may only read. Errors answer ``{"error": message}`` (and ``"field"`` for a bad body):
+400 bad input, 401 no or a wrong token, 403 the read-only token writing, a cross-site
+write or something not exposed, 404 unknown queue, job, class or object, 413 body too
+large.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dotdo
 from dotdo.ops import prometheus
-from dotdo.ops.auth import ADMIN, Tokens
+from dotdo.ops.auth import ADMIN, Tokens, same_site
 from dotdo.ops.service import NotExposed, Service
 
 __all__ = ["create_app", "MAX_BODY", "COOKIE"]
@@ -47,6 +49,7 @@ _EVENTS_EVERY = 1.0  # seconds between looks for new Job events
 _COUNTS_EVERY = 2.0  # seconds between queue counts on the stream
 _MAX_WAIT = 60.0  # seconds a result request may hold its connection
 _WHERE = ("body", "query", "path", "header", "cookie")  # where FastAPI found a bad field
+_READS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
 _SIGN_IN = """<!doctype html><meta charset="utf-8"><title>dotdo</title>
 <body style="font-family: sans-serif; margin: 3em">
@@ -167,8 +170,8 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
             header = request.headers.get("authorization", "")
             scheme, _, presented = header.partition(" ")
             from_query = request.query_params.get("token")
-            given = (presented.strip() if scheme.lower() == "bearer" else None) or from_query \
-                or request.cookies.get(COOKIE)
+            bearer = presented.strip() if scheme.lower() == "bearer" else None
+            given = bearer or from_query or request.cookies.get(COOKIE)
             role = tokens.role(given)
             if role is None and path == "/":  # a person at the dashboard's address
                 return HTMLResponse(_SIGN_IN, status_code=401,
@@ -177,7 +180,11 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
                 return _JSON({"error": "a valid token is required: send `Authorization: Bearer "
                                        "<token>` (the token file is printed by `dotdo serve`)"},
                              status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            if role != ADMIN and request.method not in ("GET", "HEAD", "OPTIONS"):
+            if not bearer and request.method not in _READS:
+                refused = _cross_site(request, cookie=not from_query)
+                if refused is not None:
+                    return refused
+            if role != ADMIN and request.method not in _READS:
                 return _error(403, "the read-only token may only read: use the admin token "
                                    "to change anything")
             if from_query and (given is from_query or tokens.role(from_query)):
@@ -197,6 +204,27 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
         if remember is not None:  # later fetches and the event stream use the cookie
             response.set_cookie(COOKIE, remember, httponly=True, samesite="strict")
         return response
+
+
+def _cross_site(request: Request, cookie: bool) -> Response | None:
+    """403 for a write carried by the cookie or ``?token=`` from a page that is not this
+    server's: a browser sends the cookie with a form another site posts (another port
+    of this host too), so only the page's origin tells who asked."""
+    headers = request.headers
+    origin, site, referer = (headers.get("origin"), headers.get("sec-fetch-site"),
+                             headers.get("referer"))
+    if same_site(request.url.scheme, headers.get("host"), origin, site, referer, cookie=cookie):
+        return None
+    here = f"{request.url.scheme}://{headers.get('host', '?')}"
+    came = (f"Origin {origin}" if origin is not None else
+            f"Sec-Fetch-Site {site}" if site is not None else
+            f"Referer {referer}" if referer is not None else "no Origin header")
+    carrier = "the dashboard's cookie" if cookie else "a ?token= in the address"
+    return _error(403, f"a write carried by {carrier} must come from this server's own pages "
+                       f"({here}), but it has {came}: it may be another site's page posting "
+                       "in your name, so nothing was changed. Use the dashboard at its own "
+                       "address, or send the token as `Authorization: Bearer <token>` from a "
+                       "program")
 
 
 def _errors(app: FastAPI) -> None:

@@ -306,3 +306,42 @@ def test_a_token_in_the_address_sets_a_cookie_for_the_pages(server):
     request = urllib.request.Request(f"{background.url}/api/queues", headers={"Cookie": value})
     with urllib.request.urlopen(request) as answer:
         assert answer.status == 200
+
+
+def test_a_cross_site_write_with_the_cookie_is_refused_and_changes_nothing(
+        server, http, queue, worker, unique):
+    # Given a finished job and a browser holding the dashboard's cookie
+    background, tokens = server
+    done = queue.enqueue("echo", 1).result()["$id"]
+    wait_for(lambda: queue.get(done).result()["status"] == "completed")
+    cookie = {"Cookie": f"dotdo_token={tokens.token}"}
+    purge = f"/queues/{unique}/purge"
+    # When a page on another port of this host posts an empty form, or a page
+    # elsewhere posts with only Sec-Fetch-Site or a Referer to tell, or no header at all
+    for headers in ({"Origin": "http://localhost:8888"}, {"Origin": "null"},
+                    {"Origin": background.url.replace("127.0.0.1", "localhost")},
+                    {"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Referer": "http://127.0.0.1:8888/attack.html"}, {}):
+        status, body = http("POST", purge, b"", headers={**cookie, **headers,
+                            "Content-Type": "application/x-www-form-urlencoded"}, token=None)
+        # Then it is refused, says what to do, and the job is still there
+        assert status == 403, headers
+        assert "own pages" in body["error"] and "Authorization: Bearer" in body["error"]
+    status, body = http("POST", f"{purge}?token={tokens.token}", b"",
+                        headers={"Origin": "http://localhost:8888"}, token=None)
+    assert status == 403 and "?token=" in body["error"]
+    assert queue.get(done).result()["status"] == "completed"
+    # reads with the cookie from anywhere still answer (they change nothing)
+    assert http("GET", f"/queues/{unique}", headers={**cookie, "Origin": "http://x:1"},
+                token=None)[0] == 200
+    # The dashboard's own page (same origin, or Sec-Fetch-Site alone) may write with it
+    status, body = http("POST", f"/queues/{unique}/pause",
+                        headers={**cookie, "Origin": background.url}, token=None)
+    assert status == 200 and body["paused"] is True
+    status, body = http("POST", f"/queues/{unique}/resume",
+                        headers={**cookie, "Sec-Fetch-Site": "same-origin"}, token=None)
+    assert status == 200 and body["paused"] is False
+    # and a program with the bearer token needs no Origin
+    status, body = http("POST", purge, {"status": "completed"})
+    assert status == 200 and body["purged"] == 1
+    assert queue.get(done).result() is None
