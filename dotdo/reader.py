@@ -18,9 +18,9 @@ from typing import Any
 
 from dotdo import codec
 from dotdo.errors import CorruptStorageError, DecodeError, NotFoundError
-from dotdo.ids import check_id, storage_path
+from dotdo.ids import check_class_name, check_id, storage_path
 
-__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "MAX_ROWS"]
+__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "relative", "MAX_ROWS"]
 
 MAX_ROWS = 10_000  # rows one read-only query returns at most
 _SUFFIX = ".sqlite3"
@@ -77,21 +77,27 @@ def classes(root: str) -> dict[str, int]:
 
 def files(root: str, class_name: str | None = None) -> Iterator[FileInfo]:
     """The object files under ``root`` (of ``class_name`` only, if given), in a stable
-    order: class, then shard, then file name."""
+    order: class, then shard, then file name. Only what lies under ``root`` is listed:
+    a symbolic link that leads out of it is left out, and folders whose names are not
+    class names (identifiers) are not classes."""
+    if class_name is not None:
+        check_class_name(class_name)
     if not os.path.isdir(root):
         return
+    real_root = os.path.realpath(root)
     names = [class_name] if class_name is not None else sorted(os.listdir(root))
     for name in names:
         folder = os.path.join(root, name)
-        if name.startswith(_RESERVED) or not os.path.isdir(folder):
+        if name.startswith(_RESERVED) or not name.isidentifier() \
+                or not _stays_in(real_root, folder) or not os.path.isdir(folder):
             continue
         for shard in sorted(os.listdir(folder)):
             shard_dir = os.path.join(folder, shard)
-            if not os.path.isdir(shard_dir):
+            if not _stays_in(real_root, shard_dir) or not os.path.isdir(shard_dir):
                 continue
             for file_name in sorted(os.listdir(shard_dir)):
-                if file_name.endswith(_SUFFIX):
-                    path = os.path.join(shard_dir, file_name)
+                path = os.path.join(shard_dir, file_name)
+                if file_name.endswith(_SUFFIX) and _stays_in(real_root, path):
                     try:
                         st = os.stat(path)
                     except FileNotFoundError:  # deleted since the listing
@@ -99,13 +105,33 @@ def files(root: str, class_name: str | None = None) -> Iterator[FileInfo]:
                     yield FileInfo(name, path, st.st_size, st.st_mtime)
 
 
+def _stays_in(real_root: str, path: str) -> bool:
+    """Whether ``path`` is under ``real_root`` (a resolved path) once symbolic links
+    are followed. Only links need resolving: a plain name joined to a folder under the
+    root is under it (names come from listings and checked ids, never ``..``)."""
+    if not os.path.islink(path):
+        return True
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def relative(root: str, path: str) -> str:
+    """``path`` as answers show it: relative to the storage root."""
+    return os.path.relpath(path, root)
+
+
 def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
-    """The read-only view of one object's file, or NotFoundError if it has none."""
-    path = storage_path(root, class_name, check_id(object_id))
+    """The read-only view of one object's file, or NotFoundError if it has none (or
+    its file lies outside ``root``, through a symbolic link)."""
+    path = storage_path(root, check_class_name(class_name), check_id(object_id))
     if not os.path.exists(path):
         raise NotFoundError(f"no {class_name} {object_id!r} under {root}: it was never "
                             "used there (check the class name, the id and --storage)")
-    return ObjectFile(path)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise NotFoundError(f"the file of {class_name} {object_id!r} ({relative(root, path)}) "
+                            f"leads outside the storage root {root} through a symbolic link: "
+                            "only files under the root are read; move the file into it")
+    return ObjectFile(path, root)
 
 
 def _deny_writes(action: int, arg1: Any, arg2: Any, *_: Any) -> int:
@@ -132,10 +158,12 @@ def _value(raw: Any) -> Any:
 
 
 class ObjectFile:
-    """One object's file, opened read only. Use as a context manager."""
+    """One object's file, opened read only. Use as a context manager. Given the
+    storage ``root``, errors name the file relative to it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, root: str | None = None) -> None:
         self.path = path
+        name = path if root is None else relative(root, path)
         try:
             self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             self._conn.execute("PRAGMA query_only = ON")
@@ -143,7 +171,7 @@ class ObjectFile:
             self.meta = dict(self._conn.execute(SELECT_META).fetchall())
         except sqlite3.DatabaseError as exc:
             raise CorruptStorageError(
-                f"{path} is not a readable dotdo object file ({exc}): inspect it with the "
+                f"{name} is not a readable dotdo object file ({exc}): inspect it with the "
                 "sqlite3 shell, or move it away", path) from exc
         self._conn.set_authorizer(_deny_writes)
 

@@ -345,3 +345,25 @@ def test_a_cross_site_write_with_the_cookie_is_refused_and_changes_nothing(
     status, body = http("POST", purge, {"status": "completed"})
     assert status == 200 and body["purged"] == 1
     assert queue.get(done).result() is None
+
+
+def test_a_class_name_that_is_a_path_is_refused_and_paths_show_relative_to_the_root(
+        server, queue, unique, local_root):
+    # Given files beside the storage root, and the read-only token
+    background, tokens = server
+    reader = Client(background.url, tokens.read_token)
+    beside = local_root.parent / "beside"
+    beside.mkdir(exist_ok=True)
+    (beside / "secret.sqlite3").write_bytes(b"x")
+    # When it asks for a class named "..", encoded or not, then it is refused, naming the fix
+    for path in ("/api/objects/%2E%2E", "/api/objects/..%2Fbeside", "/api/objects/%2E%2E/x",
+                 "/api/objects/%2E%2E/x/steps", "/api/objects/a%20b"):
+        status, body = reader("GET", path)
+        assert status in (400, 404), path
+        assert "secret" not in json.dumps(body) and str(local_root.parent) not in body["error"]
+    status, body = reader("GET", "/api/objects/%2E%2E")
+    assert status == 400 and "a class name is a Python identifier" in body["error"]
+    # And an object's file is shown relative to the root
+    status, view = reader("GET", f"/api/objects/Queue/{unique}")
+    assert status == 200 and not os.path.isabs(view["path"])
+    assert os.path.exists(os.path.join(local_root, view["path"]))

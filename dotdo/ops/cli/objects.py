@@ -7,6 +7,7 @@ and their objects, one object's keys, tables, alarm and schedules, a read-only
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -119,11 +120,13 @@ def objects_ls(cls: str | None, limit: int, cursor: str | None) -> None:
 @json_option
 def objects_get(cls: str, object_id: str) -> None:
     """An object's keys, tables, alarm, schedules and step count, from its file."""
-    value = run_service(current_ops().files().object(cls, object_id))
+    service = current_ops().files()
+    value = run_service(service.object(cls, object_id))
 
     def render(out: Console) -> None:
         now = time.time()
-        out.print(Panel(field_table([("file", value["path"]), ("size", f"{value['size']:,} B"),
+        out.print(Panel(field_table([("file", os.path.join(service.root, value["path"])),
+                                 ("size", f"{value['size']:,} B"),
                                  ("modified", when(value["modified"], now)),
                                  ("alarm", when(value["alarm"], now)),
                                  ("steps", f"{value['steps']} (dotdo steps {cls} {object_id})")]),
