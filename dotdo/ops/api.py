@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ _COUNTS_EVERY = 2.0  # seconds between queue counts on the stream
 _MAX_WAIT = 60.0  # seconds a result request may hold its connection
 _WHERE = ("body", "query", "path", "header", "cookie")  # where FastAPI found a bad field
 _READS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
+_BODIES = ("POST", "PUT", "PATCH")
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
 _SIGN_IN = """<!doctype html><meta charset="utf-8"><title>dotdo</title>
 <body style="font-family: sans-serif; margin: 3em">
@@ -193,17 +195,54 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
         if length is not None and length.isdigit() and int(length) > max_body:
             return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} are "
                                "taken: enqueue big payloads as a reference (a path, a URL)")
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
+        if length is None and request.method in _BODIES:
             body = b""
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_body:
                     return _error(413, f"the body has more than {max_body:,} bytes")
             request._body = body  # read once here; the route reads it from here
+        if request.method in _BODIES:
+            bad = _non_finite(await request.body(), request.headers.get("content-type"))
+            if bad is not None:
+                return bad
         response = await call_next(request)
         if remember is not None:  # later fetches and the event stream use the cookie
             response.set_cookie(COOKIE, remember, httponly=True, samesite="strict")
         return response
+
+
+def _non_finite(body: bytes, content_type: str | None) -> Response | None:
+    """400 for a JSON body holding NaN, Infinity or a number too big for a float
+    (1e400): Python's JSON reader takes them, and they would be stored, then shown as
+    null or not at all. Bodies that are not JSON are left to the route to refuse."""
+    if not body or (content_type and "json" not in content_type.lower()):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # the route answers with its own error
+    found = _first_non_finite(value)
+    if found is None:
+        return None
+    field = ".".join(found) or "body"
+    return _error(400, f"{field}: not a finite number: JSON numbers here must be finite (no "
+                       "NaN or Infinity) and fit a 64-bit float (1e400 does not): send a "
+                       "finite number, or a string", field=field)
+
+
+def _first_non_finite(value: Any) -> list[str] | None:
+    """The path (keys and indexes) of the first NaN or infinite float in ``value``,
+    walked without recursion (JSON nests as deep as its reader allows)."""
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path
+        children = item.items() if isinstance(item, dict) else enumerate(item) \
+            if isinstance(item, list) else ()
+        stack.extend(reversed([(child, [*path, str(key)]) for key, child in children]))
+    return None
 
 
 def _cross_site(request: Request, cookie: bool) -> Response | None:

@@ -367,3 +367,30 @@ def test_a_class_name_that_is_a_path_is_refused_and_paths_show_relative_to_the_r
     status, view = reader("GET", f"/api/objects/Queue/{unique}")
     assert status == 200 and not os.path.isabs(view["path"])
     assert os.path.exists(os.path.join(local_root, view["path"]))
+
+
+def test_non_finite_numbers_and_times_past_their_bounds_are_400_and_write_nothing(
+        http, queue, unique):
+    jobs = f"/queues/{unique}/jobs"
+    # NaN, Infinity and 1e400 (too big for a float), anywhere in a body: the field is named
+    for raw, field in ((b'{"type": "echo", "payload": NaN}', "payload"),
+                       (b'{"type": "echo", "payload": {"a": [1, 1e400]}}', "payload.a.1"),
+                       (b'{"type": "echo", "payload": -Infinity}', "payload"),
+                       (b'{"type": "echo", "delay": NaN}', "delay"),
+                       (b'{"type": "echo", "timeout": 1e400}', "timeout")):
+        status, body = http("POST", jobs, raw)
+        assert status == 400 and body["field"] == field, (raw, body)
+        assert f"{field}: not a finite number" in body["error"]
+    status, body = http("POST", "/events/Signup.created", b"NaN")
+    assert status == 400 and body["field"] == "body"
+    status, body = http("PATCH", f"/queues/{unique}/settings", b'{"lease_timeout": Infinity}')
+    assert status == 400 and body["field"] == "lease_timeout"
+    # A delay or timeout past its bound says the bound
+    for options, bound in (({"delay": 1e308}, "366 days"), ({"timeout": 1e9}, "7 days"),
+                           ({"run_at": 1e308}, "366 days from now")):
+        status, body = http("POST", jobs, {"type": "echo", **options})
+        assert status == 400 and f"may be at most {bound}" in body["error"], body
+    status, body = http("PATCH", f"/queues/{unique}/settings", {"lease_timeout": 1e6})
+    assert status == 400 and "lease_timeout may be at most 1 day" in body["error"]
+    assert queue.count().result() == 0
+    assert queue.settings().result()["lease_timeout"] == 30
