@@ -6,7 +6,7 @@ import os
 import pytest
 
 from dotdo import codec, reader
-from dotdo.errors import CorruptStorageError, InvalidIdError, NotFoundError
+from dotdo.errors import CorruptStorageError, InvalidIdError, LimitError, NotFoundError
 from dotdo.ids import check_class_name, storage_path
 from dotdo.journal import Storage
 
@@ -167,3 +167,35 @@ def test_errors_name_a_file_relative_to_the_root(root):
     assert root not in str(failed.value)
     assert str(failed.value).startswith(os.path.relpath(path, root))
     assert failed.value.path == path
+
+
+FOREVER = ("with recursive r(n) as (select 1 union all select n + 1 from r) "
+           "select count(*) from r")
+
+
+def test_a_query_that_would_run_for_ever_is_stopped_at_its_deadline(root, live):
+    live()
+    with reader.open_object(root, "Thing", "t1") as f:
+        # at the default deadline, and at a shorter one asked for
+        with pytest.raises(LimitError, match=f"deadline of {reader.QUERY_DEADLINE:g} s"):
+            f.query(FOREVER)
+        with pytest.raises(LimitError, match="deadline of 0.2 s"):
+            f.query(FOREVER, deadline=0.2)
+        # the file is still open for the next query, which has its own deadline
+        assert f.query("select 1")["rows"] == [[1]]
+        assert f.kv() == {}
+        for bad in (0, -1, float("nan"), reader.MAX_QUERY_DEADLINE + 1):
+            with pytest.raises(ValueError, match="deadline is seconds"):
+                f.query("select 1", deadline=bad)
+
+
+def test_a_query_making_too_big_a_value_or_answer_is_refused(root, live):
+    s = live()
+    s.put("big", "x" * 1000)
+    with reader.open_object(root, "Thing", "t1") as f:
+        with pytest.raises(LimitError, match="a value over 16,777,216 bytes"):
+            f.query("select zeroblob(1000000000000)")
+        with pytest.raises(LimitError, match="the answer passed 16,777,216 bytes"):
+            f.query("select randomblob(4000000) from (select 1 union all select 2 union all "
+                    "select 3 union all select 4 union all select 5)")
+        assert f.kv() == {"big": "x" * 1000}  # limits hold for queries only

@@ -355,11 +355,11 @@ class Service:
         with reader.open_object(self.root, cls, object_id) as f:
             return f.steps(limit)
 
-    async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000
-                  ) -> dict[str, Any]:
-        """One read-only statement on the object's own file."""
+    async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000,
+                  deadline: float = reader.QUERY_DEADLINE) -> dict[str, Any]:
+        """One read-only statement on the object's own file, stopped at ``deadline`` s."""
         with reader.open_object(self.root, cls, object_id) as f:
-            return f.query(query, limit=limit)
+            return f.query(query, limit=limit, deadline=deadline)
 
     # -- exposed objects and events ----------------------------------------------------
 
