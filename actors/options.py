@@ -17,12 +17,18 @@ from dotdo import codec
 from dotdo.checks import is_finite, is_int
 from dotdo.ids import check_id
 
-__all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "OPTIONS", "number",
-           "parse_backoff", "retry_delay"]
+__all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "MAX_DELAY",
+           "MAX_TIMEOUT", "MAX_LEASE_TIMEOUT", "OPTIONS", "number", "span", "parse_backoff",
+           "retry_delay"]
 
 MAX_PAYLOAD = 1 << 20  # bytes of encoded payload per job
 MAX_OUTPUT = MAX_PAYLOAD  # bytes of a job's encoded output
 MAX_BACKOFF = 86_400.0  # no retry waits longer than a day
+# A job further away than a year is a typo or a unit mix-up (ms for s), not a plan: a
+# delay of 1e308 s would be a job that never runs. Enqueue far jobs from a schedule.
+MAX_DELAY = 366 * 86_400.0  # delay, debounce, and run_at from now
+MAX_TIMEOUT = 7 * 86_400.0  # one attempt of a job
+MAX_LEASE_TIMEOUT = 86_400.0  # a queue's lease_timeout: a dead worker's jobs wait at most that
 MAX_PARENTS = 100
 OPTIONS = frozenset({
     "type", "payload", "job_id", "priority", "delay", "run_at", "max_retries", "timeout",
@@ -41,14 +47,25 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
 
 
 def number(name: str, value: Any, *, minimum: float, allow_none: bool = True,
-           integer: bool = False) -> Any:
-    """``value`` if it is a finite number >= ``minimum`` (an int if ``integer``)."""
+           integer: bool = False, maximum: float | None = None, bound: str = "",
+           hint: str = "") -> Any:
+    """``value`` if it is a finite number >= ``minimum`` (an int if ``integer``), and
+    <= ``maximum`` if given (else a LimitError saying the ``bound``, and the ``hint``)."""
     if value is None and allow_none:
         return None
     if not is_finite(value) or (integer and not is_int(value)) or value < minimum:
         what = "an int" if integer else "a finite number"
         raise ValueError(f"{name} must be {what} >= {minimum:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise dotdo.LimitError(f"{name} may be at most {bound or f'{maximum:g}'}, got "
+                               f"{value!r}" + (f": {hint}" if hint else ""))
     return value
+
+
+def span(seconds: float) -> str:
+    """``"366 days (31,622,400 s)"``: a bound as people and programs read it."""
+    days = seconds / 86_400
+    return f"{days:g} day{'s' if days != 1 else ''} ({seconds:,.0f} s)"
 
 
 def _key(name: str, value: Any) -> str | None:
@@ -180,13 +197,19 @@ class JobSpec:
         priority = spec.get("priority", 0)
         if not is_int(priority) or abs(priority) >= 2**63:
             raise ValueError(f"priority is an int (64-bit), not {priority!r}")
-        delay = number("delay", spec.get("delay"), minimum=0)
-        run_at = number("run_at", spec.get("run_at"), minimum=0)
+        later = "enqueue jobs further away later, from a schedule"
+        delay = number("delay", spec.get("delay"), minimum=0, maximum=MAX_DELAY,
+                       bound=span(MAX_DELAY), hint=later)
+        run_at = number("run_at", spec.get("run_at"), minimum=0, maximum=now + MAX_DELAY,
+                        bound=f"{MAX_DELAY / 86_400:g} days from now (epoch {now + MAX_DELAY:.0f})",
+                        hint=later)
         if delay is not None and run_at is not None:
             raise ValueError("give delay= or run_at=, not both")
         max_retries = number("max_retries", spec.get("max_retries", 3), minimum=0,
                              allow_none=False, integer=True)
-        timeout = number("timeout", spec.get("timeout"), minimum=0.001)
+        timeout = number("timeout", spec.get("timeout"), minimum=0.001, maximum=MAX_TIMEOUT,
+                         bound=span(MAX_TIMEOUT),
+                         hint="split longer work into steps (dotdo.do) or several jobs")
         features = _features(spec, job_id, run_at) if spec.keys() & FEATURES else {}
         payload = codec.encode(spec.get("payload"))  # refused here: nothing written
         if len(payload) > MAX_PAYLOAD:
@@ -218,7 +241,8 @@ class JobSpec:
 def _features(spec: dict[str, Any], job_id: str, run_at: float | None) -> dict[str, Any]:
     """The options beyond the first release's, checked, as JobSpec fields."""
     backoff = parse_backoff(spec.get("backoff"))
-    debounce = number("debounce", spec.get("debounce"), minimum=0.001)
+    debounce = number("debounce", spec.get("debounce"), minimum=0.001, maximum=MAX_DELAY,
+                      bound=span(MAX_DELAY))
     unique_for = number("unique_for", spec.get("unique_for"), minimum=0.001)
     if debounce is not None and unique_for is not None:
         raise ValueError("give debounce= or unique_for=, not both")

@@ -59,7 +59,7 @@ from actors.claims import Claims
 from actors.insight import RECENT_EVENTS, Insight
 from actors.jobs import DEFAULT_TIMEOUT, FINISHED, JobStatus, Metrics, job_thing, result_thing
 from actors.limits import Limiter
-from actors.options import MAX_PAYLOAD, JobSpec, Keep, Rate, number
+from actors.options import MAX_LEASE_TIMEOUT, MAX_PAYLOAD, JobSpec, Keep, Rate, number, span
 from actors.retention import RETAIN_BATCH, Retention
 from actors.steps import Steps
 from actors.table import LOOP_RETRY
@@ -520,8 +520,10 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         if concurrency is not _UNCHANGED:
             checked["concurrency"] = number("concurrency", concurrency, minimum=1, integer=True)
         if lease_timeout is not _UNCHANGED:
-            checked["lease_timeout"] = float(number("lease_timeout", lease_timeout, minimum=0.5,
-                                                    allow_none=False))
+            checked["lease_timeout"] = float(number(
+                "lease_timeout", lease_timeout, minimum=0.5, allow_none=False,
+                maximum=MAX_LEASE_TIMEOUT, bound=span(MAX_LEASE_TIMEOUT),
+                hint="a dead worker's jobs wait that long before others take them"))
         if rate is not _UNCHANGED:
             checked["rate"] = Rate.parse("rate", rate) and rate
         if key_rate is not _UNCHANGED:

@@ -4,7 +4,8 @@ The tree::
 
     DotdoError
     ├── ConfigError                 dotdo.init() got something it cannot use
-    ├── InvalidIdError (ValueError) an object id that is empty or too long
+    ├── InvalidIdError (ValueError) an object id that is empty or too long, or a class
+    │                               name that is not an identifier
     ├── EncodeError (TypeError)     a value msgpack cannot carry; nothing was written
     ├── DecodeError                 stored bytes that do not decode
     ├── StorageError                the object's SQLite file cannot be used
@@ -55,7 +56,8 @@ class ConfigError(DotdoError):
 
 
 class InvalidIdError(DotdoError, ValueError):
-    """An object id that is not a non-empty string of at most 512 characters."""
+    """An object id that is not a non-empty string of at most 512 characters, or a class
+    name that is not a Python identifier."""
 
 
 class EncodeError(DotdoError, TypeError):

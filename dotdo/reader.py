@@ -4,7 +4,9 @@ its file. Nothing here writes, activates an object or takes its lock, so it work
 while the object is live elsewhere, and when nothing runs at all.
 
 Files are opened with SQLite's ``mode=ro`` and ``PRAGMA query_only``, and an
-authorizer refuses any statement but reads: a view can never change an object.
+authorizer refuses any statement but reads: a view can never change an object. A
+query is also bounded: it is stopped at a deadline (a recursive CTE can run for
+ever), no value it makes may pass ``MAX_RESULT_BYTES``, nor may its whole answer.
 """
 
 from __future__ import annotations
@@ -13,16 +15,23 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from dotdo import codec
-from dotdo.errors import CorruptStorageError, DecodeError, NotFoundError
-from dotdo.ids import check_id, storage_path
+from dotdo.checks import is_finite
+from dotdo.errors import CorruptStorageError, DecodeError, LimitError, NotFoundError
+from dotdo.ids import check_class_name, check_id, storage_path
 
-__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "MAX_ROWS"]
+__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "relative", "MAX_ROWS",
+           "MAX_RESULT_BYTES", "QUERY_DEADLINE", "MAX_QUERY_DEADLINE"]
 
 MAX_ROWS = 10_000  # rows one read-only query returns at most
+MAX_RESULT_BYTES = 16 << 20  # bytes of values one query returns at most (and any one value)
+QUERY_DEADLINE = 5.0  # seconds a read-only query may run, by default
+MAX_QUERY_DEADLINE = 300.0  # ... and at most, when asked for longer
+_PROGRESS_EVERY = 1_000  # SQLite VM instructions between looks at the deadline
 _SUFFIX = ".sqlite3"
 _RESERVED = "_dotdo_"  # folders under the root that are not classes (pooled hosts' files)
 
@@ -77,21 +86,27 @@ def classes(root: str) -> dict[str, int]:
 
 def files(root: str, class_name: str | None = None) -> Iterator[FileInfo]:
     """The object files under ``root`` (of ``class_name`` only, if given), in a stable
-    order: class, then shard, then file name."""
+    order: class, then shard, then file name. Only what lies under ``root`` is listed:
+    a symbolic link that leads out of it is left out, and folders whose names are not
+    class names (identifiers) are not classes."""
+    if class_name is not None:
+        check_class_name(class_name)
     if not os.path.isdir(root):
         return
+    real_root = os.path.realpath(root)
     names = [class_name] if class_name is not None else sorted(os.listdir(root))
     for name in names:
         folder = os.path.join(root, name)
-        if name.startswith(_RESERVED) or not os.path.isdir(folder):
+        if name.startswith(_RESERVED) or not name.isidentifier() \
+                or not _stays_in(real_root, folder) or not os.path.isdir(folder):
             continue
         for shard in sorted(os.listdir(folder)):
             shard_dir = os.path.join(folder, shard)
-            if not os.path.isdir(shard_dir):
+            if not _stays_in(real_root, shard_dir) or not os.path.isdir(shard_dir):
                 continue
             for file_name in sorted(os.listdir(shard_dir)):
-                if file_name.endswith(_SUFFIX):
-                    path = os.path.join(shard_dir, file_name)
+                path = os.path.join(shard_dir, file_name)
+                if file_name.endswith(_SUFFIX) and _stays_in(real_root, path):
                     try:
                         st = os.stat(path)
                     except FileNotFoundError:  # deleted since the listing
@@ -99,13 +114,33 @@ def files(root: str, class_name: str | None = None) -> Iterator[FileInfo]:
                     yield FileInfo(name, path, st.st_size, st.st_mtime)
 
 
+def _stays_in(real_root: str, path: str) -> bool:
+    """Whether ``path`` is under ``real_root`` (a resolved path) once symbolic links
+    are followed. Only links need resolving: a plain name joined to a folder under the
+    root is under it (names come from listings and checked ids, never ``..``)."""
+    if not os.path.islink(path):
+        return True
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def relative(root: str, path: str) -> str:
+    """``path`` as answers show it: relative to the storage root."""
+    return os.path.relpath(path, root)
+
+
 def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
-    """The read-only view of one object's file, or NotFoundError if it has none."""
-    path = storage_path(root, class_name, check_id(object_id))
+    """The read-only view of one object's file, or NotFoundError if it has none (or
+    its file lies outside ``root``, through a symbolic link)."""
+    path = storage_path(root, check_class_name(class_name), check_id(object_id))
     if not os.path.exists(path):
         raise NotFoundError(f"no {class_name} {object_id!r} under {root}: it was never "
                             "used there (check the class name, the id and --storage)")
-    return ObjectFile(path)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise NotFoundError(f"the file of {class_name} {object_id!r} ({relative(root, path)}) "
+                            f"leads outside the storage root {root} through a symbolic link: "
+                            "only files under the root are read; move the file into it")
+    return ObjectFile(path, root)
 
 
 def _deny_writes(action: int, arg1: Any, arg2: Any, *_: Any) -> int:
@@ -132,10 +167,12 @@ def _value(raw: Any) -> Any:
 
 
 class ObjectFile:
-    """One object's file, opened read only. Use as a context manager."""
+    """One object's file, opened read only. Use as a context manager. Given the
+    storage ``root``, errors name the file relative to it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, root: str | None = None) -> None:
         self.path = path
+        name = path if root is None else relative(root, path)
         try:
             self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             self._conn.execute("PRAGMA query_only = ON")
@@ -143,7 +180,7 @@ class ObjectFile:
             self.meta = dict(self._conn.execute(SELECT_META).fetchall())
         except sqlite3.DatabaseError as exc:
             raise CorruptStorageError(
-                f"{path} is not a readable dotdo object file ({exc}): inspect it with the "
+                f"{name} is not a readable dotdo object file ({exc}): inspect it with the "
                 "sqlite3 shell, or move it away", path) from exc
         self._conn.set_authorizer(_deny_writes)
 
@@ -206,23 +243,70 @@ class ObjectFile:
                                           "finishedAt": finished, "error": error})
         return steps
 
-    def query(self, statement: str, params: tuple = (), limit: int = 1_000) -> dict[str, Any]:
+    def query(self, statement: str, params: tuple = (), limit: int = 1_000,
+              deadline: float = QUERY_DEADLINE) -> dict[str, Any]:
         """Run one read-only statement: ``{"columns", "rows", "truncated"}`` with at
-        most ``limit`` rows; a write raises ValueError (nothing is written)."""
+        most ``limit`` rows; a write raises ValueError (nothing is written). A query
+        still running after ``deadline`` seconds, or whose values pass
+        ``MAX_RESULT_BYTES``, is stopped with a LimitError."""
         if not isinstance(statement, str) or not statement.strip():
             raise ValueError("give one SQL statement to run, e.g. \"select * from sqlite_master\"")
+        if not is_finite(deadline) or not 0 < deadline <= MAX_QUERY_DEADLINE:
+            raise ValueError(f"deadline is seconds over 0 and at most {MAX_QUERY_DEADLINE:g}, "
+                             f"not {deadline!r}")
         limit = max(1, min(int(limit), MAX_ROWS))
+        ends = time.monotonic() + deadline
+        late: list[bool] = []
+
+        def past_deadline() -> int:
+            if time.monotonic() < ends:
+                return 0
+            late.append(True)
+            return 1  # nonzero: SQLite stops the statement ("interrupted")
+
+        self._conn.set_progress_handler(past_deadline, _PROGRESS_EVERY)
+        # No string or blob the query makes may be larger than the answer may be: a
+        # zeroblob(1e12) or a group_concat over a recursive CTE fails at once.
+        longest = self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_RESULT_BYTES)
         try:
-            cursor = self._conn.execute(statement, params)
+            return self._run(statement, params, limit)
         except sqlite3.DatabaseError as exc:
             text = str(exc)
+            if late:
+                raise LimitError(f"the query ran past its deadline of {deadline:g} s and was "
+                                 "stopped: narrow it (a WHERE, a LIMIT, a recursive CTE that "
+                                 "ends), or give a longer deadline (--deadline, at most "
+                                 f"{MAX_QUERY_DEADLINE:g} s)") from None
+            if "too big" in text:
+                raise LimitError(f"the query made a value over {MAX_RESULT_BYTES:,} bytes "
+                                 f"({text}): select a part of it, e.g. substr(value, 1, 1000)"
+                                 ) from None
             if "not authorized" in text or "readonly" in text or "read-only" in text:
                 raise ValueError(f"objects' files are read only here: {statement!r} would "
                                  "write; use a select") from None
             raise ValueError(f"SQL error: {text}") from None
         except sqlite3.Warning as exc:  # more than one statement
             raise ValueError(f"one statement at a time: {exc}") from None
-        columns = [d[0] for d in cursor.description or ()]
-        rows = cursor.fetchmany(limit + 1)
-        return {"columns": columns, "rows": [[_value(v) for v in r] for r in rows[:limit]],
-                "truncated": len(rows) > limit}
+        finally:
+            self._conn.set_progress_handler(None, 0)
+            self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
+
+    def _run(self, statement: str, params: tuple, limit: int) -> dict[str, Any]:
+        """The rows of ``statement``, ``limit`` at most, counting their bytes as they come."""
+        cursor = self._conn.execute(statement, params)
+        try:  # closed when done: an unfinished statement would hold its read snapshot
+            columns = [d[0] for d in cursor.description or ()]
+            rows: list[list[Any]] = []
+            size = 0
+            for row in cursor:
+                if len(rows) == limit:
+                    return {"columns": columns, "rows": rows, "truncated": True}
+                size += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+                if size > MAX_RESULT_BYTES:
+                    raise LimitError(f"the answer passed {MAX_RESULT_BYTES:,} bytes after "
+                                     f"{len(rows):,} rows: select fewer columns or rows (a "
+                                     "smaller --limit, a WHERE, substr())")
+                rows.append([_value(v) for v in row])
+            return {"columns": columns, "rows": rows, "truncated": False}
+        finally:
+            cursor.close()

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from dotdo.errors import InvalidIdError
-from dotdo.ids import MAX_ID_LENGTH, actor_name, check_id, storage_path
+from dotdo.ids import MAX_ID_LENGTH, actor_name, check_class_name, check_id, storage_path
 
 ROOT = "/srv/dotdo"
 
@@ -54,3 +54,15 @@ def test_lone_surrogates_are_refused_with_the_reason(bad):
 @pytest.mark.parametrize("good", ["\U0001f600", "caf\u00e9", "\ud83d\ude00".encode("utf-16", "surrogatepass").decode("utf-16"), "a\x00b", "../x", " "])
 def test_any_valid_text_is_an_id(good):
     assert check_id(good) == good
+
+
+@pytest.mark.parametrize("class_name", ["..", "../x", "a/b", "/etc", "", "1x", "a.b", 7])
+def test_a_class_name_that_is_not_an_identifier_never_becomes_a_path(class_name):
+    with pytest.raises(InvalidIdError, match="a class name is a Python identifier"):
+        storage_path(ROOT, class_name, "x")
+
+
+def test_class_names_are_identifiers_unicode_ones_too():
+    assert check_class_name("Counter") == "Counter"
+    assert check_class_name("_Private") == "_Private"
+    assert os.path.dirname(os.path.dirname(storage_path(ROOT, "Zähler", "x"))) == f"{ROOT}/Zähler"

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from dotdo import codec, reader
-from dotdo.errors import CorruptStorageError, InvalidIdError, NotFoundError
-from dotdo.ids import storage_path
+from dotdo.errors import CorruptStorageError, InvalidIdError, LimitError, NotFoundError
+from dotdo.ids import check_class_name, storage_path
 from dotdo.journal import Storage
 
 
@@ -108,3 +108,94 @@ def test_unknown_objects_bad_ids_and_corrupt_files_say_so(root, live):
         reader.open_object(root, "Thing", "bad")
     with open(path, "rb") as back:
         assert back.read() == b"this is not sqlite" * 100
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../Thing", "Thing/..", "a/b", "", "Thing ", "1st",
+                                  "x" * 201])
+def test_a_class_name_that_is_not_an_identifier_is_refused_and_never_a_path(tmp_path, name):
+    # Given an object, and a file that is not an object's beside the storage root
+    root = str(tmp_path / "root")
+    Storage(storage_path(root, "Thing", "t1"), "Thing", "t1").close()
+    os.makedirs(tmp_path / "beside")
+    (tmp_path / "beside" / "secret.sqlite3").write_bytes(b"x")
+    # When a class name names a folder outside (or no class at all), then it is refused
+    with pytest.raises(InvalidIdError, match="a class name is a Python identifier"):
+        list(reader.files(root, name))
+    with pytest.raises(InvalidIdError, match="a class name is a Python identifier"):
+        reader.open_object(root, name, "t1")
+    with pytest.raises(InvalidIdError):
+        check_class_name(name)
+    with pytest.raises(InvalidIdError):
+        check_class_name(None)
+    assert reader.classes(root) == {"Thing": 1}
+
+
+def test_symbolic_links_leading_out_of_the_root_are_neither_listed_nor_opened(root, live,
+                                                                             tmp_path_factory):
+    # Given objects outside the root, and links to them from inside: a class folder, a
+    # shard folder and an object's file
+    outside = str(tmp_path_factory.mktemp("outside"))
+    for class_name, object_id in (("Thing", "far"), ("Other", "o1"), ("Thing", "f2")):
+        Storage(storage_path(outside, class_name, object_id), class_name, object_id).close()
+    live("Thing", "near")
+    os.symlink(os.path.join(outside, "Other"), os.path.join(root, "Other"))
+    far = storage_path(outside, "Thing", "far")
+    os.symlink(os.path.dirname(far),
+               os.path.dirname(storage_path(root, "Thing", "far")))
+    linked = storage_path(root, "Thing", "f2")
+    os.makedirs(os.path.dirname(linked), exist_ok=True)
+    os.symlink(storage_path(outside, "Thing", "f2"), linked)
+    # and a link that stays inside the root
+    os.symlink(os.path.join(root, "Thing"), os.path.join(root, "Alias"))
+    # Then only what lies under the root is listed, and the links out are not opened
+    assert reader.classes(root) == {"Alias": 1, "Thing": 1}
+    with pytest.raises(NotFoundError, match="outside the storage root"):
+        reader.open_object(root, "Thing", "f2")
+    with pytest.raises(NotFoundError, match="outside the storage root"):
+        reader.open_object(root, "Other", "o1")
+    with reader.open_object(root, "Thing", "near") as f:
+        assert f.object_id == "near"
+
+
+def test_errors_name_a_file_relative_to_the_root(root):
+    path = storage_path(root, "Thing", "bad")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as out:
+        out.write(b"this is not sqlite" * 100)
+    with pytest.raises(CorruptStorageError) as failed:
+        reader.open_object(root, "Thing", "bad")
+    assert root not in str(failed.value)
+    assert str(failed.value).startswith(os.path.relpath(path, root))
+    assert failed.value.path == path
+
+
+FOREVER = ("with recursive r(n) as (select 1 union all select n + 1 from r) "
+           "select count(*) from r")
+
+
+def test_a_query_that_would_run_for_ever_is_stopped_at_its_deadline(root, live):
+    live()
+    with reader.open_object(root, "Thing", "t1") as f:
+        # at the default deadline, and at a shorter one asked for
+        with pytest.raises(LimitError, match=f"deadline of {reader.QUERY_DEADLINE:g} s"):
+            f.query(FOREVER)
+        with pytest.raises(LimitError, match="deadline of 0.2 s"):
+            f.query(FOREVER, deadline=0.2)
+        # the file is still open for the next query, which has its own deadline
+        assert f.query("select 1")["rows"] == [[1]]
+        assert f.kv() == {}
+        for bad in (0, -1, float("nan"), reader.MAX_QUERY_DEADLINE + 1):
+            with pytest.raises(ValueError, match="deadline is seconds"):
+                f.query("select 1", deadline=bad)
+
+
+def test_a_query_making_too_big_a_value_or_answer_is_refused(root, live):
+    s = live()
+    s.put("big", "x" * 1000)
+    with reader.open_object(root, "Thing", "t1") as f:
+        with pytest.raises(LimitError, match="a value over 16,777,216 bytes"):
+            f.query("select zeroblob(1000000000000)")
+        with pytest.raises(LimitError, match="the answer passed 16,777,216 bytes"):
+            f.query("select randomblob(4000000) from (select 1 union all select 2 union all "
+                    "select 3 union all select 4 union all select 5)")
+        assert f.kv() == {"big": "x" * 1000}  # limits hold for queries only

@@ -3,10 +3,12 @@ the JSON routes, live events (SSE), Prometheus metrics, the API docs (``/docs``,
 Swagger UI shipped in a package: no CDN) and the dashboard (``/``).
 
 Every route needs a token (:mod:`dotdo.ops.auth`): ``Authorization: Bearer <token>``,
-or, for browsers, ``?token=`` once, which sets a cookie. The read-only token may only
-read. Errors answer ``{"error": message}`` (and ``"field"`` for a bad body): 400 bad
-input, 401 no or a wrong token, 403 read-only token writing or something not exposed,
-404 unknown queue, job, class or object, 413 body too large.
+or, for browsers, ``?token=`` once, which sets a cookie. A write carried by the cookie
+or ``?token=`` must come from this server's own pages (its Origin). The read-only token
+may only read. Errors answer ``{"error": message}`` (and ``"field"`` for a bad body):
+400 bad input, 401 no or a wrong token, 403 the read-only token writing, a cross-site
+write or something not exposed, 404 unknown queue, job, class or object, 413 body too
+large.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
@@ -35,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dotdo
 from dotdo.ops import prometheus
-from dotdo.ops.auth import ADMIN, Tokens
+from dotdo.ops.auth import ADMIN, Tokens, same_site
 from dotdo.ops.service import NotExposed, Service
 
 __all__ = ["create_app", "MAX_BODY", "COOKIE"]
@@ -47,6 +50,8 @@ _EVENTS_EVERY = 1.0  # seconds between looks for new Job events
 _COUNTS_EVERY = 2.0  # seconds between queue counts on the stream
 _MAX_WAIT = 60.0  # seconds a result request may hold its connection
 _WHERE = ("body", "query", "path", "header", "cookie")  # where FastAPI found a bad field
+_READS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
+_BODIES = ("POST", "PUT", "PATCH")
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
 _SIGN_IN = """<!doctype html><meta charset="utf-8"><title>dotdo</title>
 <body style="font-family: sans-serif; margin: 3em">
@@ -167,8 +172,8 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
             header = request.headers.get("authorization", "")
             scheme, _, presented = header.partition(" ")
             from_query = request.query_params.get("token")
-            given = (presented.strip() if scheme.lower() == "bearer" else None) or from_query \
-                or request.cookies.get(COOKIE)
+            bearer = presented.strip() if scheme.lower() == "bearer" else None
+            given = bearer or from_query or request.cookies.get(COOKIE)
             role = tokens.role(given)
             if role is None and path == "/":  # a person at the dashboard's address
                 return HTMLResponse(_SIGN_IN, status_code=401,
@@ -177,7 +182,11 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
                 return _JSON({"error": "a valid token is required: send `Authorization: Bearer "
                                        "<token>` (the token file is printed by `dotdo serve`)"},
                              status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            if role != ADMIN and request.method not in ("GET", "HEAD", "OPTIONS"):
+            if not bearer and request.method not in _READS:
+                refused = _cross_site(request, cookie=not from_query)
+                if refused is not None:
+                    return refused
+            if role != ADMIN and request.method not in _READS:
                 return _error(403, "the read-only token may only read: use the admin token "
                                    "to change anything")
             if from_query and (given is from_query or tokens.role(from_query)):
@@ -186,17 +195,75 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
         if length is not None and length.isdigit() and int(length) > max_body:
             return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} are "
                                "taken: enqueue big payloads as a reference (a path, a URL)")
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
+        if length is None and request.method in _BODIES:
             body = b""
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_body:
                     return _error(413, f"the body has more than {max_body:,} bytes")
             request._body = body  # read once here; the route reads it from here
+        if request.method in _BODIES:
+            bad = _non_finite(await request.body(), request.headers.get("content-type"))
+            if bad is not None:
+                return bad
         response = await call_next(request)
         if remember is not None:  # later fetches and the event stream use the cookie
             response.set_cookie(COOKIE, remember, httponly=True, samesite="strict")
         return response
+
+
+def _non_finite(body: bytes, content_type: str | None) -> Response | None:
+    """400 for a JSON body holding NaN, Infinity or a number too big for a float
+    (1e400): Python's JSON reader takes them, and they would be stored, then shown as
+    null or not at all. Bodies that are not JSON are left to the route to refuse."""
+    if not body or (content_type and "json" not in content_type.lower()):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # the route answers with its own error
+    found = _first_non_finite(value)
+    if found is None:
+        return None
+    field = ".".join(found) or "body"
+    return _error(400, f"{field}: not a finite number: JSON numbers here must be finite (no "
+                       "NaN or Infinity) and fit a 64-bit float (1e400 does not): send a "
+                       "finite number, or a string", field=field)
+
+
+def _first_non_finite(value: Any) -> list[str] | None:
+    """The path (keys and indexes) of the first NaN or infinite float in ``value``,
+    walked without recursion (JSON nests as deep as its reader allows)."""
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path
+        children = item.items() if isinstance(item, dict) else enumerate(item) \
+            if isinstance(item, list) else ()
+        stack.extend(reversed([(child, [*path, str(key)]) for key, child in children]))
+    return None
+
+
+def _cross_site(request: Request, cookie: bool) -> Response | None:
+    """403 for a write carried by the cookie or ``?token=`` from a page that is not this
+    server's: a browser sends the cookie with a form another site posts (another port
+    of this host too), so only the page's origin tells who asked."""
+    headers = request.headers
+    origin, site, referer = (headers.get("origin"), headers.get("sec-fetch-site"),
+                             headers.get("referer"))
+    if same_site(request.url.scheme, headers.get("host"), origin, site, referer, cookie=cookie):
+        return None
+    here = f"{request.url.scheme}://{headers.get('host', '?')}"
+    came = (f"Origin {origin}" if origin is not None else
+            f"Sec-Fetch-Site {site}" if site is not None else
+            f"Referer {referer}" if referer is not None else "no Origin header")
+    carrier = "the dashboard's cookie" if cookie else "a ?token= in the address"
+    return _error(403, f"a write carried by {carrier} must come from this server's own pages "
+                       f"({here}), but it has {came}: it may be another site's page posting "
+                       "in your name, so nothing was changed. Use the dashboard at its own "
+                       "address, or send the token as `Authorization: Bearer <token>` from a "
+                       "program")
 
 
 def _errors(app: FastAPI) -> None:

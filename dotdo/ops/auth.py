@@ -1,6 +1,7 @@
 """Bearer tokens of the HTTP API: one that may do everything, and a read-only one for
 the pages. Generated on first use into the storage root, readable by this user only
-(``<root>/_dotdo_api/token`` and ``read_token``), or given."""
+(``<root>/_dotdo_api/token`` and ``read_token``), or given. Also the check that a
+write a browser carried (by cookie or ``?token=``) comes from this server's own pages."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import dataclasses
 import hmac
 import os
 import secrets
+from urllib.parse import urlsplit
 
-__all__ = ["Tokens", "ADMIN", "READ"]
+__all__ = ["Tokens", "ADMIN", "READ", "same_site"]
 
 ADMIN = "admin"
 READ = "read"
 _FOLDER = "_dotdo_api"  # under the storage root; "_dotdo_" folders are not classes
+_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SAME = ("same-origin", "none")  # Sec-Fetch-Site of this server's pages, or typed by a person
 
 
 def _load_or_write(path: str) -> str:
@@ -68,3 +72,37 @@ class Tokens:
         if hmac.compare_digest(given, self.read_token.encode()):
             return READ
         return None
+
+
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an address's ``netloc``, the default port filled in."""
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port or _PORTS.get(scheme.lower())
+    except ValueError:  # a port that is not a number
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme.lower(), parts.hostname.lower(), port
+
+
+def same_site(scheme: str, host: str | None, origin: str | None, fetch_site: str | None,
+              referer: str | None, *, cookie: bool) -> bool:
+    """Whether a write a browser may have sent by itself comes from this server's own
+    pages: its ``Origin`` (else ``Sec-Fetch-Site``, else the ``Referer``'s origin) is
+    ``scheme://host`` of the request. SameSite cookies do not tell: another port of
+    the same host is the same *site*. With none of the three headers, a ``cookie``
+    write is refused (a browser that sends none cannot be told apart), a ``?token=``
+    one taken (a program that knows the token, not a page that rode along)."""
+    here = _origin(scheme, host or "")
+    if here is None:
+        return False
+    if origin is not None:
+        parts = urlsplit(origin) if origin != "null" else None
+        return parts is not None and _origin(parts.scheme, parts.netloc) == here
+    if fetch_site is not None:
+        return fetch_site.strip().lower() in _SAME
+    if referer is not None:
+        parts = urlsplit(referer)
+        return _origin(parts.scheme, parts.netloc) == here
+    return not cookie

@@ -89,7 +89,7 @@ class Service:
         out = []
         for info in page:
             try:
-                with reader.ObjectFile(info.path) as f:
+                with reader.ObjectFile(info.path, self.root) as f:
                     object_id = f.object_id
             except DotdoError as exc:
                 object_id = f"<unreadable: {exc}>"
@@ -126,7 +126,7 @@ class Service:
         names = []
         for info in reader.files(self.root, _QUEUE):
             try:
-                with reader.ObjectFile(info.path) as f:
+                with reader.ObjectFile(info.path, self.root) as f:
                     names.append(f.object_id)
             except DotdoError:
                 continue  # an unreadable file: `dotdo objects ls Queue` shows it
@@ -332,7 +332,7 @@ class Service:
         out: list[dict[str, Any]] = []
         for info in reader.files(self.root):
             try:
-                with reader.ObjectFile(info.path) as f:
+                with reader.ObjectFile(info.path, self.root) as f:
                     out += [{"class": f.class_name, "id": f.object_id, **s} for s in f.schedules()]
             except DotdoError:
                 continue
@@ -342,10 +342,11 @@ class Service:
 
     async def object(self, cls: str, object_id: str) -> dict[str, Any]:
         """An object as its file holds it: keys (the first 100), its own tables,
-        alarm, schedules and number of journaled steps."""
+        alarm, schedules and number of journaled steps; ``path`` is relative to the root."""
         with reader.open_object(self.root, cls, object_id) as f:
             st = os.stat(f.path)
-            return {"class": cls, "id": object_id, "path": f.path, "size": st.st_size,
+            return {"class": cls, "id": object_id, "path": reader.relative(self.root, f.path),
+                    "size": st.st_size,
                     "modified": st.st_mtime, "kv": f.kv(), "tables": f.tables(),
                     "alarm": f.alarm(), "schedules": f.schedules(), "steps": f.step_count()}
 
@@ -354,11 +355,11 @@ class Service:
         with reader.open_object(self.root, cls, object_id) as f:
             return f.steps(limit)
 
-    async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000
-                  ) -> dict[str, Any]:
-        """One read-only statement on the object's own file."""
+    async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000,
+                  deadline: float = reader.QUERY_DEADLINE) -> dict[str, Any]:
+        """One read-only statement on the object's own file, stopped at ``deadline`` s."""
         with reader.open_object(self.root, cls, object_id) as f:
-            return f.query(query, limit=limit)
+            return f.query(query, limit=limit, deadline=deadline)
 
     # -- exposed objects and events ----------------------------------------------------
 

@@ -306,3 +306,91 @@ def test_a_token_in_the_address_sets_a_cookie_for_the_pages(server):
     request = urllib.request.Request(f"{background.url}/api/queues", headers={"Cookie": value})
     with urllib.request.urlopen(request) as answer:
         assert answer.status == 200
+
+
+def test_a_cross_site_write_with_the_cookie_is_refused_and_changes_nothing(
+        server, http, queue, worker, unique):
+    # Given a finished job and a browser holding the dashboard's cookie
+    background, tokens = server
+    done = queue.enqueue("echo", 1).result()["$id"]
+    wait_for(lambda: queue.get(done).result()["status"] == "completed")
+    cookie = {"Cookie": f"dotdo_token={tokens.token}"}
+    purge = f"/queues/{unique}/purge"
+    # When a page on another port of this host posts an empty form, or a page
+    # elsewhere posts with only Sec-Fetch-Site or a Referer to tell, or no header at all
+    for headers in ({"Origin": "http://localhost:8888"}, {"Origin": "null"},
+                    {"Origin": background.url.replace("127.0.0.1", "localhost")},
+                    {"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Referer": "http://127.0.0.1:8888/attack.html"}, {}):
+        status, body = http("POST", purge, b"", headers={**cookie, **headers,
+                            "Content-Type": "application/x-www-form-urlencoded"}, token=None)
+        # Then it is refused, says what to do, and the job is still there
+        assert status == 403, headers
+        assert "own pages" in body["error"] and "Authorization: Bearer" in body["error"]
+    status, body = http("POST", f"{purge}?token={tokens.token}", b"",
+                        headers={"Origin": "http://localhost:8888"}, token=None)
+    assert status == 403 and "?token=" in body["error"]
+    assert queue.get(done).result()["status"] == "completed"
+    # reads with the cookie from anywhere still answer (they change nothing)
+    assert http("GET", f"/queues/{unique}", headers={**cookie, "Origin": "http://x:1"},
+                token=None)[0] == 200
+    # The dashboard's own page (same origin, or Sec-Fetch-Site alone) may write with it
+    status, body = http("POST", f"/queues/{unique}/pause",
+                        headers={**cookie, "Origin": background.url}, token=None)
+    assert status == 200 and body["paused"] is True
+    status, body = http("POST", f"/queues/{unique}/resume",
+                        headers={**cookie, "Sec-Fetch-Site": "same-origin"}, token=None)
+    assert status == 200 and body["paused"] is False
+    # and a program with the bearer token needs no Origin
+    status, body = http("POST", purge, {"status": "completed"})
+    assert status == 200 and body["purged"] == 1
+    assert queue.get(done).result() is None
+
+
+def test_a_class_name_that_is_a_path_is_refused_and_paths_show_relative_to_the_root(
+        server, queue, unique, local_root):
+    # Given files beside the storage root, and the read-only token
+    background, tokens = server
+    reader = Client(background.url, tokens.read_token)
+    beside = local_root.parent / "beside"
+    beside.mkdir(exist_ok=True)
+    (beside / "secret.sqlite3").write_bytes(b"x")
+    # When it asks for a class named "..", encoded or not, then it is refused, naming the fix
+    for path in ("/api/objects/%2E%2E", "/api/objects/..%2Fbeside", "/api/objects/%2E%2E/x",
+                 "/api/objects/%2E%2E/x/steps", "/api/objects/a%20b"):
+        status, body = reader("GET", path)
+        assert status in (400, 404), path
+        assert "secret" not in json.dumps(body) and str(local_root.parent) not in body["error"]
+    status, body = reader("GET", "/api/objects/%2E%2E")
+    assert status == 400 and "a class name is a Python identifier" in body["error"]
+    # And an object's file is shown relative to the root
+    status, view = reader("GET", f"/api/objects/Queue/{unique}")
+    assert status == 200 and not os.path.isabs(view["path"])
+    assert os.path.exists(os.path.join(local_root, view["path"]))
+
+
+def test_non_finite_numbers_and_times_past_their_bounds_are_400_and_write_nothing(
+        http, queue, unique):
+    jobs = f"/queues/{unique}/jobs"
+    # NaN, Infinity and 1e400 (too big for a float), anywhere in a body: the field is named
+    for raw, field in ((b'{"type": "echo", "payload": NaN}', "payload"),
+                       (b'{"type": "echo", "payload": {"a": [1, 1e400]}}', "payload.a.1"),
+                       (b'{"type": "echo", "payload": -Infinity}', "payload"),
+                       (b'{"type": "echo", "delay": NaN}', "delay"),
+                       (b'{"type": "echo", "timeout": 1e400}', "timeout")):
+        status, body = http("POST", jobs, raw)
+        assert status == 400 and body["field"] == field, (raw, body)
+        assert f"{field}: not a finite number" in body["error"]
+    status, body = http("POST", "/events/Signup.created", b"NaN")
+    assert status == 400 and body["field"] == "body"
+    status, body = http("PATCH", f"/queues/{unique}/settings", b'{"lease_timeout": Infinity}')
+    assert status == 400 and body["field"] == "lease_timeout"
+    # A delay or timeout past its bound says the bound
+    for options, bound in (({"delay": 1e308}, "366 days"), ({"timeout": 1e9}, "7 days"),
+                           ({"run_at": 1e308}, "366 days from now")):
+        status, body = http("POST", jobs, {"type": "echo", **options})
+        assert status == 400 and f"may be at most {bound}" in body["error"], body
+    status, body = http("PATCH", f"/queues/{unique}/settings", {"lease_timeout": 1e6})
+    assert status == 400 and "lease_timeout may be at most 1 day" in body["error"]
+    assert queue.count().result() == 0
+    assert queue.settings().result()["lease_timeout"] == 30

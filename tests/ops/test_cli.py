@@ -276,6 +276,17 @@ def test_objects_ls_get_and_sql_which_is_read_only(root):
     assert missing.stderr.startswith("Error: no CliLedger 'nobody'")
 
 
+def test_objects_sql_that_would_run_for_ever_ends_at_its_deadline_with_the_error(root):
+    dotdo.CliLedger("acme").add(1).result()
+    forever = ("with recursive r(n) as (select 1 union all select n + 1 from r) "
+               "select count(*) from r")
+    stopped = run(root, "objects", "sql", "CliLedger", "acme", forever, "--deadline", "0.2",
+                  code=1)
+    assert stopped.stderr.startswith("Error: the query ran past its deadline of 0.2 s")
+    assert "--deadline" in stopped.stderr
+    run(root, "objects", "sql", "CliLedger", "acme", "select 1", "--deadline", "0", code=2)
+
+
 def test_steps_show_the_journal_with_failed_attempts(root):
     ledger = dotdo.CliLedger("acme")
     assert ledger.settle().result() == {"charged": 2}

@@ -7,6 +7,7 @@ and their objects, one object's keys, tables, alarm and schedules, a read-only
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from dotdo.ops.cli.context import current_ops, json_option, run_service
 from dotdo.ops.cli.output import ago, as_text, emit, field_table, first_line, new_table, when
+from dotdo.reader import MAX_QUERY_DEADLINE, MAX_ROWS, QUERY_DEADLINE
 
 # -- workers, schedules ------------------------------------------------------------------------
 
@@ -119,11 +121,13 @@ def objects_ls(cls: str | None, limit: int, cursor: str | None) -> None:
 @json_option
 def objects_get(cls: str, object_id: str) -> None:
     """An object's keys, tables, alarm, schedules and step count, from its file."""
-    value = run_service(current_ops().files().object(cls, object_id))
+    service = current_ops().files()
+    value = run_service(service.object(cls, object_id))
 
     def render(out: Console) -> None:
         now = time.time()
-        out.print(Panel(field_table([("file", value["path"]), ("size", f"{value['size']:,} B"),
+        out.print(Panel(field_table([("file", os.path.join(service.root, value["path"])),
+                                 ("size", f"{value['size']:,} B"),
                                  ("modified", when(value["modified"], now)),
                                  ("alarm", when(value["alarm"], now)),
                                  ("steps", f"{value['steps']} (dotdo steps {cls} {object_id})")]),
@@ -148,11 +152,16 @@ def objects_get(cls: str, object_id: str) -> None:
 @click.argument("cls", metavar="CLASS")
 @click.argument("object_id", metavar="ID")
 @click.argument("query", metavar="SELECT")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_ROWS), default=1000, show_default=True)
+@click.option("--deadline", type=click.FloatRange(0, MAX_QUERY_DEADLINE, min_open=True),
+              default=QUERY_DEADLINE, show_default=True, metavar="SECONDS",
+              help="Stop the statement if it runs longer.")
 @json_option
-def objects_sql(cls: str, object_id: str, query: str, limit: int) -> None:
-    """Run one read-only statement on the object's own file."""
-    value = run_service(current_ops().files().sql(cls, object_id, query, limit=limit))
+def objects_sql(cls: str, object_id: str, query: str, limit: int, deadline: float) -> None:
+    """Run one read-only statement on the object's own file (stopped at its deadline;
+    an answer over 16 MiB is refused)."""
+    value = run_service(current_ops().files().sql(cls, object_id, query, limit=limit,
+                                                  deadline=deadline))
 
     def render(out: Console) -> None:
         table = new_table(*value["columns"])
