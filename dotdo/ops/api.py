@@ -44,6 +44,7 @@ from dotdo.ops.service import NotExposed, Service
 __all__ = ["create_app", "MAX_BODY", "COOKIE"]
 
 MAX_BODY = 1 << 20  # bytes of a request body, by default
+_DRAIN = 16 << 20  # bytes of an oversized chunked body read (and dropped) before the 413
 COOKIE = "dotdo_token"
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 _EVENTS_EVERY = 1.0  # seconds between looks for new Job events
@@ -196,12 +197,19 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
             return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} are "
                                "taken: enqueue big payloads as a reference (a path, a URL)")
         if length is None and request.method in _BODIES:
-            body = b""
+            body, drained = bytearray(), 0
             async for chunk in request.stream():
+                if len(body) + len(chunk) > max_body or drained:
+                    # Read on (up to a bound) and throw away: a client still sending
+                    # when the answer comes would see a reset connection, not the 413.
+                    drained += len(chunk)
+                    if drained > _DRAIN:
+                        break
+                    continue
                 body += chunk
-                if len(body) > max_body:
-                    return _error(413, f"the body has more than {max_body:,} bytes")
-            request._body = body  # read once here; the route reads it from here
+            if drained:
+                return _error(413, f"the body has more than {max_body:,} bytes")
+            request._body = bytes(body)  # read once here; the route reads it from here
         if request.method in _BODIES:
             bad = _non_finite(await request.body(), request.headers.get("content-type"))
             if bad is not None:
