@@ -305,11 +305,14 @@ class Connection:
                 yield
             except BaseException:
                 self._depth -= 1
-                if outer:
-                    self.execute("ROLLBACK")
-                else:
-                    self.execute(f"ROLLBACK TO {savepoint}")
-                    self.execute(f"RELEASE {savepoint}")
+                # A full disk or an I/O error may have rolled the whole transaction
+                # back already: then nothing is left to undo, and the error stands.
+                if self.sqlite.in_transaction:
+                    if outer:
+                        self.execute("ROLLBACK")
+                    else:
+                        self.execute(f"ROLLBACK TO {savepoint}")
+                        self.execute(f"RELEASE {savepoint}")
                 raise
             self._depth -= 1
             try:
