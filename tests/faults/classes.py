@@ -173,7 +173,10 @@ def freeze(work: str, storage: str) -> dict[str, Any]:
     pids = s.start_workers()
     long_kinds = ("fenced", "fenced_sync")
     frozen_worker = pids[WORKERS[0]]
-    held = s.wait_running({frozen_worker}, long_kinds)
+    # Frozen while it runs both an async and a sync fenced job
+    s.wait_running({frozen_worker}, ("fenced",))
+    s.wait_running({frozen_worker}, ("fenced_sync",))
+    held = s.running({frozen_worker}, long_kinds)
     log(f"SIGSTOP worker {WORKERS[0]} (pid {frozen_worker}), running {held} fenced jobs")
     w_stop, w_cont = freeze_process(frozen_worker, FREEZE)
     log("SIGCONT worker")
@@ -363,10 +366,12 @@ def corruption(work: str, storage: str) -> dict[str, Any]:
         os.fsync(f.fileno())
     log(f"overwrote {path} ({size} bytes) with garbage")
     live: list[Exception] = []
+    served = 0  # calls answered from pages the damage did not reach (cached, in the log)
     for i in range(30):
         try:
             read_jobs(victim)
             victim.enqueue("f.quick", {"job": f"v-late-{i}"}).result(timeout=60)
+            served += 1
         except Exception as exc:  # noqa: BLE001 - counted
             live.append(exc)
             if len(live) >= 3:
@@ -388,6 +393,7 @@ def corruption(work: str, storage: str) -> dict[str, Any]:
 
     out.update({
         "damaged_file_bytes": size,
+        "live_calls_served": served,
         "live_calls_failed": len(live),
         "live_errors_corrupt_naming_file": sum(1 for e in live if named(e)),
         "live_errors": sorted({f"{type(e).__name__}: {str(e)[:200]}" for e in live}),
