@@ -7,8 +7,8 @@ queue's own process (``time.monotonic``), which no step of the wall clock moves;
 queue that restarts, or finds its own process stalled (frozen, or its loop blocked),
 gives every running job a fresh full lease instead of trusting a deadline it could not
 watch. Wall time (``self._now()``, the host's clock) is for what is about the calendar:
-``run_at``, retry times, what operators read. When the wall clock steps, retry waits
-(durations) move with it (``_watch_time``).
+``run_at``, retry times, what operators read. When the wall clock steps, due jobs and
+retry waits (durations) move with it (``JobTable._clock_stepped``).
 
 Payloads and outputs pass through encoded: a claim hands a job's payload to the
 worker as the bytes it was stored as, and a worker reports an output as its encoded
@@ -37,7 +37,6 @@ log = logging.getLogger("dotdo")
 # The queue's process missed this much of its reaping beat (frozen, or its loop held):
 # workers could not renew their leases meanwhile, so the leases get that time back.
 _STALL = 1.0
-_STEP = 1.0  # seconds the wall clock may drift against the monotonic one without a step
 
 
 def _failure(value: Any) -> tuple[str, str | None, bool, float | None]:
@@ -269,24 +268,15 @@ class Claims(Flows):
     def _watch_time(self, mono: float) -> None:
         """Before leases are judged: if this process missed its beat (it was frozen,
         or its loop held), nobody could renew a lease meanwhile: every running job
-        gets that time back. If the wall clock stepped, retry waits move with it."""
+        gets that time back. (A step of the wall clock is noticed by ``_now``.)"""
         stalled = mono - self._awake_at - self._reap_every()
-        offset = self._now() - mono
-        stepped = offset - self._offset
-        self._awake_at, self._offset = mono, offset
-        if stalled <= _STALL and abs(stepped) <= _STEP:
+        self._awake_at = mono
+        if stalled <= _STALL:
             return
+        log.warning("dotdo: queue %s was stalled for %.1f s (its process frozen or its "
+                    "loop held): running jobs keep their leases", self.id, stalled)
         with self.storage.transaction():
-            if stalled > _STALL:
-                log.warning("dotdo: queue %s was stalled for %.1f s (its process frozen or "
-                            "its loop held): running jobs keep their leases", self.id, stalled)
-                self.storage.sql.execute(sql.EXTEND_ALL, (stalled,))
-            if abs(stepped) > _STEP:
-                log.warning("dotdo: the wall clock of queue %s stepped by %+.1f s: retry "
-                            "waits move with it (leases are on the monotonic clock)",
-                            self.id, stepped)
-                self.storage.sql.execute(sql.SHIFT_RETRIES, (stepped,))
-                self.storage.sql.execute(sql.SHIFT_SUSPECTS, (stepped,))
+            self.storage.sql.execute(sql.EXTEND_ALL, (stalled,))
 
     async def _reap(self) -> None:
         """Put back the jobs of workers gone silent, also while nobody claims."""

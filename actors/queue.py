@@ -101,6 +101,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
     retain_steps = 30 * 86_400.0
 
     def __init__(self) -> None:
+        # Wall minus monotonic time: _now() tells a step of the wall clock by it
+        self._offset = self.storage.now() - time.monotonic()
         db = self.storage.sql
         for ddl in sql.DDL:
             db.execute(ddl)
@@ -134,7 +136,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         db.execute(sql.GRACE, (mono + self._lease_timeout,))
         # Fences only grow: past the largest handed out, also by jobs since deleted.
         self._fence = max(int(get("fence", 0)), self._one(sql.MAX_FENCE))
-        self._awake_at, self._offset = mono, now - mono
+        self._awake_at = mono
         self._grouped = self._any_grouped()
         self._has_deps = db.execute(sql.ANY_DEPS).fetchone() is not None
         self._rr_after: str | None = None  # the group served last: fair claims go on after it

@@ -298,10 +298,12 @@ NEXT_EXPIRY = "SELECT min(lease_until) FROM jobs WHERE status = 'running'"
 GRACE = "UPDATE jobs SET lease_until = ? WHERE status = 'running'"
 EXTEND_ALL = "UPDATE jobs SET lease_until = lease_until + ? WHERE status = 'running'"
 MAX_FENCE = "SELECT coalesce(max(lease), 0) FROM jobs"
-# The wall clock stepped: waits that are durations (retry backoffs, a suspect's wait)
-# move with it, so that a step back does not add an hour to a retry's wait.
-SHIFT_RETRIES = (
-    "UPDATE jobs SET run_at = run_at + ? WHERE status = 'pending' AND error IS NOT NULL"
+# The wall clock stepped: jobs due before the step and waits that are durations (retry
+# backoffs, a suspect's wait) move with it, so that a step back neither holds ready
+# jobs nor adds its length to a retry's wait. Parameters: the step, the time before it.
+SHIFT_DUE = (
+    "UPDATE jobs SET run_at = run_at + ? WHERE status IN ('pending', 'waiting') "
+    "AND (error IS NOT NULL OR run_at <= ?)"
 )
 SHIFT_SUSPECTS = (
     "UPDATE jobs SET suspect_since = suspect_since + ? WHERE suspect_since IS NOT NULL"

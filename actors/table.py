@@ -24,6 +24,7 @@ log = logging.getLogger("dotdo")
 # A background loop whose round failed (a write the disk refused, say) waits this long
 # before the next, doubling to a cap, and goes on.
 LOOP_RETRY = dotdo.RetryPolicy(max_retries=1_000_000, backoff=0.1, max_backoff=30.0)
+STEP = 1.0  # seconds the wall clock may drift against the monotonic one without a step
 
 
 class JobTable:
@@ -58,8 +59,29 @@ class JobTable:
 
     def _now(self) -> float:
         """Wall time, from the host's clock (the one seam every wall-time read of the
-        queue goes through: tests step it as a real clock would step)."""
-        return self.storage.now()
+        queue goes through: tests step it as a real clock would step). A step of that
+        clock is noticed here, before anything is written with the new time."""
+        now = self.storage.now()
+        offset = now - time.monotonic()
+        stepped = offset - self._offset
+        if abs(stepped) > STEP:
+            self._clock_stepped(now, stepped)
+        self._offset = offset  # slow drift is no step: it is absorbed
+        return now
+
+    def _clock_stepped(self, now: float, stepped: float) -> None:
+        """The wall clock stepped by ``stepped`` s. What was due stays due and retry
+        waits keep their length: those jobs' times move with the clock (a step back
+        must not hold ready work for as long as the step), and so do suspects' waits.
+        Jobs delayed to a later time keep that time (a calendar time). Leases are on
+        the monotonic clock: no step moves them."""
+        log.warning("dotdo: the wall clock of queue %s stepped by %+.1f s: due jobs and "
+                    "retry waits move with it (leases are on the monotonic clock)",
+                    self.id, stepped)
+        with self.storage.transaction():
+            self.storage.sql.execute(sql.SHIFT_DUE, (stepped, now - stepped))
+            self.storage.sql.execute(sql.SHIFT_SUSPECTS, (stepped,))
+        self._ready.set()
 
     async def _forever(self, what: str, every: Callable[[], float],
                        body: Callable[[], Awaitable[None] | None]) -> None:

@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-from dotdo.errors import DecodeError, EncodeError
+from dotdo.errors import DecodeError, DotdoError, EncodeError
 
 __all__ = ["encode", "decode", "check", "register", "Undecoded"]
 
@@ -231,6 +231,8 @@ def decode(data: bytes, lenient: bool = False) -> Any:
         return _unpack(data, lenient)
     except DecodeError:
         raise
+    except DotdoError as exc:  # the bytes are fine: a value in them is unknown here
+        raise DecodeError(f"a stored value cannot be rebuilt in this process: {exc}") from exc
     except Exception as exc:  # msgpack raises a zoo of types for bad input
         raise DecodeError(f"stored bytes are not dotdo msgpack: {exc}") from exc
 

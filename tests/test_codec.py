@@ -75,6 +75,16 @@ def test_garbage_bytes_raise_decode_error():
         codec.decode(b"\xd4\x63\x00")
 
 
+def test_a_stub_of_a_class_unknown_here_is_a_decode_error_that_says_so():
+    from dotdo.stub import Stub
+    from tests.objects import Counter
+
+    data = codec.encode({"ref": Stub(Counter, "c1")}).replace(b"Counter", b"Nobody1")
+    with pytest.raises(DecodeError, match="cannot be rebuilt in this process: .*'Nobody1'") as info:
+        codec.decode(data)
+    assert "not dotdo msgpack" not in str(info.value)
+
+
 def test_decoding_never_imports_a_module_named_in_the_bytes():
     import sys
 

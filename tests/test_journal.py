@@ -400,3 +400,30 @@ def test_a_full_disk_is_a_storage_full_error_that_writes_nothing(make_storage):
     s.sql.execute("PRAGMA max_page_count = 1073741823")
     s.put("big", "x" * 100_000)
     assert len(s.get("big")) == 100_000
+
+
+def test_a_transaction_the_full_disk_rolled_back_raises_storage_full(make_storage):
+    # Given a file that may not grow (SQLite answers as for a full disk: SQLITE_FULL,
+    # and it rolls the whole transaction back itself)
+    s = make_storage()
+    s.put("kept", 1)
+    s.sql.execute("PRAGMA max_page_count=" + str(s.sql.execute("PRAGMA page_count").fetchone()[0]))
+    # When a transaction, or a savepoint inside one, writes more than fits
+    for nested in (False, True):
+        with pytest.raises(StorageFullError, match="is full: nothing was written") as info:
+            with s.transaction():
+                s.put("a", 0)
+                if nested:
+                    with s.transaction():
+                        s.put({f"k{i}": "x" * 3000 for i in range(50)})
+                else:
+                    s.put({f"k{i}": "x" * 3000 for i in range(50)})
+        # Then the error is the full disk (not the failed rollback after it), and
+        # nothing of it was written
+        assert info.value.path == s.path
+        assert s.get("a") is None and s.get("k0") is None and s.get("kept") == 1
+    # and once there is room, writes work again
+    s.sql.execute("PRAGMA max_page_count=1000000")
+    with s.transaction():
+        s.put("a", 2)
+    assert s.get("a") == 2

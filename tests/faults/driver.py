@@ -20,10 +20,8 @@ import sqlite3
 import sys
 import time
 
-import ray
-
 import dotdo
-from dotdo import client
+from tests.faults.tally import log, outcome, pid_of, read_jobs
 
 QUEUE = "faults"
 WORKERS = ["fw0", "fw1"]
@@ -48,24 +46,8 @@ KILLS = {"Worker": 4, "Queue": 2, "App": 2}
 RESTART_AT = 15.0  # the whole of Ray, once
 
 
-def log(*args) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}]", *args, flush=True)
-
-
 def start_ray(storage: str) -> None:
     dotdo.init(address="local", storage=storage, num_cpus=2)
-
-
-def pid_of(stub) -> int:
-    """The process of ``stub``'s object, waiting while it restarts."""
-    deadline = time.time() + 120
-    while True:
-        try:
-            return ray.get(client.actor_handle(stub).stats.remote(), timeout=20)["pid"]
-        except Exception:  # noqa: BLE001 - restarting right now: ask again
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def run(work: str, seed: int) -> dict:
@@ -138,23 +120,13 @@ def run(work: str, seed: int) -> dict:
 
 def tally(queue, expected: dict, retries: dict, ledger_path: str, kills: list,
           restarts: list) -> dict:
-    jobs, cursor = {}, None
-    while True:
-        page = queue.list(limit=1000, cursor=cursor).result()
-        jobs.update({j["$id"]: j for j in page["jobs"]})
-        if (cursor := page["cursor"]) is None:
-            break
+    jobs = read_jobs(queue)
     conn = sqlite3.connect(ledger_path)
     runs = conn.execute("SELECT run, job, kind, pid, started, ended, outcome FROM runs "
                         "ORDER BY started").fetchall()
     reports = conn.execute("SELECT job, count(DISTINCT event) FROM failure_reports "
                            "GROUP BY job").fetchall()
     conn.close()
-
-    def outcome(job: dict) -> str:
-        if job["status"] != "failed":
-            return job["status"]
-        return (job["error"] or "").split(":", 1)[0]
 
     wrong = {j: (outcome(jobs[j]) if j in jobs else "missing", want)
              for j, want in expected.items() if j not in jobs or outcome(jobs[j]) != want}

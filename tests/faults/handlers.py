@@ -4,6 +4,11 @@ Every run of a handler writes a ``start`` row before it does anything and an ``e
 row (its outcome) when it is done, in a plain SQLite file named by
 ``$DOTDO_FAULT_LEDGER``: real executions, counted by something dotdo does not
 control. The App's ``Job.failed`` handler writes each failure report it gets.
+
+The ledger is also an outside system that fences its writers: each run records the
+fence of its claim (``dotdo.current_job()["fence"]``), and a fenced write carrying a
+smaller fence than the largest the ledger has seen for that job is refused (and
+written down as refused), as a store guarding against a stale worker would.
 """
 
 from __future__ import annotations
@@ -16,13 +21,27 @@ import time
 import uuid
 
 import dotdo
+from tests.faults.poison_defs import Box, FaultRef
 
 LEDGER_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS runs (run TEXT PRIMARY KEY, job TEXT NOT NULL, "
-    "kind TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, ended REAL, outcome TEXT)",
+    "kind TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, ended REAL, "
+    "outcome TEXT, fence INTEGER)",
     "CREATE TABLE IF NOT EXISTS failure_reports (event TEXT NOT NULL, job TEXT NOT NULL, "
     "error TEXT, PRIMARY KEY (event, job))",
+    # The largest fence seen per job, and every fenced write tried (accepted or not)
+    "CREATE TABLE IF NOT EXISTS fences (job TEXT PRIMARY KEY, fence INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS writes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "job TEXT NOT NULL, run TEXT NOT NULL, fence INTEGER NOT NULL, pid INTEGER NOT NULL, "
+    "at REAL NOT NULL, accepted INTEGER NOT NULL)",
 )
+INSERT_RUN = ("INSERT INTO runs (run, job, kind, pid, started, fence) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
+END_RUN = "UPDATE runs SET ended = ?, outcome = ? WHERE run = ?"
+SELECT_FENCE = "SELECT fence FROM fences WHERE job = ?"
+UPSERT_FENCE = "INSERT OR REPLACE INTO fences (job, fence) VALUES (?, ?)"
+INSERT_WRITE = ("INSERT INTO writes (job, run, fence, pid, at, accepted) "
+                "VALUES (?, ?, ?, ?, ?, ?)")
 
 _lock = threading.Lock()
 _conn: sqlite3.Connection | None = None
@@ -52,12 +71,30 @@ class _Run:
 
     def __init__(self, kind: str, payload: dict) -> None:
         self.id, self.job = uuid.uuid4().hex, payload["job"]
-        _write("INSERT INTO runs (run, job, kind, pid, started) VALUES (?, ?, ?, ?, ?)",
-               (self.id, self.job, kind, os.getpid(), time.time()))
+        self.fence = dotdo.current_job()["fence"]
+        _write(INSERT_RUN, (self.id, self.job, kind, os.getpid(), time.time(), self.fence))
 
     def end(self, outcome: str) -> None:
-        _write("UPDATE runs SET ended = ?, outcome = ? WHERE run = ?",
-               (time.time(), outcome, self.id))
+        _write(END_RUN, (time.time(), outcome, self.id))
+
+    def fenced_write(self) -> bool:
+        """Write to the ledger as a fenced writer: refused if a run with a larger fence
+        wrote for this job before. Returns whether it was accepted."""
+        conn = ledger()
+        with _lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(SELECT_FENCE, (self.job,)).fetchone()
+                accepted = row is None or self.fence >= row[0]
+                if accepted:
+                    conn.execute(UPSERT_FENCE, (self.job, self.fence))
+                conn.execute(INSERT_WRITE, (self.job, self.id, self.fence, os.getpid(),
+                                            time.time(), int(accepted)))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return accepted
 
     def runs_before(self) -> int:
         conn = ledger()
@@ -144,6 +181,49 @@ async def hang(payload):
 @dotdo.job("f.overrun")
 def overrun(payload):
     return _sync_job("overrun", payload, lambda run: time.sleep(payload["seconds"]))
+
+
+class Stopped(Exception):
+    """A sync run saw ``dotdo.cancelled()``: it stops."""
+
+
+TICK = 0.2  # seconds between a fenced job's writes
+
+
+@dotdo.job("f.fenced")
+async def fenced(payload):
+    """Writes to the ledger, fenced, every ``TICK`` s for ``seconds`` of its own work
+    (counted in ticks, so a run thawed after a freeze still has its work ahead)."""
+    async def work(run):
+        for _ in range(round(payload["seconds"] / TICK)):
+            run.fenced_write()
+            await asyncio.sleep(TICK)
+        run.fenced_write()
+    return await _async_job("fenced", payload, work)
+
+
+@dotdo.job("f.fenced_sync")
+def fenced_sync(payload):
+    """As ``f.fenced``, in sync code, stopping once ``dotdo.cancelled()`` says so."""
+    def work(run):
+        for _ in range(round(payload["seconds"] / TICK)):
+            if dotdo.cancelled():
+                raise Stopped("dotdo.cancelled() said stop")
+            run.fenced_write()
+            time.sleep(TICK)
+        run.fenced_write()
+    return _sync_job("fenced_sync", payload, work)
+
+
+@dotdo.job("f.ref")
+async def ref(payload):
+    """A payload holding a stub of a class (and a dataclass) of ``poison_defs``:
+    decoded here, in a worker that imports it; returned in the output."""
+    await _async_job("ref", payload, lambda run: asyncio.sleep(0.01))
+    if not isinstance(payload["ref"], dotdo.Stub) or not isinstance(payload["box"], Box):
+        raise TypeError(f"the payload came decoded wrong: {payload!r}")
+    return {"job": payload["job"], "ref": payload["ref"], "box": payload["box"],
+            "cls": FaultRef.__name__}
 
 
 @dotdo.on.Job.failed
