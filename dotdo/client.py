@@ -114,7 +114,8 @@ def init(
     ``$DOTDO_STORAGE`` or ``./.dotdo`` (created readable by this user only); on a
     cluster it must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
     ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
-    class and id in two namespaces are two objects. ``hosting`` (default
+    class and id in two namespaces are two objects, with two files: a namespace other
+    than ``"dotdo"`` keeps its files under ``<storage>/@<namespace>``. ``hosting`` (default
     ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
     Extra keyword arguments go to ``ray.init``. ``in_process=True`` (default
     ``$DOTDO_IN_PROCESS``) runs every object in this process with no Ray at all (see
@@ -127,8 +128,7 @@ def init(
     previous = _conf.current()
     in_process = _conf.default_in_process() if in_process is None else bool(in_process)
     namespace = _conf.default_namespace() if namespace is None else namespace
-    if not namespace or not isinstance(namespace, str):
-        raise ConfigError(f"namespace must be a non-empty str, got {namespace!r}")
+    namespace = _conf.check_namespace(namespace)
     hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
     durability = (_conf.default_durability() if durability is None
                   else _conf.check_durability(durability, "dotdo.init"))
@@ -166,9 +166,9 @@ def init(
 
 def _use(wanted: Settings, previous: Settings | None) -> Settings:
     # Only this user: the files hold every object's payloads and errors.
-    os.makedirs(wanted.storage, mode=0o700, exist_ok=True)
-    if previous is not None and (wanted.hosting, wanted.in_process, wanted.storage) != (
-            previous.hosting, previous.in_process, previous.storage):
+    os.makedirs(wanted.root, mode=0o700, exist_ok=True)
+    if previous is not None and (wanted.hosting, wanted.in_process, wanted.root) != (
+            previous.hosting, previous.in_process, previous.root):
         forget_handles()  # objects may now live on other hosts
         _stop_local()
     if wanted != previous:
@@ -337,7 +337,7 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
     global _local
     if conf.in_process:
         if _local is None:
-            _local = LocalHost(conf.storage, conf.durability)
+            _local = LocalHost(conf.root, conf.durability)
         return _local
     options: dict[str, Any] = dict(
         name=host,

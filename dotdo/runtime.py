@@ -64,11 +64,11 @@ class _HostActor(Endpoints):
         pool: tuple[str, float | None] | None = None,
     ) -> None:
         _conf.use(conf)  # stubs called inside objects use the settings of their creator
-        table = ObjectTable(classes, conf.storage, fresh=not _restarted(),
+        table = ObjectTable(classes, conf.root, fresh=not _restarted(),
                             deferred_timeout=_conf.deferred_timeout(), durability=conf.durability)
         keeper = None
         if pool is not None:
-            directory = Directory(storage_path(conf.storage, "_dotdo_hosts", pool[0]),
+            directory = Directory(storage_path(conf.root, "_dotdo_hosts", pool[0]),
                                   conf.durability)
             keeper = PoolKeeper(table, directory, pool[1])
         super().__init__(table, keeper)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from dotdo.errors import ConfigError
 from dotdo.hosting import Dedicated, Hosting, from_env
 
 __all__ = ["Settings", "DEFAULT_NAMESPACE", "DURABILITIES", "current", "use", "defaults",
-           "deferred_timeout", "check_durability"]
+           "deferred_timeout", "check_durability", "check_namespace", "objects_root"]
 
 DEFAULT_NAMESPACE = "dotdo"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DEFAULT_DEFERRED_TIMEOUT = 30.0  # seconds; see deferred_timeout()
 
 
@@ -33,6 +35,27 @@ class Settings:
     # "full": a commit is on disk when acknowledged; "normal": survives a process's death
     # only (see dotdo.journal). The objects' hosts use their creator's.
     durability: str = "full"
+
+    @property
+    def root(self) -> str:
+        """Where the objects of this namespace keep their files (:func:`objects_root`)."""
+        return objects_root(self.storage, self.namespace)
+
+
+def objects_root(storage: str, namespace: str) -> str:
+    """The folder of a namespace's object files under ``storage``: ``storage`` itself
+    for the default namespace (so its files stay where they always were), else
+    ``storage/@<namespace>``. Two namespaces are two sets of objects, also on disk."""
+    return storage if namespace == DEFAULT_NAMESPACE else os.path.join(storage, f"@{namespace}")
+
+
+def check_namespace(namespace: object) -> str:
+    """``namespace`` if it can name a Ray namespace and a folder, else ConfigError."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace) \
+            or namespace in (".", ".."):
+        raise ConfigError(f"a namespace is 1-64 letters, digits, '_', '-' or '.' (it names "
+                          f"a folder of the storage root too), not {namespace!r}")
+    return namespace
 
 
 _settings: Settings | None = None

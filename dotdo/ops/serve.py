@@ -80,7 +80,7 @@ def ray_serve_app(storage: str, namespace: str, tokens: Tokens, *, events: list[
     with these settings reaches."""
     conf = Settings(os.path.abspath(storage), namespace, hosting or default_hosting(),
                     durability=default_durability())
-    app = create_app(Service(storage=conf.storage, events=list(events)), tokens)
+    app = create_app(Service(storage=conf.root, events=list(events)), tokens)
 
     @serve.deployment(num_replicas=replicas, ray_actor_options={
         "num_cpus": 0, "runtime_env": {"env_vars": {"DOTDO_STORAGE": conf.storage,

@@ -60,7 +60,7 @@ class Service:
     @property
     def root(self) -> str:
         """The storage root whose objects this service shows."""
-        return self._storage or dotdo.current_settings().storage
+        return self._storage or dotdo.current_settings().root
 
     # -- discovery: files only ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ import click
 import dotdo
 from dotdo import client
 from dotdo.ops.service import Service
-from dotdo.settings import default_storage
+from dotdo.settings import check_namespace, default_namespace, default_storage, objects_root
 
 T = TypeVar("T")
 
@@ -48,10 +48,15 @@ class Ops:
         """The storage root, absolute (``--storage``, ``$DOTDO_STORAGE`` or ``./.dotdo``)."""
         return os.path.abspath(self.storage) if self.storage else default_storage()
 
+    @property
+    def objects(self) -> str:
+        """Where the objects of ``--namespace`` keep their files under the root."""
+        return objects_root(self.root, check_namespace(self.namespace or default_namespace()))
+
     def files(self) -> Service:
         """A service for what is in files only: no Ray is started or joined."""
         self.import_modules()
-        return Service(storage=self.root)
+        return Service(storage=self.objects)
 
     def live(self, events: tuple[str, ...] = (), lasting: bool = False) -> Service:
         """A service on live objects: ``dotdo.init`` with the group's options first.
@@ -76,7 +81,7 @@ class Ops:
             dotdo.init(self.address, storage=self.root, namespace=self.namespace,
                        in_process=True if self.in_process else None)
             self._started = True
-        return Service(storage=self.root, events=list(events))
+        return Service(storage=self.objects, events=list(events))
 
     def import_modules(self) -> None:
         """Import the ``-m`` modules, so their classes and job types are known."""
