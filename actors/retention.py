@@ -35,6 +35,8 @@ class Retention(Insight):
             except TimeoutError:
                 pass
             self._retain_now.clear()
+            if self.storage.closed:  # the object left memory (a lost cancel): end
+                return
             try:
                 await self._retain_round()
             except Exception:  # a round that failed is tried again next time

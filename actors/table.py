@@ -91,6 +91,8 @@ class JobTable:
         failures = 0
         while True:
             await asyncio.sleep(every() if not failures else LOOP_RETRY.delay(failures))
+            if self.storage.closed:  # the object left memory (a lost cancel): end
+                return
             try:
                 done = body()
                 if done is not None:

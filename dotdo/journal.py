@@ -514,6 +514,7 @@ class Storage:
             os.close(self._held)
             raise
         self.journal = Journal(self._db)
+        self.closed = False  # once close() ran: loops that outlived the object end
         # The runtime's hooks: its clock, and a call when the alarm changes.
         self.now: Callable[[], float] = time.time
         self.on_alarm_change: Callable[[], None] | None = None
@@ -521,6 +522,7 @@ class Storage:
     def close(self) -> None:
         """Close the SQLite connection and let go of the file; the object reopens it
         when it next activates."""
+        self.closed = True
         self._db.close()
         if self._held >= 0:
             os.close(self._held)  # after SQLite's: closing drops a process's POSIX locks
