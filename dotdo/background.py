@@ -24,6 +24,7 @@ host that dies brings the object back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import uuid
@@ -47,6 +48,9 @@ log = logging.getLogger("dotdo")
 _MARK_BATCH = 256
 _PRUNE_EVERY = 3600.0
 ALARM_RETRY = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
+# A loop whose own bookkeeping failed (a write the disk refused) starts again after this.
+LOOP_RETRY = RetryPolicy(max_retries=1_000_000, backoff=0.1, max_backoff=5.0)
+_LOOP_HEALTHY = 60.0  # seconds a loop ran well after which its failures count from one
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -119,12 +123,36 @@ class Activity:
             self._queue.put_nowait(row)
         if self.schedules or not self._queue.empty() or self.journal.alarm() is not None:
             self._busy()
-        self._spawn(self._dispatch_loop())
-        self._spawn(self._prune_loop())
+        self._spawn(self._kept("event delivery", self._dispatch_loop))
+        self._spawn(self._kept("journal pruning", self._prune_loop))
         for schedule, fn in self.schedules:
-            self._spawn(self._schedule_loop(schedule, fn))
+            self._spawn(self._kept(f"schedule {_schedule_name(schedule, fn)}",
+                                   functools.partial(self._schedule_loop, schedule, fn)))
         if hasattr(type(self.obj), "alarm"):
-            self._spawn(self._alarm_loop())
+            self._spawn(self._kept("alarm", self._alarm_loop))
+
+    async def _kept(self, what: str, loop: Callable[[], Any]) -> None:
+        """Run ``loop`` for the object's life: if it raises (its own journal write
+        failed: a full disk, an I/O error), log it, wait (growing, at most 5 s) and
+        start it again from its journaled state, so that one failed write never ends
+        a schedule, the alarm or event delivery until the object restarts. What was
+        running when it failed may run again (at-least-once, as after a crash)."""
+        failures = 0
+        while True:
+            began = asyncio.get_running_loop().time()
+            try:
+                await loop()
+                return
+            except Exception:
+                if self.obj.storage.closed:
+                    return  # the object left memory
+                if asyncio.get_running_loop().time() - began > _LOOP_HEALTHY:
+                    failures = 0
+                failures += 1
+                log.warning("dotdo: %s %r: its %s failed (%d in a row); starting it again",
+                            type(self.obj).__name__, self.obj.id, what, failures,
+                            exc_info=True)
+                await asyncio.sleep(LOOP_RETRY.delay(failures))
 
     def stop(self) -> None:
         for task in self._tasks:

@@ -12,7 +12,7 @@ import dotdo
 from tests import objects  # noqa: F401
 from dotdo import client
 from dotdo.background import ALARM_RETRY
-from tests.conftest import ROOT, host_actor_name, kill_and_wait, wait_for
+from tests.conftest import ROOT, host_actor_name, kill_and_wait, live_object, wait_for
 
 
 
@@ -136,3 +136,41 @@ def test_a_tick_interrupted_by_a_crash_runs_again_once(make_object, unique):
     state = wait_for(lambda: (s := ticker.schedule_state("interrupted").result())["ticks"] and s)
     assert state["ticks"] == 1 and state["next_fire"] >= state["last_fire"] + 3600
     assert len(ticker.seen("interrupted").result()) == 2
+
+
+def _failing_writes(obj, table: str) -> str:
+    """Make every update of ``table`` in the object's own file fail, as a disk that
+    refuses writes would; returns the statement that ends it."""
+    live_object(obj).storage.sql.execute(
+        f"CREATE TRIGGER fail_writes BEFORE UPDATE ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END")
+    return "DROP TRIGGER fail_writes"
+
+
+def test_a_schedule_goes_on_after_its_journal_write_failed(make_local, unique, caplog):
+    ticker = make_local("Ticker", unique)
+    wait_for(lambda: ticker.seen("failing").result())
+    storage = live_object(ticker).storage
+    undo = _failing_writes(ticker, "_dotdo_schedules")
+    try:
+        wait_for(lambda: "its schedule" in caplog.text and "starting it again" in caplog.text)
+    finally:
+        storage.sql.execute(undo)
+    ticked = ticker.seen("failing").result()
+    wait_for(lambda: ticker.seen("failing").result() >= ticked + 3)  # it ticks on
+
+
+def test_events_are_handled_after_a_failed_write_of_their_marks(make_local, unique, caplog):
+    events = make_local("Events", unique)
+    assert events.pending().result() == 0  # active
+    storage = live_object(events).storage
+    undo = _failing_writes(events, "_dotdo_events")
+    try:
+        events.fire("Order.placed", 1).result()
+        wait_for(lambda: "its event delivery failed" in caplog.text)
+    finally:
+        storage.sql.execute(undo)
+    events.fire("Order.placed", 2).result()
+    wait_for(lambda: events.pending().result() == 0)
+    assert [d for _, d in events.seen("placed").result()][-1] == 2
+    assert sorted(set(d for _, d in events.seen("placed").result())) == [1, 2]
