@@ -146,8 +146,12 @@ class ObjectTable:
 
     def __init__(self, classes: dict[str, type[DurableObject]], storage_root: str, *,
                  fresh: bool, deferred_timeout: float, compact: bool = False,
-                 durability: str = "full") -> None:
+                 durability: str = "full", max_live: int | None = None) -> None:
         self.classes = dict(classes)
+        # At most this many objects in memory (each holds open files): past it, an
+        # activation first lets go of the longest-idle ones that have no work of their
+        # own (see trim). None: a pool keeper, or nothing, decides.
+        self.max_live = max_live
         self.storage_root = storage_root
         self.durability = durability  # of the objects' files (dotdo.journal)
         self.compact = compact  # small pages for new files: many objects per process
@@ -223,7 +227,25 @@ class ObjectTable:
             self.idle_since[key] = time.monotonic()
         self.on_activate(key, obj)
         activity.start()
+        if self.max_live is not None and len(self.objects) > self.max_live:
+            self.trim(keep=key)
         return obj
+
+    def trim(self, keep: Key) -> None:
+        """Let go of idle objects, longest idle first, until at most ``max_live`` are
+        in memory. Only objects that would not need to wake by themselves leave (no
+        call in flight, no queued event, no task of their own, no schedule or alarm):
+        they come back from their files at their next call."""
+        assert self.max_live is not None
+        for key, _ in list(self.idle_since.items()):
+            if len(self.objects) <= self.max_live:
+                return
+            obj = self.objects.get(key)
+            if key == keep or obj is None:
+                continue
+            if self.evictable(key, obj) and not obj._dotdo_live \
+                    and obj._dotdo_activity.next_wake() is None:
+                self.release(key, obj)
 
     def evictable(self, key: Key, obj: DurableObject) -> bool:
         """Whether ``obj`` may leave memory: nothing in flight, no background work."""

@@ -8,11 +8,15 @@ keep their order per caller, objects keep their SQLite files, promises pipeline,
 ``StubBroker`` do for their queues. Objects live only while this process runs: an
 object's background work resumes when it is next called (there is no restart, no
 other process, no cluster). For tests of logic, and for scripts that need no Ray.
+At most :func:`max_live` objects stay in memory, from the open-file limit: past it,
+the longest-idle ones with no work of their own (no queued event, schedule or alarm)
+close their files, and come back from them at their next call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 from typing import Any
 
@@ -48,6 +52,21 @@ class _Method:
         return LocalRef.spawn(self._host.loop, self._host.serve(self._name, args))
 
 
+_FILES_PER_OBJECT = 8  # its file, the WAL, the shared memory, its lock, with room to spare
+
+
+def max_live() -> int:
+    """How many objects in-process hosting keeps in memory: what this process's
+    open-file limit allows (a quarter of it, for everything else), 16 to 1,024."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(16, min(1024, soft * 3 // 4 // _FILES_PER_OBJECT))
+
+
 class LocalHost:
     """The host of every object in in-process mode; see the module docstring. Its
     endpoints have the shape of a Ray actor handle's: ``host.call.remote(...)``."""
@@ -56,7 +75,7 @@ class LocalHost:
         self.loop = asyncio.new_event_loop()
         self._endpoints = Endpoints(ObjectTable(
             {}, storage_root, fresh=True, deferred_timeout=_conf.deferred_timeout(),
-            durability=durability))
+            durability=durability, max_live=max_live()))
         self._thread = threading.Thread(target=self._run, name="dotdo-host", daemon=True)
         self._thread.start()
 

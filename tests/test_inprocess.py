@@ -96,3 +96,18 @@ def test_in_process_takes_no_address(local_root):
         dotdo.init("auto", in_process=True, storage=str(local_root))
     with pytest.raises(dotdo.ConfigError, match="or Ray options"):
         dotdo.init(in_process=True, storage=str(local_root), num_cpus=2)
+
+
+def test_a_thousand_objects_fit_under_a_small_open_file_limit(tmp_path):
+    # In a process that may open only 256 files, 1,000 objects each keep their state
+    out = run_driver(f"""
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+import dotdo
+from tests import objects
+dotdo.init(in_process=True, storage={str(tmp_path)!r})
+counters = [dotdo.Counter(f"c{{n}}") for n in range(1000)]
+dotdo.get([c.incr(n) for n, c in enumerate(counters)])
+print(sum(dotdo.get([c.get() for c in counters])))
+""")
+    assert int(out.strip().splitlines()[-1]) == sum(range(1000))
