@@ -24,6 +24,7 @@ host that dies brings the object back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import threading
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from dotdo import aio, codec
 from dotdo.current import acting_for, restore
-from dotdo.errors import HandlerError
+from dotdo.errors import DecodeError, HandlerError
 from dotdo.events import ErrorInfo, Event, matches
 from dotdo.registry import Kind, Registrations
 from dotdo.retry import RetryPolicy
@@ -50,6 +51,7 @@ _PRUNE_EVERY = 3600.0
 ALARM_RETRY = RetryPolicy(max_retries=1_000_000, backoff=1.0, max_backoff=60.0)
 # A loop whose own bookkeeping failed (a write the disk refused) starts again after this.
 LOOP_RETRY = RetryPolicy(max_retries=1_000_000, backoff=0.1, max_backoff=5.0)
+EVENT_PAGE = 100  # pending events read into memory at once
 _LOOP_HEALTHY = 60.0  # seconds a loop ran well after which its failures count from one
 
 
@@ -72,7 +74,11 @@ class Activity:
         self.handlers: list[tuple[str, Callable[..., Any]]] = []
         self.schedules: list[tuple[Any, Callable[..., Any]]] = []
         self.errors: list[Callable[..., Any]] = []
-        self._queue: asyncio.Queue[tuple[str, str, Any, float]] = asyncio.Queue()
+        # Pending events stay in the journal; at most a page of them is in memory at
+        # once, read in order as the handlers drain it (``_loaded``: the last read).
+        self._buffer: collections.deque[tuple[int, str, str, bytes, float]] = collections.deque()
+        self._loaded = 0
+        self._more = asyncio.Event()  # set when the journal may hold unread events
         self._tasks: list[asyncio.Task] = []
         self._started = False
         self._alarm_changed = asyncio.Event()
@@ -119,9 +125,9 @@ class Activity:
         if self._started:
             return
         self._started = True
-        for row in self.journal.pending_events():
-            self._queue.put_nowait(row)
-        if self.schedules or not self._queue.empty() or self.journal.alarm() is not None:
+        if self.journal.pending_page(0, 1):  # events from before: read them at once
+            self._more.set()
+        if self.schedules or self._more.is_set() or self.journal.alarm() is not None:
             self._busy()
         self._spawn(self._kept("event delivery", self._dispatch_loop))
         self._spawn(self._kept("journal pruning", self._prune_loop))
@@ -163,7 +169,8 @@ class Activity:
     @property
     def idle(self) -> bool:
         """Nothing running or waiting: no handler, tick or alarm call, no event queued."""
-        return not self._running and self._queue.empty() and not self._unmarked
+        return (not self._running and not self._buffer and not self._more.is_set()
+                and not self._unmarked)
 
     def next_wake(self) -> float | None:
         """When the object must be active again by itself: its alarm or next tick."""
@@ -219,26 +226,44 @@ class Activity:
         created = self.clock.now()
         if not self.journal.append_event(event_id, event_type, encoded, created):
             return None
-        item = (event_id, event_type, codec.decode(encoded), created)
         if threading.get_ident() == self._loop_thread:
-            self._deliver(item)
+            self._deliver()
         else:
-            self._loop.call_soon_threadsafe(self._deliver, item)
+            self._loop.call_soon_threadsafe(self._deliver)
         return event_id
 
-    def _deliver(self, item: tuple[str, str, Any, float]) -> None:
+    def _deliver(self) -> None:
         self._busy()
-        self._queue.put_nowait(item)
+        self._more.set()
+
+    async def _next_event(self) -> tuple[int, str, str, bytes, float]:
+        """The next pending event, in order, read from the journal a page at a time."""
+        while not self._buffer:
+            page = self.journal.pending_page(self._loaded, EVENT_PAGE)
+            if page:
+                self._buffer.extend(page)
+                self._loaded = page[-1][0]
+            elif self._more.is_set():
+                self._more.clear()  # read again once: an event may have come meanwhile
+            else:
+                await self._more.wait()
+        return self._buffer.popleft()
 
     async def _dispatch_loop(self) -> None:
         handled = self._unmarked
         while True:
-            if handled and (self._queue.empty() or len(handled) >= _MARK_BATCH):
+            if handled and (not self._buffer or len(handled) >= _MARK_BATCH):
                 # One commit marks a run of events: a crash before it only means
                 # those events are handled again (at-least-once, as promised).
                 self.journal.events_handled(handled, self.clock.now())
                 handled.clear()
-            event_id, event_type, data, created = await self._queue.get()
+            _, event_id, event_type, encoded, created = await self._next_event()
+            try:
+                data = codec.decode(encoded)
+            except DecodeError as exc:  # this event only: reported, and not tried again
+                await self.report(ErrorInfo(event_type, event_id, None, exc, "(decoding)"))
+                handled.append(event_id)
+                continue
             event = Event(event_id, event_type, data, created)
             for pattern, handler in list(self.handlers):
                 if not matches(pattern, event_type):

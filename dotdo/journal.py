@@ -228,6 +228,10 @@ INSERT_EVENT = "INSERT OR IGNORE INTO _dotdo_events (id, type, data, created) VA
 SELECT_PENDING_EVENTS = (
     "SELECT id, type, data, created FROM _dotdo_events WHERE handled IS NULL ORDER BY seq"
 )
+SELECT_PENDING_PAGE = (
+    "SELECT seq, id, type, data, created FROM _dotdo_events WHERE handled IS NULL AND seq > ? "
+    "ORDER BY seq LIMIT ?"
+)
 MARK_EVENT_HANDLED = "UPDATE _dotdo_events SET handled = ? WHERE id = ?"
 SELECT_SCHEDULE = "SELECT spec, next_fire, ticks FROM _dotdo_schedules WHERE name = ?"
 UPSERT_SCHEDULE = (
@@ -714,8 +718,14 @@ class Journal:
         return bool(self._db.write(INSERT_EVENT, (event_id, event_type, data, created)).rowcount)
 
     def pending_events(self) -> list[tuple[str, str, Any, float]]:
+        """Every event not handled yet, in order (what it holds decoded leniently)."""
         rows = self._db.execute(SELECT_PENDING_EVENTS).fetchall()
-        return [(i, t, codec.decode(d), c) for i, t, d, c in rows]
+        return [(i, t, codec.decode(d, lenient=True), c) for i, t, d, c in rows]
+
+    def pending_page(self, after: int, limit: int) -> list[tuple[int, str, str, bytes, float]]:
+        """Up to ``limit`` events not handled yet that were journaled after number
+        ``after``, in order, as stored: ``(seq, id, type, data encoded, created)``."""
+        return self._db.execute(SELECT_PENDING_PAGE, (after, limit)).fetchall()
 
     def events_handled(self, event_ids: list[str], when: float) -> None:
         self._db.write_many(MARK_EVENT_HANDLED, [(when, i) for i in event_ids])

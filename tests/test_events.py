@@ -4,8 +4,9 @@
 import ray
 
 import dotdo
+from dotdo import codec
 from tests import objects  # noqa: F401
-from tests.conftest import host_actor_name, host_pid, kill_and_wait, wait_for
+from tests.conftest import host_actor_name, host_pid, kill_and_wait, live_object, wait_for
 
 
 
@@ -95,3 +96,37 @@ def test_a_handler_raising_system_exit_goes_to_on_error_and_the_object_goes_on(m
     assert event_type == "Order.exited" and "raised SystemExit: handler exits on 1" in error
     events.fire("Order.placed", 2)
     wait_for(lambda: events.seen("placed").result())
+
+
+def test_pending_events_wait_in_the_journal_with_a_page_of_them_in_memory(make_local, unique):
+    # Given thousands of events behind a slow handler
+    from dotdo.background import EVENT_PAGE
+
+    events = make_local("Events", unique)
+    events.fire("Slow.started", 5).result()  # the handler is busy meanwhile
+    dotdo.get([events.fire("Order.placed", i) for i in range(3000)])
+    # Then at most a page of them is in memory, the rest wait in the file, and all
+    # are handled in order
+    activity = live_object(events)._dotdo_activity
+    assert len(activity._buffer) <= EVENT_PAGE
+    assert events.pending().result() > EVENT_PAGE
+    wait_for(lambda: len(events.seen("placed").result()) == 3000, timeout=120)
+    assert [d for _, d in events.seen("placed").result()] == list(range(3000))
+
+
+def test_an_event_that_cannot_be_decoded_goes_to_on_error_and_the_rest_are_handled(
+        make_local, unique):
+    events = make_local("Events", unique)
+    assert events.pending().result() == 0  # active
+    storage = live_object(events).storage
+    # An event whose data nothing here can rebuild (a newer dotdo's extension type)
+    alien = codec.encode(codec.Undecoded(29, b"\x91\x01", "test"))
+    events.fire("Order.placed", 1).result()
+    storage.journal.append_event("alien-1", "Order.placed", alien, 0.0)
+    events.fire("Order.placed", 2).result()
+    wait_for(lambda: len(events.seen("placed").result()) == 2)
+    assert [d for _, d in events.seen("placed").result()] == [1, 2]
+    (event_type, event_id, data, error), = wait_for(lambda: events.seen("errors").result())
+    assert (event_type, event_id, data) == ("Order.placed", "alien-1", None)
+    assert "DecodeError" in error
+    wait_for(lambda: events.pending().result() == 0)
