@@ -51,6 +51,7 @@ HANDOVER_GRACE = 10.0
 # outcomes follow).
 STRAGGLE = 0.002
 TURN_WAIT = 0.05
+LATER_KEPT = 30.0  # seconds a late call's outcome stays referenced here once it ends
 
 
 class _HostActor(Endpoints):
@@ -74,6 +75,11 @@ class _HostActor(Endpoints):
         super().__init__(table, keeper)
         self._batched: dict[tuple[str, int], asyncio.Future] = {}  # running calls of batches
         self._detached: dict[tuple[str, int], asyncio.Future] = {}  # outlasted their batch
+        # The refs of those calls' outcomes, kept here a while after they end: the
+        # caller got each inside its batch's reply, and Ray (2.60) can free an
+        # owner's ref nested in a multi-return reply before the caller's borrow is
+        # counted (seen as ReferenceCountingAssertionError after a node was lost).
+        self._later_refs: dict[tuple[str, int], Any] = {}
         self._batches = self._batched_calls = self._late = 0
         self._reachable = False  # a call to itself has got through (see wake)
         # Start now, not at the next call: after a restart, objects' pending events,
@@ -161,12 +167,17 @@ class _HostActor(Endpoints):
     def _later(self, task: asyncio.Future, name: tuple[str, int]) -> Later:
         self._detached[name] = task
         self._late += 1
-        return Later(ray.get_runtime_context().current_actor.outcome.remote(*name))
+        ref = self._later_refs[name] = ray.get_runtime_context().current_actor.outcome.remote(*name)
+        return Later(ref)
 
     async def outcome(self, stream: str, seq: int) -> Any:
         """The outcome of call ``seq`` of ``stream``, which outlasted its batch."""
         task = self._detached.pop((stream, seq))
-        return await task
+        try:
+            return await task
+        finally:
+            asyncio.get_running_loop().call_later(
+                LATER_KEPT, self._later_refs.pop, (stream, seq), None)
 
     def _forgetter(self, name: tuple[str, int]) -> Callable[[asyncio.Future], None]:
         def forget(_: asyncio.Future) -> None:
