@@ -3,7 +3,9 @@ thread of the driver's own process (:mod:`dotdo.inprocess`).
 
 :class:`Endpoints` holds a host's :class:`~dotdo.host.ObjectTable` and, on a pooled
 host, its :class:`~dotdo.pool.PoolKeeper`, and serves the calls every host takes:
-``call``, ``skip``, ``keep``, ``wake``, ``evict``, ``shift_clock`` and ``stats``.
+``call``, ``skip``, ``keep``, ``streams_started``, ``wake``, ``evict``, ``shift_clock``,
+``stats``, and the reads of its objects' files (``held``, ``read``) that operators'
+tools send to the host rather than open a live object's file from another machine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import logging
 import os
 from typing import Any
 
+from dotdo import reader
 from dotdo.host import ObjectTable
+from dotdo.ids import storage_path
 from dotdo.pool import PoolKeeper
 
 __all__ = ["Endpoints"]
@@ -53,6 +57,11 @@ class Endpoints:
     async def keep(self, streams: list) -> None:
         """Callers still hold back these calls (see :meth:`ObjectTable.keep`)."""
         self._table.keep(streams)
+
+    async def streams_started(self, streams: list) -> list[bool]:
+        """Whether callers' streams have started every call they sent (see
+        :meth:`ObjectTable.streams_started`): a caller asks before it drops a stream."""
+        return self._table.streams_started(streams)
 
     async def wake(self, key: list | None) -> None:
         """Activate an object now (its background work resumes)."""
@@ -97,6 +106,26 @@ class Endpoints:
         """Move this host's clock (tests: 'three hours pass'); returns its offset."""
         self._table.clock.shift(seconds)
         return self._table.clock.offset
+
+    def _mine(self, root: str) -> bool:
+        return os.path.abspath(root) == os.path.abspath(self._table.storage_root)
+
+    async def held(self, root: str) -> list[str] | None:
+        """The files (relative to ``root``) of the objects live here, whose reads
+        must be made on this host's node; None if this host keeps its objects under
+        another root (none of them are files there)."""
+        if not self._mine(root):
+            return None
+        return [reader.relative(root, storage_path(root, c, i)) for c, i in self._table.objects]
+
+    async def read(self, root: str, requests: list) -> list[list] | None:
+        """Run reads (see :func:`dotdo.reader.answer`) on files under ``root`` here, on
+        the node where this host writes them: SQLite's WAL is safe only for readers on
+        the writer's machine. In a thread, so the objects' calls go on meanwhile (a
+        read has its own read-only connection). None if ``root`` is not this host's."""
+        if not self._mine(root):
+            return None
+        return await asyncio.to_thread(reader.answer, root, requests)
 
     async def stats(self) -> dict[str, Any]:
         """Process id, objects in memory, calls per object in memory, calls waiting

@@ -24,8 +24,9 @@ from dotdo.checks import is_finite
 from dotdo.errors import CorruptStorageError, DecodeError, LimitError, NotFoundError
 from dotdo.ids import check_class_name, check_id, storage_path
 
-__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "relative", "MAX_ROWS",
-           "MAX_RESULT_BYTES", "QUERY_DEADLINE", "MAX_QUERY_DEADLINE"]
+__all__ = ["FileInfo", "ObjectFile", "classes", "files", "open_object", "relative", "answer",
+           "object_file", "Request", "OPS", "MAX_ROWS", "MAX_RESULT_BYTES", "QUERY_DEADLINE",
+           "MAX_QUERY_DEADLINE"]
 
 MAX_ROWS = 10_000  # rows one read-only query returns at most
 MAX_RESULT_BYTES = 16 << 20  # bytes of values one query returns at most (and any one value)
@@ -128,19 +129,20 @@ def relative(root: str, path: str) -> str:
     return os.path.relpath(path, root)
 
 
-def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
-    """The read-only view of one object's file, or NotFoundError if it has none (or
-    its file lies outside ``root``, through a symbolic link)."""
+def object_file(root: str, class_name: str, object_id: str) -> str:
+    """The path of the object's file relative to ``root``, which must exist (else
+    NotFoundError): what a :data:`Request` names."""
     path = storage_path(root, check_class_name(class_name), check_id(object_id))
     if not os.path.exists(path):
         raise NotFoundError(f"no {class_name} {object_id!r} under {root}: it was never "
                             "used there (check the class name, the id and --storage)")
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
-        raise NotFoundError(f"the file of {class_name} {object_id!r} ({relative(root, path)}) "
-                            f"leads outside the storage root {root} through a symbolic link: "
-                            "only files under the root are read; move the file into it")
-    return ObjectFile(path, root)
+    return relative(root, path)
+
+
+def open_object(root: str, class_name: str, object_id: str) -> ObjectFile:
+    """The read-only view of one object's file, or NotFoundError if it has none (or
+    its file lies outside ``root``, through a symbolic link)."""
+    return ObjectFile(_under(root, object_file(root, class_name, object_id)), root)
 
 
 def _deny_writes(action: int, arg1: Any, arg2: Any, *_: Any) -> int:
@@ -200,6 +202,14 @@ class ObjectFile:
     @property
     def object_id(self) -> str:
         return self.meta.get("id", "")
+
+    def summary(self) -> dict[str, Any]:
+        """The object as its file holds it: ``{"class", "id", "size", "modified", "kv"
+        (the first 100 keys), "tables", "alarm", "schedules", "steps"}``."""
+        st = os.stat(self.path)
+        return {"class": self.class_name, "id": self.object_id, "size": st.st_size,
+                "modified": st.st_mtime, "kv": self.kv(), "tables": self.tables(),
+                "alarm": self.alarm(), "schedules": self.schedules(), "steps": self.step_count()}
 
     def kv(self, limit: int = 100) -> dict[str, Any]:
         """The first ``limit`` keys of the object's key-value storage, decoded."""
@@ -310,3 +320,57 @@ class ObjectFile:
             return {"columns": columns, "rows": rows, "truncated": False}
         finally:
             cursor.close()
+
+
+# A read, as it travels to whichever process answers it (this one, or the host of a
+# live object, on the node of its file): [path relative to the root, op, args].
+Request = list
+OPS = ("id", "object", "steps", "sql", "schedules")
+
+
+def answer(root: str, requests: list[Request]) -> list[list]:
+    """Run each read of ``requests`` on the files under ``root``: ``[True, value]`` or
+    ``[False, error]`` per request, in order. Ops: ``id`` (the object's id), ``object``
+    (:meth:`ObjectFile.summary`), ``steps`` (limit), ``sql`` (statement, limit,
+    deadline), ``schedules``. A path is only ever one of the root's object files."""
+    out: list[list] = []
+    for rel, op, args in requests:
+        try:
+            if op not in OPS:
+                raise ValueError(f"no read {op!r}: reads are {', '.join(OPS)}")
+            path = _under(root, rel)
+            with ObjectFile(path, root) as f:
+                if op == "id":
+                    value: Any = f.object_id
+                elif op == "object":
+                    value = f.summary()
+                elif op == "steps":
+                    value = f.steps(*args)
+                elif op == "sql":
+                    value = f.query(args[0], limit=args[1], deadline=args[2])
+                else:
+                    value = {"class": f.class_name, "id": f.object_id,
+                             "schedules": f.schedules()}
+            out.append([True, value])
+        except Exception as exc:  # noqa: BLE001 - each read fails alone, with its error
+            out.append([False, exc])
+    return out
+
+
+def _under(root: str, rel: object) -> str:
+    """The object file ``rel`` names under ``root``: ``<Class>/<shard>/<name>.sqlite3``,
+    nothing else (a request may come from another process)."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    if len(parts) != 3 or not parts[0].isidentifier() or parts[0].startswith(_RESERVED) \
+            or any(p in ("", ".", "..") or os.sep in p for p in parts) \
+            or not parts[2].endswith(_SUFFIX):
+        raise ValueError(f"{rel!r} is not an object file under the storage root")
+    path = os.path.join(root, *parts)
+    if not os.path.exists(path):
+        raise NotFoundError(f"{rel} is not under {root} (deleted, or another storage root)")
+    real_root = os.path.realpath(root)  # any part of the path may be a link
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise NotFoundError(f"the file {rel} leads outside the storage root {root} through a "
+                            "symbolic link: only files under the root are read; move the "
+                            "file into it")
+    return path

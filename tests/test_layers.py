@@ -23,7 +23,7 @@ LAYERS = [
     # the host core, Ray-free but for promises
     ["promise", "host", "pool", "endpoints"],
     # Ray: the host actor, then the client that starts and calls it
-    ["inprocess", "runtime", "outbox", "client", "stub"],
+    ["inprocess", "runtime", "outbox", "client", "reads", "stub"],
     # the $ API and the App on top
     ["context", "app"],
 ]
@@ -95,8 +95,9 @@ def test_dotdo_never_names_the_actors_package_in_code():
 
 
 # The operations layer (dotdo/ops: the CLI, the HTTP API, the dashboard) sits on top:
-# the public API, the read-only file views, and these few documented modules.
-OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.client", "dotdo.errors", "dotdo.events",
+# the public API, the read-only file views (and where to read them), and these few
+# documented modules.
+OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.reads", "dotdo.client", "dotdo.errors", "dotdo.events",
                "dotdo.ids", "dotdo.object", "dotdo.settings"}
 
 

@@ -199,3 +199,21 @@ def test_a_query_making_too_big_a_value_or_answer_is_refused(root, live):
             f.query("select randomblob(4000000) from (select 1 union all select 2 union all "
                     "select 3 union all select 4 union all select 5)")
         assert f.kv() == {"big": "x" * 1000}  # limits hold for queries only
+
+
+def test_answered_reads_name_only_the_roots_object_files(root, live, tmp_path_factory):
+    # Given one object's file and a file beside the root
+    live("Thing", "t1")
+    rel = reader.object_file(root, "Thing", "t1")
+    # When reads arrive (from another process: nothing in them is trusted)
+    bad = ["../x.sqlite3", "Thing/../../etc/passwd", "/etc/passwd", "Thing/aa/x.txt",
+           "_dotdo_hosts/aa/x.sqlite3", 7]
+    answers = reader.answer(root, [[rel, "id", []], [rel, "drop", []],
+                                   *([b, "id", []] for b in bad)])
+    # Then the object's file is read, and every other read fails alone with its reason
+    assert answers[0] == [True, "t1"]
+    assert not answers[1][0] and "no read 'drop'" in str(answers[1][1])
+    for (ok, error), b in zip(answers[2:], bad):
+        assert not ok and isinstance(error, ValueError), b
+    with pytest.raises(NotFoundError):
+        reader.object_file(root, "Thing", "ghost")

@@ -4,7 +4,9 @@ dashboard offer, in one place, so the three show the same facts.
 Live state (queues, jobs, workers) comes from the objects themselves, through stubs,
 as any driver would call them. What is in files and needs no live object (which
 objects exist, an object's keys, tables, schedules and step journal) is read from
-the files, read only (:mod:`dotdo.reader`): looking never wakes an object.
+the files, read only (:mod:`dotdo.reader`): looking never wakes an object. A file
+whose object is live is read by its host, on the node that writes it
+(:mod:`dotdo.reads`): SQLite's WAL is not safe for readers on other machines.
 
 A queue or object that has no file yet is unknown (``NotFoundError``), never created
 by looking at it: a typo must not leave an empty queue behind.
@@ -18,7 +20,7 @@ import time
 from typing import Any
 
 import dotdo
-from dotdo import client, reader
+from dotdo import client, reader, reads
 from dotdo.errors import DotdoError, NotFoundError
 from dotdo.events import check_event_type
 from dotdo.ids import check_id, storage_path
@@ -86,21 +88,17 @@ class Service:
                 raise NotFoundError(f"no objects of class {cls!r} under {self.root} "
                                     f"(classes there: {', '.join(known) or 'none'})")
         page = found[start:start + limit]
-        out = []
-        for info in page:
-            try:
-                with reader.ObjectFile(info.path, self.root) as f:
-                    object_id = f.object_id
-            except DotdoError as exc:
-                object_id = f"<unreadable: {exc}>"
-            out.append({"class": cls, "id": object_id, "size": info.size,
-                        "modified": info.modified})
+        ids = await self._read([[reader.relative(self.root, info.path), "id", []]
+                                for info in page])
+        out = [{"class": cls, "id": value if ok else f"<unreadable: {value}>",
+                "size": info.size, "modified": info.modified}
+               for info, (ok, value) in zip(page, ids)]
         more = start + limit < len(found)
         return {"objects": out, "cursor": str(start + limit) if more else None}
 
     async def queue_ids(self) -> list[str]:
         """The ids of every queue under the root."""
-        return self._queue_names()
+        return await self._queue_names()
 
     # -- status and queues -------------------------------------------------------------
 
@@ -115,25 +113,32 @@ class Service:
                 "workers": {"online": sum(1 for w in workers if w["online"]),
                             "total": len(workers)}}
 
-    def _queue(self, q: str) -> Any:
+    async def _queue(self, q: str) -> Any:
         """The stub of queue ``q``, which must exist."""
         if not isinstance(q, str) or not q or not self._has_file(_QUEUE, q):
             raise NotFoundError(f"no queue {q!r} under {self.root}: queues there are "
-                                f"{', '.join(self._queue_names()) or 'none'}")
+                                f"{', '.join(await self._queue_names()) or 'none'}")
         return dotdo.Queue(q)
 
-    def _queue_names(self) -> list[str]:
-        names = []
-        for info in reader.files(self.root, _QUEUE):
-            try:
-                with reader.ObjectFile(info.path, self.root) as f:
-                    names.append(f.object_id)
-            except DotdoError:
-                continue  # an unreadable file: `dotdo objects ls Queue` shows it
-        return sorted(names)
+    async def _queue_names(self) -> list[str]:
+        answers = await self._read([[reader.relative(self.root, info.path), "id", []]
+                                    for info in reader.files(self.root, _QUEUE)])
+        # An unreadable file is left out: `dotdo objects ls Queue` shows it.
+        return sorted(value for ok, value in answers if ok)
+
+    async def _read(self, requests: list[reader.Request]) -> list[list]:
+        return await reads.read(self.root, requests)
+
+    async def _read_one(self, cls: str, object_id: str, op: str, *args: Any) -> Any:
+        """One read of the object's file (NotFoundError if it has none)."""
+        [(ok, value)] = await self._read([[reader.object_file(self.root, cls, object_id), op,
+                                           list(args)]])
+        if not ok:
+            raise value
+        return value
 
     async def _summary(self, q: str) -> dict[str, Any]:
-        queue = self._queue(q)
+        queue = await self._queue(q)
         metrics, workers, age = await asyncio.gather(
             queue.get_metrics(), queue.workers(), queue.oldest_pending_age())
         return {"id": q, "paused": metrics.paused, "concurrency": metrics.concurrency,
@@ -157,23 +162,23 @@ class Service:
     async def stats(self, q: str, window: float = 3600.0, bucket: float = 60.0) -> dict[str, Any]:
         """Throughput and failures over time, p50/p95 duration and wait, oldest
         pending age and outcome totals (see ``Queue.stats``)."""
-        return await self._queue(q).stats(window, bucket)
+        return await (await self._queue(q)).stats(window, bucket)
 
     async def pause(self, q: str) -> dict[str, Any]:
-        await self._queue(q).pause()
+        await (await self._queue(q)).pause()
         return await self._summary(q)
 
     async def resume(self, q: str) -> dict[str, Any]:
-        await self._queue(q).resume()
+        await (await self._queue(q)).resume()
         return await self._summary(q)
 
     async def configure(self, q: str, **settings: Any) -> dict[str, Any]:
         """Set the queue's limits (``Queue.configure``); returns them all."""
-        return await self._queue(q).configure(**settings)
+        return await (await self._queue(q)).configure(**settings)
 
     async def purge(self, q: str, status: str | None = None, older_than: float | None = None
                     ) -> int:
-        return await self._queue(q).purge(status, older_than)
+        return await (await self._queue(q)).purge(status, older_than)
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -181,17 +186,17 @@ class Service:
                    since: float | None = None, limit: int = 50, cursor: int | None = None
                    ) -> dict[str, Any]:
         """A page of jobs in enqueue order: ``{"jobs", "cursor"}``."""
-        return await self._queue(q).list(status=status, type=type, limit=limit, cursor=cursor,
+        return await (await self._queue(q)).list(status=status, type=type, limit=limit, cursor=cursor,
                                          since=since)
 
     async def count(self, q: str, status: str | None = None, type: str | None = None,
                     since: float | None = None) -> int:
-        return await self._queue(q).count(status=status, type=type, since=since)
+        return await (await self._queue(q)).count(status=status, type=type, since=since)
 
     async def job(self, q: str, job_id: str) -> dict[str, Any]:
         """A job with every attempt and its result: the Job Thing plus ``queue``,
         ``attemptCount``, ``attempts`` (list) and ``result``."""
-        queue = self._queue(q)
+        queue = await self._queue(q)
         thing = await queue.get(job_id)
         if thing is None:
             raise NotFoundError(f"no job {job_id!r} in queue {q!r}")
@@ -213,7 +218,7 @@ class Service:
                       **options: Any) -> dict[str, Any]:
         """Enqueue one job (``Queue.enqueue`` options); the queue must exist unless
         ``create``. The Job has ``enqueued``: ``added``, ``existing``, ..."""
-        queue = dotdo.Queue(check_id(q)) if create else self._queue(q)
+        queue = dotdo.Queue(check_id(q)) if create else await self._queue(q)
         return await queue.enqueue(type, payload, **options)
 
     async def result(self, q: str, job_id: str, wait: float = 0.0) -> dict[str, Any]:
@@ -221,7 +226,7 @@ class Service:
         ``{"id", "status", "done", "output"?, "error"?}``."""
         if not isinstance(wait, (int, float)) or wait < 0:
             raise ValueError(f"wait is seconds >= 0, not {wait!r}")
-        queue = self._queue(q)
+        queue = await self._queue(q)
         deadline = time.monotonic() + min(float(wait), _MAX_WAIT)
         while True:
             thing = await queue.get(job_id)
@@ -241,26 +246,26 @@ class Service:
 
     async def retry(self, q: str, job_ids: list[str]) -> list[dict[str, Any]]:
         """Send failed jobs back to the queue with fresh retries."""
-        queue = self._queue(q)
+        queue = await self._queue(q)
         return [await queue.retry(job_id) for job_id in job_ids]
 
     async def cancel(self, q: str, job_ids: list[str]) -> list[dict[str, Any]]:
         """Cancel unfinished jobs (running ones are asked to stop)."""
-        queue = self._queue(q)
+        queue = await self._queue(q)
         return [await queue.cancel(job_id) for job_id in job_ids]
 
     async def retry_all(self, q: str, since: float | None = None, type: str | None = None) -> int:
         """Retry every failed job (of ``type``, enqueued since ``since``)."""
-        return await self._queue(q).retry_all(type=type, since=since)
+        return await (await self._queue(q)).retry_all(type=type, since=since)
 
     async def cancel_all(self, q: str, status: str, since: float | None = None,
                          type: str | None = None) -> int:
         """Cancel every job in ``status`` (of ``type``, enqueued since ``since``)."""
-        return await self._queue(q).cancel_all(status, type=type, since=since)
+        return await (await self._queue(q)).cancel_all(status, type=type, since=since)
 
     async def dead_letters(self, q: str, limit: int = 50) -> list[dict[str, Any]]:
         """Failed jobs grouped by error: ``{"error", "count", "types", "lastAt", "jobs"}``."""
-        return await self._queue(q).dead_letters(limit)
+        return await (await self._queue(q)).dead_letters(limit)
 
     async def events(self, cursor: dict[str, Any] | None = None
                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -296,7 +301,7 @@ class Service:
         ``online``: seen by its queue within two lease timeouts."""
         names = [q] if q is not None else await self.queue_ids()
         if q is not None:
-            self._queue(q)
+            await self._queue(q)
         views = await asyncio.gather(*(dotdo.Queue(n).workers() for n in names))
         settings = await asyncio.gather(*(dotdo.Queue(n).settings() for n in names))
         rows: list[dict[str, Any]] = []
@@ -330,12 +335,12 @@ class Service:
         """Every schedule of every object: ``{"class", "id", "name", "spec", "nextRun",
         "lastRun", "ticks", "lastError"}``, soonest first."""
         out: list[dict[str, Any]] = []
-        for info in reader.files(self.root):
-            try:
-                with reader.ObjectFile(info.path, self.root) as f:
-                    out += [{"class": f.class_name, "id": f.object_id, **s} for s in f.schedules()]
-            except DotdoError:
-                continue
+        answers = await self._read([[reader.relative(self.root, info.path), "schedules", []]
+                                    for info in reader.files(self.root)])
+        for ok, value in answers:
+            if ok:  # an unreadable file is left out: `dotdo objects ls` shows it
+                out += [{"class": value["class"], "id": value["id"], **s}
+                        for s in value["schedules"]]
         return sorted(out, key=lambda s: s["nextRun"])
 
     # -- one object's file -------------------------------------------------------------
@@ -343,23 +348,19 @@ class Service:
     async def object(self, cls: str, object_id: str) -> dict[str, Any]:
         """An object as its file holds it: keys (the first 100), its own tables,
         alarm, schedules and number of journaled steps; ``path`` is relative to the root."""
-        with reader.open_object(self.root, cls, object_id) as f:
-            st = os.stat(f.path)
-            return {"class": cls, "id": object_id, "path": reader.relative(self.root, f.path),
-                    "size": st.st_size,
-                    "modified": st.st_mtime, "kv": f.kv(), "tables": f.tables(),
-                    "alarm": f.alarm(), "schedules": f.schedules(), "steps": f.step_count()}
+        found = await self._read_one(cls, object_id, "object")
+        return {"class": cls, "id": object_id,
+                "path": reader.object_file(self.root, cls, object_id),
+                **{k: v for k, v in found.items() if k not in ("class", "id")}}
 
     async def steps(self, cls: str, object_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The object's step journal, newest first, with failed attempts."""
-        with reader.open_object(self.root, cls, object_id) as f:
-            return f.steps(limit)
+        return await self._read_one(cls, object_id, "steps", limit)
 
     async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000,
                   deadline: float = reader.QUERY_DEADLINE) -> dict[str, Any]:
         """One read-only statement on the object's own file, stopped at ``deadline`` s."""
-        with reader.open_object(self.root, cls, object_id) as f:
-            return f.query(query, limit=limit, deadline=deadline)
+        return await self._read_one(cls, object_id, "sql", query, limit, deadline)
 
     # -- exposed objects and events ----------------------------------------------------
 

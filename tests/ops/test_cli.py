@@ -307,9 +307,10 @@ def test_schedules_list_each_objects_schedule(root):
     assert "CliLedger.nightly" in schedule["name"] and schedule["nextRun"] > time.time()
 
 
-def test_the_module_runs_and_file_commands_never_join_ray(root):
+def test_the_module_runs_and_file_commands_read_files_when_no_ray_answers(root):
     dotdo.CliLedger("acme").add(1).result()
-    # Nothing answers at this address: a command that joined Ray would fail there.
+    # Nothing answers at this address: no host runs there, so file commands read the
+    # files here, and commands on live objects say nothing answers.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "127.0.0.1:9",
            "DOTDO_STORAGE": str(root), "COLUMNS": "200"}
     env.pop("DOTDO_IN_PROCESS", None)
@@ -323,6 +324,9 @@ def test_the_module_runs_and_file_commands_never_join_ray(root):
     listed = dotdo_command("objects", "ls", "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["CliLedger"] == 1
+    shown = dotdo_command("objects", "get", "CliLedger", "acme", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == "acme"
     joined = dotdo_command("queues")
     assert joined.returncode == 1 and joined.stderr.startswith("Error: no Ray cluster answers")
     assert "Traceback" not in joined.stderr

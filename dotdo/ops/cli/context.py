@@ -19,6 +19,7 @@ import click
 
 import dotdo
 from dotdo import client
+from dotdo.errors import ConfigError
 from dotdo.ops.service import Service
 from dotdo.settings import check_namespace, default_namespace, default_storage, objects_root
 
@@ -54,8 +55,17 @@ class Ops:
         return objects_root(self.root, check_namespace(self.namespace or default_namespace()))
 
     def files(self) -> Service:
-        """A service for what is in files only: no Ray is started or joined."""
+        """A service for what is in files: no Ray is started, but a running one (of
+        ``--address``, ``$RAY_ADDRESS`` or ``ray start``) is joined, so that a live
+        object's file is read by its host, on the node that writes it."""
         self.import_modules()
+        if not (self._started or self.in_process or self.address == "local"
+                or os.environ.get("DOTDO_IN_PROCESS", "").lower() in ("1", "true", "yes")):
+            if self.address is not None or client.running_cluster() is not None:
+                try:
+                    return self.live()
+                except ConfigError:
+                    pass  # nothing answers there: no host runs, so the files are read here
         return Service(storage=self.objects)
 
     def live(self, events: tuple[str, ...] = (), lasting: bool = False) -> Service:
