@@ -38,7 +38,7 @@ from dotdo.ids import actor_name
 from dotdo.inprocess import LocalHost
 from dotdo.object import DurableObject, lookup
 from dotdo.outbox import Outbox
-from dotdo.promise import Promise, pack_args
+from dotdo.promise import Promise, get, pack_args
 from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
@@ -60,7 +60,7 @@ _local: LocalHost | None = None  # the host of every object in in-process mode
 class Line:
     """This process's numbered stream of calls to one host (see the sequencer)."""
 
-    __slots__ = ("key", "outbox", "token", "next", "lock", "deferred")
+    __slots__ = ("key", "outbox", "token", "next", "lock", "deferred", "used", "retired")
 
     def __init__(self, key: tuple[str, str], outbox: Outbox) -> None:
         self.key = key
@@ -68,6 +68,8 @@ class Line:
         self.token = uuid.uuid4().hex
         self.next = 1
         self.lock = threading.Lock()
+        self.used = time.monotonic()  # when a call last took this line
+        self.retired = False  # dropped by the trimmer: a call takes a new line
         # Calls Ray holds back until their promise arguments exist: number -> how
         # many of those arguments are still pending.
         self.deferred: dict[int, int] = {}
@@ -80,6 +82,13 @@ class Line:
 
 _lines: dict[str, Line] = {}  # actor name of an object -> this process's line to it
 _hosts: dict[str, Outbox] = {}  # host actor name -> this process's outbox to it
+# Past MAX_LINES lines, the oldest quarter that sat idle LINE_IDLE seconds and whose
+# every call has started at its host (the host says so) are dropped, with the
+# outboxes no line uses: a driver touching a million objects keeps a few thousand.
+MAX_LINES = 8_192
+LINE_IDLE = 5.0
+_ASK_TIMEOUT = 10.0  # seconds a host may take to say whether streams have started
+_trimming = threading.Lock()  # one trim at a time
 _notifier: ThreadPoolExecutor | None = None
 _kept: set[Line] = set()  # lines with deferred calls, pinged by the keeper thread
 _kept_lock = threading.Lock()  # taken inside a line's lock, never around one
@@ -327,7 +336,57 @@ def _line(cls: type[DurableObject], object_id: str) -> Line:
             handle = _start_host(host, cls, object_id, hosting, conf)
             outbox = _hosts[host] = Outbox(handle, batching=not conf.in_process)
         line = _lines[name] = Line((cls.__name__, object_id), outbox)
+        if len(_lines) > MAX_LINES and not _trimming.locked():
+            threading.Thread(target=trim_lines, name="dotdo-trim", daemon=True).start()
     return line
+
+
+def trim_lines(keep: int | None = None) -> int:
+    """Drop this process's lines to objects that no call needs any more: idle for
+    ``LINE_IDLE`` s, no call held back, and every call they sent started at the host
+    (so a new line's calls cannot overtake them), oldest first, until ``keep`` lines
+    are left (default three quarters of ``MAX_LINES``); then the outboxes no line
+    uses. Returns how many lines were dropped. Runs on a thread of its own."""
+    if not _trimming.acquire(blocking=False):
+        return 0
+    try:
+        keep = MAX_LINES * 3 // 4 if keep is None else keep
+        now = time.monotonic()
+        candidates = [(name, line, line.next) for name, line in list(_lines.items())
+                      if not line.deferred and now - line.used >= LINE_IDLE]
+        candidates = candidates[:max(len(_lines) - keep, 0)]
+        asks: dict[int, tuple[Any, list]] = {}  # one question per host
+        for item in candidates:
+            name, line, upto = item
+            if upto > 1:
+                asks.setdefault(id(line.outbox), (line.outbox.handle, []))[1].append(item)
+        started = {id(line) for _, line, upto in candidates if upto == 1}
+        for handle, items in asks.values():
+            try:
+                answer = get(handle.streams_started.remote(
+                    [[*line.key, line.token, upto - 1] for _, line, upto in items]),
+                    timeout=_ASK_TIMEOUT)
+            except Exception:  # noqa: BLE001 - a host away or restarting: keep its lines
+                continue
+            started.update(id(line) for (_, line, _), ok in zip(items, answer) if ok)
+        dropped = 0
+        for name, line, upto in candidates:
+            if id(line) not in started:
+                continue
+            with line.lock:
+                if line.next != upto or line.deferred or line.used > now:
+                    continue  # used since it was looked at
+                line.retired = True
+            if _lines.get(name) is line:
+                del _lines[name]
+                dropped += 1
+        used = {id(line.outbox) for line in list(_lines.values())}
+        for host, outbox in list(_hosts.items()):
+            if id(outbox) not in used and not outbox.queued:
+                _hosts.pop(host, None)
+        return dropped
+    finally:
+        _trimming.release()
 
 
 def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Hosting,
@@ -364,29 +423,35 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
         forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
-    line = _line(cls, object_id)
-    outbox = line.outbox
-    # In-process, every object shares the one host, which never restarts: nothing to gain.
-    args, kwargs, deps, local = pack_args(args, kwargs, outbox if outbox.batching else None)
-    with line.lock:  # a number is used only by a call that was really sent
-        seq = line.next
-        deferred, more = _listed(line.deferred)
-        # One argument of lists, dicts and scalars, plus the dependencies: Ray
-        # serialises each argument on its own, and those types through msgpack,
-        # cheaper than the pickle it falls back to for tuples.
-        message = list(Call(cls.__name__, object_id, method, list(args), kwargs,
-                            deferred, more, line.token, seq, local or None))
-        try:
-            ref = outbox.send(message, deps, batchable=not deps)
-        except TypeError as exc:  # Ray could not pickle an argument
-            first = str(exc).splitlines()[0]
-            raise EncodeError(
-                f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
-            ) from None
-        line.next = seq + 1
-        if deps:
-            line.deferred[seq] = len(deps)
-            _keep_alive(line)
+    while True:
+        line = _line(cls, object_id)
+        line.used = time.monotonic()
+        outbox = line.outbox
+        # In-process, every object shares the one host, which never restarts: nothing to gain.
+        sent, send_kwargs, deps, local = pack_args(args, kwargs,
+                                                   outbox if outbox.batching else None)
+        with line.lock:  # a number is used only by a call that was really sent
+            if line.retired:  # dropped meanwhile (all its calls had started): a new line
+                continue
+            seq = line.next
+            deferred, more = _listed(line.deferred)
+            # One argument of lists, dicts and scalars, plus the dependencies: Ray
+            # serialises each argument on its own, and those types through msgpack,
+            # cheaper than the pickle it falls back to for tuples.
+            message = list(Call(cls.__name__, object_id, method, list(sent), send_kwargs,
+                                deferred, more, line.token, seq, local or None))
+            try:
+                ref = outbox.send(message, deps, batchable=not deps)
+            except TypeError as exc:  # Ray could not pickle an argument
+                first = str(exc).splitlines()[0]
+                raise EncodeError(
+                    f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
+                ) from None
+            line.next = seq + 1
+            if deps:
+                line.deferred[seq] = len(deps)
+                _keep_alive(line)
+        break
     for dep in deps:
         dep._on_completed(lambda value, line=line, seq=seq: _dep_done(line, seq, value))
     return Promise(ref, (), (outbox, line.token, seq))

@@ -435,6 +435,12 @@ class ObjectTable:
         for class_name, object_id, stream, deferred, upto in streams:
             self.sequencer.keep(((class_name, object_id), stream), deferred, upto)
 
+    def streams_started(self, streams: list) -> list[bool]:
+        """For each ``[class, id, stream, upto]``: whether every call of that caller's
+        stream up to ``upto`` has started here (see :meth:`Sequencer.started_all`)."""
+        return [self.sequencer.started_all(((class_name, object_id), stream), upto)
+                for class_name, object_id, stream, upto in streams]
+
     def stats(self) -> dict[str, Any]:
         """Objects in memory, calls per object in memory, calls waiting for their
         turn, gaps skipped, objects released."""

@@ -194,6 +194,15 @@ class Sequencer:
             return False
         return seq < st.next or (seq == st.next and st.busy)
 
+    def started_all(self, stream: Hashable, upto: int) -> bool:
+        """Whether every call of ``stream`` up to number ``upto`` is known to have
+        started (here, or before the stream was parked): its caller may then drop the
+        stream and start a new one, and none of these calls can be overtaken."""
+        if self.has_started(stream, upto):
+            return True
+        parked = self._parked.get(stream)
+        return parked is not None and upto < parked
+
     @staticmethod
     def _advance(st: _Stream) -> None:
         while st.next is not None and not st.busy:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime
 import os
+import time
 
 import dotdo
 
@@ -373,3 +374,17 @@ class PooledHop(dotdo.DurableObject, hosting=dotdo.Pooled(hosts=1, idle_timeout=
 
     def hop(self, value: int) -> int:
         return value + 1
+
+
+class Held(Counter, hosting=dotdo.Dedicated()):
+    """A Counter with a process of its own whatever the pass's hosting (a dedicated host
+    of which reads of its file ask)."""
+
+
+class PoolHeld(Counter, hosting=dotdo.Pooled(hosts=1, idle_timeout=None, pool="held")):
+    """A Counter on a pool of one host that never lets it go (a pooled host of which
+    reads of its file ask)."""
+
+    def block(self, seconds: float) -> None:
+        """Hold the host's event loop (a sync method that sleeps): nothing else starts."""
+        time.sleep(seconds)

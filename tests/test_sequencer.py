@@ -276,3 +276,24 @@ def test_can_start_says_what_arrive_would_and_changes_nothing():
         return answers
 
     assert asyncio.run(main()) == [False, True, False, True, True, False, False]
+
+
+def test_a_stream_has_started_all_its_calls_only_once_each_one_has():
+    # A caller asks this before it drops its stream (and a new one's calls could overtake)
+    async def main():
+        seq, order = Sequencer(), []
+        await asyncio.gather(*(_run(seq, "s", n, order) for n in (1, 2)))
+        assert seq.started_all("s", 2) and not seq.started_all("s", 3)
+        waiting = asyncio.ensure_future(_run(seq, "s", 4, order))  # 3 has not come yet
+        await asyncio.sleep(0)
+        assert not seq.started_all("s", 4)
+        waiting.cancel()
+        # a stream parked (idle, beyond max_streams) still knows how far it got
+        seq = Sequencer(max_streams=1)
+        await _run(seq, "t", 1, order)
+        await _run(seq, "u", 1, order)
+        assert "t" not in seq._streams
+        assert seq.started_all("t", 1) and not seq.started_all("t", 2)
+        assert not seq.started_all("never", 1)
+
+    asyncio.run(main())
