@@ -86,8 +86,11 @@ def run(work: str, seed: int) -> dict:
             second_half = True
         if target == "Ray":
             log("restarting Ray")
-            restarts.append(time.time())
+            begun = time.time()
             dotdo.shutdown()
+            # [begun, ended]: the old Ray's processes may start runs until it has
+            # stopped (seconds on a loaded machine), and all are gone after
+            restarts.append([begun, time.time()])
             start_ray(storage)
             queue.get_metrics().result()  # the first call: the queue wakes its workers
             continue
@@ -138,7 +141,7 @@ def tally(queue, expected: dict, retries: dict, ledger_path: str, kills: list,
     for _, pid, t in kills:
         died[pid], _ = t, outside.add(pid)
     for pid, first in born.items():
-        restart = next((r for r in restarts if r > first), None)
+        restart = next((begun for begun, ended in restarts if ended > first), None)
         if restart is not None and restart < died.get(pid, float("inf")):
             # It went down during the restart: at its last ledger line or later (a
             # process finishes what it runs for a moment after the driver asks)
