@@ -18,8 +18,8 @@ from dotdo.checks import is_finite, is_int
 from dotdo.ids import check_id
 
 __all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "MAX_DELAY",
-           "MAX_TIMEOUT", "MAX_LEASE_TIMEOUT", "OPTIONS", "number", "span", "parse_backoff",
-           "retry_delay"]
+           "MAX_TIMEOUT", "MAX_LEASE_TIMEOUT", "OPTIONS", "ENCODED_PAYLOAD", "number", "span",
+           "parse_backoff", "retry_delay"]
 
 MAX_PAYLOAD = 1 << 20  # bytes of encoded payload per job
 MAX_OUTPUT = MAX_PAYLOAD  # bytes of a job's encoded output
@@ -37,6 +37,9 @@ OPTIONS = frozenset({
 })
 FEATURES = OPTIONS - {"type", "payload", "job_id", "priority", "delay", "run_at",
                       "max_retries", "timeout"}
+# How a payload travels from a caller's process: encoded there (Queue.outgoing), so
+# the queue's process never rebuilds it, nor imports the modules of its classes.
+ENCODED_PAYLOAD = "$payload"
 PARENT_FAILURE = ("fail", "cancel")
 _UNITS = {name: seconds for names, seconds in (
     (("s", "sec", "secs", "second", "seconds"), 1.0),
@@ -184,7 +187,7 @@ class JobSpec:
         if not isinstance(job_type, str) or not job_type:
             raise ValueError(f"a job needs a type, a non-empty str like 'email', not {job_type!r}")
         check_id(job_type)
-        unknown = set(spec) - OPTIONS
+        unknown = set(spec) - OPTIONS - {ENCODED_PAYLOAD}
         if unknown:
             raise TypeError(f"unknown job option(s) {sorted(unknown)}; the options are "
                             f"{', '.join(sorted(OPTIONS - {'type', 'payload'}))}")
@@ -211,7 +214,15 @@ class JobSpec:
                          bound=span(MAX_TIMEOUT),
                          hint="split longer work into steps (dotdo.do) or several jobs")
         features = _features(spec, job_id, run_at) if spec.keys() & FEATURES else {}
-        payload = codec.encode(spec.get("payload"))  # refused here: nothing written
+        payload = spec.get(ENCODED_PAYLOAD)
+        if payload is None:
+            value = spec.get("payload")
+            payload = codec.encode(value)  # refused here: nothing written
+        elif not isinstance(payload, bytes):
+            raise ValueError(f"{ENCODED_PAYLOAD} is a payload encoded by dotdo.codec (bytes), "
+                             f"not {type(payload).__name__}: pass the payload as payload=")
+        else:  # shown back decoded where the answer arrives, never here
+            value = codec.Encoded(payload)
         if len(payload) > MAX_PAYLOAD:
             raise dotdo.LimitError(
                 f"the payload of job {job_id!r} is {len(payload):,} bytes encoded, over the "
@@ -224,7 +235,7 @@ class JobSpec:
         when = run_at if run_at is not None else now + (features.get("debounce") or delay or 0)
         return cls(id=job_id, type=job_type, payload=payload, priority=priority, run_at=when,
                    max_retries=max_retries, timeout=timeout or DEFAULT_TIMEOUT, created=now,
-                   uid=uuid.uuid4().hex[:16], value=spec.get("payload"), **features)
+                   uid=uuid.uuid4().hex[:16], value=value, **features)
 
     @property
     def single_row(self) -> bool:

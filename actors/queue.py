@@ -59,7 +59,16 @@ from actors.claims import Claims
 from actors.insight import RECENT_EVENTS, Insight
 from actors.jobs import DEFAULT_TIMEOUT, FINISHED, JobStatus, Metrics, job_thing, result_thing
 from actors.limits import Limiter
-from actors.options import MAX_LEASE_TIMEOUT, MAX_PAYLOAD, JobSpec, Keep, Rate, number, span
+from actors.options import (
+    ENCODED_PAYLOAD,
+    MAX_LEASE_TIMEOUT,
+    MAX_PAYLOAD,
+    JobSpec,
+    Keep,
+    Rate,
+    number,
+    span,
+)
 from actors.retention import RETAIN_BATCH, Retention
 from actors.steps import Steps
 from actors.table import LOOP_RETRY
@@ -88,6 +97,43 @@ def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dic
             "created": spec.created, "finished": None, "lease": 0, "crashes": 0,
             "uid": spec.uid, "grp": spec.group, "rate_key": spec.rate_key,
             "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
+
+
+def _sealed(job: Any) -> Any:
+    """``job`` with its payload encoded here, as ``ENCODED_PAYLOAD``; as it is if the
+    payload does not encode (a promise, which Ray resolves first; or an error the
+    queue then reports, writing nothing)."""
+    if not isinstance(job, dict) or job.get("payload") is None:
+        return job
+    try:
+        encoded = codec.encode(job["payload"])
+    except dotdo.EncodeError:
+        return job
+    return {**{k: v for k, v in job.items() if k != "payload"}, ENCODED_PAYLOAD: encoded}
+
+
+def _sealed_flow(flow: Any) -> Any:
+    if not isinstance(flow, dict) or not isinstance(flow.get("children"), builtins.list):
+        return _sealed(flow)
+    return {**_sealed(flow), "children": [_sealed_flow(c) for c in flow["children"]]}
+
+
+def outgoing(method: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Payloads leave the caller's process encoded (``Queue._dotdo_outgoing``): the
+    queue stores and passes them on as bytes, and never rebuilds one, nor imports the
+    modules of the classes in it."""
+    if method == "enqueue":
+        if len(args) >= 2:
+            args, kwargs = args[:1] + args[2:], {**kwargs, "payload": args[1]}
+        if kwargs.get("payload") is None:
+            return args, kwargs
+        job = _sealed(kwargs)
+        return args, job
+    if method == "enqueue_many" and args and isinstance(args[0], builtins.list):
+        return ([_sealed(job) for job in args[0]], *args[1:]), kwargs
+    if method == "enqueue_flow" and args:
+        return (_sealed_flow(args[0]), *args[1:]), kwargs
+    return args, kwargs
 
 
 class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
@@ -164,6 +210,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
 
     # -- enqueueing -------------------------------------------------------------------
 
+    _dotdo_outgoing = staticmethod(outgoing)
+
     def enqueue(self, type: str, payload: Any = None, **options: Any) -> dict[str, Any]:
         """Add a job and return it (a ``Job`` Thing) with ``enqueued`` saying what
         happened: ``added``; ``existing`` (its ``job_id`` is there: nothing added);
@@ -206,12 +254,12 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
                 spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
                 spec.timeout, spec.backoff, spec.group, spec.rate_key, spec.dedupe_key))
             if rows:
-                rows[0]["payload"] = codec.decode(rows[0]["payload"], lenient=True)
+                rows[0]["payload"] = codec.Encoded(rows[0]["payload"])
                 return rows[0], "debounced"
         elif spec.unique_for is not None:
             rows = self._rows(sql.UNIQUE_HOLDER, (spec.dedupe_key, now - spec.unique_for))
             if rows:
-                rows[0]["payload"] = codec.decode(rows[0]["payload"], lenient=True)
+                rows[0]["payload"] = codec.Encoded(rows[0]["payload"])
                 return rows[0], "duplicate"
         status, waiting, broken = "pending", 0, None
         for parent in spec.depends_on:
@@ -394,7 +442,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         rows = self._rows(sql.SELECT_JOB, (job_id,))
         if not rows or rows[0]["status"] != "completed":
             return None
-        return result_thing(job_id, codec.decode(rows[0]["output"], lenient=True),
+        return result_thing(job_id, codec.Encoded(rows[0]["output"]),
                             rows[0]["finished"])
 
     def _must_row(self, job_id: str) -> dict[str, Any]:

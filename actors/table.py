@@ -113,10 +113,9 @@ class JobTable:
         return self.storage.sql.execute(statement, params).fetchone()[0]
 
     def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A Job Thing from a row. The payload is decoded leniently: a value this
-        process cannot rebuild (a stub of a class it never imported) stays as it was
-        stored, and the caller's process decodes it (``codec.Undecoded``)."""
-        row = {**row, "payload": codec.decode(row["payload"], lenient=True)}
+        """A Job Thing from a row. The payload stays encoded (``codec.Encoded``): the
+        caller's process decodes it, with its own classes; this one never rebuilds it."""
+        row = {**row, "payload": codec.Encoded(row["payload"])}
         return job_thing(row, self._now())
 
     def _spawn(self, coro) -> None:

@@ -423,6 +423,9 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
         forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
+    outgoing = cls._dotdo_outgoing
+    if outgoing is not None:
+        args, kwargs = outgoing(method, args, kwargs)
     while True:
         line = _line(cls, object_id)
         line.used = time.monotonic()

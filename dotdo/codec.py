@@ -20,6 +20,8 @@ stub of a class it has not imported, an extension from a newer dotdo) comes back
 an :class:`Undecoded` placeholder instead of an error. A placeholder encodes back to
 the very bytes it came from, and is decoded again in the process that unpickles it
 (a driver receiving a job from the queue), so passing values through loses nothing.
+A process that does not even look inside a value keeps it whole as :class:`Encoded`
+(the queue's answers carry payloads so): decoded only where it arrives.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import msgpack
 
 from dotdo.errors import DecodeError, DotdoError, EncodeError
 
-__all__ = ["encode", "decode", "check", "register", "Undecoded"]
+__all__ = ["encode", "decode", "check", "register", "Undecoded", "Encoded"]
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
@@ -130,6 +132,38 @@ class Undecoded:
         return f"<undecoded value: {self.reason}>"
 
 
+class Encoded:
+    """A whole value kept encoded by a process that passes it on without rebuilding it
+    (a queue returning a job's payload). It travels as its bytes and is decoded
+    (leniently) in the process that unpickles it, with that process's classes; here
+    it encodes back to those bytes' value."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_arrived, (self.data,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Encoded) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return f"<encoded value, {len(self.data)} bytes>"
+
+
+def _arrived(data: bytes) -> Any:
+    """An :class:`Encoded` arriving in another process: its value, as this one reads it."""
+    try:
+        return decode(data, lenient=True)
+    except DecodeError:  # unpickling must not fail: keep it as it came
+        return Encoded(data)
+
+
 def _revive(code: int, data: bytes, reason: str) -> Any:
     """An :class:`Undecoded` arriving in another process: rebuilt if this one can."""
     try:
@@ -145,6 +179,8 @@ def _default(value: Any) -> Any:
     cls = type(value)
     if cls is Undecoded:  # passed through: the bytes it came as
         return msgpack.ExtType(value.code, value.data)
+    if cls is Encoded:  # its value as this process reads it (a stub it lacks stays one)
+        return decode(value.data, lenient=True)
     entry = _encoders.get(cls)
     if isinstance(value, enum.Enum):
         return value.value

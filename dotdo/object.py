@@ -49,6 +49,11 @@ class DurableObject:
     _dotdo_own_process: ClassVar[bool] = False
     # Methods the HTTP API may call: none unless the class says expose=...
     _dotdo_exposed: ClassVar[frozenset[str]] = frozenset()
+    # Run in the caller's process on each call before it is sent: (method, args,
+    # kwargs) -> (args, kwargs), a staticmethod. A class uses it to send values already
+    # encoded (the Queue its payloads, so that its process never rebuilds them). None:
+    # calls go as they are. (Any: mypy would take a Callable class variable for a method.)
+    _dotdo_outgoing: ClassVar[Any] = None
     # (kind, key, method name) of methods marked by @on / @every / @on_error
     _dotdo_subscriptions: ClassVar[list[tuple[Any, Any, str]]] = []
     # Set by the host on each live object: its background work, and whether a pooled

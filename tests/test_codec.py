@@ -130,3 +130,16 @@ def test_a_nested_dataclass_in_an_imported_module_comes_back():
     finally:
         del Point.Inner
     assert type(back) is Local and back.a == 5
+
+
+def test_an_encoded_value_is_decoded_only_where_it_arrives():
+    # A queue keeps payloads whole: Encoded travels as its bytes and is decoded by the
+    # process that unpickles it; encoding it again gives its value's bytes
+    import pickle
+
+    value = {"when": dt.date(2026, 12, 3), "tags": {"a", "b"}, "n": 2**70}
+    kept = codec.Encoded(codec.encode(value))
+    assert pickle.loads(pickle.dumps(kept)) == value
+    assert codec.decode(codec.encode({"kept": kept})) == {"kept": value}
+    broken = codec.Encoded(b"\xc1")  # not msgpack: it arrives as it was sent
+    assert pickle.loads(pickle.dumps(broken)) == broken

@@ -425,10 +425,12 @@ def poison(work: str, storage: str) -> dict[str, Any]:
     orphan_specs = s.specs(orphans)
     for i, spec in enumerate(orphan_specs):
         spec["payload"].update(ref=dotdo.stub(FaultDriverOnly, f"o{i}"), box=None)
-    s.queue.enqueue_many(ref_specs + orphan_specs).result()
+    answered = s.queue.enqueue_many(ref_specs + orphan_specs).result()
     s.expect(ref_specs, refs)
     s.expect(orphan_specs, orphans)
     handle = lambda: client.actor_handle(s.queue)  # noqa: E731 - a new one per restart
+    # The live queue got the payloads encoded: it imported nothing to take them
+    imported_live = ray.get(handle().__ray_call__.remote(probe.imported, POISON_MODULES))
     old = pid_of(s.queue)
     os.kill(old, signal.SIGKILL)
     log(f"SIGKILL queue (pid {old}) after the enqueue")
@@ -454,6 +456,9 @@ def poison(work: str, storage: str) -> dict[str, Any]:
     jobs = read_jobs(s.queue)
     out.update({
         "queue_restarts": 2,
+        "queue_imported_live": imported_live,
+        "enqueue_answer_shows_box": isinstance(answered[0]["payload"]["box"], Box)
+        and answered[0]["payload"]["box"] == ref_specs[0]["payload"]["box"],
         "queue_imported_after_restart": imported_fresh,
         "queue_imported_after_get_and_list": imported_after_reads,
         "queue_imported_at_end": imported_at_end,

@@ -66,9 +66,11 @@ def test_clock(tmp_path):
 def test_poison(tmp_path):
     out = run_class("poison", tmp_path / "run")
     assert_promise_kept(out)
-    # The queue's processes after its restarts never imported the payloads' modules
-    for when in ("after_restart", "after_get_and_list", "at_end"):
+    # The queue's processes, live and after its restarts, never imported the payloads'
+    # modules (payloads leave the caller encoded); the enqueue's answer shows them whole
+    for when in ("live", "after_restart", "after_get_and_list", "at_end"):
         assert not any(out[f"queue_imported_{when}"].values()), when
+    assert out["enqueue_answer_shows_box"]
     assert out["get_shows_stub"] and out["get_shows_orphan_stub"]
     assert out["listed_poison_jobs"] == out["poison_jobs"]
     assert out["poison_completed_with_their_stub"] == 5
