@@ -222,7 +222,7 @@ class JobSpec:
             raise ValueError(f"{ENCODED_PAYLOAD} is a payload encoded by dotdo.codec (bytes), "
                              f"not {type(payload).__name__}: pass the payload as payload=")
         else:  # shown back decoded where the answer arrives, never here
-            value = codec.Encoded(payload)
+            value = codec.passed_on(payload)
         if len(payload) > MAX_PAYLOAD:
             raise dotdo.LimitError(
                 f"the payload of job {job_id!r} is {len(payload):,} bytes encoded, over the "

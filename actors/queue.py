@@ -254,12 +254,12 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
                 spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
                 spec.timeout, spec.backoff, spec.group, spec.rate_key, spec.dedupe_key))
             if rows:
-                rows[0]["payload"] = codec.Encoded(rows[0]["payload"])
+                rows[0]["payload"] = codec.passed_on(rows[0]["payload"])
                 return rows[0], "debounced"
         elif spec.unique_for is not None:
             rows = self._rows(sql.UNIQUE_HOLDER, (spec.dedupe_key, now - spec.unique_for))
             if rows:
-                rows[0]["payload"] = codec.Encoded(rows[0]["payload"])
+                rows[0]["payload"] = codec.passed_on(rows[0]["payload"])
                 return rows[0], "duplicate"
         status, waiting, broken = "pending", 0, None
         for parent in spec.depends_on:
@@ -442,7 +442,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         rows = self._rows(sql.SELECT_JOB, (job_id,))
         if not rows or rows[0]["status"] != "completed":
             return None
-        return result_thing(job_id, codec.Encoded(rows[0]["output"]),
+        return result_thing(job_id, codec.passed_on(rows[0]["output"]),
                             rows[0]["finished"])
 
     def _must_row(self, job_id: str) -> dict[str, Any]:

@@ -113,9 +113,10 @@ class JobTable:
         return self.storage.sql.execute(statement, params).fetchone()[0]
 
     def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A Job Thing from a row. The payload stays encoded (``codec.Encoded``): the
-        caller's process decodes it, with its own classes; this one never rebuilds it."""
-        row = {**row, "payload": codec.Encoded(row["payload"])}
+        """A Job Thing from a row. The payload is never rebuilt here: plain data as it
+        is, anything else still encoded (``codec.passed_on``), decoded by the caller's
+        process with its own classes."""
+        row = {**row, "payload": codec.passed_on(row["payload"])}
         return job_thing(row, self._now())
 
     def _spawn(self, coro) -> None:

@@ -40,7 +40,7 @@ import msgpack
 
 from dotdo.errors import DecodeError, DotdoError, EncodeError
 
-__all__ = ["encode", "decode", "check", "register", "Undecoded", "Encoded"]
+__all__ = ["encode", "decode", "check", "register", "Undecoded", "Encoded", "passed_on"]
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
@@ -161,6 +161,27 @@ def _arrived(data: bytes) -> Any:
     try:
         return decode(data, lenient=True)
     except DecodeError:  # unpickling must not fail: keep it as it came
+        return Encoded(data)
+
+
+class _HasExtension(Exception):
+    pass
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise _HasExtension
+
+
+def passed_on(data: bytes) -> Any:
+    """Stored bytes as a process that passes them on without rebuilding them answers
+    with them: the value itself if it holds only msgpack's own types (cheap to send,
+    nothing to rebuild), else :class:`Encoded` (decoded where it arrives)."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_refuse_extension, raw=False,
+                               strict_map_key=False)
+    except _HasExtension:
+        return Encoded(data)
+    except Exception:  # noqa: BLE001 - not msgpack: the receiver says so when it decodes
         return Encoded(data)
 
 

@@ -143,3 +143,12 @@ def test_an_encoded_value_is_decoded_only_where_it_arrives():
     assert codec.decode(codec.encode({"kept": kept})) == {"kept": value}
     broken = codec.Encoded(b"\xc1")  # not msgpack: it arrives as it was sent
     assert pickle.loads(pickle.dumps(broken)) == broken
+
+
+def test_a_value_passed_on_is_plain_data_or_stays_encoded():
+    plain = {"to": "ada@example.com", "n": [1, 2.5, None, True], "raw": b"\x00"}
+    assert codec.passed_on(codec.encode(plain)) == plain
+    rich = {"when": dt.date(2026, 12, 3)}
+    kept = codec.passed_on(codec.encode(rich))
+    assert isinstance(kept, codec.Encoded) and kept == codec.Encoded(codec.encode(rich))
+    assert isinstance(codec.passed_on(b"\xc1"), codec.Encoded)
