@@ -15,9 +15,11 @@ demo: $(VENV)/.installed
 	$(PY) examples/job_queue.py
 
 # Two pytest workers (pytest-xdist), each with its own Ray: most tests on Ray wait on
-# processes restarting, so two share two cores well.
+# processes restarting, so two share two cores well. worksteal: the tests that run a
+# driver of their own for a minute go first (tests/conftest.py), and a worker that is
+# done takes tests from the other's end, so neither idles at the end.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # Lint and types: ruff (rules in pyproject.toml) and mypy on dotdo/ and actors/.
 lint: $(VENV)/.installed

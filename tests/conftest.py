@@ -25,9 +25,22 @@ os.environ.setdefault("DOTDO_DEFERRED_TIMEOUT", "5")
 HOSTINGS = {"dedicated": "dedicated", "pooled": "pooled:2:1"}
 
 
+# Tests that run a whole driver (and Ray) of their own for a minute or more: started
+# first, so that the two pytest workers do not end on one of them while the other idles.
+# (With `--dist worksteal`: one worker starts them, the other takes tests from the end.)
+LONG_FIRST = ("tests/faults/test_faults.py", "tests/test_cluster.py", "tests/faults/")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest groups tests by their session fixtures
 def pytest_collection_modifyitems(items):
     """``@pytest.mark.dedicated_pass(why)``: a test that would only repeat itself in the
     pooled pass (what it tests does not depend on the default hosting) runs once."""
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.fspath).as_posix()
+        return next((i for i, p in enumerate(LONG_FIRST) if path.startswith(str(ROOT / p))),
+                    len(LONG_FIRST))
+
+    items.sort(key=rank)
     for item in items:
         marker = item.get_closest_marker("dedicated_pass")
         params = getattr(getattr(item, "callspec", None), "params", {})
