@@ -61,9 +61,9 @@ def test_a_live_objects_file_is_read_by_its_host(ray_session, make_object, uniqu
     assert local_reads == []
 
 
-def test_a_file_no_host_holds_is_read_here(ray_session, local_reads):
+def test_a_file_no_host_holds_is_read_here(ray_session, local_reads, tmp_path):
     # Given an object's file that no host holds (written, then closed)
-    root = ray_session.root
+    root = str(tmp_path)
     Storage(storage_path(root, "Shelved", "s1"), "Shelved", "s1").close()
     rel = reader.object_file(root, "Shelved", "s1")
     # When it is read, it is read here
