@@ -69,7 +69,11 @@ class Results:
     def __init__(self, keep: int = 256, max_age: float = 5.0) -> None:
         self.keep = keep
         self.max_age = max_age
-        self._futures: OrderedDict[tuple[str, int], tuple[asyncio.Future, float]] = OrderedDict()
+        # Running calls apart from finished ones: trimming looks only at finished ones,
+        # oldest first, so it costs nothing per call however many calls are running
+        # (a scan past 5,000 running enqueues at every arrival stalled hosts for seconds).
+        self._futures: dict[tuple[str, int], asyncio.Future] = {}
+        self._finished: OrderedDict[tuple[str, int], tuple[asyncio.Future, float]] = OrderedDict()
         self._arrived: set[tuple[str, int]] = set()
 
     def arrive(self, key: tuple[str, int]) -> asyncio.Future:
@@ -78,22 +82,31 @@ class Results:
         return self._future(key)
 
     def _future(self, key: tuple[str, int]) -> asyncio.Future:
-        entry = self._futures.get(key)
-        if entry is None:
-            now = time.monotonic()
-            entry = self._futures[key] = (asyncio.get_running_loop().create_future(), now)
-            self._trim(now)
-        return entry[0]
+        fut = self._futures.get(key)
+        if fut is None:
+            finished = self._finished.get(key)
+            if finished is not None:
+                return finished[0]
+            fut = self._futures[key] = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(self._ended(key))
+        return fut
+
+    def _ended(self, key: tuple[str, int]) -> Callable[[asyncio.Future], None]:
+        def ended(fut: asyncio.Future) -> None:
+            if self._futures.get(key) is fut:
+                del self._futures[key]
+                now = time.monotonic()
+                self._finished[key] = (fut, now)
+                self._trim(now)
+        return ended
 
     def _trim(self, now: float) -> None:
-        for _ in range(len(self._futures)):
-            key, (fut, born) = next(iter(self._futures.items()))
-            if len(self._futures) <= self.keep and now - born < self.max_age:
+        """Forget finished outcomes beyond the newest ``keep`` or older than ``max_age``."""
+        while self._finished:
+            key, (_, ended) = next(iter(self._finished.items()))
+            if len(self._finished) <= self.keep and now - ended < self.max_age:
                 return  # the oldest is young enough: so are the rest
-            if not fut.done():
-                self._futures.move_to_end(key)  # running (a long call): kept, looked at later
-                continue
-            del self._futures[key]
+            del self._finished[key]
             self._arrived.discard(key)
 
     @staticmethod
