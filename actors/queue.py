@@ -125,10 +125,7 @@ def outgoing(method: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     if method == "enqueue":
         if len(args) >= 2:
             args, kwargs = args[:1] + args[2:], {**kwargs, "payload": args[1]}
-        if kwargs.get("payload") is None:
-            return args, kwargs
-        job = _sealed(kwargs)
-        return args, job
+        return args, _sealed(kwargs)
     if method == "enqueue_many" and args and isinstance(args[0], builtins.list):
         return ([_sealed(job) for job in args[0]], *args[1:]), kwargs
     if method == "enqueue_flow" and args:

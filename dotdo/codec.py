@@ -177,8 +177,7 @@ def passed_on(data: bytes) -> Any:
     with them: the value itself if it holds only msgpack's own types (cheap to send,
     nothing to rebuild), else :class:`Encoded` (decoded where it arrives)."""
     try:
-        return msgpack.unpackb(data, ext_hook=_refuse_extension, raw=False,
-                               strict_map_key=False)
+        return _unpack(data, ext_hook=_refuse_extension)
     except _HasExtension:
         return Encoded(data)
     except Exception:  # noqa: BLE001 - not msgpack: the receiver says so when it decodes
@@ -263,9 +262,10 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
 
 
-def _unpack(data: bytes, lenient: bool = False) -> Any:
-    return msgpack.unpackb(data, ext_hook=_lenient_hook if lenient else _ext_hook, raw=False,
-                           strict_map_key=False)
+def _unpack(data: bytes, lenient: bool = False,
+            ext_hook: Callable[[int, bytes], Any] | None = None) -> Any:
+    hook = ext_hook or (_lenient_hook if lenient else _ext_hook)
+    return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False)
 
 
 def encode(value: Any) -> bytes:

@@ -102,11 +102,7 @@ async def _held(name: str, namespace: str, root: str) -> list[str] | None:
     restarting (its objects are not live until it is back) or not a host; _SILENT
     if it did not answer in time."""
     try:
-        handle = await asyncio.to_thread(ray.get_actor, name, namespace)
-        return await asyncio.wait_for(_ref(handle.held.remote(root)), ANSWER_TIMEOUT)
-    except (ValueError, AttributeError, ray.exceptions.RayActorError,
-            ray.exceptions.ActorUnavailableError):
-        return None
+        return await _call(name, namespace, "held", root)
     except TimeoutError:
         return _SILENT
 
@@ -116,16 +112,24 @@ async def _ask(name: str, namespace: str, root: str, batch: list[reader.Request]
     """Host ``name``'s answers to ``batch``; None when it holds none of these files
     after all (gone, restarting, another root, not a host)."""
     try:
-        handle = await asyncio.to_thread(ray.get_actor, name, namespace)
-        return await asyncio.wait_for(_ref(handle.read.remote(root, batch)), ANSWER_TIMEOUT)
-    except (ValueError, AttributeError, ray.exceptions.RayActorError,
-            ray.exceptions.ActorUnavailableError):
-        return None
+        return await _call(name, namespace, "read", root, batch)
     except TimeoutError:
         error = TimeoutError(f"the host {name} of this object did not answer a read within "
                              f"{ANSWER_TIMEOUT:g} s (it is busy or frozen); its file is not "
                              "read from here while it may be writing it: try again")
         return [[False, error] for _ in batch]
+
+
+async def _call(name: str, namespace: str, method: str, *args: Any) -> Any:
+    """``method(*args)`` of host actor ``name``; None if it is gone, restarting or not a
+    host; TimeoutError past ``ANSWER_TIMEOUT``."""
+    try:
+        handle = await asyncio.to_thread(ray.get_actor, name, namespace)
+        return await asyncio.wait_for(_ref(getattr(handle, method).remote(*args)),
+                                      ANSWER_TIMEOUT)
+    except (ValueError, AttributeError, ray.exceptions.RayActorError,
+            ray.exceptions.ActorUnavailableError):
+        return None
 
 
 async def _ref(ref: Any) -> Any:

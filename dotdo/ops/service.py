@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import dotdo
@@ -88,8 +89,7 @@ class Service:
                 raise NotFoundError(f"no objects of class {cls!r} under {self.root} "
                                     f"(classes there: {', '.join(known) or 'none'})")
         page = found[start:start + limit]
-        ids = await self._read([[reader.relative(self.root, info.path), "id", []]
-                                for info in page])
+        ids = await self._read_files(page, "id")
         out = [{"class": cls, "id": value if ok else f"<unreadable: {value}>",
                 "size": info.size, "modified": info.modified}
                for info, (ok, value) in zip(page, ids)]
@@ -121,18 +121,18 @@ class Service:
         return dotdo.Queue(q)
 
     async def _queue_names(self) -> list[str]:
-        answers = await self._read([[reader.relative(self.root, info.path), "id", []]
-                                    for info in reader.files(self.root, _QUEUE)])
+        answers = await self._read_files(reader.files(self.root, _QUEUE), "id")
         # An unreadable file is left out: `dotdo objects ls Queue` shows it.
         return sorted(value for ok, value in answers if ok)
 
-    async def _read(self, requests: list[reader.Request]) -> list[list]:
-        return await reads.read(self.root, requests)
+    async def _read_files(self, infos: Iterable[reader.FileInfo], op: str) -> list[list]:
+        """Read ``op`` of each file: ``[ok, value or error]`` each, in order."""
+        return await reads.read(self.root, [[reader.relative(self.root, info.path), op, []]
+                                            for info in infos])
 
-    async def _read_one(self, cls: str, object_id: str, op: str, *args: Any) -> Any:
-        """One read of the object's file (NotFoundError if it has none)."""
-        [(ok, value)] = await self._read([[reader.object_file(self.root, cls, object_id), op,
-                                           list(args)]])
+    async def _read_one(self, rel: str, op: str, *args: Any) -> Any:
+        """One read of the file ``rel`` (from :func:`reader.object_file`)."""
+        [(ok, value)] = await reads.read(self.root, [[rel, op, list(args)]])
         if not ok:
             raise value
         return value
@@ -335,8 +335,7 @@ class Service:
         """Every schedule of every object: ``{"class", "id", "name", "spec", "nextRun",
         "lastRun", "ticks", "lastError"}``, soonest first."""
         out: list[dict[str, Any]] = []
-        answers = await self._read([[reader.relative(self.root, info.path), "schedules", []]
-                                    for info in reader.files(self.root)])
+        answers = await self._read_files(reader.files(self.root), "schedules")
         for ok, value in answers:
             if ok:  # an unreadable file is left out: `dotdo objects ls` shows it
                 out += [{"class": value["class"], "id": value["id"], **s}
@@ -348,19 +347,20 @@ class Service:
     async def object(self, cls: str, object_id: str) -> dict[str, Any]:
         """An object as its file holds it: keys (the first 100), its own tables,
         alarm, schedules and number of journaled steps; ``path`` is relative to the root."""
-        found = await self._read_one(cls, object_id, "object")
-        return {"class": cls, "id": object_id,
-                "path": reader.object_file(self.root, cls, object_id),
+        rel = reader.object_file(self.root, cls, object_id)
+        found = await self._read_one(rel, "object")
+        return {"class": cls, "id": object_id, "path": rel,
                 **{k: v for k, v in found.items() if k not in ("class", "id")}}
 
     async def steps(self, cls: str, object_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The object's step journal, newest first, with failed attempts."""
-        return await self._read_one(cls, object_id, "steps", limit)
+        return await self._read_one(reader.object_file(self.root, cls, object_id), "steps", limit)
 
     async def sql(self, cls: str, object_id: str, query: str, limit: int = 1_000,
                   deadline: float = reader.QUERY_DEADLINE) -> dict[str, Any]:
         """One read-only statement on the object's own file, stopped at ``deadline`` s."""
-        return await self._read_one(cls, object_id, "sql", query, limit, deadline)
+        return await self._read_one(reader.object_file(self.root, cls, object_id), "sql", query,
+                                    limit, deadline)
 
     # -- exposed objects and events ----------------------------------------------------
 

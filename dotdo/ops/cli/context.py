@@ -21,7 +21,13 @@ import dotdo
 from dotdo import client
 from dotdo.errors import ConfigError
 from dotdo.ops.service import Service
-from dotdo.settings import check_namespace, default_namespace, default_storage, objects_root
+from dotdo.settings import (
+    check_namespace,
+    default_in_process,
+    default_namespace,
+    default_storage,
+    objects_root,
+)
 
 T = TypeVar("T")
 
@@ -60,7 +66,7 @@ class Ops:
         object's file is read by its host, on the node that writes it."""
         self.import_modules()
         if not (self._started or self.in_process or self.address == "local"
-                or os.environ.get("DOTDO_IN_PROCESS", "").lower() in ("1", "true", "yes")):
+                or default_in_process()):
             if self.address is not None or client.running_cluster() is not None:
                 try:
                     return self.live()
@@ -75,8 +81,7 @@ class Ops:
         command, and the jobs they took would wait out their leases. ``lasting``: a
         server, whose Ray lives as long as it serves."""
         self.import_modules()
-        in_process = self.in_process or os.environ.get("DOTDO_IN_PROCESS", "").lower() in (
-            "1", "true", "yes")
+        in_process = self.in_process or default_in_process()
         if not (self._started or lasting or in_process or self.address is not None
                 or client.running_cluster() is not None):
             raise click.ClickException(
