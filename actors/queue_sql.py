@@ -388,3 +388,6 @@ SELECT first, count(*), group_concat(DISTINCT type), max(finished),
        (SELECT json_group_array(id) FROM
            (SELECT id FROM f AS g WHERE g.first IS f.first ORDER BY g.seq DESC LIMIT 5))
   FROM f GROUP BY first ORDER BY 2 DESC, 4 DESC LIMIT ?"""
+
+# The depth gauge: jobs ready to run now.
+COUNT_READY = "SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= ?"

@@ -334,7 +334,7 @@ def _line(cls: type[DurableObject], object_id: str) -> Line:
         outbox = _hosts.get(host)
         if outbox is None:
             handle = _start_host(host, cls, object_id, hosting, conf)
-            outbox = _hosts[host] = Outbox(handle, batching=not conf.in_process)
+            outbox = _hosts[host] = Outbox(handle)
         line = _lines[name] = Line((cls.__name__, object_id), outbox)
         if len(_lines) > MAX_LINES and not _trimming.locked():
             threading.Thread(target=trim_lines, name="dotdo-trim", daemon=True).start()
@@ -430,9 +430,10 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
         line = _line(cls, object_id)
         line.used = time.monotonic()
         outbox = line.outbox
-        # In-process, every object shares the one host, which never restarts: nothing to gain.
+        # In-process, every object shares the one host, which never restarts: promises
+        # made there are awaited there anyway, nothing to gain.
         sent, send_kwargs, deps, local = pack_args(args, kwargs,
-                                                   outbox if outbox.batching else None)
+                                                   None if outbox.handle is _local else outbox)
         with line.lock:  # a number is used only by a call that was really sent
             if line.retired:  # dropped meanwhile (all its calls had started): a new line
                 continue

@@ -3,14 +3,17 @@ thread of the driver's own process (:mod:`dotdo.inprocess`).
 
 :class:`Endpoints` holds a host's :class:`~dotdo.host.ObjectTable` and, on a pooled
 host, its :class:`~dotdo.pool.PoolKeeper`, and serves the calls every host takes:
-``call``, ``skip``, ``keep``, ``streams_started``, ``wake``, ``evict``, ``shift_clock``,
-``stats``, and the reads of its objects' files (``held``, ``read``) that operators'
-tools send to the host rather than open a live object's file from another machine.
+``call``, ``start_batch``, ``cancel_call``, ``skip``, ``keep``, ``streams_started``,
+``wake``, ``evict``, ``shift_clock``, ``stats``, and the reads of its objects' files
+(``held``, ``read``) that operators' tools send to the host rather than open a live
+object's file from another machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import os
 from typing import Any
@@ -33,6 +36,7 @@ class Endpoints:
         self._keeper = keeper
         self._ready = False
         self._tending: asyncio.Task | None = None
+        self._batched: dict[tuple[str, int], asyncio.Future] = {}  # running calls of batches
 
     def _setup(self) -> None:
         """First thing on the host's event loop: count the tasks objects start, and
@@ -49,6 +53,53 @@ class Endpoints:
         if not self._ready:
             self._setup()
         return await self._table.call(message, deps)
+
+    async def start_batch(self, messages: list) -> list[asyncio.Future]:
+        """Start a batch of calls (see :mod:`dotdo.outbox`): the leading sync ones at
+        once, in one commit per object, even when the batch came before the call ahead
+        of it (:meth:`ObjectTable.run_leading`); the rest each as a task, started in
+        order. Returns one future per call, done for those run at once;
+        :meth:`cancel_call` cancels one still running."""
+        if not self._ready:
+            self._setup()
+        loop = asyncio.get_running_loop()
+        now, waiting = await self._table.run_leading(messages)
+        tasks: list[asyncio.Future] = []
+        for i, message in enumerate(messages):
+            if i < len(now):
+                ok, value = now[i]
+                if not (ok and inspect.isawaitable(value)):
+                    task = loop.create_future()  # done already: its outcome as a task's
+                    if ok:
+                        task.set_result(value)
+                    elif isinstance(value, asyncio.CancelledError):
+                        task.cancel()
+                    else:
+                        task.set_exception(value)
+                    tasks.append(task)
+                    continue
+                task = asyncio.ensure_future(value)
+            elif i == len(now) and waiting is not None:  # it waits for its turn already
+                task = loop.create_task(self._table.call(message, (), admission=waiting))
+            else:
+                task = loop.create_task(self._table.call(message, ()))
+            name = (message[7], message[8])  # the caller's stream, the call's number
+            self._batched[name] = task
+            task.add_done_callback(functools.partial(self._forget_batched, name))
+            tasks.append(task)
+        return tasks
+
+    def _forget_batched(self, name: tuple[str, int], task: asyncio.Future) -> None:
+        if self._batched.get(name) is task:
+            del self._batched[name]
+
+    async def cancel_call(self, stream: str, seq: int) -> bool:
+        """Cancel call ``seq`` of ``stream``, sent in a batch; False once it has ended."""
+        task = self._batched.get((stream, seq))
+        if task is None:
+            return False
+        task.cancel()
+        return True
 
     async def skip(self, class_name: str, object_id: str, stream: str, seq: int) -> None:
         """Call ``seq`` of ``stream`` will never arrive: its caller saw an argument fail."""

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from dotdo import aio
@@ -32,12 +32,16 @@ from dotdo.object import DurableObject, lookup, public_methods
 from dotdo.promise import Later, Local, Promise, settled, unpack_args
 from dotdo.sequencer import Sequencer
 
-__all__ = ["Call", "ObjectTable", "Key"]
+__all__ = ["Call", "ObjectTable", "Key", "TURN_WAIT"]
 
 Key = tuple[str, str]  # (class name, object id)
 # Class names a host shares between its streams' keys; beyond this it starts over.
 MAX_INTERNED = 1024
 _MAX_STREAMS = 2_000  # callers' streams a host remembers while they are idle
+# Seconds a batch that came before the call ahead of it waits for that call to start,
+# before its calls go on each alone (Ray delivers the one ahead within milliseconds,
+# unless the caller holds it back for its promise arguments).
+TURN_WAIT = 0.05
 
 
 class Call(NamedTuple):
@@ -185,6 +189,7 @@ class ObjectTable:
         self.local_args = 0  # promise arguments taken from calls on this host
         self.admitted = 0  # calls that got their turn: the host's progress, for batches
         self.started: set[tuple[str, int]] = set()  # (stream, seq) of calls running now
+        self.turn_waits = 0  # batches that came before the call ahead of them
         self._sync_methods: dict[tuple[str, str], bool] = {}
 
     def count_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -294,9 +299,11 @@ class ObjectTable:
 
     # -- calls --------------------------------------------------------------------------
 
-    async def call(self, message: list, deps: tuple) -> Any:
+    async def call(self, message: list, deps: tuple, admission: Awaitable[None] | None = None
+                   ) -> Any:
         """Run one :class:`Call` (as a list) after the earlier calls of its caller;
-        ``deps`` are the values of its promise arguments."""
+        ``deps`` are the values of its promise arguments. ``admission``: the wait for its
+        turn that :meth:`turn` began (the call has arrived at the sequencer already)."""
         call = Call._make(message)
         key = (intern(self._interned, call.class_name), call.object_id)
         turn = (key, call.stream)
@@ -309,7 +316,8 @@ class ObjectTable:
         self.idle_since.pop(key, None)
         try:
             try:  # however this ends (cancelled too), the caller's next call goes on
-                admitted = self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
+                admitted = admission if admission is not None else self.sequencer.arrive(
+                    turn, call.seq, call.deferred, call.more)
                 if admitted is not None:
                     await admitted
                 obj, fn = self._target(key, call.method)
@@ -344,11 +352,12 @@ class ObjectTable:
         elif key in self.objects:
             self.idle_since[key] = time.monotonic()
 
-    def run_now(self, messages: list) -> list[tuple[bool, Any]]:
+    def run_now(self, messages: list, admitted: bool = False) -> list[tuple[bool, Any]]:
         """Run at once, in order, the leading calls of a batch that need no waiting:
         sync methods without promise arguments whose turn it is. Returns ``(ok,
         result or error)`` for each call run (a prefix of ``messages``); the caller
-        runs the rest with :meth:`call`.
+        waits for the next one's turn (:meth:`turn`) or runs the rest with :meth:`call`.
+        ``admitted``: the first call got its turn already (from :meth:`turn`).
 
         Consecutive calls on one object share one commit: nothing else runs on this
         loop until it is made and none of their results leaves this host before it
@@ -365,10 +374,13 @@ class ObjectTable:
                     break
                 key = (intern(self._interned, call.class_name), call.object_id)
                 turn = (key, call.stream)
-                if not self.sequencer.can_start(turn, call.seq):
+                if admitted:
+                    admitted = False  # it arrived at the sequencer when it began to wait
+                elif self.sequencer.can_start(turn, call.seq):
+                    self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
+                else:
                     break
                 outcome = self.results.arrive((call.stream, call.seq))
-                self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
                 self._inflight[key] = self._inflight.get(key, 0) + 1
                 self.idle_since.pop(key, None)
                 try:
@@ -404,6 +416,75 @@ class ObjectTable:
             if group is not None:
                 self._commit(group, out)
         return out
+
+    async def run_leading(self, messages: list
+                          ) -> tuple[list[tuple[bool, Any]], asyncio.Future | None]:
+        """Run a batch's leading calls as :meth:`run_now` does; when the next one's turn
+        has not come (the call ahead of it is not here yet: Ray starts an async actor's
+        tasks in any order), wait up to ``TURN_WAIT`` for it and go on the same way, in
+        one commit, rather than leave the batch's calls to run each alone (a commit
+        each) behind it. Returns the outcomes of the calls run and, if the next one is
+        still waiting for its turn, that wait (its ``admission`` for :meth:`call`). A
+        batch cancelled meanwhile drops the calls it did not run."""
+        now: list[tuple[bool, Any]] = []
+        waiting: asyncio.Future | None = None
+        try:
+            while True:
+                rest = messages[len(now):]
+                ran = self.run_now(rest, admitted=waiting is not None)
+                now += ran
+                waiting = None
+                if len(ran) == len(rest) or (ran and ran[-1][0] and inspect.isawaitable(ran[-1][1])):
+                    return now, None
+                if not self.waits_turn(rest[len(ran)]):
+                    return now, None  # an async call, or one with promise arguments
+                self.turn_waits += 1
+                waiting = self.turn(rest[len(ran)])
+                await asyncio.wait((waiting,), timeout=TURN_WAIT)
+                if not waiting.done():
+                    return now, waiting  # behind a call held back longer
+        except asyncio.CancelledError:
+            if waiting is not None:
+                waiting.cancel()
+            self.drop(messages[len(now):])
+            for ok, value in now:
+                if ok and inspect.iscoroutine(value):
+                    value.close()  # a finish() that will never run
+            raise
+
+    def waits_turn(self, message: list) -> bool:
+        """Whether :meth:`run_now` would run call ``message`` but for its turn: an
+        earlier call of its caller has not started here yet (Ray starts an async
+        actor's tasks in any order, so a batch may come before the call ahead of it)."""
+        call = Call._make(message)
+        if call.method is None or call.local or not self._sync(call.class_name, call.method):
+            return False
+        key = (intern(self._interned, call.class_name), call.object_id)
+        return not self.sequencer.can_start((key, call.stream), call.seq)
+
+    def turn(self, message: list) -> asyncio.Future:
+        """Begin waiting for call ``message``'s turn (it arrives at the sequencer):
+        once the future is done, it is admitted, and runs by :meth:`run_now` with
+        ``admitted=True`` or :meth:`call` with the future as its ``admission``. If
+        the waiting is given up, :meth:`drop` the call."""
+        call = Call._make(message)
+        key = (intern(self._interned, call.class_name), call.object_id)
+        admitted = self.sequencer.arrive((key, call.stream), call.seq, call.deferred, call.more)
+        if admitted is None:  # its turn came meanwhile
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.ensure_future(admitted)
+
+    def drop(self, messages: list) -> None:
+        """These calls of a cancelled batch will not run: their outcomes are
+        cancelled and their numbers skipped, so that later calls go on."""
+        for message in messages:
+            call = Call._make(message)
+            key = (intern(self._interned, call.class_name), call.object_id)
+            self.results.arrive((call.stream, call.seq)).cancel()
+            self.sequencer.leave((key, call.stream), call.seq)  # one waiting for its turn
+            self.sequencer.skip((key, call.stream), call.seq)
 
     def _target(self, key: Key, method: str) -> tuple[DurableObject, Callable[..., Any]]:
         """The object (activated if need be) and its method a call runs, counted."""
@@ -464,6 +545,7 @@ class ObjectTable:
             "waiting": self.sequencer.waiting(),
             "evicted": self.released,
             "local_args": self.local_args,
+            "turn_waits": self.turn_waits,
         }
 
 

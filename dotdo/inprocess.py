@@ -3,7 +3,8 @@
 ``dotdo.init(in_process=True)`` (or ``$DOTDO_IN_PROCESS=1``) runs the same host core
 as a Ray actor does (:class:`~dotdo.endpoints.Endpoints` over an
 :class:`~dotdo.host.ObjectTable`) on an event loop in a thread of this process: calls
-keep their order per caller, objects keep their SQLite files, promises pipeline, and
+keep their order per caller and go in batches (one commit for the sync calls of a
+batch on one object, as on Ray), objects keep their SQLite files, promises pipeline, and
 ``send``/``do``/schedules/alarms work, as huey's immediate mode or dramatiq's
 ``StubBroker`` do for their queues. Objects live only while this process runs: an
 object's background work resumes when it is next called (there is no restart, no
@@ -16,6 +17,8 @@ close their files, and come back from them at their next call.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import resource
 import threading
 from typing import Any
@@ -40,7 +43,13 @@ class _Method:
     def __init__(self, host: LocalHost, name: str) -> None:
         self._host, self._name = host, name
 
-    def remote(self, *args: Any) -> LocalRef:
+    def options(self, **_: Any) -> _Method:
+        """As a Ray actor method's ``options``: a batch gets one ref per call anyway."""
+        return self
+
+    def remote(self, *args: Any) -> Any:
+        if self._name == "calls":
+            return self._host.send_batch(args[0])
         if self._name == "call":
             # Copied as Ray copies it, so that a call here behaves as one there: what
             # cannot be sent fails at once, and neither side sees the other's changes.
@@ -92,6 +101,32 @@ class LocalHost:
             raise AttributeError(name)
         return _Method(self, name)
 
+    def send_batch(self, messages: list) -> list[LocalRef]:
+        """Start a batch of calls (as the outbox sends one to a Ray actor): the leading
+        sync ones run at once in one commit per object, as on a Ray host. Returns one
+        :class:`LocalRef` per call."""
+        try:  # copied as Ray copies it (see _Method.remote)
+            sent = cloudpickle.dumps(messages)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure: as Ray says it
+            raise TypeError(f"Could not serialize the argument: {exc}") from None
+        futures: list[concurrent.futures.Future] = [concurrent.futures.Future() for _ in messages]
+        LocalRef.spawn(self.loop, self._serve_batch(sent, futures))
+        return [LocalRef(future, self.loop) for future in futures]
+
+    async def _serve_batch(self, sent: bytes, futures: list[concurrent.futures.Future]) -> None:
+        try:
+            messages = cloudpickle.loads(sent)
+            tasks = await self._endpoints.start_batch(messages)
+        except BaseException as exc:  # nothing ran: each call fails with it
+            for future in futures:
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                elif not future.done():
+                    future.set_exception(exc)
+            raise
+        for task, future, message in zip(tasks, futures, messages):
+            task.add_done_callback(functools.partial(_hand_over, future, message))
+
     async def serve(self, name: str, args: tuple) -> Any:
         """Run endpoint ``name``; a call's promise arguments (``LocalRef`` s) are
         awaited first, and a failed one fails the call undelivered, as Ray does."""
@@ -99,12 +134,7 @@ class LocalHost:
             sent, *deps = args
             values = [await dep for dep in deps]
             message = cloudpickle.loads(sent)
-            result = await self._endpoints.call(message, *values)
-            try:
-                return cloudpickle.loads(cloudpickle.dumps(result))
-            except Exception as exc:  # noqa: BLE001 - any pickling failure
-                raise EncodeError(f"cannot return the result of {message[0]}.{message[2]}(): "
-                                  f"{type(exc).__name__}: {exc}") from None
+            return _copied(await self._endpoints.call(message, *values), message)
         return await getattr(self._endpoints, name)(*args)
 
     def close(self) -> None:
@@ -127,3 +157,27 @@ class LocalHost:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _copied(result: Any, message: list) -> Any:
+    """A call's result as its caller gets it: a copy, as Ray's would be."""
+    try:
+        return cloudpickle.loads(cloudpickle.dumps(result))
+    except Exception as exc:  # noqa: BLE001 - any pickling failure
+        raise EncodeError(f"cannot return the result of {message[0]}.{message[2]}(): "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _hand_over(future: concurrent.futures.Future, message: list, task: asyncio.Future) -> None:
+    """One call of a batch ended: its caller's future gets the outcome."""
+    if task.cancelled():
+        future.cancel()
+        return
+    error = task.exception()
+    if error is None:
+        try:
+            future.set_result(_copied(task.result(), message))
+            return
+        except EncodeError as exc:
+            error = exc
+    future.set_exception(error)

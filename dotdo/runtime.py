@@ -17,12 +17,10 @@ with nobody calling.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -33,7 +31,7 @@ from dotdo import settings as _conf
 from dotdo import signals
 from dotdo.endpoints import Endpoints
 from dotdo.errors import EncodeError
-from dotdo.host import ObjectTable
+from dotdo.host import TURN_WAIT, ObjectTable
 from dotdo.ids import storage_path
 from dotdo.journal import Directory
 from dotdo.object import DurableObject
@@ -41,7 +39,7 @@ from dotdo.pool import PoolKeeper
 from dotdo.promise import SCALARS, Later
 from dotdo.settings import Settings
 
-__all__ = ["Host", "encodable", "STRAGGLE", "TURN_WAIT", "HANDOVER_GRACE"]
+__all__ = ["Host", "encodable", "STRAGGLE", "HANDOVER_GRACE"]
 
 # How long a process that got SIGTERM waits for its objects to hand their work back.
 HANDOVER_GRACE = 10.0
@@ -50,7 +48,6 @@ HANDOVER_GRACE = 10.0
 # getting its turn, before it goes back without the calls still running (their
 # outcomes follow).
 STRAGGLE = 0.002
-TURN_WAIT = 0.05
 LATER_KEPT = 30.0  # seconds a late call's outcome stays referenced here once it ends
 
 
@@ -73,7 +70,6 @@ class _HostActor(Endpoints):
                                   conf.durability)
             keeper = PoolKeeper(table, directory, pool[1])
         super().__init__(table, keeper)
-        self._batched: dict[tuple[str, int], asyncio.Future] = {}  # running calls of batches
         self._detached: dict[tuple[str, int], asyncio.Future] = {}  # outlasted their batch
         # The refs of those calls' outcomes, kept here a while after they end: the
         # caller got each inside its batch's reply, and Ray (2.60) can free an
@@ -93,52 +89,43 @@ class _HostActor(Endpoints):
                 "late_calls": self._late}
 
     async def calls(self, messages: list) -> Any:
-        """Run a batch of calls (see :mod:`dotdo.outbox`): the leading sync ones at
-        once (:meth:`ObjectTable.run_now`), the rest each as :meth:`call` runs it,
-        concurrently, started in order. Returns one outcome per call (the caller asked
-        for one ``ObjectRef`` each); a failed call's outcome is the error Ray would
-        have raised for it, which fails that call's ``ObjectRef`` alone. Once
-        ``STRAGGLE`` seconds pass with no call of the batch ending and no call of this
-        host getting its turn (``TURN_WAIT`` if some are still waiting for their own
-        turn), and once this host can call itself, the batch goes back and each call
-        still running
-        returns a :class:`~dotdo.promise.Later`: the ref of its outcome, which this
+        """Run a batch of calls (see :meth:`Endpoints.start_batch`). Returns one
+        outcome per call (the caller asked for one ``ObjectRef`` each); a failed call's
+        outcome is the error Ray would have raised for it, which fails that call's
+        ``ObjectRef`` alone. Once ``STRAGGLE`` seconds pass with no call of the batch
+        ending and no call of this host getting its turn (``TURN_WAIT`` if some are
+        still waiting for their own turn), and once this host can call itself, the
+        batch goes back and each call still running returns a
+        :class:`~dotdo.promise.Later`: the ref of its outcome, which this
         host sends when it ends (:meth:`outcome`)."""
-        if not self._ready:
-            self._setup()
         loop = asyncio.get_running_loop()
         self._batches += 1
         self._batched_calls += len(messages)
-        now = self._table.run_now(messages)  # the leading sync calls, at once
+        tasks = await self.start_batch(messages)
         names = [(m[7], m[8]) for m in messages]  # the callers' streams, the calls' numbers
-        tasks: list[asyncio.Future] = []
-        for i, (message, name) in enumerate(zip(messages, names)):
-            if i < len(now):
-                ok, value = now[i]
-                if not (ok and inspect.isawaitable(value)):
-                    task = loop.create_future()  # done already: its outcome as a task's
-                    if ok:
-                        task.set_result(value)
-                    elif isinstance(value, asyncio.CancelledError):
-                        task.cancel()
-                    else:
-                        task.set_exception(value)
-                    tasks.append(task)
-                    continue
-                task = asyncio.ensure_future(value)
-            else:
-                task = loop.create_task(self.call(message))
-            self._batched[name] = task
-            task.add_done_callback(self._forgetter(name))
-            tasks.append(task)
-        pending: set[asyncio.Future] = set(tasks)
+        pending = {task for task in tasks if not task.done()}
         name_of = dict(zip(tasks, names))
+        # One callback per call, once: waiting on the whole set every STRAGGLE seconds
+        # would cost a batch of n running calls O(n) each time.
+        changed = loop.create_future()
+
+        def ended(task: asyncio.Future) -> None:
+            pending.discard(task)
+            if not changed.done():
+                changed.set_result(None)
+
+        for task in pending:
+            task.add_done_callback(ended)
         quiet = 0.0  # seconds with no call of this batch ending and none admitted here
         try:
             while pending:
                 admitted = self._table.admitted
-                done, pending = await asyncio.wait(pending, timeout=STRAGGLE)
-                if done or self._table.admitted != admitted:
+                await asyncio.wait((changed,), timeout=STRAGGLE)
+                if changed.done():
+                    changed = loop.create_future()
+                    quiet = 0.0
+                    continue
+                if self._table.admitted != admitted:
                     quiet = 0.0
                     continue
                 quiet += STRAGGLE
@@ -178,20 +165,6 @@ class _HostActor(Endpoints):
         finally:
             asyncio.get_running_loop().call_later(
                 LATER_KEPT, self._later_refs.pop, (stream, seq), None)
-
-    def _forgetter(self, name: tuple[str, int]) -> Callable[[asyncio.Future], None]:
-        def forget(_: asyncio.Future) -> None:
-            self._batched.pop(name, None)
-        return forget
-
-    async def cancel_call(self, stream: str, seq: int) -> bool:
-        """Cancel call ``seq`` of ``stream``, sent in a batch; False once it has ended."""
-        task = self._batched.get((stream, seq))
-        if task is None:
-            return False
-        task.cancel()
-        return True
-
 
 def _outcome(task: asyncio.Future, message: list) -> Any:
     """What one call of a batch returns: its result, or its error as Ray makes it."""

@@ -121,6 +121,22 @@ def test_a_slow_call_does_not_hold_up_the_quick_calls_sent_with_it(make_object, 
     assert asyncio.run(awaited()) == "slow"
 
 
+def test_a_batch_that_comes_before_the_call_ahead_of_it_waits_for_it(make_object, unique, held):
+    recorder, pipe = make_object("Recorder", unique), make_object("Pipe", unique + "-pipe")
+    recorder.notes("log").result()
+    pipe.echo("up").result()
+    before = _stats(recorder)
+    # Given a call that Ray holds back for its argument (ready in 0.5 s), then a batch
+    first = recorder.note("log", pipe.slow(0.5, "first"))
+    batch = [recorder.note("log", i) for i in range(50)]
+    # When the batch reaches the host before that call
+    dotdo.get(batch)
+    first.result()
+    # Then it waited for its turn, and every call ran in the order issued
+    assert _stats(recorder)["turn_waits"] - before["turn_waits"] >= 1
+    assert recorder.notes("log").result() == ["first", *range(50)]
+
+
 def test_cancelling_one_call_of_a_batch_leaves_the_others(make_object, unique, held):
     pipe = make_object("Pipe", unique)
     pipe.echo("up").result()
