@@ -7,8 +7,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
-import uuid
 from typing import Any
 
 import dotdo
@@ -27,6 +27,7 @@ MAX_BACKOFF = 86_400.0  # no retry waits longer than a day
 # A job further away than a year is a typo or a unit mix-up (ms for s), not a plan: a
 # delay of 1e308 s would be a job that never runs. Enqueue far jobs from a schedule.
 MAX_DELAY = 366 * 86_400.0  # delay, debounce, and run_at from now
+_LATER = "enqueue jobs further away later, from a schedule"
 MAX_TIMEOUT = 7 * 86_400.0  # one attempt of a job
 MAX_LEASE_TIMEOUT = 86_400.0  # a queue's lease_timeout: a dead worker's jobs wait at most that
 MAX_PARENTS = 100
@@ -193,26 +194,31 @@ class JobSpec:
                             f"{', '.join(sorted(OPTIONS - {'type', 'payload'}))}")
         job_id = spec.get("job_id")
         if job_id is None:
-            job_id = uuid.uuid4().hex
+            job_id = os.urandom(16).hex()  # as uuid4().hex, five times cheaper
         elif not isinstance(job_id, str):
             raise ValueError(f"job_id is a str, not {type(job_id).__name__}")
         check_id(job_id)
         priority = spec.get("priority", 0)
         if not is_int(priority) or abs(priority) >= 2**63:
             raise ValueError(f"priority is an int (64-bit), not {priority!r}")
-        later = "enqueue jobs further away later, from a schedule"
-        delay = number("delay", spec.get("delay"), minimum=0, maximum=MAX_DELAY,
-                       bound=span(MAX_DELAY), hint=later)
-        run_at = number("run_at", spec.get("run_at"), minimum=0, maximum=now + MAX_DELAY,
-                        bound=f"{MAX_DELAY / 86_400:g} days from now (epoch {now + MAX_DELAY:.0f})",
-                        hint=later)
+        # Checked only when given: this runs for every job enqueued.
+        delay = run_at = None
+        if spec.get("delay") is not None:
+            delay = number("delay", spec["delay"], minimum=0, maximum=MAX_DELAY,
+                           bound=span(MAX_DELAY), hint=_LATER)
+        if spec.get("run_at") is not None:
+            run_at = number("run_at", spec["run_at"], minimum=0, maximum=now + MAX_DELAY,
+                            bound=f"{MAX_DELAY / 86_400:g} days from now "
+                                  f"(epoch {now + MAX_DELAY:.0f})", hint=_LATER)
         if delay is not None and run_at is not None:
             raise ValueError("give delay= or run_at=, not both")
         max_retries = number("max_retries", spec.get("max_retries", 3), minimum=0,
                              allow_none=False, integer=True)
-        timeout = number("timeout", spec.get("timeout"), minimum=0.001, maximum=MAX_TIMEOUT,
-                         bound=span(MAX_TIMEOUT),
-                         hint="split longer work into steps (dotdo.do) or several jobs")
+        timeout = None
+        if spec.get("timeout") is not None:
+            timeout = number("timeout", spec["timeout"], minimum=0.001, maximum=MAX_TIMEOUT,
+                             bound=span(MAX_TIMEOUT),
+                             hint="split longer work into steps (dotdo.do) or several jobs")
         features = _features(spec, job_id, run_at) if spec.keys() & FEATURES else {}
         payload = spec.get(ENCODED_PAYLOAD)
         if payload is None:
@@ -235,7 +241,7 @@ class JobSpec:
         when = run_at if run_at is not None else now + (features.get("debounce") or delay or 0)
         return cls(id=job_id, type=job_type, payload=payload, priority=priority, run_at=when,
                    max_retries=max_retries, timeout=timeout or DEFAULT_TIMEOUT, created=now,
-                   uid=uuid.uuid4().hex[:16], value=value, **features)
+                   uid=os.urandom(8).hex(), value=value, **features)
 
     @property
     def single_row(self) -> bool:

@@ -54,40 +54,31 @@ class Endpoints:
             self._setup()
         return await self._table.call(message, deps)
 
-    async def start_batch(self, messages: list) -> list[asyncio.Future]:
+    async def start_batch(self, messages: list
+                          ) -> tuple[list[tuple[bool, Any]], list[asyncio.Future]]:
         """Start a batch of calls (see :mod:`dotdo.outbox`): the leading sync ones at
         once, in one commit per object, even when the batch came before the call ahead
         of it (:meth:`ObjectTable.run_leading`); the rest each as a task, started in
-        order. Returns one future per call, done for those run at once;
-        :meth:`cancel_call` cancels one still running."""
+        order. Returns ``(ok, result or error)`` of the calls run at once (the first
+        ones), and a future for each of the rest; :meth:`cancel_call` cancels one."""
         if not self._ready:
             self._setup()
         loop = asyncio.get_running_loop()
         now, waiting = await self._table.run_leading(messages)
         tasks: list[asyncio.Future] = []
-        for i, message in enumerate(messages):
-            if i < len(now):
-                ok, value = now[i]
-                if not (ok and inspect.isawaitable(value)):
-                    task = loop.create_future()  # done already: its outcome as a task's
-                    if ok:
-                        task.set_result(value)
-                    elif isinstance(value, asyncio.CancelledError):
-                        task.cancel()
-                    else:
-                        task.set_exception(value)
-                    tasks.append(task)
-                    continue
-                task = asyncio.ensure_future(value)
-            elif i == len(now) and waiting is not None:  # it waits for its turn already
-                task = loop.create_task(self._table.call(message, (), admission=waiting))
+        if now and now[-1][0] and inspect.isawaitable(now[-1][1]):  # its method returned one
+            tasks.append(asyncio.ensure_future(now.pop()[1]))
+        for i in range(len(now) + len(tasks), len(messages)):
+            message = messages[i]
+            if i == len(now) and waiting is not None:  # it waits for its turn already
+                tasks.append(loop.create_task(self._table.call(message, (), admission=waiting)))
             else:
-                task = loop.create_task(self._table.call(message, ()))
+                tasks.append(loop.create_task(self._table.call(message, ())))
+        for message, task in zip(messages[len(now):], tasks):
             name = (message[7], message[8])  # the caller's stream, the call's number
             self._batched[name] = task
             task.add_done_callback(functools.partial(self._forget_batched, name))
-            tasks.append(task)
-        return tasks
+        return now, tasks
 
     def _forget_batched(self, name: tuple[str, int], task: asyncio.Future) -> None:
         if self._batched.get(name) is task:

@@ -38,10 +38,12 @@ Key = tuple[str, str]  # (class name, object id)
 # Class names a host shares between its streams' keys; beyond this it starts over.
 MAX_INTERNED = 1024
 _MAX_STREAMS = 2_000  # callers' streams a host remembers while they are idle
-# Seconds a batch that came before the call ahead of it waits for that call to start,
-# before its calls go on each alone (Ray delivers the one ahead within milliseconds,
-# unless the caller holds it back for its promise arguments).
+# Seconds a batch that came before the call ahead of it waits, with no call of its
+# caller starting meanwhile, before its calls go on each alone (Ray delivers the one
+# ahead within milliseconds, unless the caller holds it back for its promise arguments).
 TURN_WAIT = 0.05
+# Results that are surely not awaitable: no need to ask inspect.
+PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes, tuple})
 
 
 class Call(NamedTuple):
@@ -77,7 +79,10 @@ class Results:
         # oldest first, so it costs nothing per call however many calls are running
         # (a scan past 5,000 running enqueues at every arrival stalled hosts for seconds).
         self._futures: dict[tuple[str, int], asyncio.Future] = {}
-        self._finished: OrderedDict[tuple[str, int], tuple[asyncio.Future, float]] = OrderedDict()
+        # A call run at once keeps its outcome as (ok, value): a future is made only if
+        # a call here asks for it, which few do.
+        self._finished: OrderedDict[tuple[str, int],
+                                    tuple[asyncio.Future | tuple[bool, Any], float]] = OrderedDict()
         self._arrived: set[tuple[str, int]] = set()
 
     def arrive(self, key: tuple[str, int]) -> asyncio.Future:
@@ -85,12 +90,29 @@ class Results:
         self._arrived.add(key)
         return self._future(key)
 
+    def record(self, key: tuple[str, int], ok: bool, value: Any) -> None:
+        """A call here ended at once with this outcome (``ok``: its result, else its error)."""
+        self._arrived.add(key)
+        fut = self._futures.get(key)
+        if fut is not None:  # a call here waits for it already
+            Results.settle(fut, *((value, None) if ok else (None, value)))
+            return
+        now = time.monotonic()
+        self._finished[key] = ((ok, value), now)
+        self._trim(now)
+
     def _future(self, key: tuple[str, int]) -> asyncio.Future:
         fut = self._futures.get(key)
         if fut is None:
             finished = self._finished.get(key)
             if finished is not None:
-                return finished[0]
+                held, ended = finished
+                if isinstance(held, asyncio.Future):
+                    return held
+                fut = asyncio.get_running_loop().create_future()
+                Results.settle(fut, *((held[1], None) if held[0] else (None, held[1])))
+                self._finished[key] = (fut, ended)
+                return fut
             fut = self._futures[key] = asyncio.get_running_loop().create_future()
             fut.add_done_callback(self._ended(key))
         return fut
@@ -366,6 +388,7 @@ class ObjectTable:
         A call whose sync method returns an awaitable ends the run after it: its
         outcome is ``(True, awaitable)`` wrapped by :meth:`finish`."""
         out: list[tuple[bool, Any]] = []
+        names: list[tuple[str, int]] = []  # (stream, seq) of the calls run, but an awaitable's
         group: tuple[Key, Any, int] | None = None  # (object, open transaction, first index)
         try:
             for message in messages:
@@ -380,7 +403,7 @@ class ObjectTable:
                     self.sequencer.arrive(turn, call.seq, call.deferred, call.more)
                 else:
                     break
-                outcome = self.results.arrive((call.stream, call.seq))
+                names.append((call.stream, call.seq))
                 self._inflight[key] = self._inflight.get(key, 0) + 1
                 self.idle_since.pop(key, None)
                 try:
@@ -402,30 +425,33 @@ class ObjectTable:
                     finally:
                         restore(token)
                 except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone
-                    Results.settle(outcome, error=exc)
                     out.append((False, exc))
                     continue
                 finally:
                     self._done_with(key)
-                if inspect.isawaitable(result):
+                if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+                    outcome = self.results.arrive(names.pop())
                     out.append((True, self.finish(result, outcome, key)))
                     break
-                Results.settle(outcome, result)
                 out.append((True, result))
         finally:
             if group is not None:
                 self._commit(group, out)
+            # After the commit, so that a call here taking an outcome sees the caller's.
+            for name, (ok, value) in zip(names, out):
+                self.results.record(name, ok, value)
         return out
 
     async def run_leading(self, messages: list
                           ) -> tuple[list[tuple[bool, Any]], asyncio.Future | None]:
         """Run a batch's leading calls as :meth:`run_now` does; when the next one's turn
         has not come (the call ahead of it is not here yet: Ray starts an async actor's
-        tasks in any order), wait up to ``TURN_WAIT`` for it and go on the same way, in
-        one commit, rather than leave the batch's calls to run each alone (a commit
-        each) behind it. Returns the outcomes of the calls run and, if the next one is
-        still waiting for its turn, that wait (its ``admission`` for :meth:`call`). A
-        batch cancelled meanwhile drops the calls it did not run."""
+        tasks in any order), wait for it while calls of its caller keep starting (or
+        ``TURN_WAIT``), and go on the same way, in one commit, rather than leave the
+        batch's calls to run each alone (a commit each) behind it. Returns the
+        outcomes of the calls run and, if the next one is still waiting for its turn,
+        that wait (its ``admission`` for :meth:`call`). A batch cancelled meanwhile
+        drops the calls it did not run."""
         now: list[tuple[bool, Any]] = []
         waiting: asyncio.Future | None = None
         try:
@@ -440,9 +466,14 @@ class ObjectTable:
                     return now, None  # an async call, or one with promise arguments
                 self.turn_waits += 1
                 waiting = self.turn(rest[len(ran)])
-                await asyncio.wait((waiting,), timeout=TURN_WAIT)
-                if not waiting.done():
-                    return now, waiting  # behind a call held back longer
+                stream = self._turn_of(rest[len(ran)])
+                seen = self.sequencer.position(stream)
+                while not waiting.done():
+                    await asyncio.wait((waiting,), timeout=TURN_WAIT)
+                    moved = self.sequencer.position(stream)
+                    if not waiting.done() and (moved is None or moved == seen):
+                        return now, waiting  # no call of its caller started meanwhile
+                    seen = moved
         except asyncio.CancelledError:
             if waiting is not None:
                 waiting.cancel()
@@ -452,6 +483,10 @@ class ObjectTable:
                     value.close()  # a finish() that will never run
             raise
 
+    def _turn_of(self, message: list) -> tuple[Key, str]:
+        """The sequencer's stream of call ``message``: its object and its caller's line."""
+        return ((intern(self._interned, message[0]), message[1]), message[7])
+
     def waits_turn(self, message: list) -> bool:
         """Whether :meth:`run_now` would run call ``message`` but for its turn: an
         earlier call of its caller has not started here yet (Ray starts an async
@@ -459,8 +494,7 @@ class ObjectTable:
         call = Call._make(message)
         if call.method is None or call.local or not self._sync(call.class_name, call.method):
             return False
-        key = (intern(self._interned, call.class_name), call.object_id)
-        return not self.sequencer.can_start((key, call.stream), call.seq)
+        return not self.sequencer.can_start(self._turn_of(message), call.seq)
 
     def turn(self, message: list) -> asyncio.Future:
         """Begin waiting for call ``message``'s turn (it arrives at the sequencer):
@@ -468,8 +502,8 @@ class ObjectTable:
         ``admitted=True`` or :meth:`call` with the future as its ``admission``. If
         the waiting is given up, :meth:`drop` the call."""
         call = Call._make(message)
-        key = (intern(self._interned, call.class_name), call.object_id)
-        admitted = self.sequencer.arrive((key, call.stream), call.seq, call.deferred, call.more)
+        admitted = self.sequencer.arrive(self._turn_of(message), call.seq, call.deferred,
+                                         call.more)
         if admitted is None:  # its turn came meanwhile
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
@@ -480,11 +514,10 @@ class ObjectTable:
         """These calls of a cancelled batch will not run: their outcomes are
         cancelled and their numbers skipped, so that later calls go on."""
         for message in messages:
-            call = Call._make(message)
-            key = (intern(self._interned, call.class_name), call.object_id)
-            self.results.arrive((call.stream, call.seq)).cancel()
-            self.sequencer.leave((key, call.stream), call.seq)  # one waiting for its turn
-            self.sequencer.skip((key, call.stream), call.seq)
+            turn, seq = self._turn_of(message), message[8]
+            self.results.arrive((message[7], seq)).cancel()
+            self.sequencer.leave(turn, seq)  # one waiting for its turn
+            self.sequencer.skip(turn, seq)
 
     def _target(self, key: Key, method: str) -> tuple[DurableObject, Callable[..., Any]]:
         """The object (activated if need be) and its method a call runs, counted."""

@@ -116,7 +116,7 @@ class LocalHost:
     async def _serve_batch(self, sent: bytes, futures: list[concurrent.futures.Future]) -> None:
         try:
             messages = cloudpickle.loads(sent)
-            tasks = await self._endpoints.start_batch(messages)
+            now, tasks = await self._endpoints.start_batch(messages)
         except BaseException as exc:  # nothing ran: each call fails with it
             for future in futures:
                 if isinstance(exc, asyncio.CancelledError):
@@ -124,8 +124,10 @@ class LocalHost:
                 elif not future.done():
                     future.set_exception(exc)
             raise
-        for task, future, message in zip(tasks, futures, messages):
-            task.add_done_callback(functools.partial(_hand_over, future, message))
+        for (ok, value), future, message in zip(now, futures, messages):
+            _hand_over(future, message, ok, value)
+        for task, future, message in zip(tasks, futures[len(now):], messages[len(now):]):
+            task.add_done_callback(functools.partial(_ended, future, message))
 
     async def serve(self, name: str, args: tuple) -> Any:
         """Run endpoint ``name``; a call's promise arguments (``LocalRef`` s) are
@@ -168,16 +170,23 @@ def _copied(result: Any, message: list) -> Any:
                           f"{type(exc).__name__}: {exc}") from None
 
 
-def _hand_over(future: concurrent.futures.Future, message: list, task: asyncio.Future) -> None:
+def _hand_over(future: concurrent.futures.Future, message: list, ok: bool, value: Any) -> None:
     """One call of a batch ended: its caller's future gets the outcome."""
+    if ok:
+        try:
+            future.set_result(_copied(value, message))
+            return
+        except EncodeError as exc:
+            value = exc
+    if isinstance(value, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(value)
+
+
+def _ended(future: concurrent.futures.Future, message: list, task: asyncio.Future) -> None:
     if task.cancelled():
         future.cancel()
         return
     error = task.exception()
-    if error is None:
-        try:
-            future.set_result(_copied(task.result(), message))
-            return
-        except EncodeError as exc:
-            error = exc
-    future.set_exception(error)
+    _hand_over(future, message, error is None, task.result() if error is None else error)

@@ -101,8 +101,9 @@ class _HostActor(Endpoints):
         loop = asyncio.get_running_loop()
         self._batches += 1
         self._batched_calls += len(messages)
-        tasks = await self.start_batch(messages)
-        names = [(m[7], m[8]) for m in messages]  # the callers' streams, the calls' numbers
+        now, tasks = await self.start_batch(messages)
+        running = messages[len(now):]
+        names = [(m[7], m[8]) for m in running]  # the callers' streams, the calls' numbers
         pending = {task for task in tasks if not task.done()}
         name_of = dict(zip(tasks, names))
         # One callback per call, once: waiting on the whole set every STRAGGLE seconds
@@ -140,8 +141,9 @@ class _HostActor(Endpoints):
             for task in tasks:
                 task.cancel()
             raise
-        outcomes = [self._later(task, name) if task in pending else _outcome(task, message)
-                    for task, message, name in zip(tasks, messages, names)]
+        outcomes = [_outcome(ok, value, message) for (ok, value), message in zip(now, messages)]
+        outcomes += [self._later(task, name) if task in pending else _outcome(*_ended(task), message)
+                     for task, message, name in zip(tasks, running, names)]
         return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
 
     async def wake(self, key: list | None) -> None:
@@ -166,17 +168,26 @@ class _HostActor(Endpoints):
             asyncio.get_running_loop().call_later(
                 LATER_KEPT, self._later_refs.pop, (stream, seq), None)
 
-def _outcome(task: asyncio.Future, message: list) -> Any:
-    """What one call of a batch returns: its result, or its error as Ray makes it."""
+def _ended(task: asyncio.Future) -> tuple[bool, Any]:
+    """A finished task's outcome as ``(ok, result or error)``."""
     if task.cancelled():
-        return TaskCancelledError()
+        return False, asyncio.CancelledError()
     error = task.exception()
-    if error is None:
-        result = task.result()
-        if encodable(result):
-            return result
-        error = EncodeError(f"cannot return the result of {message[0]}.{message[2]}(): "
-                            f"{type(result).__name__} cannot be serialised")
+    return (True, task.result()) if error is None else (False, error)
+
+
+def _outcome(ok: bool, value: Any, message: list) -> Any:
+    """What one call of a batch returns: its result, or its error as Ray makes it."""
+    if ok:
+        if type(value) in SCALARS or encodable(value):
+            return value
+        error: BaseException = EncodeError(
+            f"cannot return the result of {message[0]}.{message[2]}(): "
+            f"{type(value).__name__} cannot be serialised")
+    elif isinstance(value, asyncio.CancelledError):
+        return TaskCancelledError()
+    else:
+        error = value
     return RayTaskError(f"{message[0]}.{message[2]}",
                         "".join(traceback.format_exception(error)), error)
 

@@ -170,6 +170,12 @@ class Sequencer:
         if st is not None:  # a stream with nothing here to hold up needs no news
             self._defer(st, upto, deferred, False)
 
+    def position(self, stream: Hashable) -> int | None:
+        """The number of the call ``stream`` admits next (None: unknown or settling):
+        while it moves, the stream is making progress."""
+        st = self._streams.get(stream)
+        return None if st is None else st.next
+
     def waiting(self) -> int:
         """Calls waiting for their turn, over all streams (for stats)."""
         return sum(len(st.waiting) for st in self._streams.values())
