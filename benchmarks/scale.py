@@ -1,6 +1,7 @@
 """Scale: many objects on one machine, pooled against dedicated against bare SQLite.
 
     python benchmarks/scale.py [--quick]
+    python benchmarks/scale.py --costs [--rounds 3]
 
 In one run:
 
@@ -17,6 +18,14 @@ In one run:
   flight at a time, rounds alternating.
 
 Results go to ``benchmarks/results/scale.json``.
+
+``--costs`` instead measures what one object costs in each hosting (dedicated, pooled
+over 2 hosts, in process), rounds alternating the three so the machine's noise hits
+each: the first object's first call (its host starting), objects started together
+(seconds per object), memory per object (Pss and private bytes from
+``/proc/<pid>/smaps_rollup``: of each actor, dedicated; of the hosts or the driver,
+after minus before, otherwise), and batched calls to one object and spread over many.
+Results go to ``benchmarks/results/scale_costs.json``.
 """
 
 from __future__ import annotations
@@ -71,6 +80,18 @@ class Single(dotdo.DurableObject, hosting=dotdo.Dedicated()):
 
     def put(self, value: int) -> None:
         self.storage.put("value", value)
+
+
+def memory(pid: int) -> dict[str, int]:
+    """``{"pss", "private"}`` bytes of a process: Pss splits shared pages among the
+    processes mapping them; private is what only this process holds."""
+    fields = {"Pss:": 0, "Private_Clean:": 0, "Private_Dirty:": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            key = line.split(maxsplit=1)[0]
+            if key in fields:
+                fields[key] = int(line.split()[1]) * 1024
+    return {"pss": fields["Pss:"], "private": fields["Private_Clean:"] + fields["Private_Dirty:"]}
 
 
 def rss(pid: int) -> int:
@@ -193,15 +214,168 @@ def call_rates(progress, rounds: int, calls: int) -> dict:
     return {name: calls / statistics.median(t) for name, t in times.items()}
 
 
+# -- --costs: what one object costs in each hosting -----------------------------------
+
+COST_N = {"dedicated": 16, "pooled": 1_000, "in process": 1_000}  # objects per round
+COST_HOSTS = 2
+
+
+class _Cost:
+    """The methods of the objects of --costs (a class per hosting and round)."""
+
+    def put(self, value: int) -> None:
+        self.storage.put("value", value)
+
+    def work(self, x: int) -> int:
+        return x + 1
+
+
+def cost_class(kind: str, r: int) -> type:
+    """A new class per round, so each round starts its own actors from nothing."""
+    hosting = (dotdo.Pooled(hosts=COST_HOSTS, idle_timeout=None) if kind == "pooled"
+               else dotdo.Dedicated())  # chosen: the count of dotdo.hosting stays quiet
+    name = f"Cost{kind.title().replace(' ', '')}{r}"
+    return type(name, (_Cost, dotdo.DurableObject), {"__module__": __name__}, hosting=hosting)
+
+
+def _rate(fn, calls: int, rounds: int = 5) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return calls / statistics.median(times)
+
+
+def cost_round(kind: str, r: int, root: str, storage: str) -> dict:
+    n = COST_N[kind]
+    if kind == "in process":
+        dotdo.init(in_process=True, storage=os.path.join(root, f"local{r}"))
+    else:
+        dotdo.init(storage=storage)
+    cls = cost_class(kind, r)
+    stubs = [dotdo.stub(cls, f"o{i}") for i in range(n)]
+    # The first object's first call: for dedicated and pooled, an actor starting
+    start = time.perf_counter()
+    stubs[0].put(0).result()
+    first = time.perf_counter() - start
+    if kind == "pooled":
+        handles = host_handles(cls, "o")  # starts the other host too, so `before` has it
+        dotdo.get([s.put(0) for s in stubs[:COST_HOSTS * 20]])  # and warms each one
+        stubs = stubs[COST_HOSTS * 20:]
+        pids = [s["pid"] for s in host_stats(handles)]
+    elif kind == "in process":
+        pids = [os.getpid()]
+    else:
+        stubs = stubs[1:]
+    time.sleep(1.0)
+    before = [memory(pid) for pid in pids] if kind != "dedicated" else []
+    start = time.perf_counter()
+    dotdo.get([s.put(i) for i, s in enumerate(stubs)])
+    together = (time.perf_counter() - start) / len(stubs)
+    time.sleep(1.0)  # let the allocators settle before reading memory
+    if kind == "dedicated":
+        handles = [client.actor_handle(s) for s in stubs]
+        pids = sorted({st["pid"] for st in ray.get([h.stats.remote() for h in handles])})
+        assert len(pids) == len(stubs), "dedicated objects shared a process"
+        used = [memory(pid) for pid in pids]
+        per = {k: sum(u[k] for u in used) / len(stubs) for k in ("pss", "private")}
+    else:
+        after = [memory(pid) for pid in pids]
+        per = {k: max(sum(a[k] for a in after) - sum(b[k] for b in before), 0) / len(stubs)
+               for k in ("pss", "private")}
+    one = stubs[0]
+    one.work(0).result()
+    calls = CHUNK
+    row = {
+        "hosting": kind, "round": r, "n": len(stubs) + (1 if kind == "dedicated" else 0),
+        "first_call_s": first, "start_s_per_object": together,
+        "pss_per_object_bytes": per["pss"], "private_per_object_bytes": per["private"],
+        "calls_per_s_one_object": _rate(lambda: dotdo.get([one.work(i) for i in range(calls)]), calls),
+        "calls_per_s_many_objects": _rate(
+            lambda: dotdo.get([stubs[i % len(stubs)].work(i) for i in range(calls)]), calls),
+        "many_objects": len(stubs),
+    }
+    if kind == "dedicated":
+        for h in [client.actor_handle(dotdo.stub(cls, "o0")), *handles]:
+            ray.kill(h, no_restart=True)
+    elif kind == "pooled":
+        for h in handles:
+            ray.kill(h, no_restart=True)
+    return row
+
+
+def costs_main(rounds: int) -> None:
+    root = tempfile.mkdtemp(prefix="dotdo-costs-")
+    storage = os.path.join(root, "objects")
+    rows: list[dict] = []
+    try:
+        dotdo.init(address="local", storage=storage, num_cpus=2)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("dedicated, pooled, in process", total=rounds * 3)
+            for r in range(rounds):
+                for kind in ("dedicated", "pooled", "in process"):
+                    rows.append(cost_round(kind, r, root, storage))
+                    progress.advance(task)
+        summary = costs_report(rows)
+        write_results("scale_costs", console, rounds=rows, summary=summary,
+                      objects_per_round=COST_N, pool_hosts=COST_HOSTS, calls_in_flight=CHUNK)
+    finally:
+        dotdo.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def costs_report(rows: list[dict]) -> dict:
+    """Median and range of each figure per hosting; printed as a table."""
+    keys = ("first_call_s", "start_s_per_object", "pss_per_object_bytes",
+            "private_per_object_bytes", "calls_per_s_one_object", "calls_per_s_many_objects")
+    summary: dict = {}
+    for kind in COST_N:
+        mine = [r for r in rows if r["hosting"] == kind]
+        summary[kind] = {k: {"median": statistics.median(r[k] for r in mine),
+                             "min": min(r[k] for r in mine), "max": max(r[k] for r in mine)}
+                         for k in keys}
+    table = Table(title=f"What one object costs ({len(rows) // 3} rounds: median, range)")
+    for column in ("hosting", "first call", "start/object", "Pss/object", "private/object",
+                   "calls/s one object", "calls/s many objects"):
+        table.add_column(column, justify="left" if column == "hosting" else "right")
+
+    def cell(kind: str, key: str, fmt) -> str:
+        s = summary[kind][key]
+        return f"{fmt(s['median'])} ({fmt(s['min'])}-{fmt(s['max'])})"
+
+    def ms(x: float) -> str:
+        return f"{x * 1e3:,.1f} ms"
+
+    def rate(x: float) -> str:
+        return f"{x:,.0f}"
+
+    for kind in COST_N:
+        table.add_row(f"{kind} (n={COST_N[kind]:,})", cell(kind, "first_call_s", ms),
+                      cell(kind, "start_s_per_object", ms),
+                      cell(kind, "pss_per_object_bytes", _bytes),
+                      cell(kind, "private_per_object_bytes", _bytes),
+                      cell(kind, "calls_per_s_one_object", rate),
+                      cell(kind, "calls_per_s_many_objects", rate))
+    console.print(table)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller N, for a smoke run")
+    parser.add_argument("--costs", action="store_true",
+                        help="what one object costs in each hosting (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --costs")
     args = parser.parse_args()
+    if args.costs:
+        costs_main(args.rounds)
+        return
     sizes = [100, 1_000] if args.quick else [100, 1_000, 10_000, 100_000]
     live_sizes = [s for s in sizes if s <= 10_000]
     root = tempfile.mkdtemp(prefix="dotdo-scale-")
     try:
-        dotdo.init(storage=os.path.join(root, "objects"), num_cpus=2)
+        dotdo.init(address="local", storage=os.path.join(root, "objects"), num_cpus=2)
         bare = bare_per_file(os.path.join(root, "bare"), 200 if args.quick else 2_000)
         rows = []
         with Progress(console=console, transient=True) as progress:
@@ -246,6 +420,8 @@ def report(rows: list[dict], bare: float, rates: dict) -> None:
 
 
 def _bytes(n: float) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:,.1f} MB"
     return f"{n / 1024:,.1f} KB" if n >= 1024 else f"{n:,.0f} B"
 
 

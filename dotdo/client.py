@@ -32,7 +32,7 @@ from dotdo import registry
 from dotdo import settings as _conf
 from dotdo.errors import ConfigError, EncodeError
 from dotdo.host import Call
-from dotdo.hosting import Dedicated, Hosting, Pooled, host_name
+from dotdo.hosting import Dedicated, Hosting, Pooled, host_name, note_dedicated
 from dotdo.hosting import check as check_hosting
 from dotdo.ids import actor_name
 from dotdo.inprocess import LocalHost
@@ -412,6 +412,8 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
     if isinstance(hosting, Pooled):
         return Host.options(**options).remote(
             {cls.__name__: cls}, conf, None, (host, hosting.idle_timeout))
+    if cls._dotdo_hosting is None and not cls._dotdo_own_process:  # chosen: no warning
+        note_dedicated(cls.__name__, object_id, ray.cluster_resources)
     return Host.options(**options).remote({cls.__name__: cls}, conf, (cls.__name__, object_id))
 
 

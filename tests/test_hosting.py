@@ -16,6 +16,7 @@ import ray
 
 import dotdo
 from dotdo import client
+from dotdo import hosting as hosting_module
 from dotdo.hosting import from_env, host_name
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (Room, Clockwork)
@@ -217,3 +218,76 @@ def test_a_worker_has_a_process_of_its_own_whatever_the_default(ray_session, hos
     assert client.hosting_of(Worker) == dotdo.Dedicated()
     assert isinstance(client.hosting_of(Queue),
                       dotdo.Pooled if hosting == "pooled" else dotdo.Dedicated)
+
+
+# -- the warning about an actor per object --------------------------------------------
+
+@pytest.fixture
+def crowding(monkeypatch):
+    """A fresh count whose threshold is one dedicated actor per class (1 per CPU of a
+    1-CPU cluster), so a test needs only a few real actors to cross it."""
+    fresh = hosting_module.Crowding(per_cpu=1, cpus=1)
+    monkeypatch.setattr(hosting_module, "crowding", fresh)
+    return fresh
+
+
+def _crowding_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "dotdo" and "an actor each" in r.getMessage()]
+
+
+def _kill(stubs) -> None:
+    for stub in stubs:
+        ray.kill(client.actor_handle(stub), no_restart=True)
+
+
+@pytest.mark.dedicated_pass("needs dedicated as the default hosting")
+def test_many_default_dedicated_objects_of_a_class_warn_once_naming_the_pool(
+        ray_session, crowding, caplog, unique):
+    counters = [dotdo.Counter(f"{unique}-{i}") for i in range(3)]
+    with caplog.at_level("WARNING", logger="dotdo"):
+        # Given a class with no hosting of its own, past the threshold (one actor)
+        assert dotdo.get([c.incr() for c in counters]) == [1, 1, 1]
+        # (calling them again, or an object seen before, counts nothing new)
+        assert dotdo.get([c.incr() for c in counters]) == [2, 2, 2]
+    try:
+        # Then one warning, naming the class, the pool and both ways to set it
+        [message] = _crowding_warnings(caplog)
+        assert "2 objects of class Counter" in message
+        assert "class Counter(dotdo.DurableObject, hosting=dotdo.Pooled())" in message
+        assert "dotdo.init(hosting=dotdo.Pooled())" in message and "DOTDO_HOSTING" in message
+    finally:
+        _kill(counters)
+
+
+@pytest.mark.dedicated_pass("the classes choose their own hosting, whatever the default")
+def test_classes_that_chose_their_hosting_never_warn(ray_session, crowding, caplog, unique):
+    # A class saying Dedicated() chose an actor per object; a pooled one starts no
+    # actor per object. (own_process=True takes the same path as Dedicated(): Worker.)
+    held = [dotdo.Held(f"{unique}-{i}") for i in range(3)]
+    pooled = [dotdo.PoolHeld(f"{unique}-{i}") for i in range(10)]
+    with caplog.at_level("WARNING", logger="dotdo"):
+        dotdo.get([s.incr() for s in held + pooled])
+    try:
+        assert _crowding_warnings(caplog) == []
+    finally:
+        _kill(held)
+
+
+def test_in_process_objects_never_warn(local_session, crowding, caplog, unique):
+    with caplog.at_level("WARNING", logger="dotdo"):
+        assert dotdo.get([dotdo.Counter(f"{unique}-{i}").incr() for i in range(20)]) == [1] * 20
+    assert _crowding_warnings(caplog) == []
+
+
+def test_the_count_is_per_class_and_its_memory_bounded(monkeypatch, caplog):
+    # No Ray: the count alone. The CPUs are read once, at the first count.
+    reads = []
+    count = hosting_module.Crowding(per_cpu=2)
+    with caplog.at_level("WARNING", logger="dotdo"):
+        warned = [count.note("User", f"u{i}", lambda: reads.append(1) or {"CPU": 2.0})
+                  for i in range(10)]
+        assert count.note("Order", "o1", dict) is False  # another class counts apart
+    assert warned == [False] * 4 + [True] + [False] * 5 and reads == [1]
+    assert len(_crowding_warnings(caplog)) == 1
+    assert count._seen["User"] is None  # nothing kept once it warned
