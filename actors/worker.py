@@ -12,6 +12,11 @@ What keeps the queue's promise (no job lost, no finished job run again):
   as its step; a failure in the row. A restarted worker reports both from its file
   (a finished job is never run again) and tells the queue which jobs were running
   when its process died, so that one that kills its worker is found out.
+* Group commit: the outcomes of the jobs that finished since the last report are
+  written down in one transaction (one fsync), and only then reported, in one
+  ``complete`` per queue (``_write_down``, ``_report``). Until its batch commits, a
+  finished job is in flight: if the process dies then, it counts as running and
+  runs again (at-least-once); once committed, it is never run again here.
 * Heartbeats come from a thread of their own: a handler that never yields, or a sync
   one computing for minutes, cannot stop them.
 * State follows the commit: a claimed job is held in memory only once its row is
@@ -109,6 +114,11 @@ class _Held:
     lost: bool = False  # its run no longer holds the job: whatever it returns is discarded
     cancellable: bool = False  # awaiting an async handler: task.cancel() reaches it
     progress: tuple[float, str | None] | None = None
+    # The step's journaled result if it finished here before, read with its claim.
+    replay: bytes | None = None
+    looked_up: bool = False  # replay was read (else _run reads it)
+    ran: tuple[int, float, float] | None = None  # a success to journal: (attempts, started, finished)
+    unwritten: bool = False  # its outcome is known but not yet in the file (see _write_down)
 
     def report(self) -> list:
         assert self.outcome is not None, "reported only once known"
@@ -324,6 +334,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._zombies: set[_Held] = set()  # lost runs still running: their slots stay taken
         self._crashed: list[_Held] = []
         self._released: list[str] = []  # steps reported, rows not yet deleted
+        self._commits = 0  # group commits of outcomes since the process started (info())
+        self._written = 0  # outcomes those commits wrote
         self._event_loop = asyncio.get_running_loop()
         self._progressed: set[_Held] = set()  # progress not yet sent
         self._progress_task: asyncio.Task | None = None
@@ -465,12 +477,15 @@ class Worker(dotdo.DurableObject, own_process=True):
 
     def info(self) -> dict[str, Any]:
         """What operators see of this worker: ``{"id", "queue", "concurrency", "node",
-        "pid", "running": [job ids], "closing"}`` (``queue`` None once stopped)."""
+        "pid", "running": [job ids], "closing", "commits": {"batches", "outcomes"}}``
+        (``queue`` None once stopped; ``commits``: the group commits of outcomes since
+        the process started, and how many outcomes they wrote)."""
         config = self._config or {}
         return {"id": self.id, "queue": config.get("queue"), "concurrency": config.get("concurrency"),
                 "node": socket.gethostname(), "pid": os.getpid(),
                 "running": [h.job_id for h in self._held.values() if h.outcome is None],
-                "closing": self._closing}
+                "closing": self._closing,
+                "commits": {"batches": self._commits, "outcomes": self._written}}
 
     def forget_steps(self, steps: list[str]) -> int:
         """Forget the journaled steps of jobs their queue purged (not one it holds)."""
@@ -482,6 +497,12 @@ class Worker(dotdo.DurableObject, own_process=True):
         held = _Held(f"job-{job['$id']}", "", job["$id"], None, 0)
         policy = _policy(job.get("maxRetries", 3), 1.0)
         kind, value, _ = await self._run(job, held, policy, backoff=1.0)
+        if held.ran is not None:  # one job, one commit
+            try:
+                self.storage.journal.finish_step(held.step, value, *held.ran)
+            except dotdo.StorageError as exc:  # the result is returned all the same
+                log.warning("dotdo: worker %s could not journal job %r's step: %s", self.id,
+                            held.job_id, exc)
         if kind != "ok":
             raise dotdo.JobError(value["error"] if isinstance(value, dict) else value)
         return result_thing(job["$id"], codec.decode(value), self.storage.now())
@@ -620,7 +641,7 @@ class Worker(dotdo.DurableObject, own_process=True):
             _record(held.queue, job_type, "unknown_type", started)
             return ["failed", {"error": f"no handler registered for job type {job_type!r}",
                                "trace": None, "final": True, "backoff": backoff}, 0]
-        done = self.storage.journal.step_result(held.step)
+        done = held.replay if held.looked_up else self.storage.journal.step_result(held.step)
         if done is not None:  # it ran to the end here before: its output, not a new run
             _record(held.queue, job_type, "completed", started)
             return ["ok", done, 1]
@@ -656,15 +677,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                                "final": isinstance(exc, (dotdo.TerminalError, _Unstorable))
                                or bool(held.interrupt),
                                "backoff": backoff}, 1]
-        if not held.lost:  # a run that lost its lease leaves no step behind
-            try:
-                self.storage.journal.finish_step(held.step, output, calls, began,
-                                                 self.storage.now())
-            except dotdo.StorageError as exc:
-                # Not the job's fault: the queue still gets its output from memory (if
-                # this process dies first, the job runs again, at-least-once).
-                log.warning("dotdo: worker %s could not journal job %r's step: %s", self.id,
-                            held.job_id, exc)
+        # Journaled by the caller: a queue's job with others in one commit (_write_down).
+        held.ran = (calls, began, self.storage.now())
         _record(held.queue, job_type, "completed", started)
         return ["ok", output, 1]
 
@@ -683,39 +697,37 @@ class Worker(dotdo.DurableObject, own_process=True):
                                    "trace": None, "final": True, "backoff": backoff}, 0])
         if held.lost:  # the job went to another worker: this run's outcome counts for nothing
             return
-        if outcome[0] != "ok":  # a success is journaled as its step already
-            try:
-                self.storage.sql.execute(SETTLE, (codec.encode(outcome), held.step))
-            except Exception as exc:  # noqa: BLE001 - reported from memory all the same
-                log.warning("dotdo: worker %s could not write down job %r's outcome: %s",
-                            self.id, held.job_id, exc)
+        # Written down with the other outcomes of its batch, before the report (_report);
+        # until then the job is in flight: if the process dies, it runs again.
+        held.unwritten = outcome[0] != "ok" or held.ran is not None
         held.outcome = outcome
 
     def _hold(self, queue: str, grants: list[dict[str, Any]], backoff: float) -> list[list]:
         """Write the claimed jobs down, then start them (or hand them back, if this
         worker was stopped while it claimed). Memory follows the commit: if the write
-        fails, nothing is held, and the reports returned hand every grant back."""
-        fresh, renewed = [], []
+        fails, nothing is held, and the reports returned hand every grant back. The
+        outcomes that finished meanwhile join this commit (one fsync fewer: the next
+        report only sends them)."""
         forgotten = list(self._released)
+        done = self._unwritten()
         try:
-            with self.storage.transaction():
-                for step in forgotten:
-                    self.storage.sql.execute(RELEASE, (step,))
-                for grant in grants:
-                    job, step = grant["job"], grant["step"]
-                    if step in self._held:  # ours again after a silence: it runs (or ran) here
-                        self.storage.sql.execute(RENEW, (grant["lease"], step))
-                        renewed.append(grant)
-                        continue
-                    self.storage.sql.execute(HOLD, (step, queue, job["$id"], grant["uid"],
-                                                    grant["lease"]))
-                    fresh.append(grant)
+            # One read for the batch: which of them finished here before (not run again).
+            replays = self.storage.journal.step_results(
+                [g["step"] for g in grants if g["step"] not in self._held])
+            try:
+                fresh, renewed = self._write_claim(queue, grants, forgotten, done)
+            except Exception:  # the outcomes may be what did not fit
+                if not done:
+                    raise
+                done = []  # the claim alone; the outcomes go with the report
+                fresh, renewed = self._write_claim(queue, grants, forgotten, done)
         except Exception as exc:  # noqa: BLE001 - the disk refused: the queue has them back
             log.warning("dotdo: worker %s could not write down %d claimed job(s), which go "
                         "back to the queue: %s", self.id, len(grants), exc)
             why = f"StorageError: worker {self.id!r} could not write down its claim: {exc}"
             return [[g["job"]["$id"], g["uid"], g["lease"], "released", why, 0] for g in grants]
         del self._released[:len(forgotten)]
+        self._written_down(done)
         for grant in renewed:
             self._held[grant["step"]].lease = grant["lease"]
         loop = asyncio.get_running_loop()
@@ -724,12 +736,33 @@ class Worker(dotdo.DurableObject, own_process=True):
             held = self._held[grant["step"]] = _Held(
                 grant["step"], queue, job["$id"], grant["uid"], grant["lease"],
                 alone=grant["alone"], attempt=job["attempts"] + 1,
-                parents=dict(grant.get("parents") or {}))
+                parents=dict(grant.get("parents") or {}),
+                replay=replays.get(grant["step"]), looked_up=True)
             if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:
                 held.task = loop.create_task(self._run_held(held, job, grant["payload"], backoff))
         return []
+
+    def _write_claim(self, queue: str, grants: list[dict[str, Any]], forgotten: list[str],
+                     done: list[_Held]) -> tuple[list[dict], list[dict]]:
+        """One transaction: the rows of jobs let go, of the claimed ones, and the
+        outcomes ``done``; returns the grants new here and those renewed."""
+        fresh, renewed = [], []
+        with self.storage.transaction():
+            for step in forgotten:
+                self.storage.sql.execute(RELEASE, (step,))
+            for grant in grants:
+                job, step = grant["job"], grant["step"]
+                if step in self._held:  # ours again after a silence: it runs (or ran) here
+                    self.storage.sql.execute(RENEW, (grant["lease"], step))
+                    renewed.append(grant)
+                    continue
+                self.storage.sql.execute(HOLD, (step, queue, job["$id"], grant["uid"],
+                                                grant["lease"]))
+                fresh.append(grant)
+            self._write_outcomes(done)
+        return fresh, renewed
 
     def _lose(self, queue: str, runs: list) -> None:
         """The queue says these runs (``[job id, lease]``) no longer hold their jobs:
@@ -756,16 +789,66 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._zombies.discard(held)
 
     async def _report(self) -> None:
-        """Send finished jobs' outcomes to their queues, one call per queue, then let
-        go of them; raises (keeping them) if a queue is away."""
+        """Write finished jobs' outcomes down in one commit, then send them to their
+        queues, one call per queue, and let go of them; raises (keeping them) if a
+        queue is away."""
         async with self._reporting:
+            finished = [h for h in self._held.values() if h.outcome is not None]
+            self._write_down(finished)
             by_queue: dict[str, list[_Held]] = {}
-            for held in self._held.values():
-                if held.outcome is not None:
-                    by_queue.setdefault(held.queue, []).append(held)
+            for held in finished:
+                by_queue.setdefault(held.queue, []).append(held)
             for queue, done in by_queue.items():
                 await dotdo.Queue(queue).complete(self.id, [h.report() for h in done])
                 self._let_go(done)
+
+    def _write_down(self, finished: list[_Held]) -> None:
+        """The group commit: every outcome of ``finished`` not yet in the file (a
+        success as its step, a failure in its row), with the rows of jobs let go, in
+        one transaction, one fsync, before any of them is reported. If the disk
+        refuses, they are reported from memory all the same (the queue's commit keeps
+        them; if this process dies first, they run again) and the write is tried again
+        at each report while they are held."""
+        fresh = [h for h in finished if h.unwritten]
+        if not fresh:
+            return
+        forgotten = list(self._released)
+        try:
+            with self.storage.transaction():
+                self._write_outcomes(fresh)
+                for step in forgotten:
+                    self.storage.sql.execute(RELEASE, (step,))
+        except Exception as exc:  # noqa: BLE001 - reported from memory all the same
+            log.warning("dotdo: worker %s could not write down %d outcome(s), reported from "
+                        "memory (if its process dies before the queue has them, they run "
+                        "again): %s", self.id, len(fresh), exc)
+            return
+        del self._released[:len(forgotten)]
+        self._written_down(fresh)
+
+    def _unwritten(self) -> list[_Held]:
+        """Held jobs whose outcome is known but not yet in the file."""
+        return [h for h in self._held.values() if h.unwritten and h.outcome is not None]
+
+    def _write_outcomes(self, done: list[_Held]) -> None:
+        """Inside a transaction: each success of ``done`` as its step (a run that lost
+        its lease is never here: it left ``_held``), each other outcome in its row."""
+        if not done:
+            return
+        self.storage.journal.finish_steps(
+            [(h.step, h.outcome[1], *h.ran) for h in done
+             if h.ran is not None and h.outcome is not None])
+        for held in done:
+            if held.ran is None:
+                self.storage.sql.execute(SETTLE, (codec.encode(held.outcome), held.step))
+
+    def _written_down(self, done: list[_Held]) -> None:
+        """``done``'s outcomes committed: reports may send them."""
+        if done:
+            for held in done:
+                held.unwritten = False
+            self._commits += 1
+            self._written += len(done)
 
     def _progress_made(self, held: _Held) -> None:
         """A handler reported progress: send it soon, with any others (on the loop)."""

@@ -215,6 +215,9 @@ INSERT_STEP = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 SELECT_STEP_ROW = "SELECT attempts, started, finished FROM _dotdo_steps WHERE step_id = ?"
+SELECT_STEPS = (
+    "SELECT step_id, result FROM _dotdo_steps WHERE step_id IN (SELECT value FROM json_each(?))"
+)
 INSERT_ATTEMPT = (
     "INSERT OR REPLACE INTO _dotdo_attempts (step_id, attempt, started, finished, error) "
     "VALUES (?, ?, ?, ?, ?)"
@@ -702,6 +705,16 @@ class Journal:
         """Journal the successful attempt with the step's encoded result: one row,
         one commit (the hot path of every step)."""
         self._db.write(INSERT_STEP, (step_id, result, attempt, started, finished))
+
+    def finish_steps(self, rows: Iterable[tuple[str, bytes, int, float, float]]) -> None:
+        """Journal many successful steps, ``(step_id, result, attempt, started,
+        finished)`` each, in one commit (or in the transaction open around it): a
+        group commit, one fsync for the lot."""
+        self._db.write_many(INSERT_STEP, rows)
+
+    def step_results(self, step_ids: list[str]) -> dict[str, bytes]:
+        """The results (encoded) of those of ``step_ids`` that finished, in one read."""
+        return dict(self._db.execute(SELECT_STEPS, (json.dumps(step_ids),)).fetchall())
 
     def attempts(self, step_id: str) -> list[dict[str, Any]]:
         """Every attempt of a step, in order: the failed ones, then the success."""
