@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 import logging
 import time
@@ -47,8 +48,23 @@ def _failure(value: Any) -> tuple[str, str | None, bool, float | None]:
     return str(value), None, False, None  # a worker of the first release: a str
 
 
+@dataclasses.dataclass(eq=False)
+class _Poll:
+    """A long-poll claim waiting for work. ``rows``: jobs an enqueue leased to it in
+    its own transaction (``Claims._hand_over``), read again by the claim once awake."""
+
+    worker: str
+    n: int
+    idle: bool
+    rows: builtins.list[dict[str, Any]] | None = None
+    alone: bool = False
+    fence: int = 0
+
+
 class Claims(Flows):
     """What workers call on a queue."""
+
+    _polls: builtins.list[_Poll]  # long-poll claims waiting now, oldest first
 
     def register_worker(self, worker: str) -> None:
         """``worker`` works for this queue: it is woken whenever the queue activates."""
@@ -112,10 +128,47 @@ class Claims(Flows):
                 at = self._one(sql.NEXT_RUN_AT, (now,))
                 if at is not None:
                     timeout = min(timeout, max(at - now, 0.001))
+            poll = _Poll(worker, n, idle)
+            self._polls.append(poll)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                # Not wait_for: its task per wait costs the wake-up loop turns, and this
+                # wake-up is on the path of every job handed to an idle worker.
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 pass
+            except BaseException:  # cancelled: what an enqueue leased it goes back
+                if poll.rows:
+                    self.storage.sql.execute(sql.UNLEASE, (
+                        json.dumps([r["seq"] for r in poll.rows]), poll.fence))
+                    self._ready.set()
+                raise
+            finally:
+                self._polls.remove(poll)
+            if poll.rows:
+                # Leased in an enqueue's transaction; read again now, after its commit
+                # (a batch's shared one may have failed: then they are not ours).
+                kept = {seq for (seq,) in self.storage.sql.execute(sql.STILL_LEASED, (
+                    json.dumps([r["seq"] for r in poll.rows]), worker, poll.fence))}
+                rows = [r for r in poll.rows if r["seq"] in kept]
+                if rows:
+                    self._gauge_depth()
+                    return {"jobs": [self._grant(r, poll.alone, now) for r in rows],
+                            "lease_timeout": self._lease_timeout}
+
+    def _hand_over(self, now: float) -> None:
+        """Inside an enqueue's transaction: lease its jobs to the long-poll claims
+        waiting now, oldest first, as their own claim would (``_lease``, every limit
+        applies), so that the job's insert and its lease are one commit, and the claim
+        answers on its wake-up without a write of its own."""
+        mono = time.monotonic()
+        for poll in self._polls:
+            if poll.rows is not None or poll.worker in self._left:
+                continue
+            rows, alone, _, _ = self._lease(poll.worker, poll.n, poll.idle, now, mono)
+            if not rows:
+                return
+            poll.rows, poll.alone, poll.fence = rows, alone, self._fence
 
     def _grant(self, row: dict[str, Any], alone: bool, now: float) -> dict[str, Any]:
         """What a worker gets of a job it claimed: the Job (its ``payload`` None) and,
@@ -334,6 +387,7 @@ class Claims(Flows):
                     changed = self.storage.sql.execute(
                         sql.COMPLETE, (ran, now, value, job_id, uid, lease)).rowcount
                     if changed:
+                        self._job_ended(job_id)
                         self._event("Job.completed", result_thing(
                             job_id, codec.decode(value, lenient=True), now))
                         self._parent_completed(job_id)

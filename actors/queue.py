@@ -1,9 +1,11 @@
 """``Queue``: a job queue as a durable object.
 
 Jobs live in the queue's own SQLite table. Workers *pull*: ``claim`` leases a batch
-of ready jobs to a worker (waiting up to a second when there are none), ``complete``
-records a batch of outcomes in one transaction. Enqueueing, claiming and completing
-all take many jobs per call and many rows per transaction.
+of ready jobs to a worker (waiting up to a second when there are none; an enqueue
+that finds claims waiting leases its jobs to them in its own transaction),
+``complete`` records a batch of outcomes in one transaction. Enqueueing, claiming and
+completing all take many jobs per call and many rows per transaction. ``wait`` answers
+once a job ended, woken by its end (no polling).
 
 Each claim runs one attempt. A failed attempt comes back to the queue: with retries
 left it waits there as ``retrying`` until its backoff has passed (holding no worker
@@ -74,11 +76,14 @@ from actors.steps import Steps
 from actors.table import LOOP_RETRY
 from dotdo import codec
 
-__all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "KEEP_COMPLETED",
-           "KEEP_FAILED"]
+__all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "MAX_WAITERS",
+           "KEEP_COMPLETED", "KEEP_FAILED"]
 
 MAX_BATCH = 10_000  # jobs per enqueue_many
 MAX_PAGE = 1_000  # jobs per list() page
+# wait() calls waiting at once: each holds one of its host's 1,000 concurrent calls
+# (dotdo.client), and the workers' claims and outcomes need some of them to end a job.
+MAX_WAITERS = 500
 LEASE_TIMEOUT = 30.0
 # Retention unless configured: finished jobs do not pile up without limit.
 KEEP_COMPLETED = Keep(count=10_000, age=7 * 86_400.0)
@@ -197,6 +202,13 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         self._life = uuid.uuid4().hex[:12]
         self._seen: dict[str, float] = {}
         self._left: set[str] = set()
+        self._polls = []  # idle workers' claims waiting: an enqueue leases them its jobs
+        # wait() calls, by job id: futures on this loop, woken when the job ends. A new
+        # process starts with none: calls in flight when the old one died failed with it.
+        self._waiters: dict[str, set[asyncio.Future]] = {}
+        self._waiting = 0  # futures in _waiters
+        self._woken: set[str] = set()
+        self._wake_due = False
         loop = asyncio.get_running_loop()
         # Kept: the loop holds tasks only weakly.
         self._loops = [loop.create_task(self._forward_events()),
@@ -227,11 +239,13 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         now = self._now()
         specs = [JobSpec.parse(dict(spec), now) for spec in jobs]
         added: builtins.list[tuple[dict[str, Any] | None, str]]
-        if len(specs) == 1 and specs[0].single_row and not self._listened:
+        if len(specs) == 1 and specs[0].single_row and not self._listened and not self._polls:
             added = [self._add(specs[0], now)]  # one INSERT: atomic by itself
         else:
             with self.storage.transaction():
                 added = [self._add(spec, now) for spec in specs]
+                if self._polls and any(what in ("added", "debounced") for _, what in added):
+                    self._hand_over(now)  # an idle worker's claim: leased in this commit
         if any(what in ("added", "debounced") for _, what in added):
             self._ready.set()
             self._gauge_depth()
@@ -441,6 +455,71 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             return None
         return result_thing(job_id, codec.passed_on(rows[0]["output"]),
                             rows[0]["finished"])
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the job ends: its ``Result`` Thing (as ``result`` gives) once it
+        completed; ``dotdo.JobError`` (its error, ``job_id``, ``status``) if it ended
+        failed (its retries spent) or cancelled; ``TimeoutError`` after ``timeout`` s
+        (None: no limit; 0: only look); ``dotdo.NotFoundError`` for an unknown job, or
+        one deleted (purge, retention) before it was read. No polling: the call waits
+        on a future that the job's end wakes, after the end is committed."""
+        if not isinstance(job_id, str):
+            raise ValueError(f"wait() takes a job id (a str, the Job's '$id'), not {job_id!r}")
+        if timeout is not None:
+            try:
+                timeout = number("timeout", timeout, minimum=0)
+            except ValueError as exc:
+                raise ValueError(f"{exc}: give wait() the seconds to wait for, or None to "
+                                 "wait until the job ends") from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        seen = False
+        while True:
+            row = self.storage.sql.execute(sql.SELECT_END, (job_id,)).fetchone()
+            if row is None:
+                raise dotdo.NotFoundError(
+                    f"job {job_id!r} left queue {self.id!r} (purge or retention) before "
+                    "wait() read how it ended: keep finished jobs longer (configure("
+                    "keep_completed=, keep_failed=))" if seen else
+                    f"no job {job_id!r} in queue {self.id!r}")
+            status, output, finished, error = row
+            if status == "completed":
+                return result_thing(job_id, codec.passed_on(output), finished)
+            if status in FINISHED:
+                raise dotdo.JobError(error or f"Cancelled: job {job_id!r} was cancelled",
+                                     job_id=job_id, status=status)
+            seen = True
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"job {job_id!r} in queue {self.id!r} did not end within "
+                                   f"{timeout:g} s (it is {status}): wait again, or give a "
+                                   "longer timeout")
+            if self._waiting >= MAX_WAITERS:
+                raise dotdo.LimitError(
+                    f"queue {self.id!r} has {MAX_WAITERS} wait() calls waiting already, the "
+                    "most it takes (each holds one of its host's concurrent calls): wait on "
+                    "fewer jobs at once, or poll result() for the rest")
+            future = loop.create_future()
+            futures = self._waiters.setdefault(job_id, set())
+            futures.add(future)
+            self._waiting += 1
+            try:
+                # Woken by the job's end (Flows._job_ended), then read again above.
+                async with asyncio.timeout(left):
+                    await future
+            except TimeoutError:
+                pass  # the row says whether it ended meanwhile; else the deadline passed
+            finally:  # a timeout, or the caller's cancel: no future stays behind
+                futures.discard(future)
+                self._waiting -= 1
+                if not futures and self._waiters.get(job_id) is futures:
+                    del self._waiters[job_id]
+
+    def waiters(self) -> dict[str, int]:
+        """What waits on this queue's process now: ``calls`` (``wait`` calls), ``jobs``
+        (the jobs they wait on) and ``claims`` (idle workers' long-poll claims, which
+        an enqueue hands its jobs to). A restarted queue starts with none."""
+        return {"calls": self._waiting, "jobs": len(self._waiters), "claims": len(self._polls)}
 
     def _must_row(self, job_id: str) -> dict[str, Any]:
         """The job's row as stored, or NotFoundError."""

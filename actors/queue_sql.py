@@ -131,6 +131,8 @@ INSERT_JOB = (
     "on_parent_failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+# What Queue.wait answers with: how a job ended, if it did.
+SELECT_END = "SELECT status, output, finished, error FROM jobs WHERE id = ?"
 # Jobs by id, many at once: ids as one JSON array, so one statement serves any count.
 SELECT_JOBS = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 # Debounce: the key's job not yet started takes the new payload and run time.
@@ -166,6 +168,12 @@ READY_SUSPECT = (
     "ORDER BY priority DESC, run_at, seq LIMIT 1"
 )
 CLAIM_SEQ = f"UPDATE jobs SET {_LEASED} WHERE seq = ? RETURNING *"
+# Jobs an enqueue leased to a waiting claim (one fence): still that claim's after the
+# commit; or back to pending, the claim having been cancelled before it answered.
+STILL_LEASED = (
+    "SELECT seq FROM jobs WHERE seq IN (SELECT value FROM json_each(?)) "
+    "AND status = 'running' AND worker = ? AND lease = ?"
+)
 # Fair claims: the next group (in name order) with pending jobs, and its ready ones.
 NEXT_GROUP = (
     "SELECT grp FROM jobs INDEXED BY jobs_grouped WHERE status = 'pending' AND grp != '' "
@@ -207,6 +215,10 @@ CANCEL_EXPIRED = (
 REQUEUE_EXPIRED = (
     f"UPDATE jobs SET {_REQUEUED}, suspect_since = coalesce(suspect_since, ?) "
     "WHERE status = 'running' AND lease_until < ?"
+)
+UNLEASE = (
+    f"UPDATE jobs SET {_REQUEUED} WHERE seq IN (SELECT value FROM json_each(?)) "
+    "AND status = 'running' AND lease = ?"
 )
 REQUEUE_UNHELD = (
     f"UPDATE jobs SET {_REQUEUED} WHERE status = 'running' AND worker = ? "

@@ -11,6 +11,7 @@ import logging
 
 import dotdo
 from actors import queue_sql as sql
+from actors.flows import Flows
 from actors.insight import Insight
 from actors.jobs import FINISHED, step_id
 
@@ -23,7 +24,7 @@ RETAIN_BATCH = 1_000  # jobs deleted per transaction
 _FORGET_BATCH = 500
 
 
-class Retention(Insight):
+class Retention(Flows, Insight):
     """The queue's background deletion of finished jobs."""
 
     async def _retain(self) -> None:
@@ -70,6 +71,7 @@ class Retention(Insight):
             self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
             self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
             for _, job_id, uid, worker in rows:
+                self._job_ended(job_id)  # a wait() on it answers that it is gone
                 if worker is not None:
                     self.storage.sql.execute(sql.INSERT_FORGET,
                                              (worker, step_id(self.id, job_id, uid)))

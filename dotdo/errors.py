@@ -19,7 +19,8 @@ The tree::
     ├── LeaseLostError              a job's run whose lease went to another worker: it stops
     ├── HandlerError (RuntimeError) a handler raised SystemExit, KeyboardInterrupt or
     │                               its own CancelledError: a failure, not the host's end
-    └── JobError (RuntimeError)     Worker.process(): the job failed; the message is its error
+    └── JobError (RuntimeError)     a job failed or was cancelled (Queue.wait, Worker.process);
+                                    the message is its error; job_id, status
 
 Errors raised by user code inside an object reach the caller as themselves (a
 ``ValueError`` raised in a method is a ``ValueError`` at ``await``), not wrapped.
@@ -125,4 +126,15 @@ class HandlerError(DotdoError, RuntimeError):
 
 
 class JobError(DotdoError, RuntimeError):
-    """A job run directly (``Worker.process``) failed; the message is its error."""
+    """A job ended failed or cancelled (``Queue.wait``), or a job run directly
+    (``Worker.process``) failed; the message is its error. ``job_id`` and ``status``
+    (``failed`` or ``cancelled``) say which job and how it ended, where known."""
+
+    def __init__(self, message: str, job_id: str | None = None,
+                 status: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+
+    def __reduce__(self):  # keep ``job_id`` and ``status`` across Ray's pickling
+        return (type(self), (self.args[0], self.job_id, self.status))

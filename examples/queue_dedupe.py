@@ -33,14 +33,12 @@ def main() -> None:
     print(f"reindex: 5 enqueues -> {[s['enqueued'] for s in saves]}, "
           f"{len({s['$id'] for s in saves})} job")
     first = queue.enqueue("welcome", {"user": "ada"}, unique_for=3600).result()
-    while queue.get(first["$id"]).result()["status"] != "completed":
-        time.sleep(0.05)
+    queue.wait(first["$id"], timeout=60).result()  # until it completed, no polling
     again = queue.enqueue("welcome", {"user": "ada"}, unique_for=3600).result()
     print(f"welcome: {first['enqueued']}, then {again['enqueued']} of the same job "
           f"({again['status']}): {again['$id'] == first['$id']}")
-    while queue.get(saves[0]["$id"]).result()["status"] != "completed":
-        time.sleep(0.05)
-    print(f"reindex ran once: {queue.result(saves[0]['$id']).result()['output']}")
+    reindexed = queue.wait(saves[0]["$id"], timeout=60).result()  # the Result Thing
+    print(f"reindex ran once: {reindexed['output']}")
     worker.stop().result()
 
 
