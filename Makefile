@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/pipelining.py
 	$(PY) benchmarks/durable_steps.py
 	$(PY) benchmarks/queue_throughput.py
+	$(PY) benchmarks/first_round.py
 	$(PY) benchmarks/queue_features.py
 	$(PY) benchmarks/scale.py
 

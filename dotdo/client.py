@@ -169,8 +169,19 @@ def init(
         ray_kwargs.setdefault("include_dashboard", False)
         ray_kwargs.setdefault("logging_level", "warning")
         ray.init(address=address, **ray_kwargs)
+        _warm_up()
         forget_handles()
     return _use(wanted, previous)
+
+
+def _warm_up() -> None:
+    """Pay now what Ray pays at this process's first call: building its serialisation
+    context imports pydantic and starlette when they are installed (~0.1 s), which
+    would otherwise land in the first round of calls a program makes."""
+    try:
+        ray._private.worker.global_worker.get_serialization_context()
+    except Exception:  # noqa: BLE001 - only an optimisation: the first call builds it
+        _log.debug("dotdo: could not build Ray's serialisation context early", exc_info=True)
 
 
 def _use(wanted: Settings, previous: Settings | None) -> Settings:
