@@ -94,7 +94,7 @@ RELEASE = "DELETE FROM held WHERE step = ?"
 SELECT_HELD = "SELECT step, queue, job_id, uid, lease, outcome FROM held"
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Held:
     """A job this worker holds, from its claim until the queue has its outcome."""
 
@@ -212,45 +212,93 @@ class _Speed:
     """How long a sync handler takes, to run the quick ones on the event loop: handing
     a job to a pool thread and back costs more than a job of a hundred microseconds
     (a cache or database write). A handler runs on the loop while the median of its
-    last runs there is under ``QUICK`` and none took over ``SLOW``; in the pool, every
-    ``PROBE_EVERY``-th run whose last pool run took under ``10 * QUICK`` (an upper
-    bound: pool times include waiting for the GIL) is tried on the loop. So a handler
-    that waits on I/O for milliseconds stays in the pool, where such waits overlap,
-    and one that blocks for long does so on the loop at most once before it goes back
-    to the pool. Heartbeats come from their own thread: leases hold meanwhile."""
+    last runs there is under ``QUICK`` and none took over ``SLOW``. In the pool, once
+    its fastest run since the last try was under ``QUICK`` (pool times are upper
+    bounds: they include waiting for the GIL), it is *tried* on the loop: its runs go
+    there, and once the pool's runs ended (while they run, they hold the GIL and
+    inflate the loop's times as well) three of its clean runs there decide. A failed
+    try doubles the runs until the next (from ``PROBE_EVERY`` to ``MAX_PROBE_EVERY``).
+    So a handler that waits on I/O for milliseconds stays in the pool, where such
+    waits overlap, and one that blocks for long does so on the loop at most once
+    before it goes back to the pool. Heartbeats come from their own thread: leases
+    hold meanwhile."""
 
     QUICK = 0.001
     SLOW = 0.05
     PROBE_EVERY = 50
+    MAX_PROBE_EVERY = 50 * 64
+    DECIDE = 3  # clean runs on the loop of a try that agree decide it
+    DIRTY = 20  # runs of a try the pool kept busy, after which they count as clean
 
-    __slots__ = ("recent", "last_pooled", "runs")
+    __slots__ = ("recent", "quick", "pooled_min", "runs", "next_try", "every", "trying",
+                 "dirty", "coroutine")
 
-    def __init__(self) -> None:
+    def __init__(self, handler) -> None:
         self.recent: collections.deque[float] = collections.deque(maxlen=15)  # on the loop
-        self.last_pooled: float | None = None
+        self.quick = 0  # how many of recent are under QUICK: their median is, past half
+        self.pooled_min: float | None = None  # the fastest pool run since the last try
         self.runs = 0
+        self.every = self.PROBE_EVERY
+        self.next_try = self.every
+        self.trying = False
+        self.dirty = 0
+        self.coroutine = inspect.iscoroutinefunction(handler)
 
     def inline(self) -> bool:
         self.runs += 1
-        if self.recent and sorted(self.recent)[len(self.recent) // 2] < self.QUICK:
+        if self.trying:
             return True
-        return (self.last_pooled is not None and self.last_pooled < 10 * self.QUICK
-                and self.runs % self.PROBE_EVERY == 0)
+        if self.quick > len(self.recent) // 2:  # the median of recent is under QUICK
+            return True
+        if (self.runs >= self.next_try and self.pooled_min is not None
+                and self.pooled_min < self.QUICK):
+            self.trying, self.dirty, self.pooled_min = True, 0, None
+            self._forget()
+            return True
+        return False
 
-    def timed(self, handler, payload, on_loop: bool = False) -> Any:
-        """``handler(payload)``, timed: on the loop, or in a pool thread."""
+    def timed(self, handler, payload, on_loop: bool = False, clean: bool = True) -> Any:
+        """``handler(payload)``, timed: on the loop (``clean``: no pool run beside
+        it), or in a pool thread."""
         began = time.perf_counter()
         try:
             return handler(payload)
         finally:
             seconds = time.perf_counter() - began
             if not on_loop:
-                self.last_pooled = seconds
+                if self.pooled_min is None or seconds < self.pooled_min:
+                    self.pooled_min = seconds
             elif seconds > self.SLOW:
-                self.recent.clear()  # back to the pool, to prove itself again
-                self.last_pooled = seconds
+                self._forget()  # back to the pool, to prove itself again
+                self._tried(False)
+            elif not self.trying:
+                self._note(seconds)
+            elif clean or self.dirty >= self.DIRTY:
+                self._note(seconds)
+                if self.quick >= self.DECIDE:
+                    self._tried(True)
+                elif len(self.recent) - self.quick >= self.DECIDE:
+                    self._tried(False)
             else:
-                self.recent.append(seconds)
+                self.dirty += 1
+
+    def _note(self, seconds: float) -> None:
+        recent = self.recent
+        if len(recent) == recent.maxlen and recent[0] < self.QUICK:
+            self.quick -= 1  # about to drop out
+        recent.append(seconds)
+        if seconds < self.QUICK:
+            self.quick += 1
+
+    def _forget(self) -> None:
+        self.recent.clear()
+        self.quick = 0
+
+    def _tried(self, quick: bool) -> None:
+        if self.trying:
+            self.every = self.PROBE_EVERY if quick else min(2 * self.every, self.MAX_PROBE_EVERY)
+        self.trying = False
+        self.next_try = self.runs + self.every
 
 
 async def _within(awaitable, timeout: float) -> Any:
@@ -278,6 +326,8 @@ def _policy(max_retries: int, backoff: float) -> dotdo.RetryPolicy:
 
 
 _ONE_ATTEMPT = dotdo.RetryPolicy(max_retries=0)  # retries go back through the queue
+# Outputs that cannot be awaitables: most are, and isawaitable is slow to say no.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
 
 
 def _label(job_type: str) -> str:
@@ -304,9 +354,9 @@ def _output(value: Any) -> bytes:
 
 
 def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
-    tags = {"queue": queue, "type": _label(job_type)}
-    metrics.JOBS.inc(tags={**tags, "outcome": outcome})
-    metrics.DURATION.observe(time.monotonic() - started, tags=tags)
+    # Only a type with a handler here gets here with its own label (see _label).
+    label = job_type if outcome != "unknown_type" else _label(job_type)
+    metrics.job_ended(queue, label, outcome, time.monotonic() - started)
 
 
 class Worker(dotdo.DurableObject, own_process=True):
@@ -326,7 +376,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._modules_at = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
-        self._speed: dict[Any, _Speed] = {}  # sync handler -> how quick it has been
+        self._speed: dict[Any, _Speed] = {}  # handler -> how quick it has been
+        self._pooled_now = 0  # sync runs in the thread pool now (see _Speed)
         self._in_process = dotdo.current_settings().in_process
         self._lease_timeout = 30.0
         self._reporting = asyncio.Lock()
@@ -497,6 +548,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         held = _Held(f"job-{job['$id']}", "", job["$id"], None, 0)
         policy = _policy(job.get("maxRetries", 3), 1.0)
         kind, value, _ = await self._run(job, held, policy, backoff=1.0)
+        metrics.flush()
         if held.ran is not None:  # one job, one commit
             try:
                 self.storage.journal.finish_step(held.step, value, *held.ran)
@@ -545,15 +597,17 @@ class Worker(dotdo.DurableObject, own_process=True):
         held.deadline = time.monotonic() + timeout
         token = job_handlers.running.set(_JobRun(held, self))
         try:
-            if inspect.iscoroutinefunction(handler):
+            speed = self._speed.get(handler)
+            if speed is None:
+                speed = self._speed[handler] = _Speed(handler)
+            if speed.coroutine:
                 held.cancellable = True
                 return await _within(handler(payload), timeout)
-            speed = self._speed.setdefault(handler, _Speed())
             # In process, the loop is every object's: a handler there waiting on a
             # call (``.result()``) would wait for itself.
             if not self._in_process and speed.inline():
                 # Quick every time lately: run it here, no thread hand-off (see _Speed).
-                result = speed.timed(handler, payload, on_loop=True)
+                result = speed.timed(handler, payload, on_loop=True, clean=not self._pooled_now)
                 if time.monotonic() > held.deadline:  # as for a run in the pool
                     raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
             else:
@@ -562,6 +616,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                 call = contextvars.copy_context().run
                 running = asyncio.wrap_future(
                     self._threads(size).submit(call, speed.timed, handler, payload))
+                self._pooled_now += 1
+                running.add_done_callback(self._pool_run_ended)
                 done, _ = await asyncio.wait({running}, timeout=timeout)
                 if not done:
                     # A thread cannot be interrupted: until it returns, this job's slot
@@ -573,7 +629,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                         await asyncio.wait({running})
                     raise TimeoutError(f"the attempt ran past its timeout of {timeout:g} s")
                 result = running.result()
-            if inspect.isawaitable(result):  # a sync function that returned a coroutine
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
+                # a sync function that returned a coroutine
                 result = await _within(result, max(held.deadline - time.monotonic(), 0.001))
             return result
         except asyncio.CancelledError as exc:
@@ -591,6 +648,9 @@ class Worker(dotdo.DurableObject, own_process=True):
             held.deadline = None
             held.cancellable = False
             job_handlers.running.reset(token)
+
+    def _pool_run_ended(self, _run: asyncio.Future) -> None:
+        self._pooled_now -= 1
 
     async def _hung(self, held: _Held, timeout: float) -> None:
         """A sync attempt still running at ``HUNG_AFTER`` times its timeout: Python
@@ -748,21 +808,24 @@ class Worker(dotdo.DurableObject, own_process=True):
                      done: list[_Held]) -> tuple[list[dict], list[dict]]:
         """One transaction: the rows of jobs let go, of the claimed ones, and the
         outcomes ``done``; returns the grants new here and those renewed."""
-        fresh, renewed = [], []
+        fresh: list[dict] = []
+        renewed: list[dict] = []
+        for grant in grants:
+            # ours again after a silence: it runs (or ran) here
+            (renewed if grant["step"] in self._held else fresh).append(grant)
         with self.storage.transaction():
-            for step in forgotten:
-                self.storage.sql.execute(RELEASE, (step,))
-            for grant in grants:
-                job, step = grant["job"], grant["step"]
-                if step in self._held:  # ours again after a silence: it runs (or ran) here
-                    self.storage.sql.execute(RENEW, (grant["lease"], step))
-                    renewed.append(grant)
-                    continue
-                self.storage.sql.execute(HOLD, (step, queue, job["$id"], grant["uid"],
-                                                grant["lease"]))
-                fresh.append(grant)
+            self._each(RELEASE, [(step,) for step in forgotten])
+            self._each(RENEW, [(g["lease"], g["step"]) for g in renewed])
+            self._each(HOLD, [(g["step"], queue, g["job"]["$id"], g["uid"], g["lease"])
+                              for g in fresh])
             self._write_outcomes(done)
         return fresh, renewed
+
+    def _each(self, statement: str, rows: list[tuple]) -> None:
+        """``statement`` for each of ``rows``, in the open transaction: one call into
+        SQLite for a batch, not one per job."""
+        if rows:
+            self.storage.sql.conn.executemany(statement, rows)
 
     def _lose(self, queue: str, runs: list) -> None:
         """The queue says these runs (``[job id, lease]``) no longer hold their jobs:
@@ -793,6 +856,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         queues, one call per queue, and let go of them; raises (keeping them) if a
         queue is away."""
         async with self._reporting:
+            metrics.flush()
             finished = [h for h in self._held.values() if h.outcome is not None]
             self._write_down(finished)
             by_queue: dict[str, list[_Held]] = {}
@@ -816,8 +880,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         try:
             with self.storage.transaction():
                 self._write_outcomes(fresh)
-                for step in forgotten:
-                    self.storage.sql.execute(RELEASE, (step,))
+                self._each(RELEASE, [(step,) for step in forgotten])
         except Exception as exc:  # noqa: BLE001 - reported from memory all the same
             log.warning("dotdo: worker %s could not write down %d outcome(s), reported from "
                         "memory (if its process dies before the queue has them, they run "
@@ -838,9 +901,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         self.storage.journal.finish_steps(
             [(h.step, h.outcome[1], *h.ran) for h in done
              if h.ran is not None and h.outcome is not None])
-        for held in done:
-            if held.ran is None:
-                self.storage.sql.execute(SETTLE, (codec.encode(held.outcome), held.step))
+        self._each(SETTLE, [(codec.encode(h.outcome), h.step) for h in done if h.ran is None])
 
     def _written_down(self, done: list[_Held]) -> None:
         """``done``'s outcomes committed: reports may send them."""
@@ -886,8 +947,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         this one fails)."""
         forgotten = list(self._released)
         with self.storage.transaction():
-            for step in forgotten:
-                self.storage.sql.execute(RELEASE, (step,))
+            self._each(RELEASE, [(step,) for step in forgotten])
         del self._released[:len(forgotten)]
 
     async def _recover(self) -> None:
