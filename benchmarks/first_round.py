@@ -106,7 +106,8 @@ def _enqueuer(system: str, conf: dict):
         from dotdo import client
 
         if system == "dotdo-in-process":
-            dotdo.init(in_process=True, storage=conf["storage"])
+            # A root of its own: the cluster's objects (its App) hold theirs open.
+            dotdo.init(in_process=True, storage=conf["storage"] + "-in-process")
         else:
             dotdo.init(address=conf["address"], storage=conf["storage"])
         name = conf["queue"] if system == "dotdo" else f"new-{os.getpid()}"
@@ -115,7 +116,7 @@ def _enqueuer(system: str, conf: dict):
         def host_stats() -> dict:
             stats = dotdo.get(client.actor_handle(queue).stats.remote())
             return {k: stats.get(k) for k in ("batches", "batched_calls", "turn_waits",
-                                              "late_calls")}
+                                              "late_calls", "gaps_skipped")}
 
         return ((lambda ids: [queue.enqueue("work", i, job_id=i) for i in ids]), dotdo.get,
                 host_stats)
@@ -144,6 +145,9 @@ def _fresh(system: str, jobs: int, rounds: int, conf: dict) -> dict:
     done = subprocess.run([sys.executable, __file__, "--child", system, "--jobs", str(jobs),
                            "--rounds", str(rounds), "--conf", json.dumps(conf)],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if os.environ.get("BENCH_CHILD_LOG"):
+        with open(os.environ["BENCH_CHILD_LOG"], "a") as log:
+            log.write(f"--- {system}\n{done.stderr}")
     if done.returncode != 0:
         raise RuntimeError(f"{system}: {done.stderr.strip().splitlines()[-1:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])

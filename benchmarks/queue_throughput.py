@@ -14,11 +14,16 @@ Measured, per system: the single-job enqueue (each system's ordinary one-job cal
 dotdo's ``Queue.enqueue`` issued without waiting, then gathered) while the workers
 run; steady jobs per second (completions between 10 and 90 percent, from the
 durable record's own times); p50/p99 from enqueue to completion under that load;
-the enqueue-to-result latency of a single job on idle workers. For dotdo also: the
+the enqueue-to-result latency of a single job on idle workers; CPU per job, every
+process on the machine from the first enqueue to the last completion (``/proc/stat``:
+run it on a quiet machine). For dotdo also: the time from enqueue to the result in the
+caller's hands (``enqueue`` then ``wait``), the
 single enqueue awaited one at a time against a raw Ray async actor doing the same
 SQLite insert, ``enqueue_many``, and the time from ``Worker.start()`` returning to
 the first job done; and ``dotdo-normal``, the same with ``durability="normal"``, so the
-run shows what durable commits (the default) cost. The kill -9 variant SIGKILLs every
+run shows what durable commits (the default) cost; and ``dotdo-in-process``, the queue
+and both workers in the driver's process with no Ray (``dotdo.init(in_process=True)``,
+no kill -9 run). The kill -9 variant SIGKILLs every
 worker process once at about 30 percent, restarts them (dotdo: Ray does), and counts lost and duplicated jobs
 after a grace period.
 
@@ -250,14 +255,20 @@ class DotdoSystem:
 
     name = "dotdo"
 
-    def __init__(self, storage: str, redis_url: str, durability: str = "full") -> None:
+    def __init__(self, storage: str, redis_url: str, durability: str = "full",
+                 in_process: bool = False) -> None:
         import dotdo
 
         self.dotdo = dotdo
         self.durability = durability
+        self.in_process = in_process
         os.environ["BENCH_REDIS_URL"] = redis_url
-        dotdo.init(address="local", storage=storage, durability=durability,
-                   runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "BENCH_REDIS_URL": redis_url}})
+        if in_process:  # the queue and both workers in this process, no Ray
+            dotdo.init(in_process=True, storage=storage, durability=durability)
+        else:
+            dotdo.init(address="local", storage=storage, durability=durability,
+                       runtime_env={"env_vars": {"PYTHONPATH": str(ROOT),
+                                                 "BENCH_REDIS_URL": redis_url}})
         from benchmarks.peers import dotdo_jobs  # noqa: F401  (registers the handler)
 
         run = f"{time.time_ns()}"
@@ -426,6 +437,14 @@ def idle_latency(system, count: int = 30) -> list[float]:
     return out
 
 
+def machine_cpu() -> float:
+    """Seconds of CPU every process on this machine has used (``/proc/stat``): over a
+    run, the CPU a system's jobs cost in all its processes (and whatever else runs)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_latency(system, count: int = 200) -> list[float]:
     """Seconds from enqueue to the result in the caller's hands (``enqueue`` then
     ``wait``), single jobs on idle workers, 20 ms apart (dotdo only)."""
@@ -443,6 +462,7 @@ def run_once(system, n: int, kill: bool, timeout: float) -> dict:
     system.start_workers()
     system.warm_up()
     enqueued_at: dict[str, float] = {}
+    cpu_start = machine_cpu()
     start = time.perf_counter()
     wall_start = time.time()
     chunk = max(n // 20, 1)
@@ -462,6 +482,7 @@ def run_once(system, n: int, kill: bool, timeout: float) -> dict:
             system.start_workers()  # the operator restarts them; Ray does it for dotdo
     finished = _wait(lambda: system.done_count() >= n, timeout, system.name, n, system.done_count)
     end_s = time.perf_counter() - start
+    cpu_s = machine_cpu() - cpu_start
     if not finished and kill:
         end_s = float("nan")
     done = system.completions()
@@ -487,6 +508,7 @@ def run_once(system, n: int, kill: bool, timeout: float) -> dict:
         "steady_per_s": steady,
         "p50_s": p50,
         "p99_s": p99,
+        "cpu_per_job_us": cpu_s / n * 1e6,  # every process on the machine, enqueue to end
         "lost": sum(1 for j in ids if j not in done),
         "duplicated": duplicates,
         "wall_clock_start": wall_start,
@@ -497,7 +519,8 @@ def run_once(system, n: int, kill: bool, timeout: float) -> dict:
         if isinstance(system, DotdoSystem):
             waited = wait_latency(system)
             result["wait_p50_ms"], result["wait_p99_ms"] = (x * 1e3 for x in _percentiles(waited))
-            result.update(system.extras(n))
+            if not system.in_process:  # the extras compare against Ray actors
+                result.update(system.extras(n))
     system.stop_workers()
     return result
 
@@ -506,7 +529,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="1,000 jobs")
-    everyone = "dotdo,dotdo-normal,celery,rq,dramatiq,huey-redis,huey"
+    everyone = "dotdo,dotdo-normal,dotdo-in-process,celery,rq,dramatiq,huey-redis,huey"
     parser.add_argument("--only", default=everyone)
     parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 runs")
     parser.add_argument("--timeout", type=float, default=90.0,
@@ -536,10 +559,13 @@ def main() -> None:
                     skipped[name] = "redis-server is not installed (apt-get install redis-server)"
                     break
                 _redis(f"redis://127.0.0.1:{port}/0").flushall()
-                if name in ("dotdo", "dotdo-normal"):
+                if name == "dotdo-in-process" and kill:
+                    break  # one process: a kill -9 ends the benchmark with it
+                if name in ("dotdo", "dotdo-normal", "dotdo-in-process"):
                     system = DotdoSystem(os.path.join(tmp, f"{name}-{int(kill)}"),
                                          f"redis://127.0.0.1:{port}/0",
-                                         "normal" if name == "dotdo-normal" else "full")
+                                         "normal" if name == "dotdo-normal" else "full",
+                                         in_process=name == "dotdo-in-process")
                 else:
                     if not redis_server:
                         skipped[name] = "redis-server is not installed (apt-get install redis-server)"
@@ -570,7 +596,7 @@ def main() -> None:
     table = Table(title=f"job queues on this machine: {n} jobs (one blocking Redis call each), "
                         "two worker processes")
     for col in ("system", "single enqueue/s", "steady jobs/s", "completed jobs/s", "p50", "p99",
-                "idle p50", "lost", "duplicated"):
+                "idle p50", "CPU/job", "lost", "duplicated"):
         table.add_column(col, justify="right")
     for label, r in results.items():
         idle = r.get("idle_latency_p50_ms")
@@ -578,7 +604,7 @@ def main() -> None:
                       f"{r['completed_per_s']:,.0f}",
                       f"{r['p50_s'] * 1e3:,.0f} ms", f"{r['p99_s'] * 1e3:,.0f} ms",
                       f"{idle:,.1f} ms" if idle is not None else "",
-                      str(r["lost"]), str(r["duplicated"]))
+                      f"{r['cpu_per_job_us']:,.0f} us", str(r["lost"]), str(r["duplicated"]))
     console.print(table)
     for label, reason in skipped.items():
         console.print(f"skipped {label}: {reason}")
@@ -626,6 +652,13 @@ def main() -> None:
                 checks.add_row(f"{what}, durable commits (full) vs normal",
                                f"{full[key]:,.0f}/s", f"normal {normal[key]:,.0f}/s",
                                f"{full[key] / normal[key]:.2f}x", "(the cost of durability)")
+        local = results.get("dotdo-in-process")
+        if local is not None:
+            for key, what in (("enqueue_per_s", "single enqueue/s"),
+                              ("steady_per_s", "steady jobs/s")):
+                ratios[f"in_process_{key}_vs_ray"] = local[key] / d[key]
+                checks.add_row(f"{what}, in process vs on Ray", f"{local[key]:,.0f}/s",
+                               f"on Ray {d[key]:,.0f}/s", f"{local[key] / d[key]:.2f}x", ">= 1x")
         console.print(checks)
     # A run of some systems only does not replace the full run's file
     name = "queue_throughput" if args.only == everyone and not args.no_kill else \
