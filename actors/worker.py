@@ -386,6 +386,7 @@ class Worker(dotdo.DurableObject, own_process=True):
         self._crashed: list[_Held] = []
         self._released: list[str] = []  # steps reported, rows not yet deleted
         self._commits = 0  # group commits of outcomes since the process started (info())
+        self._write_due = False  # a group commit is due at the loop's next turn
         self._written = 0  # outcomes those commits wrote
         self._event_loop = asyncio.get_running_loop()
         self._progressed: set[_Held] = set()  # progress not yet sent
@@ -761,6 +762,17 @@ class Worker(dotdo.DurableObject, own_process=True):
         # until then the job is in flight: if the process dies, it runs again.
         held.unwritten = outcome[0] != "ok" or held.ran is not None
         held.outcome = outcome
+        if held.unwritten and not self._write_due:
+            # Written down at the loop's next turn, with every other outcome of this one:
+            # the in-flight window stays that short whatever the report waits for (a
+            # queue away, a long-poll claim).
+            self._write_due = True
+            asyncio.get_running_loop().call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        """The group commit of the outcomes that ended in the last turn of the loop."""
+        self._write_due = False
+        self._write_down(self._unwritten())
 
     def _hold(self, queue: str, grants: list[dict[str, Any]], backoff: float) -> list[list]:
         """Write the claimed jobs down, then start them (or hand them back, if this
