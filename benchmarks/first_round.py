@@ -46,16 +46,11 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks._results import write_results  # noqa: E402
+from benchmarks.queue_throughput import _free_port  # noqa: E402
 
 console = Console()
 PEERS = ("huey-redis", "celery", "rq", "dramatiq")
 SYSTEMS = ("dotdo", "dotdo-new-queue", "dotdo-in-process", "raw-ray", *PEERS)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the fresh process ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from dotdo.host import ObjectTable
 from dotdo.ids import storage_path
 from dotdo.pool import PoolKeeper
 
-__all__ = ["Endpoints"]
+__all__ = ["Endpoints", "outcome_of"]
 
 _log = logging.getLogger("dotdo")
 
@@ -177,3 +177,12 @@ class Endpoints:
             **self._table.stats(),
             "sleeping": self._keeper.sleeping if self._keeper is not None else 0,
         }
+
+
+def outcome_of(task: asyncio.Future) -> tuple[bool, Any]:
+    """A finished call's outcome as ``(ok, result or error)``, as
+    :meth:`Endpoints.start_batch` gives those run at once."""
+    if task.cancelled():
+        return False, asyncio.CancelledError()
+    error = task.exception()
+    return (True, task.result()) if error is None else (False, error)

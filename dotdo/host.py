@@ -95,7 +95,7 @@ class Results:
         self._arrived.add(key)
         fut = self._futures.get(key)
         if fut is not None:  # a call here waits for it already
-            Results.settle(fut, *((value, None) if ok else (None, value)))
+            Results.settle_outcome(fut, ok, value)
             return
         now = time.monotonic()
         self._finished[key] = ((ok, value), now)
@@ -110,7 +110,7 @@ class Results:
                 if isinstance(held, asyncio.Future):
                     return held
                 fut = asyncio.get_running_loop().create_future()
-                Results.settle(fut, *((held[1], None) if held[0] else (None, held[1])))
+                Results.settle_outcome(fut, *held)
                 self._finished[key] = (fut, ended)
                 return fut
             fut = self._futures[key] = asyncio.get_running_loop().create_future()
@@ -147,6 +147,14 @@ class Results:
         else:
             fut.set_exception(error)
             fut.exception()  # retrieved: a failure nobody takes here is the caller's
+
+    @staticmethod
+    def settle_outcome(fut: asyncio.Future, ok: bool, value: Any) -> None:
+        """Record an outcome given as ``(ok, result or error)``."""
+        if ok:
+            Results.settle(fut, value)
+        else:
+            Results.settle(fut, error=value)
 
     async def value(self, local: Local) -> Any:
         """The outcome of the call ``local`` names: once it ends here, or, if it never

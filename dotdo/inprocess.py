@@ -26,7 +26,7 @@ from typing import Any
 from ray import cloudpickle
 
 from dotdo import settings as _conf
-from dotdo.endpoints import Endpoints
+from dotdo.endpoints import Endpoints, outcome_of
 from dotdo.errors import EncodeError
 from dotdo.host import ObjectTable
 from dotdo.promise import LocalRef
@@ -185,8 +185,4 @@ def _hand_over(future: concurrent.futures.Future, message: list, ok: bool, value
 
 
 def _ended(future: concurrent.futures.Future, message: list, task: asyncio.Future) -> None:
-    if task.cancelled():
-        future.cancel()
-        return
-    error = task.exception()
-    _hand_over(future, message, error is None, task.result() if error is None else error)
+    _hand_over(future, message, *outcome_of(task))

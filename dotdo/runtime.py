@@ -29,7 +29,7 @@ from ray.exceptions import RayTaskError, TaskCancelledError
 
 from dotdo import settings as _conf
 from dotdo import signals
-from dotdo.endpoints import Endpoints
+from dotdo.endpoints import Endpoints, outcome_of
 from dotdo.errors import EncodeError
 from dotdo.host import TURN_WAIT, ObjectTable
 from dotdo.ids import storage_path
@@ -142,7 +142,7 @@ class _HostActor(Endpoints):
                 task.cancel()
             raise
         outcomes = [_outcome(ok, value, message) for (ok, value), message in zip(now, messages)]
-        outcomes += [self._later(task, name) if task in pending else _outcome(*_ended(task), message)
+        outcomes += [self._later(task, name) if task in pending else _outcome(*outcome_of(task), message)
                      for task, message, name in zip(tasks, running, names)]
         return outcomes[0] if len(outcomes) == 1 else tuple(outcomes)
 
@@ -167,14 +167,6 @@ class _HostActor(Endpoints):
         finally:
             asyncio.get_running_loop().call_later(
                 LATER_KEPT, self._later_refs.pop, (stream, seq), None)
-
-def _ended(task: asyncio.Future) -> tuple[bool, Any]:
-    """A finished task's outcome as ``(ok, result or error)``."""
-    if task.cancelled():
-        return False, asyncio.CancelledError()
-    error = task.exception()
-    return (True, task.result()) if error is None else (False, error)
-
 
 def _outcome(ok: bool, value: Any, message: list) -> Any:
     """What one call of a batch returns: its result, or its error as Ray makes it."""
