@@ -186,7 +186,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _setup(conf: dict) -> None:
     """What a program run before made: the queue (its host up), the raw actor."""
-    os.environ["RAY_AUTH_MODE"] = conf["auth"]
     import ray
 
     import dotdo
@@ -232,10 +231,15 @@ def main() -> None:
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     try:
-        subprocess.run([sys.executable, "-c", "import json, sys; from benchmarks.first_round "
-                        "import _setup; _setup(json.loads(sys.argv[1]))", json.dumps(conf)],
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True,
-                       capture_output=True, timeout=300)
+        made = subprocess.run(
+            [sys.executable, "-c", "import json, sys; from benchmarks.first_round "
+             "import _setup; _setup(json.loads(sys.argv[1]))", json.dumps(conf)],
+            # In the environment, not set by _setup: Ray reads it once, at its import.
+            env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": conf["auth"]},
+            cwd=ROOT, capture_output=True,
+            text=True, timeout=300)
+        if made.returncode:
+            raise RuntimeError(f"setting up the cluster failed:\n{made.stderr[-3000:]}")
         # Runs alternate between systems, so that noise on the machine hits each alike.
         for run in range(args.runs):
             for system in wanted:
