@@ -29,12 +29,15 @@ import dotdo
 from actors import queue_sql as sql
 from actors.flows import Flows
 from actors.jobs import job_thing, result_thing, step_id
-from actors.options import number, retry_delay
+from actors.options import MAX_BACKOFF, number
 from dotdo import codec
+from dotdo.retry import backoff_delay
 
 __all__ = ["Claims"]
 
 log = logging.getLogger("dotdo")
+# A crash's error text names its class first: Queue.wait raises that class for it.
+_CRASH = dotdo.WorkerCrashError.__name__
 # The queue's process missed this much of its reaping beat (frozen, or its loop held):
 # workers could not renew their leases meanwhile, so the leases get that time back.
 _STALL = 1.0
@@ -422,7 +425,7 @@ class Claims(Flows):
             self._end(job_id, uid, "cancelled", attempts, error, trace, now)
         elif not final and attempts <= max_retries:
             base = json.loads(backoff) if backoff else (worker_backoff or 0.0)
-            run_at = now + retry_delay(base, max(attempts, 1))
+            run_at = now + backoff_delay(base, max(attempts, 1), MAX_BACKOFF)
             self.storage.sql.execute(sql.RETRY_LATER, (attempts, error, trace, run_at, job_id, uid))
             self._event("Job.retrying", {"$id": job_id, "error": error, "attempts": attempts,
                                          "runAt": run_at})
@@ -454,10 +457,10 @@ class Claims(Flows):
                     continue  # no longer this worker's
                 crashes, max_retries, attempts = row
                 self.storage.sql.execute(sql.LOG_ATTEMPT, (
-                    now, "crashed", "WorkerCrashError: the worker's process died while running "
-                    "it", None, job_id, uid))
+                    now, "crashed", f"{_CRASH}: the worker's process died while running it",
+                    None, job_id, uid))
                 if crashes > max_retries:
-                    error = (f"WorkerCrashError: the job's worker process died while running it "
+                    error = (f"{_CRASH}: the job's worker process died while running it "
                              f"alone, {crashes} times (os._exit, a signal such as SIGKILL or "
                              "SIGSEGV, or running out of memory); it is not tried again")
                     self._end(job_id, uid, "failed", max(attempts, crashes), error, None, now)

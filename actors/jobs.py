@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["JobStatus", "Metrics", "DEFAULT_TIMEOUT", "FINISHED", "job_thing", "result_thing", "step_id"]
+from dotdo.jobmodel import FINISHED, Job, JobStatus
+
+__all__ = ["Job", "JobStatus", "Metrics", "DEFAULT_TIMEOUT", "FINISHED", "job_thing", "result_thing",
+           "step_id"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds per attempt, when a job gives none
-FINISHED = ("completed", "failed", "cancelled")  # statuses a job does not leave
-
-
-class JobStatus(str, enum.Enum):
-    """Where a job is. ``delayed`` is a pending job whose ``run_at`` is still ahead;
-    ``retrying`` one whose last attempt failed, back in the queue until its next run
-    (``runAt``); ``waiting`` one whose parents (``depends_on``) have not all completed;
-    ``stuck`` a running job whose attempt ran past its timeout and has not stopped
-    (sync code cannot be interrupted: it holds its worker slot until it returns)."""
-
-    PENDING = "pending"
-    DELAYED = "delayed"
-    RETRYING = "retrying"
-    WAITING = "waiting"
-    RUNNING = "running"
-    STUCK = "stuck"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +31,7 @@ class Metrics:
     waiting: int = 0
 
 
-def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
+def job_thing(row: dict[str, Any], now: float) -> Job:
     """A Job Thing, from a row of the queue's ``jobs`` table."""
     status = row["status"]
     if status == JobStatus.PENDING:
@@ -58,7 +41,7 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
             status = JobStatus.DELAYED.value
     elif status == JobStatus.RUNNING and row.get("stuck_since") is not None:
         status = JobStatus.STUCK.value
-    thing = {
+    thing: dict[str, Any] = {
         "$type": "Job",
         "$id": row["id"],
         "type": row["type"],
@@ -84,7 +67,7 @@ def job_thing(row: dict[str, Any], now: float) -> dict[str, Any]:
         value = row.get(column)
         if value:
             thing[key] = value
-    return thing
+    return cast(Job, thing)  # the keys above are Job's
 
 
 _OPTIONAL = (("trace", "trace"), ("group", "grp"), ("rateKey", "rate_key"),

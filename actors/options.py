@@ -6,24 +6,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
-from typing import Any
+from typing import Any, get_args
 
 import dotdo
 from actors.jobs import DEFAULT_TIMEOUT
 from dotdo import codec
 from dotdo.checks import is_finite, is_int
 from dotdo.ids import check_id
+from dotdo.jobmodel import JobEntry, JobOptions, ParentFailure
 
-__all__ = ["JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "MAX_DELAY",
+__all__ = ["JobOptions", "JobSpec", "Rate", "Keep", "MAX_PAYLOAD", "MAX_OUTPUT", "MAX_BACKOFF", "MAX_DELAY",
            "MAX_TIMEOUT", "MAX_LEASE_TIMEOUT", "OPTIONS", "ENCODED_PAYLOAD", "number", "span",
-           "parse_backoff", "retry_delay"]
+           "parse_backoff"]
 
 MAX_PAYLOAD = 1 << 20  # bytes of encoded payload per job
 MAX_OUTPUT = MAX_PAYLOAD  # bytes of a job's encoded output
-MAX_BACKOFF = 86_400.0  # no retry waits longer than a day
+MAX_BACKOFF = 86_400.0  # no retry of a job waits longer than a day
 # A job further away than a year is a typo or a unit mix-up (ms for s), not a plan: a
 # delay of 1e308 s would be a job that never runs. Enqueue far jobs from a schedule.
 MAX_DELAY = 366 * 86_400.0  # delay, debounce, and run_at from now
@@ -31,17 +31,14 @@ _LATER = "enqueue jobs further away later, from a schedule"
 MAX_TIMEOUT = 7 * 86_400.0  # one attempt of a job
 MAX_LEASE_TIMEOUT = 86_400.0  # a queue's lease_timeout: a dead worker's jobs wait at most that
 MAX_PARENTS = 100
-OPTIONS = frozenset({
-    "type", "payload", "job_id", "priority", "delay", "run_at", "max_retries", "timeout",
-    "backoff", "group", "rate_key", "dedupe_key", "debounce", "unique_for", "depends_on",
-    "on_parent_failure",
-})
+# Every key a job may hold: its options, its type and its payload.
+OPTIONS = frozenset(JobEntry.__annotations__)
 FEATURES = OPTIONS - {"type", "payload", "job_id", "priority", "delay", "run_at",
                       "max_retries", "timeout"}
 # How a payload travels from a caller's process: encoded there (Queue.outgoing), so
 # the queue's process never rebuilds it, nor imports the modules of its classes.
 ENCODED_PAYLOAD = "$payload"
-PARENT_FAILURE = ("fail", "cancel")
+PARENT_FAILURE: tuple[str, ...] = get_args(ParentFailure)
 _UNITS = {name: seconds for names, seconds in (
     (("s", "sec", "secs", "second", "seconds"), 1.0),
     (("m", "min", "mins", "minute", "minutes"), 60.0),
@@ -93,16 +90,6 @@ def parse_backoff(value: Any) -> float | list[float] | None:
                              f"[10, 60, 600], not {value!r}")
         return [float(number("backoff", v, minimum=0, allow_none=False)) for v in value]
     return float(number("backoff", value, minimum=0, allow_none=False))
-
-
-def retry_delay(backoff: float | list[float], retry: int) -> float:
-    """Seconds before retry number ``retry`` (1: the second attempt), capped at a day."""
-    if isinstance(backoff, list):
-        return min(backoff[min(retry, len(backoff)) - 1], MAX_BACKOFF)
-    try:
-        return min(math.ldexp(backoff, retry - 1), MAX_BACKOFF)
-    except OverflowError:
-        return MAX_BACKOFF
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,7 +53,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Unpack, cast
 
 import dotdo
 from actors import queue_sql as sql
@@ -74,7 +74,8 @@ from actors.options import (
 from actors.retention import RETAIN_BATCH, Retention
 from actors.steps import Steps
 from actors.table import LOOP_RETRY
-from dotdo import codec
+from dotdo import clock, codec
+from dotdo.jobmodel import Job, JobEntry, JobFlow, JobOptions, JobPage
 
 __all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "MAX_WAITERS",
            "KEEP_COMPLETED", "KEEP_FAILED"]
@@ -150,16 +151,9 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
 
     def __init__(self) -> None:
         # Wall minus monotonic time: _now() tells a step of the wall clock by it
-        self._offset = self.storage.now() - time.monotonic()
+        self._offset = self.storage.now() - clock.monotonic()
+        self.storage.migrate("queue", sql.MIGRATIONS)
         db = self.storage.sql
-        for ddl in sql.DDL:
-            db.execute(ddl)
-        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)").fetchall()}
-        for name, decl in sql.JOB_COLUMNS:
-            if name not in have:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-        for ddl in (*sql.DROP_OLD_INDEXES, *sql.INDEXES):
-            db.execute(ddl)
         get = self.storage.get
         self._paused = bool(get("paused", False))
         self._limiter = Limiter()
@@ -221,16 +215,16 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
 
     _dotdo_outgoing = staticmethod(outgoing)
 
-    def enqueue(self, type: str, payload: Any = None, **options: Any) -> dict[str, Any]:
+    def enqueue(self, type: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Add a job and return it (a ``Job`` Thing) with ``enqueued`` saying what
         happened: ``added``; ``existing`` (its ``job_id`` is there: nothing added);
         ``debounced`` (a job with its ``dedupe_key`` not yet started took the new
         payload and runs ``debounce`` s from now); ``duplicate`` (one with its
         ``dedupe_key`` was enqueued within ``unique_for`` s: that one is returned).
-        Options: see ``docs/queue.md``."""
+        Options: ``dotdo.JobOptions`` (and ``docs/queue.md``)."""
         return self.enqueue_many([{"type": type, "payload": payload, **options}])[0]
 
-    def enqueue_many(self, jobs: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    def enqueue_many(self, jobs: builtins.list[JobEntry]) -> builtins.list[Job]:
         """Add up to 10,000 jobs in one transaction; every job is checked before any
         is written. A job may depend on one earlier in the list."""
         if len(jobs) > MAX_BATCH:
@@ -311,7 +305,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             return None, "added"
         return row, "added"
 
-    def enqueue_flow(self, flow: dict[str, Any]) -> dict[str, Any]:
+    def enqueue_flow(self, flow: JobFlow) -> dict[str, Any]:
         """Enqueue a job with its children, and theirs, in one transaction: ``flow``
         is a job (``{"type", "payload", **options}``) with ``"children": [flows]``;
         each child depends on its parent (and runs once it completed; reads its
@@ -340,7 +334,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
                 walk(child, here, f"{where}.children[{i}]")
 
         walk(flow, None, "the root")
-        jobs = self.enqueue_many(flat)
+        jobs = self.enqueue_many(cast(builtins.list[JobEntry], flat))  # parse checks each
         nodes: builtins.list[dict[str, Any]] = [{"job": job, "children": []} for job in jobs]
         for here, parent in shape:
             if parent is not None:
@@ -349,13 +343,13 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
 
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> Job | None:
         rows = self._rows(sql.SELECT_JOB, (job_id,))
         return self._thing(rows[0]) if rows else None
 
     def list(self, status: str | None = None, type: str | None = None, limit: int = 100,
              cursor: int | None = None, group: str | None = None, since: float | None = None
-             ) -> dict[str, Any]:
+             ) -> JobPage:
         """Jobs in enqueue order, ``limit`` (at most 1,000) at a time:
         ``{"jobs": [...], "cursor": next}``; pass ``cursor`` back for the next page
         (stable while jobs are added). ``since``: enqueued at or after that time."""
@@ -458,7 +452,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
 
     async def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait until the job ends: its ``Result`` Thing (as ``result`` gives) once it
-        completed; ``dotdo.JobError`` (its error, ``job_id``, ``status``) if it ended
+        completed; ``dotdo.JobError`` (its error, ``job_id``, ``status``; the subclass
+        its error names, such as ``dotdo.WorkerCrashError``) if it ended
         failed (its retries spent) or cancelled; ``TimeoutError`` after ``timeout`` s
         (None: no limit; 0: only look); ``dotdo.NotFoundError`` for an unknown job, or
         one deleted (purge, retention) before it was read. No polling: the call waits
@@ -486,8 +481,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             if status == "completed":
                 return result_thing(job_id, codec.passed_on(output), finished)
             if status in FINISHED:
-                raise dotdo.JobError(error or f"Cancelled: job {job_id!r} was cancelled",
-                                     job_id=job_id, status=status)
+                raise dotdo.JobError.of(error or f"Cancelled: job {job_id!r} was cancelled",
+                                        job_id=job_id, status=status)
             seen = True
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
@@ -528,12 +523,12 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             raise dotdo.NotFoundError(f"no job {job_id!r} in queue {self.id!r}")
         return rows[0]
 
-    def _must(self, job_id: str) -> dict[str, Any]:
+    def _must(self, job_id: str) -> Job:
         return self._thing(self._must_row(job_id))
 
     # -- operating --------------------------------------------------------------------
 
-    def retry(self, job_id: str) -> dict[str, Any]:
+    def retry(self, job_id: str) -> Job:
         """Send a failed job back to the queue (out of the dead-letter list), with a
         fresh set of retries; its earlier attempts stay in ``attempts``."""
         job = self._must(job_id)
@@ -565,9 +560,9 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         return len(ids)
 
     def _every(self, status: str, type: str | None, since: float | None
-               ) -> builtins.list[dict[str, Any]]:
+               ) -> builtins.list[Job]:
         """Every job ``list`` finds with these filters, all pages."""
-        out: builtins.list[dict[str, Any]] = []
+        out: builtins.list[Job] = []
         cursor = None
         while True:
             page = self.list(status=status, type=type, since=since, limit=MAX_PAGE, cursor=cursor)
@@ -575,7 +570,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             if (cursor := page["cursor"]) is None:
                 return out
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> Job:
         """Cancel a job not yet finished. One waiting to run ends ``cancelled`` at once
         (and its children follow their ``on_parent_failure``); a running one is asked
         to stop (an async handler is cancelled, a sync one sees ``dotdo.cancelled()``)

@@ -7,6 +7,8 @@ apart by ``run_at`` and ``error``), ``waiting`` (for parents), ``running`` (or s
 
 from __future__ import annotations
 
+from typing import Any
+
 CREATE_JOBS = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -119,6 +121,27 @@ CREATE TABLE IF NOT EXISTS step_holds (
 DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET, CREATE_STEP_HOLDS)
 INDEXES = (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS, CREATE_GROUPS, CREATE_DEDUPE,
            CREATE_ATTEMPTS_INDEX, CREATE_DEPS_CHILD)
+SELECT_JOB_COLUMNS = "SELECT name FROM pragma_table_info('jobs')"
+
+
+def tables_v1(db: Any) -> None:
+    """0 -> 1: the tables as above, from nothing or from a file written before the
+    queue's tables had versions (it lacks some of JOB_COLUMNS and has the first
+    release's indexes). The constants above are version 1's: a later change to the
+    tables is a step of its own."""
+    for ddl in DDL:
+        db.execute(ddl)
+    have = {row[0] for row in db.execute(SELECT_JOB_COLUMNS).fetchall()}
+    for name, decl in JOB_COLUMNS:
+        if name not in have:  # names and types from the list above, not from a caller
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    for ddl in (*DROP_OLD_INDEXES, *INDEXES):
+        db.execute(ddl)
+
+
+# The queue's schema versions (``Storage.migrate("queue", MIGRATIONS)``): MIGRATIONS[n]
+# takes its tables from version n to n + 1.
+MIGRATIONS = {0: tables_v1}
 
 # The first release's options only: the hot path.
 INSERT_PLAIN = (

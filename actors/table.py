@@ -13,10 +13,10 @@ from typing import Any
 import dotdo
 from actors import metrics
 from actors import queue_sql as sql
-from actors.jobs import job_thing
+from actors.jobs import Job, job_thing
 from actors.limits import Limiter
 from actors.options import Keep
-from dotdo import codec
+from dotdo import clock, codec
 
 __all__ = ["JobTable"]
 
@@ -64,7 +64,9 @@ class JobTable:
         queue goes through: tests step it as a real clock would step). A step of that
         clock is noticed here, before anything is written with the new time."""
         now = self.storage.now()
-        offset = now - time.monotonic()
+        # The host clock's own monotonic time: a test clock's advance is time passing,
+        # not a step (real clocks: time.monotonic()).
+        offset = now - clock.monotonic()
         stepped = offset - self._offset
         if abs(stepped) > STEP:
             self._clock_stepped(now, stepped)
@@ -114,7 +116,7 @@ class JobTable:
     def _one(self, statement: str, params: tuple = ()) -> Any:
         return self.storage.sql.execute(statement, params).fetchone()[0]
 
-    def _thing(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _thing(self, row: dict[str, Any]) -> Job:
         """A Job Thing from a row. The payload is never rebuilt here: plain data as it
         is, anything else still encoded (``codec.passed_on``), decoded by the caller's
         process with its own classes."""

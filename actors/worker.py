@@ -92,6 +92,9 @@ RENEW = "UPDATE held SET lease = ? WHERE step = ?"
 SETTLE = "UPDATE held SET outcome = ? WHERE step = ?"
 RELEASE = "DELETE FROM held WHERE step = ?"
 SELECT_HELD = "SELECT step, queue, job_id, uid, lease, outcome FROM held"
+# The worker's schema versions (``Storage.migrate``): MIGRATIONS[n] takes its tables
+# from version n to n + 1.
+MIGRATIONS = {0: lambda db: db.execute(CREATE_HELD)}
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -369,7 +372,7 @@ class Worker(dotdo.DurableObject, own_process=True):
     retain_steps = 7 * 86_400.0
 
     def __init__(self) -> None:
-        self.storage.sql.execute(CREATE_HELD)
+        self.storage.migrate("worker", MIGRATIONS)
         self._config: dict[str, Any] | None = self.storage.get("config")
         self._loop_task: asyncio.Task | None = None
         self._modules: asyncio.Task | None = None

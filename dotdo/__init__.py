@@ -8,6 +8,7 @@ created on first use. Calls on stubs return promises that pipeline.
 from __future__ import annotations
 
 import importlib.metadata
+from typing import Any, TypeVar, overload
 
 from dotdo import app as _app  # noqa: F401  (defines App: dotdo.App(id) is a stub)
 from dotdo.app import deploy
@@ -28,14 +29,17 @@ from dotdo.errors import (
     LeaseLostError,
     LimitError,
     MethodNotFoundError,
+    NotExposed,
     NotFoundError,
     ObjectError,
     StorageError,
     StorageFullError,
     TerminalError,
+    WorkerCrashError,
 )
 from dotdo.events import ErrorInfo, Event, on, on_error
 from dotdo.hosting import Dedicated, Pooled
+from dotdo.jobmodel import Job, JobEntry, JobOptions, JobStatus
 from dotdo.jobs import cancelled, current_job, job, parent_results, progress
 from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
@@ -73,6 +77,10 @@ __all__ = [
     "cancelled",
     "current_job",
     "parent_results",
+    "JobOptions",
+    "JobEntry",
+    "JobStatus",
+    "Job",
     # hosting: one actor per object, or a pool of actors
     "Dedicated",
     "Pooled",
@@ -102,23 +110,37 @@ __all__ = [
     "NotFoundError",
     "HandlerError",
     "JobError",
+    "WorkerCrashError",
+    "NotExposed",
 ]
 
 
-def stub(cls: type[DurableObject] | str, object_id: str) -> Stub:
-    """A stub for object ``object_id`` of ``cls`` (a class or a registered class name)."""
+_D = TypeVar("_D", bound=DurableObject)
+
+
+@overload
+def stub(cls: type[_D], object_id: str) -> Stub[_D]: ...
+@overload
+def stub(cls: str, object_id: str) -> Stub[Any]: ...
+
+
+def stub(cls: type[DurableObject] | str, object_id: str) -> Stub[Any]:
+    """A stub for object ``object_id`` of ``cls`` (a class or a registered class name);
+    given the class, it is typed: ``dotdo.stub(Account, "alice")`` is a ``Stub[Account]``."""
     return Stub(_resolve(cls) if isinstance(cls, str) else cls, object_id)
 
 
 class _Factory:
-    """``dotdo.<ClassName>``: call it with an id to get a stub."""
+    """``dotdo.<ClassName>``: call it with an id to get a stub. A type checker cannot
+    know the class from the name, so its stubs are ``Stub[Any]`` and their calls
+    ``Promise[Any]``: ``Account.stub(id)`` is the typed way."""
 
     __slots__ = ("_cls",)
 
     def __init__(self, cls: type[DurableObject]) -> None:
         self._cls = cls
 
-    def __call__(self, object_id: str) -> Stub:
+    def __call__(self, object_id: str) -> Stub[Any]:
         return Stub(self._cls, object_id)
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ The tree::
     │   └── StorageFullError        ... because its disk is full: nothing was written
     ├── ObjectError                 a call reached an object but could not run
     │   └── MethodNotFoundError (AttributeError)
+    ├── NotExposed                  the HTTP API may not reach that class, method or event
     ├── NotFoundError (KeyError)    no such thing: a job in a queue, a stored stub's class
     ├── LimitError (ValueError)     over a documented limit (payload size, batch, page)
     ├── TerminalError               raised by user code in a step: stop retrying now
@@ -20,7 +21,9 @@ The tree::
     ├── HandlerError (RuntimeError) a handler raised SystemExit, KeyboardInterrupt or
     │                               its own CancelledError: a failure, not the host's end
     └── JobError (RuntimeError)     a job failed or was cancelled (Queue.wait, Worker.process);
-                                    the message is its error; job_id, status
+        │                           the message is its error; job_id, status
+        └── WorkerCrashError        ... because its worker's process died while running it
+                                    alone, max_retries + 1 times (its handler never raised)
 
 Errors raised by user code inside an object reach the caller as themselves (a
 ``ValueError`` raised in a method is a ``ValueError`` at ``await``), not wrapped.
@@ -39,12 +42,14 @@ __all__ = [
     "StorageFullError",
     "ObjectError",
     "MethodNotFoundError",
+    "NotExposed",
     "LimitError",
     "NotFoundError",
     "TerminalError",
     "LeaseLostError",
     "HandlerError",
     "JobError",
+    "WorkerCrashError",
 ]
 
 
@@ -97,6 +102,11 @@ class MethodNotFoundError(ObjectError, AttributeError):
     """The object has no public method of that name."""
 
 
+class NotExposed(DotdoError):
+    """A class, method or event the HTTP API was not allowed to reach: give the class
+    ``expose=True`` (or a list of methods), or the server ``events=[noun]``."""
+
+
 class LimitError(DotdoError, ValueError):
     """A value or a batch over one of dotdo's documented limits; nothing was written."""
 
@@ -138,3 +148,23 @@ class JobError(DotdoError, RuntimeError):
 
     def __reduce__(self):  # keep ``job_id`` and ``status`` across Ray's pickling
         return (type(self), (self.args[0], self.job_id, self.status))
+
+    @staticmethod
+    def of(message: str, job_id: str | None = None, status: str | None = None) -> JobError:
+        """The error of a job that ended with the error text ``message``: of the class
+        the text names first (``"WorkerCrashError: ..."``), else a plain JobError."""
+        cls = _JOB_ERRORS.get(message.partition(":")[0], JobError)
+        return cls(message, job_id=job_id, status=status)
+
+
+class WorkerCrashError(JobError):
+    """A job whose worker's process died while it ran alone there (``os._exit``, a
+    signal such as SIGKILL or SIGSEGV, the OOM killer), ``max_retries`` + 1 times: it
+    failed without its handler raising, and is not tried again. Its ``error`` text
+    starts with this class's name. Find what kills the process (the worker's log, the
+    kernel's for the OOM killer), then ``Queue.retry`` the job."""
+
+
+# The errors a job's error text may name first ("WorkerCrashError: ..."): how a job
+# that failed in the queue, where only its text is kept, becomes its class again.
+_JOB_ERRORS: dict[str, type[JobError]] = {WorkerCrashError.__name__: WorkerCrashError}

@@ -26,12 +26,15 @@ fails is rolled back, so nothing half-written stays behind.
 Each file records the schema version it was written with. Opening a file brings an
 older one up to :data:`SCHEMA_VERSION` through :data:`MIGRATIONS`, one step per
 version, in the transaction that opens it; a file from a newer dotdo is refused with
-a :class:`StorageError` before anything is written to it.
+a :class:`StorageError` before anything is written to it. An object's own tables are
+versioned the same way, apart from dotdo's (:meth:`Storage.migrate`, through the
+same :class:`Migrations`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -39,7 +42,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlite_utils
@@ -48,12 +51,7 @@ from dotdo import codec
 from dotdo.checks import is_real
 from dotdo.errors import CorruptStorageError, StorageError, StorageFullError
 
-__all__ = ["Storage", "Journal", "Directory", "DURABILITY", "WAL_LIMIT"]
-
-# The version of the tables below. A file records its version in ``_dotdo_meta``
-# (key ``schema``); one without it counts as version 1. Raising this needs a
-# migration from the version before: see MIGRATIONS.
-SCHEMA_VERSION = 3
+__all__ = ["Storage", "Journal", "Directory", "Migrations", "DURABILITY", "WAL_LIMIT"]
 
 CREATE_META = """
 CREATE TABLE IF NOT EXISTS _dotdo_meta (
@@ -382,11 +380,67 @@ class Connection:
 
 # -- schema versions ------------------------------------------------------------------
 #
-# MIGRATIONS[n] takes a file from version n to n + 1. Opening a file runs the steps
-# from its version up, then SCHEMA (which creates whatever the file lacks) and records
-# SCHEMA_VERSION, all in one transaction: a step that fails leaves the file as it was.
-# A step works on the tables of its own version, not on today's constants, and runs
-# even when a table it changes does not exist yet.
+# One mechanism for every set of tables in a file (dotdo's journal, a Queue's, a
+# Worker's): Migrations. A file records each set's version in _dotdo_meta; steps[n]
+# takes a set from version n to n + 1. The steps from the file's version up run in
+# one transaction, which also records the new version: a step that fails leaves the
+# tables as they were. A version above the last known one is refused before anything
+# is written. A step works on the tables of its own version, not on today's
+# constants, and runs even when a table it changes does not exist yet.
+
+
+@dataclasses.dataclass(frozen=True)
+class Migrations:
+    """The ordered schema changes of one set of tables: ``steps[n]`` (a function of
+    the connection) takes them from version ``n`` to ``n + 1``. The file records the
+    version under ``key`` in ``_dotdo_meta``; one that records none is at ``first``."""
+
+    key: str
+    what: str  # the tables, as errors name them: "storage", "queue"
+    steps: Mapping[int, Callable[[Any], None]]
+    first: int = 0
+
+    @property
+    def version(self) -> int:
+        """The version the last step brings the tables to."""
+        return self.first + len(self.steps)
+
+    def recorded(self, db: Connection | sqlite3.Connection, path: str) -> int:
+        """The version ``path`` records, read without writing anything."""
+        if db.execute(SELECT_TABLE, ("_dotdo_meta",)).fetchone() is None:
+            return self.first
+        row = db.execute(SELECT_META_VALUE, (self.key,)).fetchone()
+        if row is None:
+            return self.first
+        try:
+            return int(row[0])
+        except ValueError:
+            raise StorageError(
+                f"{path} records the {self.what} schema version {row[0]!r}, which no dotdo "
+                "writes; the file was left as it is",
+                path,
+            ) from None
+
+    def refuse_newer(self, found: int, path: str, owner: str,
+                     left: str = "The file was left as it is.") -> None:
+        """A StorageError if ``found`` is past the last version these steps know."""
+        if found > self.version:
+            raise StorageError(
+                f"{path} holds {owner} in {self.what} schema version {found}, written by "
+                f"a newer dotdo; this dotdo reads versions up to {self.version}. Upgrade "
+                f"dotdo on every node that may host the object. {left}",
+                path,
+            )
+
+    def upgrade(self, db: Any, found: int) -> None:
+        """Run the steps from version ``found`` up, in order, inside the caller's
+        transaction (which then records the version: ``record``)."""
+        for step in range(found, self.version):
+            self.steps[step](db)
+
+    def record(self, db: Any) -> None:
+        """Write down that the tables are at ``version`` (``_dotdo_meta`` exists)."""
+        db.execute(UPSERT_META, (self.key, str(self.version)))
 
 
 def _steps_record_their_start(db: Connection) -> None:
@@ -410,25 +464,11 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _steps_record_their_start,
     2: _ticks_record_their_error,
 }
-
-
-def _schema_version(conn: sqlite3.Connection, path: str) -> int:
-    """The schema version of an existing file, read without writing anything; 1 for a
-    file that records none (from before dotdo read it, or left empty by an open that
-    died)."""
-    if conn.execute(SELECT_TABLE, ("_dotdo_meta",)).fetchone() is None:
-        return 1
-    row = conn.execute(SELECT_META_VALUE, ("schema",)).fetchone()
-    if row is None:
-        return 1
-    try:
-        return int(row[0])
-    except ValueError:
-        raise StorageError(
-            f"{path} records the storage schema version {row[0]!r}, which no dotdo "
-            "writes; the file was left as it is",
-            path,
-        ) from None
+# dotdo's own tables. A file that records no version is from before dotdo read it, or
+# was left empty by an open that died: version 1.
+JOURNAL = Migrations("schema", "storage", MIGRATIONS, first=1)
+# The version of the tables above (SCHEMA): a change to them is a step in MIGRATIONS.
+SCHEMA_VERSION = JOURNAL.version
 
 
 def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool,
@@ -443,15 +483,8 @@ def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool,
             (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
-            version = _schema_version(conn, path)
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path} holds {class_name}/{object_id} in storage schema version "
-                    f"{version}, written by a newer dotdo; this dotdo reads versions up to "
-                    f"{SCHEMA_VERSION}. Upgrade dotdo on every node that may host the "
-                    "object. The file was left as it is.",
-                    path,
-                )
+            version = JOURNAL.recorded(conn, path)
+            JOURNAL.refuse_newer(version, path, f"{class_name}/{object_id}")
         for pragma in ((COMPACT_FILE_PRAGMAS if compact else ()) + CACHE_PRAGMAS + PRAGMAS
                        + (durability_pragma(durability),)):
             conn.execute(pragma)
@@ -459,14 +492,13 @@ def _open(path: str, class_name: str, object_id: str, compact: bool, new: bool,
             conn.execute("PRAGMA shrink_memory")  # the check's pages are not needed
         db = Connection(conn, path)
         with db.transaction():
-            for step in range(version, SCHEMA_VERSION):
-                MIGRATIONS[step](db)
+            JOURNAL.upgrade(db, version)
             for ddl in SCHEMA:
                 db.execute(ddl)
             for row in (("class", class_name), ("id", object_id)):
                 db.execute(INSERT_META, row)
-            if new or version != SCHEMA_VERSION:
-                db.execute(UPSERT_META, ("schema", str(SCHEMA_VERSION)))
+            if new or version != JOURNAL.version:
+                JOURNAL.record(db)
         meta = dict(db.execute(SELECT_META).fetchall())
     except StorageError:
         conn.close()
@@ -511,6 +543,7 @@ class Storage:
         if durability not in DURABILITY:
             raise ValueError(f"durability is one of {sorted(DURABILITY)}, not {durability!r}")
         self.path = path
+        self._owner = f"{class_name}/{object_id}"
         self._sql: sqlite_utils.Database | None = None
         os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
         new = not os.path.exists(path)
@@ -607,6 +640,24 @@ class Storage:
         if self._sql is None:
             self._sql = _Database(self._db.sqlite, self.path)
         return self._sql
+
+    def migrate(self, name: str, steps: Mapping[int, Callable[[sqlite_utils.Database], None]]
+                ) -> int:
+        """Bring the object's own tables called ``name`` to version ``len(steps)``:
+        ``steps[n]``, a function of ``storage.sql``, takes them from version ``n`` to
+        ``n + 1`` (a file that records no version of ``name`` is at 0). The steps due
+        run in one transaction that records the new version; a file past the last
+        step (a newer program wrote it) raises StorageError and is left as it is.
+        Returns the version the file was at. Call it first, from ``__init__``."""
+        migrations = Migrations(f"schema.{name}", name, steps)
+        found = migrations.recorded(self._db, self.path)
+        migrations.refuse_newer(found, self.path, self._owner,
+                                f"Its {name} tables were left as they are.")
+        if found != migrations.version:
+            with self._db.transaction():
+                migrations.upgrade(self.sql, found)
+                migrations.record(self._db)
+        return found
 
     # -- alarms (public API) ---------------------------------------------------------
 

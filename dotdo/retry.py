@@ -1,4 +1,5 @@
-"""Retrying with backoff: the policy behind ``dotdo.do`` and alarms.
+"""Retrying with backoff: the policy behind ``dotdo.do`` and alarms, and the one
+schedule of waits that it and the job queue's retries share (``backoff_delay``).
 
 The schedule: attempt 1 at once, then waits of 1 s, 2 s, 4 s, ... doubling,
 each capped at 10 s; ``max_retries=3`` means up to four attempts.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Sequence
 
 from dotdo.checks import is_finite, is_int
 from dotdo.errors import TerminalError
 
-__all__ = ["RetryPolicy", "TerminalError", "backoff_delays"]
+__all__ = ["RetryPolicy", "TerminalError", "backoff_delay", "backoff_delays"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +41,21 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the second attempt)."""
-        try:
-            # ldexp doubles exactly, and takes any exponent without building 2**n.
-            wait = min(math.ldexp(self.backoff, retry - 1), self.max_backoff)
-        except OverflowError:  # doubled past every float: far past the cap
-            wait = self.max_backoff
+        wait = backoff_delay(self.backoff, retry, self.max_backoff)
         return random.uniform(wait / 2, wait) if self.jitter else wait
+
+
+def backoff_delay(backoff: float | Sequence[float], retry: int, cap: float) -> float:
+    """Seconds before retry number ``retry`` (1 for the second attempt), at most
+    ``cap``: ``backoff`` doubled per retry (1 -> 1, 2, 4 ...), or the ``retry``-th of
+    a list of waits, its last repeating ([10, 60] -> 10, 60, 60 ...)."""
+    if isinstance(backoff, Sequence):
+        return min(backoff[min(retry, len(backoff)) - 1], cap)
+    try:
+        # ldexp doubles exactly, and takes any exponent without building 2**n.
+        return min(math.ldexp(backoff, retry - 1), cap)
+    except OverflowError:  # doubled past every float: far past the cap
+        return cap
 
 
 def _seconds(value: object) -> bool:

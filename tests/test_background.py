@@ -56,23 +56,16 @@ def test_alarm_fires_after_a_restart(make_object, unique):
     assert state == {"attempts": 1, "fired": 1, "pending": None}
 
 
-def test_failing_alarm_is_retried_with_backoff(make_local, unique):
-    alarmed = make_local("Alarmed", unique)
-    host = client.actor_handle(alarmed)
-    alarmed.arm(0.1, fail_times=2).result()
-    # Each retry waits its backoff on the object's clock: move the clock by it instead
-    # of waiting it out (a shift wakes the wait; one that came too early only means
-    # the real wait)
-    shifted = 0.0
-    try:
-        for failures in (1, 2):
-            wait_for(lambda n=failures: alarmed.state().result()["attempts"] >= n)
-            dotdo.get(host.shift_clock.remote(ALARM_RETRY.delay(failures)))
-            shifted += ALARM_RETRY.delay(failures)
-        state = wait_for(lambda: (s := alarmed.state().result())["fired"] and s, timeout=60)
-    finally:  # a host is shared: later objects on it must see the real time
-        dotdo.get(host.shift_clock.remote(-shifted))
-    assert state == {"attempts": 3, "fired": 1, "pending": None}
+def test_failing_alarm_is_retried_with_backoff(dotdo_local, unique):
+    alarmed = dotdo.Alarmed(unique)
+    fire_at = alarmed.arm(0.1, fail_times=2).result()
+    # Each retry waits its backoff on the object's clock: the test clock moves by it
+    # (dotdo.testing), and each attempt has run when advance returns
+    for attempts, wait in enumerate((0.1, ALARM_RETRY.delay(1)), 1):
+        dotdo_local.advance(wait)
+        assert alarmed.state().result() == {"attempts": attempts, "fired": 0, "pending": fire_at}
+    dotdo_local.advance(ALARM_RETRY.delay(2))
+    assert alarmed.state().result() == {"attempts": 3, "fired": 1, "pending": None}
 
 
 def test_app_keeps_ticking_without_a_driver(ray_session, tmp_path):

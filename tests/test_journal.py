@@ -353,6 +353,62 @@ def test_every_version_has_a_migration_to_the_next():
     assert sorted(journal.MIGRATIONS) == list(range(1, journal.SCHEMA_VERSION))
 
 
+# An object's own tables, versioned by the same mechanism (Storage.migrate): the
+# steps of a made-up "notes" table, version 1 then 2.
+NOTES = {
+    0: lambda db: db.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, text TEXT NOT NULL)"),
+    1: lambda db: db.execute("ALTER TABLE notes ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0"),
+}
+
+
+def _notes_version(s):
+    row = s.sql.execute("SELECT value FROM _dotdo_meta WHERE key = 'schema.notes'").fetchone()
+    return row and row[0]
+
+
+def test_an_objects_tables_are_upgraded_from_the_version_the_file_records(make_storage):
+    # Given a file whose notes are at version 1, with a row in them
+    s = make_storage("n")
+    assert s.migrate("notes", {0: NOTES[0]}) == 0 and _notes_version(s) == "1"
+    s.sql.execute("INSERT INTO notes (id, text) VALUES ('a', 'x')")
+    s.close()
+    # When a program with one more step opens it, only that step runs
+    s = make_storage("n")
+    assert s.migrate("notes", NOTES) == 1 and _notes_version(s) == "2"
+    assert s.sql.execute("SELECT id, text, pinned FROM notes").fetchall() == [("a", "x", 0)]
+    # and once at the last version, nothing runs (the CREATE TABLE would fail if it did)
+    assert s.migrate("notes", NOTES) == 2
+    # The journal's own version is apart from it
+    assert _schema_of(s) == str(journal.SCHEMA_VERSION)
+
+
+def test_an_objects_tables_from_a_newer_program_are_refused_unchanged(make_storage):
+    s = make_storage("n")
+    s.migrate("notes", NOTES)
+    s.close()
+    s = make_storage("n")
+    with pytest.raises(StorageError, match=r"Thing/n in notes schema version 2, written by a "
+                       r"newer dotdo; this dotdo reads versions up to 1\. Upgrade dotdo") as info:
+        s.migrate("notes", {0: NOTES[0]})
+    assert info.value.path == s.path and "left as they are" in str(info.value)
+    assert _notes_version(s) == "2" and s.sql.execute("SELECT pinned FROM notes").fetchall() == []
+
+
+def test_a_failing_step_leaves_an_objects_tables_as_they_were(make_storage):
+    s = make_storage("n")
+    s.migrate("notes", {0: NOTES[0]})
+
+    def add_then_fail(db):
+        NOTES[1](db)
+        raise RuntimeError("step broke")
+
+    with pytest.raises(RuntimeError, match="step broke"):
+        s.migrate("notes", {0: NOTES[0], 1: add_then_fail})
+    columns = [r[1] for r in s.sql.execute("PRAGMA table_info(notes)").fetchall()]
+    assert columns == ["id", "text"] and _notes_version(s) == "1"
+    assert s.migrate("notes", NOTES) == 1 and _notes_version(s) == "2"
+
+
 def test_commits_are_on_disk_when_acknowledged_unless_asked_otherwise(make_storage, tmp_path):
     full = make_storage()
     assert full.sql.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = [
     # leaves
     ["errors", "ids", "clock", "codec", "checks", "aio", "current", "sequencer",
-     "hosting", "retry", "settings", "signals"],
+     "hosting", "retry", "settings", "signals", "jobmodel"],
     # storage
     ["journal", "reader"],
     # the object model and registration
@@ -32,7 +32,8 @@ ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
 INNER_ALLOWED = {("dotdo.client", "ray._private.authentication")}
 # What the shipped objects may use besides the package itself: documented modules.
 ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec",
-                  "dotdo.ids", "dotdo.jobs", "dotdo.signals"}
+                  "dotdo.ids", "dotdo.jobs", "dotdo.jobmodel", "dotdo.retry", "dotdo.signals",
+                  "dotdo.clock"}
 
 
 def _imports(path: pathlib.Path, package: str) -> tuple[set[str], set[str]]:
@@ -98,7 +99,7 @@ def test_dotdo_never_names_the_actors_package_in_code():
 # the public API, the read-only file views (and where to read them), and these few
 # documented modules.
 OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.reads", "dotdo.client", "dotdo.errors", "dotdo.events",
-               "dotdo.ids", "dotdo.object", "dotdo.settings"}
+               "dotdo.ids", "dotdo.jobmodel", "dotdo.object", "dotdo.settings"}
 
 
 def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
@@ -110,6 +111,20 @@ def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
     for path in [*(ROOT / "dotdo").glob("*.py"), *(ROOT / "actors").glob("*.py")]:
         top, inner = _imports(path, "dotdo")
         assert not {m for m in top | inner if m.startswith("dotdo.ops")}, path.name
+
+
+def test_the_testing_package_sits_on_top_and_nothing_but_tests_use_it():
+    # dotdo.testing (local(), advance, drain, the pytest plugin) sets up hosting and
+    # watches the in-process host: it may use any module, at the top of its files only,
+    # and no module of the package or of actors/ uses it.
+    for path in (ROOT / "dotdo" / "testing").rglob("*.py"):
+        _, inner = _imports(path, "dotdo.testing")
+        assert not {m for m in inner if m.split(".")[0] in ("dotdo", "actors")}, path.name
+    for path in [*(ROOT / "dotdo").rglob("*.py"), *(ROOT / "actors").glob("*.py")]:
+        if "testing" in path.relative_to(ROOT).parts:
+            continue
+        top, inner = _imports(path, "dotdo")
+        assert not {m for m in top | inner if m.startswith("dotdo.testing")}, path.name
 
 
 def test_each_module_imports_first_in_a_fresh_interpreter():

@@ -7,7 +7,7 @@ import pytest
 import dotdo
 from dotdo.clock import FakeClock
 from dotdo.context import use_clock
-from dotdo.retry import RetryPolicy, backoff_delays
+from dotdo.retry import RetryPolicy, backoff_delay, backoff_delays
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,17 @@ from dotdo.retry import RetryPolicy, backoff_delays
 def test_backoff_delays_are_the_seeds(policy, delays):
     assert backoff_delays(policy) == delays
 
+
+
+def test_one_schedule_doubles_a_number_or_follows_a_list_under_its_cap():
+    # The job queue's retries (a job's backoff=30 or [10, 60]) and do()'s share it.
+    assert [backoff_delay(30.0, n, 86_400.0) for n in (1, 2, 3)] == [30.0, 60.0, 120.0]
+    assert [backoff_delay([10.0, 60.0], n, 86_400.0) for n in (1, 2, 3, 9)] == [10, 60, 60, 60]
+    assert backoff_delay([10.0, 600.0], 2, 100.0) == 100.0
+    assert backoff_delay(3600.0, 200, 86_400.0) == 86_400.0
+    assert backoff_delay(1.0, 10**30, 60.0) == 60.0  # past every float: the cap
+    policy = RetryPolicy(max_retries=5, backoff=0.5, max_backoff=3.0)
+    assert backoff_delays(policy) == [backoff_delay(0.5, n, 3.0) for n in range(1, 6)]
 
 def test_jitter_stays_within_half_to_full_wait():
     policy = RetryPolicy(max_retries=5, jitter=True)

@@ -15,32 +15,30 @@ by looking at it: a typo must not leave an empty queue behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 import dotdo
 from dotdo import client, reader, reads
-from dotdo.errors import DotdoError, NotFoundError
+from dotdo.errors import NotExposed, NotFoundError, StorageError
 from dotdo.events import check_event_type
 from dotdo.ids import check_id, storage_path
+from dotdo.jobmodel import FINISHED, Job, JobOptions, JobStatus
 from dotdo.object import exposed, lookup, public_methods
 
-__all__ = ["Service", "NotExposed", "STATES"]
+_log = logging.getLogger("dotdo")
+
+__all__ = ["Service", "STATES"]
 
 # Every state a job can be in, as the queue reports them (Metrics fields).
-STATES = ("pending", "delayed", "retrying", "waiting", "running", "stuck", "completed",
-          "failed", "cancelled")
+STATES: tuple[str, ...] = tuple(state.value for state in JobStatus)
 _QUEUE = "Queue"
 _WORKER = "Worker"
 _RESULT_POLL = 0.25  # seconds between looks while a caller long-polls a result
 _MAX_WAIT = 60.0
-
-
-class NotExposed(DotdoError):
-    """A class, method or event the HTTP API was not allowed to reach: give the class
-    ``expose=True`` (or a list of methods), or the server ``events=[noun]``."""
 
 
 def _counts(metrics: Any) -> dict[str, int]:
@@ -148,8 +146,20 @@ class Service:
 
     async def queues(self) -> list[dict[str, Any]]:
         """Every queue: ``{"id", "paused", "concurrency", "counts", "workers",
-        "oldestPendingAge"}``."""
-        return list(await asyncio.gather(*(self._summary(q) for q in await self.queue_ids())))
+        "oldestPendingAge"}``. A queue that cannot be opened (a file a newer dotdo
+        wrote, a full disk) is left out with a warning, not the whole answer: its own
+        page (``queue(q)``) gives the error."""
+        ids = await self.queue_ids()
+        answers = await asyncio.gather(*(self._summary(q) for q in ids), return_exceptions=True)
+        shown = []
+        for q, answer in zip(ids, answers):
+            if isinstance(answer, StorageError):
+                _log.warning("dotdo: queue %r left out of the list: %s", q, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                shown.append(answer)
+        return shown
 
     async def queue(self, q: str) -> dict[str, Any]:
         """One queue: its summary, settings, stats and counts by type."""
@@ -215,8 +225,8 @@ class Service:
                             f"({', '.join(names) or 'no queues'})")
 
     async def enqueue(self, q: str, type: str, payload: Any = None, create: bool = False,
-                      **options: Any) -> dict[str, Any]:
-        """Enqueue one job (``Queue.enqueue`` options); the queue must exist unless
+                      **options: Unpack[JobOptions]) -> Job:
+        """Enqueue one job (``JobOptions``, as ``Queue.enqueue``); the queue must exist unless
         ``create``. The Job has ``enqueued``: ``added``, ``existing``, ..."""
         queue = dotdo.Queue(check_id(q)) if create else await self._queue(q)
         return await queue.enqueue(type, payload, **options)
@@ -232,12 +242,12 @@ class Service:
             thing = await queue.get(job_id)
             if thing is None:
                 raise NotFoundError(f"no job {job_id!r} in queue {q!r}")
-            done = thing["status"] in ("completed", "failed", "cancelled")
+            done = thing["status"] in FINISHED
             if done or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(_RESULT_POLL)
         out: dict[str, Any] = {"id": job_id, "status": thing["status"], "done": done}
-        if thing["status"] == "completed":
+        if thing["status"] == JobStatus.COMPLETED:
             result = await queue.result(job_id)
             out["output"] = None if result is None else result["output"]
         elif thing["error"] is not None:

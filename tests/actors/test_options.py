@@ -3,7 +3,9 @@ anything is written (pure logic, no Ray)."""
 
 import pytest
 
-from actors.options import JobSpec, Keep, Rate, retry_delay
+import dotdo
+from actors.options import OPTIONS, JobSpec, Keep, Rate
+from dotdo.jobmodel import option_help
 
 
 @pytest.mark.parametrize("text, count, seconds", [
@@ -28,12 +30,6 @@ def test_keep_takes_a_count_an_age_or_both():
     for bad in (-1, 2.5, {}, {"count": 1, "days": 2}, "all", {"age": float("nan")}):
         with pytest.raises(ValueError, match="keep_failed"):
             Keep.parse("keep_failed", bad)
-
-
-def test_backoff_doubles_from_a_number_or_follows_a_list_and_is_capped():
-    assert [retry_delay(30.0, n) for n in (1, 2, 3)] == [30.0, 60.0, 120.0]
-    assert [retry_delay([10.0, 60.0], n) for n in (1, 2, 3, 9)] == [10.0, 60.0, 60.0, 60.0]
-    assert retry_delay(3600.0, 200) == 86_400.0  # a day at most
 
 
 @pytest.mark.parametrize("options, match", [
@@ -69,3 +65,11 @@ def test_debounce_sets_the_run_time():
     spec = JobSpec.parse({"type": "echo", "debounce": 5, "dedupe_key": "k"}, now=100.0)
     assert spec.run_at == 105.0 and not spec.plain
     assert JobSpec.parse({"type": "echo"}, now=100.0).plain
+
+
+def test_every_job_option_is_checked_here_and_documented_once():
+    # dotdo.JobOptions is the one list: what JobSpec accepts, and each key's help text
+    assert OPTIONS == set(dotdo.JobEntry.__annotations__)
+    assert set(option_help()) == OPTIONS and all(option_help().values())
+    with pytest.raises(TypeError, match="unknown job option.*'retries'.*max_retries"):
+        JobSpec.parse({"type": "t", "retries": 3}, 0.0)

@@ -1,11 +1,16 @@
 """Queue's API on real Ray: every call, its bad inputs, and nothing written by them."""
 
+import contextlib
 import os
+import sqlite3
 import time
 
 import pytest
 
 import dotdo
+from actors import queue_sql
+from dotdo import codec
+from dotdo.ids import storage_path
 from tests.actors.conftest import claim as _claim, report as _report
 from tests.conftest import host_pid, kill_and_wait, live_object, wait_for
 from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
@@ -19,6 +24,18 @@ def test_enqueue_returns_a_job_thing(queue):
     assert (job["priority"], job["maxRetries"], job["timeout"]) == (2, 5, 3)
     assert job.pop("enqueued") == "added"
     assert queue.get(job["$id"]).result() == job
+
+
+def test_a_job_thing_has_the_keys_dotdo_job_declares(queue):
+    plain = queue.enqueue("echo", 1).result()
+    full = queue.enqueue("echo", 2, group="g", rate_key="r", dedupe_key="d",
+                         depends_on=[plain["$id"]]).result()
+    assert set(full) - set(plain) == {"group", "rateKey", "dedupeKey", "waitingOn"}
+    for job in (plain, full, queue.get(full["$id"]).result(),
+                *queue.list().result()["jobs"]):
+        assert dotdo.Job.__required_keys__ <= set(job) <= set(dotdo.Job.__annotations__)
+        assert dotdo.JobStatus(job["status"]) in (dotdo.JobStatus.PENDING,
+                                                  dotdo.JobStatus.WAITING)
 
 
 def test_job_id_is_an_idempotency_key(queue):
@@ -243,6 +260,10 @@ def test_a_job_that_keeps_killing_its_worker_fails_and_suspects_run_alone(queue)
     job = queue.get(job_id).result()
     assert job["status"] == "failed" and job["crashes"] == 2
     assert job["error"].startswith("WorkerCrashError: the job's worker process died")
+    # wait() raises the error as its class, a JobError like any failure's
+    with pytest.raises(dotdo.WorkerCrashError, match="died while running it alone") as info:
+        queue.wait(job_id, timeout=0).result()
+    assert isinstance(info.value, dotdo.JobError) and info.value.job_id == job_id
     (g,) = _claim(queue, "w2")
     assert g["job"]["$id"] == other and g["alone"]
 
@@ -333,3 +354,68 @@ def test_the_queues_loops_go_on_after_a_failed_write(queue, caplog):
         storage.sql.execute("DROP TRIGGER fail_writes")
     # And once writes work, it does its work: the job goes back to the queue
     wait_for(lambda: queue.get(job_id).result()["status"] == "pending")
+
+
+# -- schema versions: a queue file written by another dotdo ---------------------------
+
+# The jobs table as the first release wrote it, with its index of ready jobs, and no
+# version recorded for the queue's tables: copied, not imported, so that the test
+# keeps the old file's shape whatever queue_sql's constants become.
+FIRST_RELEASE_JOBS = (
+    """CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+        payload BLOB NOT NULL, status TEXT NOT NULL, priority INTEGER NOT NULL,
+        run_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        max_retries INTEGER NOT NULL, timeout REAL, error TEXT, worker TEXT,
+        created REAL NOT NULL, started REAL, finished REAL, output BLOB)""",
+    "CREATE INDEX jobs_ready ON jobs (status, priority DESC, run_at, seq)",
+)
+
+
+def _queue_file(local_root, queue_id, tables, meta):
+    """The queue's SQLite file as another dotdo left it, written with plain sqlite3."""
+    path = storage_path(str(local_root), "Queue", queue_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE _dotdo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for key, value in {"class": "Queue", "id": queue_id, **meta}.items():
+            conn.execute("INSERT INTO _dotdo_meta VALUES (?, ?)", (key, value))
+        for ddl in tables:
+            conn.execute(ddl)
+    return conn, path
+
+
+def test_a_queue_file_from_before_schema_versions_is_upgraded(make_local, local_root, unique):
+    # Given a first release's queue file holding one pending job
+    conn, path = _queue_file(local_root, unique, FIRST_RELEASE_JOBS, {})
+    with conn:
+        conn.execute("INSERT INTO jobs (id, type, payload, status, priority, run_at, "
+                     "max_retries, timeout, created) VALUES ('old', 'echo', ?, 'pending', 0, "
+                     "0, 3, 60, 0)", (codec.encode({"n": 1}),))
+    conn.close()
+    # When this dotdo's queue opens it, the job is there and goes through a claim
+    queue = make_local("Queue", unique)
+    assert queue.get("old").result()["payload"] == {"n": 1}
+    (grant,) = _claim(queue, "w1")
+    _report(queue, "w1", grant, "ok", "done")
+    assert queue.get("old").result()["status"] == "completed"
+    assert queue.enqueue("echo", 2, group="g").result()["group"] == "g"  # a later column
+    # and the file records the queue's tables at the version they are now
+    with contextlib.closing(sqlite3.connect(path)) as read:
+        meta = dict(read.execute("SELECT key, value FROM _dotdo_meta").fetchall())
+        indexes = {r[0] for r in read.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert meta["schema.queue"] == str(len(queue_sql.MIGRATIONS))
+    assert "jobs_ready" not in indexes and "jobs_ungrouped" in indexes
+
+
+def test_a_queue_file_from_a_newer_dotdo_is_refused_naming_the_fix(make_local, local_root, unique):
+    newer = len(queue_sql.MIGRATIONS) + 1
+    conn, path = _queue_file(local_root, unique, (), {"schema.queue": str(newer)})
+    conn.close()
+    with pytest.raises(dotdo.StorageError, match=f"Queue/{unique} in queue schema version "
+                       f"{newer}, written by a newer dotdo.*Upgrade dotdo"):
+        make_local("Queue", unique).get_metrics().result()
+    with contextlib.closing(sqlite3.connect(path)) as read:  # its tables untouched
+        assert read.execute("SELECT name FROM sqlite_master WHERE name = 'jobs'").fetchone() is None
+    os.remove(path)  # the session's root is shared: other tests list every queue in it

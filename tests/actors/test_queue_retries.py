@@ -1,6 +1,7 @@
 """Retries the queue can see: a failed attempt goes back to the queue as ``retrying``,
 holds no worker slot while it waits, and every attempt stays inspectable."""
 
+import itertools
 import time
 
 import dotdo
@@ -39,12 +40,15 @@ def test_a_failed_attempt_waits_in_the_queue_as_retrying_and_holds_no_slot(setup
     wait_for(lambda: [flaky, 1] in witness.notes("job-retrying").result())
 
 
-def test_every_attempt_is_inspectable_after_success(setup, unique):
-    queue, witness, start = setup
+def test_every_attempt_is_inspectable_after_success(dotdo_local, unique):
+    # On the test clock (dotdo.testing): each backoff passes at advance, exactly
+    queue = dotdo.Queue(unique)
     job_id = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "s", "fail": 2},
-                           backoff=[0.05]).result()["$id"]
-    start(1)
-    wait_for(lambda: drained(queue))
+                           backoff=[60]).result()["$id"]
+    for _ in range(2):
+        assert dotdo_local.drain(queue).retried == [job_id]
+        dotdo_local.advance(60)
+    assert dotdo_local.drain(queue).completed == [job_id]
     attempts = queue.attempts(job_id).result()
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "completed"]
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
@@ -52,8 +56,8 @@ def test_every_attempt_is_inspectable_after_success(setup, unique):
                                               "ConnectionError: try 2 failed", None]
     job = queue.get(job_id).result()
     assert (job["status"], job["attempts"], job["error"], job.get("trace")) == ("completed", 3, None, None)
-    # The second attempt waited out its backoff in the queue, after the first ended
-    assert attempts[1]["startedAt"] >= attempts[0]["finishedAt"] + 0.05
+    # Each attempt waited out its backoff in the queue, after the one before ended
+    assert [a["startedAt"] - b["finishedAt"] for b, a in itertools.pairwise(attempts)] == [60, 60]
 
 
 def test_spent_retries_keep_every_attempt_and_a_terminal_error_stops_at_once(setup):

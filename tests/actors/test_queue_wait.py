@@ -37,6 +37,7 @@ def test_wait_answers_a_completed_job_with_its_result_and_a_failed_one_with_its_
     with pytest.raises(dotdo.JobError, match="ValueError: by design") as failed:
         waits[1].result()
     assert (failed.value.job_id, failed.value.status) == (bad, "failed")
+    assert type(failed.value) is dotdo.JobError  # its error names no JobError subclass
     assert queue.get(bad).result()["attempts"] == 2
     # And jobs that ended answer at once, also without time to wait
     assert queue.wait(ok, timeout=0).result() == result

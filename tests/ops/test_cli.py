@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import get_type_hints
 
 import pytest
 from click.testing import CliRunner
@@ -24,6 +25,7 @@ from click.testing import CliRunner
 import dotdo
 from dotdo import client
 from dotdo.ops.cli import main
+from dotdo.ops.cli.jobs import jobs_enqueue
 from dotdo.ops.cli.output import ago, when
 from tests.conftest import ROOT, wait_for
 
@@ -434,3 +436,32 @@ def test_times_print_as_local_iso_times_with_their_age():
         "3m ago", "in 5m", "2h5m ago")
     local = datetime.datetime.fromtimestamp(now - 45).isoformat(sep=" ", timespec="seconds")
     assert when(now - 45, now) == f"{local} (45s ago)" and when(None) == "-"
+
+
+def test_enqueue_has_a_flag_for_every_job_option_and_passes_each_on(root):
+    # Every key of dotdo.JobOptions is a flag, with its docstring as its help
+    flags = {p.name: p for p in jobs_enqueue.params}
+    assert set(get_type_hints(dotdo.JobOptions)) <= set(flags)
+    assert "Attempts after the first one that failed" in flags["max_retries"].help
+    # and what the flags say reaches the queue as Queue.enqueue takes it
+    as_json(root, "jobs", "enqueue", "deps", "cli-echo", "--job-id", "parent", "--delay", "1h",
+            "--create")
+    at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)).replace(
+        second=0, microsecond=0)
+    job = as_json(root, "jobs", "enqueue", "deps", "cli-echo", "--id", "child",
+                  "--depends-on", "parent", "--on-parent-failure", "cancel",
+                  "--run-at", at.isoformat(), "--backoff", "10s,1m", "--max-retries", "0",
+                  "--rate-key", "customer-42", "--group", "g", "--dedupe-key", "k",
+                  "--unique-for", "1h", "--timeout", "2m")
+    assert (job["status"], job["waitingOn"], job["runAt"], job["timeout"]) == (
+        "waiting", 1, at.timestamp(), 120.0)
+    assert (job["rateKey"], job["group"], job["dedupeKey"], job["maxRetries"]) == (
+        "customer-42", "g", "k", 0)
+    # The parent's cancel cancels the child, as on_parent_failure="cancel" says
+    dotdo.Queue("deps").cancel("parent").result()
+    assert dotdo.Queue("deps").get("child").result()["status"] == "cancelled"
+    # A value the flag's type refuses is a usage error naming the flag
+    bad = run(root, "jobs", "enqueue", "deps", "cli-echo", "--backoff", "10s,soon", code=2)
+    assert "--backoff" in bad.output and "10s,1m,10m" in bad.output
+    bad = run(root, "jobs", "enqueue", "deps", "cli-echo", "--on-parent-failure", "ignore", code=2)
+    assert "'fail', 'cancel'" in bad.output or "fail, cancel" in bad.output

@@ -11,7 +11,8 @@ import pytest
 import dotdo
 from dotdo import client
 from dotdo.ids import storage_path
-from dotdo.ops.service import NotExposed, Service
+from dotdo.errors import NotExposed
+from dotdo.ops.service import Service
 from tests import job_handlers, objects  # noqa: F401  (handlers; Ticker)
 from tests.conftest import wait_for
 
@@ -184,3 +185,29 @@ def test_events_of_a_restarted_queue_are_all_new(service, make_local, unique):
     # Then the view still gets the new process's event
     events, _ = run(service.events(cursor))
     assert [(e["type"], e["data"]["$id"]) for e in events] == [("Job.enqueued", job_id)]
+
+
+def test_a_queue_that_cannot_open_is_left_out_of_the_list_not_the_whole_answer(
+        service, local_root, make_local, unique, caplog):
+    # Given a good queue, and a queue file a newer dotdo wrote (its tables at version 99)
+    import sqlite3
+
+    make_local("Queue", f"{unique}-good").get_metrics().result()
+    path = storage_path(str(local_root), "Queue", f"{unique}-newer")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE _dotdo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.executemany("INSERT INTO _dotdo_meta VALUES (?, ?)", [
+            ("class", "Queue"), ("id", f"{unique}-newer"), ("schema.queue", "99")])
+    conn.close()
+    try:
+        # When the queues are listed, the good one is there and the other is named in a warning
+        ids = [q["id"] for q in run(service.queues())]
+        assert f"{unique}-good" in ids and f"{unique}-newer" not in ids
+        assert any(f"{unique}-newer" in r.getMessage() and "newer dotdo" in r.getMessage()
+                   for r in caplog.records)
+        # and its own page gives the error
+        with pytest.raises(dotdo.StorageError, match="newer dotdo"):
+            run(service.queue(f"{unique}-newer"))
+    finally:
+        os.remove(path)

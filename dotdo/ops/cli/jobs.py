@@ -7,7 +7,9 @@ job from the command line.
 from __future__ import annotations
 
 import time
-from typing import Any
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -15,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dotdo.jobmodel import JobOptions, JobStatus, option_help
 from dotdo.ops.cli.context import current_ops, json_option, run_service
 from dotdo.ops.cli.output import (
     ago,
@@ -27,7 +30,7 @@ from dotdo.ops.cli.output import (
     seconds_text,
     when,
 )
-from dotdo.ops.cli.params import UNFINISHED, Duration, Since, parse_payload
+from dotdo.ops.cli.params import UNFINISHED, Backoff, Duration, Moment, Since, parse_payload
 from dotdo.ops.service import STATES, Service
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ def jobs_get(job_id: str, q: str | None) -> None:
             rows.append(("error", Text(str(value["error"]), style="red")))
         out.print(Panel(field_table(rows), title=Text(f"job {job_id}"), title_align="left"))
         out.print(Panel(as_text(data_text(value["payload"])), title="payload", title_align="left"))
-        if value["status"] == "completed":
+        if value["status"] == JobStatus.COMPLETED:
             out.print(Panel(as_text(data_text(value["result"])), title="result", title_align="left"))
         if value["attempts"]:
             table = new_table("#", "worker", "started", "finished", "took", "outcome", "error",
@@ -179,7 +182,7 @@ def _bulk(action: str, ids: tuple[str, ...], q: str | None, status: str | None,
 @jobs.command("retry")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--queue", "q", metavar="Q", help="The jobs' queue. Default: found by each id.")
-@click.option("--status", type=click.Choice(["failed"]),
+@click.option("--status", type=click.Choice([JobStatus.FAILED.value]),
               help="Retry every failed job of --queue (asks first, unless --yes).")
 @click.option("--since", type=Since(), metavar="WHEN",
               help="With --status: only jobs enqueued since (10m, 2h, 1d, or an ISO time).")
@@ -208,25 +211,66 @@ def jobs_cancel(ids: tuple[str, ...], q: str | None, status: str | None, since: 
     _bulk("cancel", ids, q, status, since, job_type, yes)
 
 
+# -- enqueue: one flag per JobOptions key ----------------------------------------------
+
+_ALIASES = {"job_id": ("--id",)}  # the shorter flags the command took first
+
+
+def _kinds(hint: Any) -> list[Any]:
+    """The types an option's hint allows, without None."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return [kind for kind in get_args(hint) if kind is not type(None)]
+    return [hint]
+
+
+def _mark(kind: Any) -> str | None:
+    """``"duration"`` or ``"moment"`` for a number of seconds marked so, else None."""
+    return get_args(kind)[1] if get_origin(kind) is Annotated else None
+
+
+def _param(name: str, hint: Any) -> dict[str, Any]:
+    """click.option's keywords for option ``name`` of type ``hint``."""
+    kinds = _kinds(hint)
+    marks = [_mark(kind) for kind in kinds]
+    if marks == ["duration"]:
+        return {"type": Duration(), "metavar": "DURATION"}
+    if marks == ["moment"]:
+        return {"type": Moment(), "metavar": "WHEN"}
+    if marks == ["duration", None] and get_origin(kinds[1]) is list:  # one wait, or one a retry
+        return {"type": Backoff(), "metavar": "DURATION[,...]"}
+    if kinds == [int]:
+        return {"type": int}
+    if kinds == [str]:
+        return {"metavar": name.upper()}
+    if kinds == [list[str]]:
+        return {"multiple": True, "metavar": name.upper()}
+    if len(kinds) == 1 and get_origin(kinds[0]) is Literal:
+        return {"type": click.Choice(get_args(kinds[0]))}
+    raise TypeError(f"JobOptions[{name!r}] is {hint}, which has no command-line form: give "
+                    "dotdo.ops.cli.jobs._param a rule for it")
+
+
+def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every JobOptions key as a flag (``--max-retries``), its help its docstring."""
+    hints, helps = get_type_hints(JobOptions, include_extras=True), option_help()
+    for name in reversed(list(hints)):  # click shows them in the order they are added
+        flags = (f"--{name.replace('_', '-')}", *_ALIASES.get(name, ()))
+        command = click.option(*flags, name, help=helps[name], **_param(name, hints[name]))(command)
+    return command
+
+
 @jobs.command("enqueue")
 @click.argument("q")
 @click.argument("job_type", metavar="TYPE")
 @click.option("--payload", callback=parse_payload, metavar="JSON", help="The job's payload, as JSON.")
-@click.option("--id", "job_id", metavar="ID", help="The job's id (an existing id adds nothing).")
-@click.option("--priority", type=int, help="Higher runs first.")
-@click.option("--delay", type=Duration(), metavar="DURATION", help="Run no sooner than this.")
-@click.option("--max-retries", type=click.IntRange(min=0), help="Retries after a failure.")
-@click.option("--timeout", type=Duration(), metavar="DURATION", help="Time one attempt may take.")
-@click.option("--group", metavar="GROUP", help="Group for group_concurrency and fair claims.")
-@click.option("--dedupe-key", metavar="KEY", help="Jobs with one key are deduplicated.")
+@_job_options
 @click.option("--create", is_flag=True, help="Make the queue if it has no file yet.")
 @json_option
-def jobs_enqueue(q: str, job_type: str, payload: Any, job_id: str | None, create: bool,
-                 **options: Any) -> None:
-    """Add a job of TYPE to queue Q."""
-    given = {name: value for name, value in options.items() if value is not None}
-    if job_id is not None:
-        given["job_id"] = job_id
+def jobs_enqueue(q: str, job_type: str, payload: Any, create: bool, **options: Any) -> None:
+    """Add a job of TYPE to queue Q (the options are Queue.enqueue's)."""
+    # Not given: None, or () for a repeatable flag; the queue's default then holds.
+    given: dict[str, Any] = {name: list(value) if isinstance(value, tuple) else value
+             for name, value in options.items() if value not in (None, ())}
     value = run_service(current_ops().live().enqueue(q, job_type, payload, create=create, **given))
     emit(value, lambda out: out.print(
         Text(f"{value.get('enqueued', 'added').capitalize()}: job {value['$id']} "

@@ -1,7 +1,8 @@
 """Values on the command line: the click parameter types of ``dotdo``'s options
-(durations, moments for ``--since``, a setting or ``none``, retention), the ``--payload``
-JSON callback, and the job states the options may name. Each turns text into what the
-service takes, or fails with a message saying what to give instead.
+(durations, moments for ``--since`` and ``--run-at``, backoffs, a setting or ``none``,
+retention), the ``--payload`` JSON callback, and the job states the options may name.
+Each turns text into what the service takes, or fails with a message saying what to
+give instead.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 import click
 
-from dotdo.ops.service import STATES
+from dotdo.jobmodel import FINISHED, UNFINISHED
 
-FINISHED = ("completed", "failed", "cancelled")
-UNFINISHED = tuple(s for s in STATES if s not in FINISHED)
+__all__ = ["FINISHED", "UNFINISHED", "CLEAR", "Duration", "Since", "Moment", "Backoff",
+           "OrNone", "KeepType", "parse_payload"]
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
@@ -81,6 +83,45 @@ class Since(click.ParamType):
         if moment.tzinfo is None:
             moment = moment.astimezone()  # a time without an offset is local, as printed
         return moment.timestamp()
+
+
+class Moment(click.ParamType):
+    """A moment ahead as epoch seconds: an epoch number or an ISO time
+    (``2025-01-31T09:00``, local unless it has an offset)."""
+
+    name = "when"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither epoch seconds nor an ISO time "
+                      "(2025-01-31T09:00)", param, ctx)
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # a time without an offset is local
+        return moment.timestamp()
+
+
+class Backoff(click.ParamType):
+    """A job's backoff: one duration, doubling per retry (``30s``), or the waits of
+    each retry, the last repeating (``10s,1m,10m``)."""
+
+    name = "backoff"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        if not isinstance(value, str):
+            return value
+        waits = [_span_seconds(part) for part in value.split(",")]
+        if not waits or any(wait is None for wait in waits):
+            self.fail(f"{value!r}: give a duration (30s, doubling per retry) or the waits "
+                      "of each retry (10s,1m,10m)", param, ctx)
+        return waits[0] if len(waits) == 1 else waits
 
 
 class OrNone(click.ParamType):

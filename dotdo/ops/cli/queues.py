@@ -16,12 +16,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dotdo.jobmodel import JobStatus
 from dotdo.ops.cli.context import current_ops, json_option, run_service
 from dotdo.ops.cli.output import as_text, emit, field_table, new_table, seconds_text, span
 from dotdo.ops.cli.params import CLEAR, FINISHED, Duration, KeepType, OrNone
 from dotdo.ops.service import STATES
 
-ALWAYS_SHOWN = ("pending", "running", "completed", "failed")
+ALWAYS_SHOWN = tuple(s.value for s in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED,
+                                        JobStatus.FAILED))
 SPARK = "▁▂▃▄▅▆▇█"
 
 

@@ -60,7 +60,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-m", "--module", "modules", multiple=True, metavar="MODULE",
                      help="Import MODULE (exposed classes, job types); repeatable."),
         click.option("--events", multiple=True, metavar="NOUN",
-                     help="Let POST /events/{NOUN.verb} send events of NOUN; repeatable."),
+                     help="Let POST /api/events/{NOUN.verb} send events of NOUN; repeatable."),
         json_option,
     ]
     for option in reversed(options):
