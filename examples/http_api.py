@@ -59,17 +59,17 @@ def main() -> None:
     try:
         url, token = server.url, tokens.token
         for _ in range(2):  # the same key twice: one job
-            status, job = http("POST", f"{url}/queues/{name}/jobs", token,
+            status, job = http("POST", f"{url}/api/queues/{name}/jobs", token,
                                {"type": "invoice", "payload": {"order": 7, "total": 42}},
                                headers={"Idempotency-Key": "order-7"})
-            print(f"POST /queues/{name}/jobs -> {status} {job['$id']} ({job['enqueued']})")
-        status, outcome = http("GET", f"{url}/jobs/{name}/order-7/result?wait=30", token)
+            print(f"POST /api/queues/{name}/jobs -> {status} {job['$id']} ({job['enqueued']})")
+        status, outcome = http("GET", f"{url}/api/jobs/{name}/order-7/result?wait=30", token)
         print(f"result: {outcome['status']} {outcome['output']}")
-        status, body = http("POST", f"{url}/objects/Counter/{name}/add", token, {"args": [3]})
+        status, body = http("POST", f"{url}/api/objects/Counter/{name}/add", token, {"args": [3]})
         print(f"Counter.add over HTTP -> {status} {body['result']}")
-        status, body = http("POST", f"{url}/objects/Counter/{name}/reset", token, {})
+        status, body = http("POST", f"{url}/api/objects/Counter/{name}/reset", token, {})
         print(f"Counter.reset over HTTP -> {status}: {body['error']}")
-        status, body = http("GET", f"{url}/queues/{name}", tokens.read_token)
+        status, body = http("GET", f"{url}/api/queues/{name}", tokens.read_token)
         print(f"read-only token reads: {status}, completed {body['counts']['completed']}")
         status, metrics = http("GET", f"{url}/metrics", token)
         print(next(line for line in metrics.splitlines()

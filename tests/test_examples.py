@@ -16,8 +16,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "do.py": [r"attempt 1: ConnectionError", r"attempt 3: ok", r"\(from the journal\)",
               r"stopped after 1 attempt: card declined"],
-    "http_api.py": [r"POST /queues/billing-[\d-]+/jobs -> 201 order-7 \(added\)",
-                    r"POST /queues/billing-[\d-]+/jobs -> 200 order-7 \(existing\)",
+    "http_api.py": [r"POST /api/queues/billing-[\d-]+/jobs -> 201 order-7 \(added\)",
+                    r"POST /api/queues/billing-[\d-]+/jobs -> 200 order-7 \(existing\)",
                     r"result: completed \{'invoice': 'INV-7', 'total': 42\}",
                     r"Counter.add over HTTP -> 200 3",
                     r"Counter.reset over HTTP -> 403: Counter.reset is not exposed",

@@ -1,20 +1,21 @@
 """The HTTP API: one FastAPI app over a :class:`~dotdo.ops.service.Service`, serving
-the JSON routes, live events (SSE), Prometheus metrics, the API docs (``/docs``, with
-Swagger UI shipped in a package: no CDN) and the dashboard (``/``).
+the JSON routes and live events (SSE) under ``/api``, Prometheus metrics at
+``/metrics``, the API docs (``/docs`` and ``/openapi.json``, with Swagger UI shipped in
+a package: no CDN) and the dashboard (``/``).
 
 Every route needs a token (:mod:`dotdo.ops.auth`): ``Authorization: Bearer <token>``,
 or, for browsers, ``?token=`` once, which sets a cookie. A write carried by the cookie
 or ``?token=`` must come from this server's own pages (its Origin). The read-only token
-may only read. Errors answer ``{"error": message}`` (and ``"field"`` for a bad body):
-400 bad input, 401 no or a wrong token, 403 the read-only token writing, a cross-site
-write or something not exposed, 404 unknown queue, job, class or object, 413 body too
-large.
+may only read. Bodies are JSON, labelled so or not. Every answer has a documented
+shape (:mod:`dotdo.ops.models`); errors answer ``{"error": message}`` (and ``"field"``
+for a bad input): 400 bad input, 401 no or a wrong token, 403 the read-only token
+writing, a cross-site write or something not exposed, 404 unknown queue, job, class or
+object, 413 body too large, 500 a failure (an exposed method's own error).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import os
@@ -33,15 +34,22 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dotdo
-from dotdo.ops import prometheus
+from dotdo.errors import NotExposed
+from dotdo.jobmodel import JobStatus
+from dotdo.ops import models, prometheus
 from dotdo.ops.auth import ADMIN, Tokens, same_site
-from dotdo.ops.service import NotExposed, Service
+from dotdo.ops.models import plain
+from dotdo.ops.service import Service
 
-__all__ = ["create_app", "MAX_BODY", "COOKIE"]
+__all__ = ["create_app", "API", "MAX_BODY", "COOKIE"]
+
+# Every data route is under it. The routes are added to the app itself, not through
+# an APIRouter: FastAPI resolves an included router's routes lazily, and in a Ray
+# Serve replica (the app arrives pickled) enqueue then took `response` for a field.
+API = "/api"
 
 MAX_BODY = 1 << 20  # bytes of a request body, by default
 _DRAIN = 16 << 20  # bytes of an oversized chunked body read (and dropped) before the 413
@@ -63,94 +71,49 @@ _BAD_INPUT = (ValueError, TypeError, dotdo.ConfigError, dotdo.LimitError, dotdo.
               dotdo.EncodeError, dotdo.DecodeError)
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
 class _JSON(JSONResponse):
-    """JSON that also carries what jobs may hold (bytes as base64, sets as lists)."""
+    """JSON of what no model shapes (errors), as :func:`~dotdo.ops.models.plain` makes it."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, default=_default, allow_nan=False).encode()
+        return json.dumps(plain(content), allow_nan=False).encode()
 
 
 def _error(status: int, message: str, **extra: Any) -> _JSON:
     return _JSON({"error": message, **extra}, status_code=status)
 
 
-# -- bodies -------------------------------------------------------------------------------
+class _App(FastAPI):
+    """FastAPI, with an OpenAPI document that says what the API answers: bad input
+    answers 400 with an :class:`~dotdo.ops.models.ErrorBody` (the handler in
+    :func:`_errors`), never FastAPI's 422; the schemas routes name only by reference
+    are in its components; and it says how to authenticate."""
 
-class EnqueueBody(BaseModel):
-    """A job to enqueue; options as ``Queue.enqueue`` takes them."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(min_length=1, description="the job type a handler is registered for")
-    payload: Any = None
-    job_id: str | None = Field(None, min_length=1,
-                               description="the job's id; enqueued again, the job is not added twice")
-    priority: int | None = None
-    delay: float | None = Field(None, ge=0)
-    run_at: float | None = Field(None, ge=0, description="epoch seconds to run at")
-    max_retries: int | None = Field(None, ge=0)
-    timeout: float | None = Field(None, gt=0)
-    backoff: Any = None
-    group: str | None = None
-    rate_key: str | None = None
-    dedupe_key: str | None = None
-    debounce: float | None = None
-    unique_for: float | None = None
-    depends_on: list[str] | None = None
-    on_parent_failure: str | None = None
-
-
-class SettingsBody(BaseModel):
-    """Queue limits to change; those left out stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
-    concurrency: int | None = None
-    lease_timeout: float | None = None
-    rate: str | None = None
-    key_rate: str | None = None
-    group_concurrency: int | None = None
-    keep_completed: Any = None
-    keep_failed: Any = None
-
-
-class BulkBody(BaseModel):
-    """Which jobs a bulk action takes: a status, and optionally a type and a time."""
-
-    model_config = ConfigDict(extra="forbid")
-    status: str = "failed"
-    type: str | None = None
-    since: float | None = None
-
-
-class PurgeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: str | None = None
-    older_than: float | None = Field(None, ge=0)
-
-
-class CallBody(BaseModel):
-    """Arguments of a call on an exposed object."""
-
-    model_config = ConfigDict(extra="forbid")
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        spec = super().openapi()  # kept as self.openapi_schema: amended in place, once
+        for operation in (op for path in spec["paths"].values() for op in path.values()):
+            operation["responses"].pop("422", None)
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas.update(models.components())
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        spec["security"] = [{"bearer": []}]
+        return spec
 
 
 # -- the app ------------------------------------------------------------------------------
 
 def create_app(service: Service, tokens: Tokens, *, max_body: int = MAX_BODY) -> FastAPI:
-    """The API over ``service``, guarded by ``tokens``."""
-    app = FastAPI(title="dotdo", version="1", docs_url=None, redoc_url=None,
-                  default_response_class=_JSON,
-                  description="Queues, jobs, workers and durable objects of one dotdo "
-                              "storage root. Authenticate with `Authorization: Bearer <token>`.")
+    """The API over ``service``, guarded by ``tokens``: every data route under
+    ``/api``; the pages, the docs and ``/metrics`` (where Prometheus scrapes) beside."""
+    app = _App(title="dotdo", version="1", docs_url=None, redoc_url=None,
+               default_response_class=_JSON,
+               description="Queues, jobs, workers and durable objects of one dotdo storage "
+                           "root. Authenticate with `Authorization: Bearer <token>`. Bodies "
+                           "are JSON (with or without `Content-Type: application/json`).")
     _guard(app, tokens, max_body)
     _errors(app)
     _pages(app)
@@ -162,7 +125,7 @@ def create_app(service: Service, tokens: Tokens, *, max_body: int = MAX_BODY) ->
 
 
 def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
-    """Tokens on every route, and the body limit."""
+    """Tokens on every route, and bodies of writes: bounded, and JSON."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -192,44 +155,64 @@ def _guard(app: FastAPI, tokens: Tokens, max_body: int) -> None:
                                    "to change anything")
             if from_query and (given is from_query or tokens.role(from_query)):
                 remember = from_query
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} are "
-                               "taken: enqueue big payloads as a reference (a path, a URL)")
-        if length is None and request.method in _BODIES:
-            body, drained = bytearray(), 0
-            async for chunk in request.stream():
-                if len(body) + len(chunk) > max_body or drained:
-                    # Read on (up to a bound) and throw away: a client still sending
-                    # when the answer comes would see a reset connection, not the 413.
-                    drained += len(chunk)
-                    if drained > _DRAIN:
-                        break
-                    continue
-                body += chunk
-            if drained:
-                return _error(413, f"the body has more than {max_body:,} bytes")
-            request._body = bytes(body)  # read once here; the route reads it from here
-        if request.method in _BODIES:
-            bad = _non_finite(await request.body(), request.headers.get("content-type"))
-            if bad is not None:
-                return bad
+        if request.method in _BODIES:  # reads ignore a body: nothing to bound or check
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_body:
+                return _error(413, f"the body has {int(length):,} bytes; at most {max_body:,} "
+                                   "are taken: enqueue big payloads as a reference (a path, a URL)")
+            if length is None:
+                body, drained = bytearray(), 0
+                async for chunk in request.stream():
+                    if len(body) + len(chunk) > max_body or drained:
+                        # Read on (up to a bound) and throw away: a client still sending
+                        # when the answer comes would see a reset connection, not the 413.
+                        drained += len(chunk)
+                        if drained > _DRAIN:
+                            break
+                        continue
+                    body += chunk
+                if drained:
+                    return _error(413, f"the body has more than {max_body:,} bytes")
+                request._body = bytes(body)  # read once here; the route reads it from here
+            refused = _as_json(request, await request.body())
+            if refused is not None:
+                return refused
         response = await call_next(request)
         if remember is not None:  # later fetches and the event stream use the cookie
             response.set_cookie(COOKIE, remember, httponly=True, samesite="strict")
         return response
 
 
-def _non_finite(body: bytes, content_type: str | None) -> Response | None:
-    """400 for a JSON body holding NaN, Infinity or a number too big for a float
-    (1e400): Python's JSON reader takes them, and they would be stored, then shown as
-    null or not at all. Bodies that are not JSON are left to the route to refuse."""
-    if not body or (content_type and "json" not in content_type.lower()):
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
+def _as_json(request: Request, body: bytes) -> Response | None:
+    """Take a write's body as JSON whatever its ``Content-Type`` says: ``curl -d``
+    labels it a form, and a client may label it nothing. A body that parses is
+    relabelled ``application/json`` for the route (a cross-site form was refused
+    before this, by its origin); one that does not is refused, naming the header if
+    it did not say JSON. So are NaN, Infinity and numbers too big for a float (1e400),
+    naming the field: Python's reader takes them, and they would be stored, then
+    shown as null or not at all."""
+    if not body:
         return None
+    label = request.headers.get("content-type")
     try:
         value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None  # the route answers with its own error
+    except (ValueError, RecursionError) as exc:
+        if label is not None and _is_json(label):
+            return _error(400, f"the body is not valid JSON ({exc})", field="body")
+        sent = f"sent as {label}" if label else "sent with no Content-Type"
+        return _error(400, f"the body is not JSON ({sent}): the API takes JSON bodies, like "
+                           "`{\"type\": \"email\"}`, labelled `Content-Type: application/json` "
+                           "(curl: -H 'Content-Type: application/json')", field="body")
+    if label is None or not _is_json(label):
+        request.scope["headers"] = [*((k, v) for k, v in request.scope["headers"]
+                                      if k != b"content-type"),
+                                    (b"content-type", b"application/json")]
     found = _first_non_finite(value)
     if found is None:
         return None
@@ -308,9 +291,6 @@ def _errors(app: FastAPI) -> None:
         if loc and loc[0] in _WHERE:  # "query.wait" -> "wait": the name the caller sent
             loc = loc[1:]
         field = ".".join(loc) or "body"
-        if first.get("type") == "json_invalid":
-            return _error(400, f"the body is not valid JSON ({first.get('msg')}, at "
-                               f"{first.get('ctx', {}).get('error', field)})", field="body")
         return _error(400, f"{field}: {first.get('msg', 'invalid')}", field=field)
 
 
@@ -332,164 +312,201 @@ def _pages(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs/assets/favicon-32x32.png")
 
 
+# Each route names the error answers of its kind (models.READ, LOOKUP, WRITE, SEND).
+
 def _queues(app: FastAPI, service: Service) -> None:
-    @app.get("/api/status", tags=["status"])
+    @app.get(API + "/status", tags=["status"], response_model=models.Status, responses=models.READ)
     async def status() -> Any:
         """Ray nodes, objects by class, queues with counts, workers online."""
         return await service.status()
 
-    @app.get("/api/queues", tags=["queues"])
+    @app.get(API + "/queues", tags=["queues"], response_model=list[models.QueueSummary],
+             responses=models.READ)
     async def queues() -> Any:
         """Every queue with its counts by state."""
         return await service.queues()
 
-    @app.get("/queues/{q}", tags=["queues"])
+    @app.get(API + "/queues/{q}", tags=["queues"], response_model=models.QueueView,
+             responses=models.LOOKUP)
     async def queue(q: str) -> Any:
         """One queue: counts, settings, stats, counts by type."""
         return await service.queue(q)
 
-    @app.get("/queues/{q}/metrics", tags=["queues"])
+    @app.get(API + "/queues/{q}/metrics", tags=["queues"], response_model=models.Stats,
+             responses=models.LOOKUP)
     async def metrics(q: str, window: float = Query(3600, gt=0), bucket: float = Query(60, gt=0)
                       ) -> Any:
         """Throughput and failures over time, p50/p95 duration and wait, oldest pending age."""
         return await service.stats(q, window, bucket)
 
-    @app.post("/queues/{q}/pause", tags=["queues"])
+    @app.post(API + "/queues/{q}/pause", tags=["queues"], response_model=models.QueueSummary,
+              responses=models.WRITE)
     async def pause(q: str) -> Any:
         """Hand out no jobs until resumed; running ones finish."""
         return await service.pause(q)
 
-    @app.post("/queues/{q}/resume", tags=["queues"])
+    @app.post(API + "/queues/{q}/resume", tags=["queues"], response_model=models.QueueSummary,
+              responses=models.WRITE)
     async def resume(q: str) -> Any:
+        """Hand out jobs again."""
         return await service.resume(q)
 
-    @app.patch("/queues/{q}/settings", tags=["queues"])
-    async def settings(q: str, body: SettingsBody) -> Any:
+    @app.patch(API + "/queues/{q}/settings", tags=["queues"], response_model=models.QueueSettings,
+               responses=models.WRITE)
+    async def settings(q: str, body: models.SettingsBody) -> Any:
         """Change concurrency, rate limits or retention (null: no limit)."""
-        return await service.configure(q, **body.model_dump(exclude_unset=True))
+        return await service.configure(q, **body)
 
-    @app.post("/queues/{q}/purge", tags=["queues"])
-    async def purge(q: str, body: PurgeBody | None = None) -> Any:
+    @app.post(API + "/queues/{q}/purge", tags=["queues"], response_model=models.Purged,
+              responses=models.WRITE)
+    async def purge(q: str, body: models.PurgeBody | None = None) -> Any:
         """Delete finished jobs (of one status; finished more than older_than s ago)."""
-        body = body or PurgeBody(status=None, older_than=None)
-        return {"purged": await service.purge(q, body.status, body.older_than)}
+        body = body or {}
+        return {"purged": await service.purge(q, body.get("status"), body.get("older_than"))}
 
-    @app.get("/queues/{q}/dead-letters", tags=["queues"])
+    @app.get(API + "/queues/{q}/dead-letters", tags=["queues"],
+             response_model=list[models.DeadLetters], responses=models.LOOKUP)
     async def dead_letters(q: str, limit: int = Query(50, ge=1, le=1000)) -> Any:
         """Failed jobs grouped by the first line of their error."""
         return await service.dead_letters(q, limit)
 
-    @app.get("/api/workers", tags=["workers"])
+    @app.get(API + "/workers", tags=["workers"], response_model=list[models.WorkerRow],
+             responses=models.LOOKUP)
     async def workers(queue: str | None = None) -> Any:
+        """Workers of every queue (or of `queue`), with their process and jobs."""
         return await service.workers(queue)
 
-    @app.get("/api/schedules", tags=["schedules"])
+    @app.get(API + "/schedules", tags=["schedules"], response_model=list[models.ScheduleRow],
+             responses=models.READ)
     async def schedules() -> Any:
+        """Every schedule of every object, soonest first."""
         return await service.schedules()
 
 
 def _jobs(app: FastAPI, service: Service) -> None:
-    @app.post("/queues/{q}/jobs", tags=["jobs"], status_code=201)
-    async def enqueue(q: str, response: Response, body: EnqueueBody,
+    @app.post(API + "/queues/{q}/jobs", tags=["jobs"], status_code=201,
+              response_model=models.JobAnswer, responses={**models.WRITE, 200: {
+                  "model": models.JobAnswer,
+                  "description": "The job was there already (its `job_id` or `Idempotency-Key`"
+                                 "), or was merged into one (`enqueued` says how)."}})
+    async def enqueue(q: str, response: Response, body: models.EnqueueBody,
                       idempotency_key: str | None = Header(None)) -> Any:
         """Enqueue a job. With an `Idempotency-Key`, that key is the job's id: sent
         again, the same job answers 200 instead of a new one 201."""
-        options = body.model_dump(exclude_unset=True, exclude={"type", "payload"})
+        options = {k: v for k, v in body.items() if k not in ("type", "payload")}
         if idempotency_key is not None:
             if options.get("job_id", idempotency_key) != idempotency_key:
                 return _error(400, "job_id differs from the Idempotency-Key header: send one "
                                    "of them (the key is the job's id)", field="job_id")
             options["job_id"] = idempotency_key
-        job = await service.enqueue(q, body.type, body.payload, **options)
+        job = await service.enqueue(q, body["type"], body.get("payload"), **options)
         if job.get("enqueued", "added") != "added":
             response.status_code = 200
         return job
 
-    @app.get("/queues/{q}/jobs", tags=["jobs"])
-    async def jobs(q: str, status: str | None = None, type: str | None = None,
+    @app.get(API + "/queues/{q}/jobs", tags=["jobs"], response_model=models.JobsPage,
+             responses=models.LOOKUP)
+    async def jobs(q: str, status: JobStatus | None = None, type: str | None = None,
                    since: float | None = None, limit: int = Query(50, ge=1, le=1000),
                    cursor: int | None = None) -> Any:
         """Jobs in enqueue order, a page at a time: pass `cursor` back for the next."""
-        return await service.jobs(q, status=status, type=type, since=since, limit=limit,
-                                  cursor=cursor)
+        return await service.jobs(q, status=None if status is None else status.value, type=type,
+                                  since=since, limit=limit, cursor=cursor)
 
-    @app.post("/queues/{q}/jobs/retry", tags=["jobs"])
-    async def retry_all(q: str, body: BulkBody | None = None) -> Any:
+    @app.post(API + "/queues/{q}/jobs/retry", tags=["jobs"], response_model=models.Retried,
+              responses=models.WRITE)
+    async def retry_all(q: str, body: models.RetryBody | None = None) -> Any:
         """Retry every failed job (of a type, enqueued since a time)."""
-        body = body or BulkBody()
-        if body.status != "failed":
-            raise ValueError("status: only failed jobs can be retried")
-        return {"retried": await service.retry_all(q, body.since, body.type)}
+        body = body or {}
+        return {"retried": await service.retry_all(q, body.get("since"), body.get("type"))}
 
-    @app.post("/queues/{q}/jobs/cancel", tags=["jobs"])
-    async def cancel_all(q: str, body: BulkBody) -> Any:
+    @app.post(API + "/queues/{q}/jobs/cancel", tags=["jobs"], response_model=models.Cancelled,
+              responses=models.WRITE)
+    async def cancel_all(q: str, body: models.CancelBody) -> Any:
         """Cancel every job in a status (of a type, enqueued since a time)."""
-        return {"cancelled": await service.cancel_all(q, body.status, body.since, body.type)}
+        return {"cancelled": await service.cancel_all(q, body["status"], body.get("since"),
+                                                      body.get("type"))}
 
-    @app.get("/jobs/{q}/{job_id}", tags=["jobs"])
+    @app.get(API + "/jobs/{q}/{job_id}", tags=["jobs"], response_model=models.JobDetail,
+             responses=models.LOOKUP)
     async def job(q: str, job_id: str) -> Any:
         """A job with its payload, result and every attempt."""
         return await service.job(q, job_id)
 
-    @app.get("/jobs/{q}/{job_id}/result", tags=["jobs"])
+    @app.get(API + "/jobs/{q}/{job_id}/result", tags=["jobs"], response_model=models.Outcome,
+             responses=models.LOOKUP)
     async def result(q: str, job_id: str, wait: float = Query(0, ge=0)) -> Any:
         """The job's outcome, waiting up to `wait` s (at most 60: longer waits are
         cut to 60) for it to finish; `done` says whether it did."""
         return await service.result(q, job_id, min(wait, _MAX_WAIT))
 
-    @app.post("/jobs/{q}/{job_id}/retry", tags=["jobs"])
+    @app.post(API + "/jobs/{q}/{job_id}/retry", tags=["jobs"], response_model=models.JobAnswer,
+              responses=models.WRITE)
     async def retry(q: str, job_id: str) -> Any:
         """Send a failed job back to the queue with fresh retries."""
         return (await service.retry(q, [job_id]))[0]
 
-    @app.post("/jobs/{q}/{job_id}/cancel", tags=["jobs"])
+    @app.post(API + "/jobs/{q}/{job_id}/cancel", tags=["jobs"], response_model=models.JobAnswer,
+              responses=models.WRITE)
     async def cancel(q: str, job_id: str) -> Any:
         """Cancel a job not yet finished (a running one is asked to stop)."""
         return (await service.cancel(q, [job_id]))[0]
 
 
 def _objects(app: FastAPI, service: Service) -> None:
-    @app.get("/api/objects", tags=["objects"])
+    @app.get(API + "/objects", tags=["objects"], response_model=dict[str, int], responses=models.READ)
     async def classes() -> Any:
         """Classes with their number of objects."""
         return await service.classes()
 
-    @app.get("/api/objects/{cls}", tags=["objects"])
+    @app.get(API + "/objects/{cls}", tags=["objects"], response_model=models.ObjectPage,
+             responses=models.LOOKUP)
     async def objects(cls: str, limit: int = Query(100, ge=1, le=1000),
                       cursor: str | None = None) -> Any:
+        """The objects of a class, a page at a time: pass `cursor` back for the next."""
         return await service.objects(cls, limit, cursor)
 
-    @app.get("/api/objects/{cls}/{object_id}", tags=["objects"])
+    @app.get(API + "/objects/{cls}/{object_id}", tags=["objects"], response_model=models.ObjectView,
+             responses=models.LOOKUP)
     async def one(cls: str, object_id: str) -> Any:
         """An object's keys, own tables, alarm and schedules, read from its file."""
         return await service.object(cls, object_id)
 
-    @app.get("/api/objects/{cls}/{object_id}/steps", tags=["objects"])
+    @app.get(API + "/objects/{cls}/{object_id}/steps", tags=["objects"],
+             response_model=list[models.Step], responses=models.LOOKUP)
     async def steps(cls: str, object_id: str, limit: int = Query(100, ge=1, le=1000)) -> Any:
         """The object's step journal, newest first, with failed attempts."""
         return await service.steps(cls, object_id, limit)
 
-    @app.post("/objects/{cls}/{object_id}/{method}", tags=["objects"])
-    async def call(cls: str, object_id: str, method: str, body: CallBody | None = None) -> Any:
+    @app.post(API + "/objects/{cls}/{object_id}/{method}", tags=["objects"],
+              response_model=models.Called, responses=models.WRITE)
+    async def call(cls: str, object_id: str, method: str, body: models.CallBody | None = None
+                   ) -> Any:
         """Call a method of an object whose class is exposed (`expose=`)."""
-        body = body or CallBody()
-        return {"result": await service.call(cls, object_id, method, body.args, body.kwargs)}
+        body = body or {}
+        return {"result": await service.call(cls, object_id, method, body.get("args", []),
+                                             body.get("kwargs", {}))}
 
-    @app.post("/events/{event_type}", tags=["events"], status_code=202)
+    @app.post(API + "/events/{event_type}", tags=["events"], status_code=202,
+              response_model=models.Sent, responses=models.SEND)
     async def emit(event_type: str, data: Annotated[Any, Body()] = None) -> Any:
-        """Send an event `Noun.verb` (the server must expose the noun: --events)."""
+        """Send an event `Noun.verb` (the server must expose the noun: --events); the
+        body is its data."""
         await service.emit(event_type, data)
         return {"sent": event_type}
 
 
 def _live(app: FastAPI, service: Service) -> None:
-    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
+    # Where Prometheus looks by default (its metrics_path): not under /api.
+    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse,
+             responses=models.READ)
     async def metrics() -> Response:
         """Prometheus metrics of every queue."""
         return PlainTextResponse(prometheus.render(await service.metrics()),
                                  media_type=prometheus.CONTENT_TYPE)
 
-    @app.get("/events/stream", tags=["events"])
+    @app.get(API + "/events/stream", tags=["events"], response_class=StreamingResponse,
+             responses={**models.READ, **models.STREAM})
     async def stream(request: Request) -> Response:
         """Server-sent events: `job` (a Job event with its queue) as they happen, and
         `counts` (every queue's counts) every 2 s."""
@@ -498,7 +515,7 @@ def _live(app: FastAPI, service: Service) -> None:
 
 
 def _sse(kind: str, data: Any) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data, default=_default)}\n\n"
+    return f"event: {kind}\ndata: {json.dumps(plain(data))}\n\n"
 
 
 async def _stream(service: Service, request: Request) -> AsyncIterator[str]:

@@ -1,14 +1,18 @@
 """The HTTP API under a real uvicorn on 127.0.0.1, spoken to over real HTTP, on
 objects in this process (real SQLite files): tokens, every kind of error, jobs end
-to end, live events and the Prometheus scrape."""
+to end, live events, the Prometheus scrape, and every answer against what
+``/openapi.json`` documents for its route."""
 
 import json
 import os
 import stat
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.client import HTTPConnection
 
+import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,12 +26,23 @@ from tests.conftest import wait_for
 
 
 class Till(dotdo.DurableObject, expose=True):
-    """Exposed: the API may call any of its public methods."""
+    """Exposed: the API may call any of its public methods. It has a schedule and a
+    journaled step, for the pages that show them."""
 
     def ring(self, amount: int) -> int:
         total = self.storage.get("total", 0) + amount
         self.storage.put("total", total)
         return total
+
+    async def count(self) -> int:
+        return await dotdo.do(lambda: self.storage.get("total", 0), step_id="count")
+
+    def jam(self) -> None:
+        raise RuntimeError("the till is jammed")
+
+    @dotdo.every(1).hours
+    def close_day(self) -> None:
+        self.storage.put("days", self.storage.get("days", 0) + 1)
 
 
 class Safe(dotdo.DurableObject):
@@ -103,7 +118,7 @@ def test_the_token_files_are_this_users_only(server, local_root):
 
 
 @pytest.mark.parametrize("path", ["/api/queues", "/metrics", "/docs", "/openapi.json", "/",
-                                  "/static/app.js", "/events/stream"])
+                                  "/static/app.js", "/api/events/stream"])
 def test_every_route_wants_a_token(http, path):
     for token in (None, "wrong-token-of-some-length"):
         status, _ = http("GET", path, token=token)
@@ -118,60 +133,60 @@ def test_every_route_wants_a_token(http, path):
 def test_the_read_token_reads_but_never_writes(server, queue, unique):
     background, tokens = server
     reader = Client(background.url, tokens.read_token)
-    assert reader("GET", f"/queues/{unique}")[0] == 200
-    status, body = reader("POST", f"/queues/{unique}/pause", {})
+    assert reader("GET", f"/api/queues/{unique}")[0] == 200
+    status, body = reader("POST", f"/api/queues/{unique}/pause", {})
     assert status == 403 and "read-only" in body["error"]
     assert queue.get_metrics().result().paused is False
 
 
 def test_an_idempotency_key_gives_one_job_201_then_200(http, queue, unique):
-    status, first = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": 1},
+    status, first = http("POST", f"/api/queues/{unique}/jobs", {"type": "echo", "payload": 1},
                          headers={"Idempotency-Key": "order-7"})
     assert status == 201 and first["$id"] == "order-7" and first["enqueued"] == "added"
-    status, again = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": 1},
+    status, again = http("POST", f"/api/queues/{unique}/jobs", {"type": "echo", "payload": 1},
                          headers={"Idempotency-Key": "order-7"})
     assert status == 200 and again["$id"] == "order-7" and again["enqueued"] == "existing"
-    status, same = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "job_id": "order-7"})
+    status, same = http("POST", f"/api/queues/{unique}/jobs", {"type": "echo", "job_id": "order-7"})
     assert status == 200 and same["$id"] == "order-7"
-    status, body = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "job_id": "order-8"},
+    status, body = http("POST", f"/api/queues/{unique}/jobs", {"type": "echo", "job_id": "order-8"},
                         headers={"Idempotency-Key": "order-7"})
     assert status == 400 and body["field"] == "job_id"
     assert queue.count().result() == 1
 
 
 def test_a_job_runs_end_to_end_over_http(http, queue, worker, unique):
-    status, job = http("POST", f"/queues/{unique}/jobs", {"type": "echo", "payload": {"n": 1}})
+    status, job = http("POST", f"/api/queues/{unique}/jobs", {"type": "echo", "payload": {"n": 1}})
     assert status == 201
-    status, outcome = http("GET", f"/jobs/{unique}/{job['$id']}/result?wait=30")
+    status, outcome = http("GET", f"/api/jobs/{unique}/{job['$id']}/result?wait=30")
     assert status == 200 and outcome["done"] and outcome["output"] == {"echo": {"n": 1}}
-    status, page = http("GET", f"/queues/{unique}/jobs?status=completed&limit=10")
+    status, page = http("GET", f"/api/queues/{unique}/jobs?status=completed&limit=10")
     assert [j["$id"] for j in page["jobs"]] == [job["$id"]] and page["cursor"] is None
-    status, full = http("GET", f"/jobs/{unique}/{job['$id']}")
+    status, full = http("GET", f"/api/jobs/{unique}/{job['$id']}")
     assert full["attempts"][0]["outcome"] == "completed" and full["result"] == {"echo": {"n": 1}}
     # a longer wait than the API holds a connection for is cut to it, not refused
-    assert http("GET", f"/jobs/{unique}/{job['$id']}/result?wait=600")[1]["done"]
+    assert http("GET", f"/api/jobs/{unique}/{job['$id']}/result?wait=600")[1]["done"]
 
 
 def test_retry_cancel_pause_resume_and_settings(http, queue, worker, unique):
     failed = queue.enqueue("doomed", 1, max_retries=0).result()["$id"]
     wait_for(lambda: queue.get(failed).result()["status"] == "failed")
-    status, groups = http("GET", f"/queues/{unique}/dead-letters")
+    status, groups = http("GET", f"/api/queues/{unique}/dead-letters")
     assert groups[0]["error"] == "ValueError: by design" and groups[0]["jobs"] == [failed]
-    status, job = http("POST", f"/jobs/{unique}/{failed}/retry")
+    status, job = http("POST", f"/api/jobs/{unique}/{failed}/retry")
     assert status == 200 and job["status"] in ("pending", "running", "failed")
-    assert http("POST", f"/queues/{unique}/pause")[1]["paused"] is True
+    assert http("POST", f"/api/queues/{unique}/pause")[1]["paused"] is True
     later = queue.enqueue("echo", 2, delay=3600).result()["$id"]
-    status, job = http("POST", f"/jobs/{unique}/{later}/cancel")
+    status, job = http("POST", f"/api/jobs/{unique}/{later}/cancel")
     assert status == 200 and job["status"] == "cancelled"
-    status, job = http("POST", f"/jobs/{unique}/{later}/cancel")
+    status, job = http("POST", f"/api/jobs/{unique}/{later}/cancel")
     assert status == 400 and "cancelled" in job["error"]
-    assert http("POST", f"/queues/{unique}/resume")[1]["paused"] is False
-    status, settings = http("PATCH", f"/queues/{unique}/settings", {"concurrency": 5})
+    assert http("POST", f"/api/queues/{unique}/resume")[1]["paused"] is False
+    status, settings = http("PATCH", f"/api/queues/{unique}/settings", {"concurrency": 5})
     assert status == 200 and settings["concurrency"] == 5
-    status, body = http("PATCH", f"/queues/{unique}/settings", {"rate": "fast"})
+    status, body = http("PATCH", f"/api/queues/{unique}/settings", {"rate": "fast"})
     assert status == 400 and "rate" in body["error"]
     wait_for(lambda: queue.get(failed).result()["status"] == "failed")
-    status, body = http("POST", f"/queues/{unique}/jobs/retry", {"status": "failed"})
+    status, body = http("POST", f"/api/queues/{unique}/jobs/retry", {"status": "failed"})
     assert status == 200 and body["retried"] == 1
 
 
@@ -184,22 +199,22 @@ def test_bad_bodies_name_the_field_and_write_nothing(http, queue, unique):
         ({"type": "echo", "delay": -1}, "delay"),
     ]
     for body, field in cases:
-        status, answer = http("POST", f"/queues/{unique}/jobs", body)
+        status, answer = http("POST", f"/api/queues/{unique}/jobs", body)
         assert status == 400 and answer["field"] == field, (body, answer)
-    status, answer = http("POST", f"/queues/{unique}/jobs",
+    status, answer = http("POST", f"/api/queues/{unique}/jobs",
                           {"type": "echo", "payload": 1, "max_retries": "x"})
     assert status == 400 and answer["field"] == "max_retries"
-    status, answer = http("GET", f"/queues/{unique}/jobs?limit=0")
+    status, answer = http("GET", f"/api/queues/{unique}/jobs?limit=0")
     assert status == 400 and answer["field"] == "limit"
     assert queue.count().result() == 0
 
 
 def test_a_body_over_the_limit_is_413_and_writes_nothing(http, queue, unique):
     big = {"type": "echo", "payload": "x" * (65 * 1024)}
-    assert http("POST", f"/queues/{unique}/jobs", big)[0] == 413
+    assert http("POST", f"/api/queues/{unique}/jobs", big)[0] == 413
     # sent in chunks, with no Content-Length to refuse it by: counted as it comes
     chunks = iter([b'{"type": "echo", "payload": "', *[b"x" * 1024] * 65, b'"}'])
-    request = urllib.request.Request(f"{http.url}/queues/{unique}/jobs", data=chunks, headers={
+    request = urllib.request.Request(f"{http.url}/api/queues/{unique}/jobs", data=chunks, headers={
         "Authorization": f"Bearer {http.token}", "Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=90)
@@ -208,29 +223,29 @@ def test_a_body_over_the_limit_is_413_and_writes_nothing(http, queue, unique):
 
 
 def test_unknown_queues_jobs_classes_and_objects_are_404(http, queue, unique):
-    for path in ("/queues/ghost", f"/jobs/{unique}/ghost", "/jobs/ghost/x",
+    for path in ("/api/queues/ghost", f"/api/jobs/{unique}/ghost", "/api/jobs/ghost/x",
                  "/api/objects/Ghost", f"/api/objects/Queue/{unique}-ghost"):
         status, body = http("GET", path)
         assert status == 404 and body["error"], path
-    assert http("POST", "/queues/ghost/jobs", {"type": "echo"})[0] == 404
+    assert http("POST", "/api/queues/ghost/jobs", {"type": "echo"})[0] == 404
     assert http("GET", "/no/such/route") == (404, {"error": "Not Found"})
-    assert http("POST", f"/objects/Ghost/{unique}/x")[0] == 404
+    assert http("POST", f"/api/objects/Ghost/{unique}/x")[0] == 404
 
 
 def test_objects_and_events_only_when_exposed(http, unique):
-    status, body = http("POST", f"/objects/Till/{unique}/ring", {"args": [5]})
+    status, body = http("POST", f"/api/objects/Till/{unique}/ring", {"args": [5]})
     assert status == 200 and body == {"result": 5}
-    status, body = http("POST", f"/objects/Safe/{unique}/open", {})
+    status, body = http("POST", f"/api/objects/Safe/{unique}/open", {})
     assert status == 403 and "expose" in body["error"]
-    assert http("POST", "/events/Signup.created", {"email": "a@b.c"})[0] == 202
-    status, body = http("POST", "/events/Payment.made", {"amount": 1})
+    assert http("POST", "/api/events/Signup.created", {"email": "a@b.c"})[0] == 202
+    status, body = http("POST", "/api/events/Payment.made", {"amount": 1})
     assert status == 403 and "--events Payment" in body["error"]
-    assert http("POST", "/events/not-an-event", {})[0] == 400
+    assert http("POST", "/api/events/not-an-event", {})[0] == 400
 
 
 def test_the_event_stream_sends_job_events_and_counts(server, http, queue, unique):
     background, tokens = server
-    request = urllib.request.Request(f"{background.url}/events/stream",
+    request = urllib.request.Request(f"{background.url}/api/events/stream",
                                      headers={"Authorization": f"Bearer {tokens.token}"})
     seen: list[tuple[str, dict]] = []
 
@@ -291,7 +306,7 @@ def test_the_docs_and_openapi_load_with_no_outside_address(http):
     assert status == 200 and "swagger-ui-bundle.js" in page
     assert "https://" not in page and "http://" not in page
     status, spec = http("GET", "/openapi.json")
-    assert status == 200 and "/queues/{q}/jobs" in spec["paths"]
+    assert status == 200 and "/api/queues/{q}/jobs" in spec["paths"]
     # Swagger UI's own files are shipped with the app
     with urllib.request.urlopen(http.url + "/docs/assets/swagger-ui-bundle.js") as js:
         assert js.status == 200 and len(js.read()) > 100_000
@@ -315,7 +330,7 @@ def test_a_cross_site_write_with_the_cookie_is_refused_and_changes_nothing(
     done = queue.enqueue("echo", 1).result()["$id"]
     wait_for(lambda: queue.get(done).result()["status"] == "completed")
     cookie = {"Cookie": f"dotdo_token={tokens.token}"}
-    purge = f"/queues/{unique}/purge"
+    purge = f"/api/queues/{unique}/purge"
     # When a page on another port of this host posts an empty form, or a page
     # elsewhere posts with only Sec-Fetch-Site or a Referer to tell, or no header at all
     for headers in ({"Origin": "http://localhost:8888"}, {"Origin": "null"},
@@ -332,13 +347,13 @@ def test_a_cross_site_write_with_the_cookie_is_refused_and_changes_nothing(
     assert status == 403 and "?token=" in body["error"]
     assert queue.get(done).result()["status"] == "completed"
     # reads with the cookie from anywhere still answer (they change nothing)
-    assert http("GET", f"/queues/{unique}", headers={**cookie, "Origin": "http://x:1"},
+    assert http("GET", f"/api/queues/{unique}", headers={**cookie, "Origin": "http://x:1"},
                 token=None)[0] == 200
     # The dashboard's own page (same origin, or Sec-Fetch-Site alone) may write with it
-    status, body = http("POST", f"/queues/{unique}/pause",
+    status, body = http("POST", f"/api/queues/{unique}/pause",
                         headers={**cookie, "Origin": background.url}, token=None)
     assert status == 200 and body["paused"] is True
-    status, body = http("POST", f"/queues/{unique}/resume",
+    status, body = http("POST", f"/api/queues/{unique}/resume",
                         headers={**cookie, "Sec-Fetch-Site": "same-origin"}, token=None)
     assert status == 200 and body["paused"] is False
     # and a program with the bearer token needs no Origin
@@ -371,7 +386,7 @@ def test_a_class_name_that_is_a_path_is_refused_and_paths_show_relative_to_the_r
 
 def test_non_finite_numbers_and_times_past_their_bounds_are_400_and_write_nothing(
         http, queue, unique):
-    jobs = f"/queues/{unique}/jobs"
+    jobs = f"/api/queues/{unique}/jobs"
     # NaN, Infinity and 1e400 (too big for a float), anywhere in a body: the field is named
     for raw, field in ((b'{"type": "echo", "payload": NaN}', "payload"),
                        (b'{"type": "echo", "payload": {"a": [1, 1e400]}}', "payload.a.1"),
@@ -381,16 +396,234 @@ def test_non_finite_numbers_and_times_past_their_bounds_are_400_and_write_nothin
         status, body = http("POST", jobs, raw)
         assert status == 400 and body["field"] == field, (raw, body)
         assert f"{field}: not a finite number" in body["error"]
-    status, body = http("POST", "/events/Signup.created", b"NaN")
+    status, body = http("POST", "/api/events/Signup.created", b"NaN")
     assert status == 400 and body["field"] == "body"
-    status, body = http("PATCH", f"/queues/{unique}/settings", b'{"lease_timeout": Infinity}')
+    status, body = http("PATCH", f"/api/queues/{unique}/settings", b'{"lease_timeout": Infinity}')
     assert status == 400 and body["field"] == "lease_timeout"
     # A delay or timeout past its bound says the bound
     for options, bound in (({"delay": 1e308}, "366 days"), ({"timeout": 1e9}, "7 days"),
                            ({"run_at": 1e308}, "366 days from now")):
         status, body = http("POST", jobs, {"type": "echo", **options})
         assert status == 400 and f"may be at most {bound}" in body["error"], body
-    status, body = http("PATCH", f"/queues/{unique}/settings", {"lease_timeout": 1e6})
+    status, body = http("PATCH", f"/api/queues/{unique}/settings", {"lease_timeout": 1e6})
     assert status == 400 and "lease_timeout may be at most 1 day" in body["error"]
     assert queue.count().result() == 0
     assert queue.settings().result()["lease_timeout"] == 30
+
+
+# -- every answer is documented -----------------------------------------------------------
+
+LONG = "q" * 600  # longer than an id may be: a bad id (400), not an unknown one
+BIG = b"x" * (65 * 1024)  # over the test server's 64 KiB
+GOOD = (200, 201, 202)
+
+
+def _ask(url: str, method: str, path: str, body=None, headers=None):
+    """One real request: ``(status, media type, text)``; of an event stream, its
+    first event only (then the connection is dropped)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url + path, data=data, method=method,
+                                     headers={k: v for k, v in sent.items() if v is not None})
+    try:
+        answer = urllib.request.urlopen(request, timeout=90)
+    except urllib.error.HTTPError as refused:
+        answer = refused
+    with answer:
+        media = answer.headers.get("content-type", "").partition(";")[0].strip()
+        if media == "text/event-stream":
+            lines = []
+            while (line := answer.readline().decode()) not in ("\n", ""):
+                lines.append(line)
+            return answer.status, media, "".join(lines)
+        return answer.status, media, answer.read().decode()
+
+
+def _conforms(spec: dict, method: str, template: str, status: int, media: str, text: str):
+    """The answer's status is documented for the route, in its media type, and its
+    body validates against the schema documented for it."""
+    responses = spec["paths"][template][method.lower()]["responses"]
+    where = f"{method} {template} answered {status} ({text[:200]!r})"
+    assert str(status) in responses, f"{where}: documented are {sorted(responses)}"
+    content = responses[str(status)].get("content", {})
+    assert media in content, f"{where} as {media}: documented as {sorted(content)}"
+
+    def validate(value, schema):
+        jsonschema.Draft202012Validator({**schema, "components": spec["components"]}).validate(value)
+
+    documented = content[media]
+    if media == "application/json":
+        validate(json.loads(text), documented["schema"])
+        return
+    validate(text, documented["schema"])
+    if "itemSchema" in documented:  # a stream's event, and the data it carries
+        event = dict(line.split(": ", 1) for line in text.splitlines() if not line.startswith(":"))
+        validate(event, documented["itemSchema"])
+        [kind] = [k for k in documented["itemSchema"]["oneOf"]
+                  if k["properties"]["event"]["const"] == event["event"]]
+        validate(json.loads(event["data"]), kind["properties"]["data"]["contentSchema"])
+
+
+def test_every_answer_of_every_route_is_documented_and_fits_its_schema(
+        server, queue, worker, make_local, unique):
+    # Given a queue with a completed, a failed and a delayed job, and an exposed object
+    # with a step and a schedule
+    background, tokens = server
+    done = queue.enqueue("echo", {"n": 1, "raw": b"\xff"}).result()["$id"]
+    failed = queue.enqueue("doomed", 1, max_retries=0).result()["$id"]
+    later = queue.enqueue("echo", 2, delay=3600).result()["$id"]
+    wait_for(lambda: queue.get(done).result()["status"] == "completed"
+             and queue.get(failed).result()["status"] == "failed")
+    till = make_local("Till", unique)
+    till.ring(3).result()
+    till.count().result()
+    q, jobs = f"/api/queues/{unique}", f"/api/jobs/{unique}"
+    objects = f"/api/objects/Till/{unique}"
+    # Each route: the requests that must succeed, then one per error it answers
+    # (method, route, path, body, expected status); the route's 401 and, for
+    # writes, its 403s and 413 are added below.
+    cases = [
+        ("GET", "/api/status", "/api/status", None, 200),
+        ("GET", "/api/queues", "/api/queues", None, 200),
+        ("GET", "/api/queues/{q}", q, None, 200),
+        ("GET", "/api/queues/{q}", "/api/queues/ghost", None, 404),
+        ("GET", "/api/queues/{q}", f"/api/queues/{LONG}", None, 400),
+        ("GET", "/api/queues/{q}/metrics", f"{q}/metrics?window=600&bucket=60", None, 200),
+        ("GET", "/api/queues/{q}/metrics", f"{q}/metrics?window=0", None, 400),
+        ("GET", "/api/queues/{q}/metrics", "/api/queues/ghost/metrics", None, 404),
+        ("GET", "/api/queues/{q}/dead-letters", f"{q}/dead-letters", None, 200),
+        ("GET", "/api/queues/{q}/dead-letters", f"{q}/dead-letters?limit=0", None, 400),
+        ("GET", "/api/queues/{q}/dead-letters", "/api/queues/ghost/dead-letters", None, 404),
+        ("GET", "/api/workers", "/api/workers", None, 200),
+        ("GET", "/api/workers", f"/api/workers?queue={unique}", None, 200),
+        ("GET", "/api/workers", "/api/workers?queue=ghost", None, 404),
+        ("GET", "/api/workers", f"/api/workers?queue={LONG}", None, 400),
+        ("GET", "/api/schedules", "/api/schedules", None, 200),
+        ("GET", "/api/queues/{q}/jobs", f"{q}/jobs?status=completed&limit=10", None, 200),
+        ("GET", "/api/queues/{q}/jobs", f"{q}/jobs?status=nope", None, 400),
+        ("GET", "/api/queues/{q}/jobs", "/api/queues/ghost/jobs", None, 404),
+        ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{done}", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{failed}", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/ghost", None, 404),
+        ("GET", "/api/jobs/{q}/{job_id}", f"/api/jobs/{LONG}/x", None, 400),
+        ("GET", "/api/jobs/{q}/{job_id}/result", f"{jobs}/{done}/result", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}/result", f"{jobs}/{failed}/result", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}/result", f"{jobs}/{done}/result?wait=-1", None, 400),
+        ("GET", "/api/jobs/{q}/{job_id}/result", f"{jobs}/ghost/result", None, 404),
+        ("GET", "/api/objects", "/api/objects", None, 200),
+        ("GET", "/api/objects/{cls}", "/api/objects/Till", None, 200),
+        ("GET", "/api/objects/{cls}", "/api/objects/%2E%2E", None, 400),
+        ("GET", "/api/objects/{cls}", "/api/objects/Ghost", None, 404),
+        ("GET", "/api/objects/{cls}/{object_id}", objects, None, 200),
+        ("GET", "/api/objects/{cls}/{object_id}", "/api/objects/%2E%2E/x", None, 400),
+        ("GET", "/api/objects/{cls}/{object_id}", f"{objects}-ghost", None, 404),
+        ("GET", "/api/objects/{cls}/{object_id}/steps", f"{objects}/steps", None, 200),
+        ("GET", "/api/objects/{cls}/{object_id}/steps", "/api/objects/%2E%2E/x/steps", None, 400),
+        ("GET", "/api/objects/{cls}/{object_id}/steps", f"{objects}-ghost/steps", None, 404),
+        ("GET", "/api/events/stream", "/api/events/stream", None, 200),
+        ("GET", "/metrics", "/metrics", None, 200),
+        ("POST", "/api/queues/{q}/pause", f"{q}/pause", None, 200),
+        ("POST", "/api/queues/{q}/pause", f"{q}/pause", b"NaN", 400),
+        ("POST", "/api/queues/{q}/pause", "/api/queues/ghost/pause", None, 404),
+        ("POST", "/api/queues/{q}/resume", f"{q}/resume", {}, 200),
+        ("POST", "/api/queues/{q}/resume", f"/api/queues/{LONG}/resume", None, 400),
+        ("POST", "/api/queues/{q}/resume", "/api/queues/ghost/resume", None, 404),
+        ("PATCH", "/api/queues/{q}/settings", f"{q}/settings", {"concurrency": 4}, 200),
+        ("PATCH", "/api/queues/{q}/settings", f"{q}/settings", {"rate": "fast"}, 400),
+        ("PATCH", "/api/queues/{q}/settings", "/api/queues/ghost/settings", {}, 404),
+        ("POST", "/api/queues/{q}/purge", f"{q}/purge", {"older_than": 3600}, 200),
+        ("POST", "/api/queues/{q}/purge", f"{q}/purge", {"status": "pending"}, 400),
+        ("POST", "/api/queues/{q}/purge", "/api/queues/ghost/purge", None, 404),
+        ("POST", "/api/queues/{q}/jobs", f"{q}/jobs", {"type": "echo", "payload": [1]}, 201),
+        ("POST", "/api/queues/{q}/jobs", f"{q}/jobs", {"type": "echo", "job_id": done}, 200),
+        ("POST", "/api/queues/{q}/jobs", f"{q}/jobs", b"{not json", 400),
+        ("POST", "/api/queues/{q}/jobs", f"{q}/jobs", {"payload": 1}, 400),
+        ("POST", "/api/queues/{q}/jobs", "/api/queues/ghost/jobs", {"type": "echo"}, 404),
+        ("POST", "/api/jobs/{q}/{job_id}/retry", f"{jobs}/{failed}/retry", None, 200),
+        ("POST", "/api/jobs/{q}/{job_id}/retry", f"{jobs}/{done}/retry", None, 400),
+        ("POST", "/api/jobs/{q}/{job_id}/retry", f"{jobs}/ghost/retry", None, 404),
+        ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/{later}/cancel", None, 200),
+        ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/{done}/cancel", None, 400),
+        ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/ghost/cancel", None, 404),
+        ("POST", "/api/queues/{q}/jobs/retry", f"{q}/jobs/retry", None, 200),
+        ("POST", "/api/queues/{q}/jobs/retry", f"{q}/jobs/retry", {"status": "pending"}, 400),
+        ("POST", "/api/queues/{q}/jobs/retry", "/api/queues/ghost/jobs/retry", None, 404),
+        ("POST", "/api/queues/{q}/jobs/cancel", f"{q}/jobs/cancel", {"status": "delayed"}, 200),
+        ("POST", "/api/queues/{q}/jobs/cancel", f"{q}/jobs/cancel", {}, 400),
+        ("POST", "/api/queues/{q}/jobs/cancel", "/api/queues/ghost/jobs/cancel",
+         {"status": "pending"}, 404),
+        ("POST", "/api/objects/{cls}/{object_id}/{method}", f"{objects}/ring", {"args": [2]}, 200),
+        ("POST", "/api/objects/{cls}/{object_id}/{method}", f"{objects}/ring", {"args": 2}, 400),
+        ("POST", "/api/objects/{cls}/{object_id}/{method}", f"/api/objects/Safe/{unique}/open",
+         None, 403),
+        ("POST", "/api/objects/{cls}/{object_id}/{method}", f"/api/objects/Ghost/{unique}/x",
+         None, 404),
+        ("POST", "/api/objects/{cls}/{object_id}/{method}", f"{objects}/jam", None, 500),
+        ("POST", "/api/events/{event_type}", "/api/events/Signup.created", {"a": 1}, 202),
+        ("POST", "/api/events/{event_type}", "/api/events/not-an-event", None, 400),
+        ("POST", "/api/events/{event_type}", "/api/events/Payment.made", None, 403),
+    ]
+    admin = {"Authorization": f"Bearer {tokens.token}"}
+    asked = [(method, route, path, body, expected, admin) for method, route, path, body, expected
+             in cases]
+    first = {}  # a path of each route that answers: for the refusals every route gives
+    for method, route, path, body, expected in cases:
+        if expected in GOOD:
+            first.setdefault((method, route), (path, body))
+    refusals = []
+    for (method, route), (path, body) in first.items():
+        refusals.append((method, route, path, body, 401, {}))
+        if method != "GET":
+            refusals += [
+                (method, route, path, body, 403, {"Authorization": f"Bearer {tokens.read_token}"}),
+                (method, route, path, body, 403, {"Cookie": f"dotdo_token={tokens.token}",
+                                                  "Origin": "http://localhost:8888"}),
+                (method, route, path, BIG, 413, admin)]
+    spec = json.loads(_ask(background.url, "GET", "/openapi.json", headers=admin)[2])
+    routes = {(m.upper(), r) for r, ops in spec["paths"].items() for m in ops}
+    # Then every route is tried, and only documented routes are
+    assert set(first) == routes, f"untried: {routes - set(first)}, unknown: {set(first) - routes}"
+    assert all(r.startswith("/api/") or r == "/metrics" for _, r in routes)
+    seen: dict[tuple[str, str], set[str]] = {route: set() for route in routes}
+    # When each request is sent (refusals first: they change nothing)
+    for method, route, path, body, expected, headers in refusals + asked:
+        status, media, text = _ask(background.url, method, path, body, headers)
+        # Then it answers as meant, with a code its route documents, in a body that fits
+        assert status == expected, (method, path, body, status, text[:300])
+        _conforms(spec, method, route, status, media, text)
+        seen[(method, route)].add(str(status))
+    # And no route documents a code it was not seen to answer (500, a failure, aside)
+    for (method, route), codes in seen.items():
+        documented = set(spec["paths"][route][method.lower()]["responses"])
+        assert documented - codes <= {"500"}, (method, route, sorted(documented - codes))
+    assert queue.get(done).result()["status"] == "completed"  # refusals changed nothing
+
+
+def test_a_json_body_is_taken_whatever_its_content_type_says(server, queue, unique):
+    background, tokens = server
+    where = urllib.parse.urlsplit(background.url)
+
+    def post(body: bytes, **headers: str):
+        # http.client sends only the headers given (urllib would add a Content-Type)
+        connection = HTTPConnection(where.hostname, where.port, timeout=90)
+        try:
+            connection.request("POST", f"/api/queues/{unique}/jobs", body=body, headers={
+                "Authorization": f"Bearer {tokens.token}", **headers})
+            answer = connection.getresponse()
+            return answer.status, json.loads(answer.read())
+        finally:
+            connection.close()
+
+    # A JSON body with no Content-Type at all is taken
+    status, job = post(b'{"type": "echo"}')
+    assert status == 201 and job["type"] == "echo"
+    # and so is one labelled a form, as `curl -d` sends it (the README's example)
+    status, job = post(b'{"type": "email", "payload": {}}', **{
+        "Content-Type": "application/x-www-form-urlencoded", "Idempotency-Key": "order-7"})
+    assert status == 201 and job["$id"] == "order-7"
+    # A body that is not JSON is refused, naming the header, and nothing is added
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        status, body = post(b"type=email", **headers)
+        assert status == 400 and body["field"] == "body", body
+        assert "Content-Type: application/json" in body["error"]
+    assert queue.count().result() == 2

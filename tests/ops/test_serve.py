@@ -70,10 +70,10 @@ def test_the_api_runs_as_a_ray_serve_application(ray_session, make_object, uniqu
     try:
         url = f"http://127.0.0.1:{port}"
         # Then a job enqueued over HTTP runs on the worker and its result comes back
-        status, job = _http(f"{url}/queues/{unique}/jobs", tokens.token, "POST",
+        status, job = _http(f"{url}/api/queues/{unique}/jobs", tokens.token, "POST",
                             {"type": "echo", "payload": "via serve"})
         assert status == 201
-        status, outcome = _http(f"{url}/jobs/{unique}/{job['$id']}/result?wait=60", tokens.token)
+        status, outcome = _http(f"{url}/api/jobs/{unique}/{job['$id']}/result?wait=60", tokens.token)
         assert outcome["output"] == {"echo": "via serve"}
         status, text = _http(f"{url}/metrics", tokens.token)
         assert f'dotdo_jobs_total{{queue="{unique}",outcome="completed"}} 1.0' in text

@@ -40,7 +40,7 @@ function errorText(status, body) {
   return `HTTP ${status}`;
 }
 
-// request("GET", "queues/emails") -> the decoded JSON; throws ApiError with the
+// request("GET", "api/queues/emails") -> the decoded JSON; throws ApiError with the
 // server's message on any non-2xx answer.
 export async function request(method, path, body) {
   const headers = { Accept: "application/json" };
@@ -111,34 +111,35 @@ export async function act(button, fn) {
   }
 }
 
-// Paths of the API, with every id encoded as one path segment.
+// Paths of the API (every data route is under api/), with every id encoded as one
+// path segment.
 const e = encodeURIComponent;
 export const paths = {
   status: () => "api/status",
   queues: () => "api/queues",
-  queue: (q) => `queues/${e(q)}`,
-  metrics: (q, span) => `queues/${e(q)}/metrics${span ? `?window=${span.window}&bucket=${span.bucket}` : ""}`,
-  pause: (q) => `queues/${e(q)}/pause`,
-  resume: (q) => `queues/${e(q)}/resume`,
-  settings: (q) => `queues/${e(q)}/settings`,
+  queue: (q) => `api/queues/${e(q)}`,
+  metrics: (q, span) => `api/queues/${e(q)}/metrics${span ? `?window=${span.window}&bucket=${span.bucket}` : ""}`,
+  pause: (q) => `api/queues/${e(q)}/pause`,
+  resume: (q) => `api/queues/${e(q)}/resume`,
+  settings: (q) => `api/queues/${e(q)}/settings`,
   jobs: (q, params) => {
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== null && v !== undefined && v !== "") query.set(k, v);
     }
     const s = query.toString();
-    return `queues/${e(q)}/jobs${s ? `?${s}` : ""}`;
+    return `api/queues/${e(q)}/jobs${s ? `?${s}` : ""}`;
   },
-  retryBulk: (q) => `queues/${e(q)}/jobs/retry`,
-  deadLetters: (q) => `queues/${e(q)}/dead-letters`,
-  job: (q, id) => `jobs/${e(q)}/${e(id)}`,
-  retry: (q, id) => `jobs/${e(q)}/${e(id)}/retry`,
-  cancel: (q, id) => `jobs/${e(q)}/${e(id)}/cancel`,
+  retryBulk: (q) => `api/queues/${e(q)}/jobs/retry`,
+  deadLetters: (q) => `api/queues/${e(q)}/dead-letters`,
+  job: (q, id) => `api/jobs/${e(q)}/${e(id)}`,
+  retry: (q, id) => `api/jobs/${e(q)}/${e(id)}/retry`,
+  cancel: (q, id) => `api/jobs/${e(q)}/${e(id)}/cancel`,
   workers: () => "api/workers",
   schedules: () => "api/schedules",
   classes: () => "api/objects",
   objects: (cls, cursor) => `api/objects/${e(cls)}${cursor ? `?cursor=${e(cursor)}` : ""}`,
   object: (cls, id) => `api/objects/${e(cls)}/${e(id)}`,
   steps: (cls, id) => `api/objects/${e(cls)}/${e(id)}/steps`,
-  stream: () => "events/stream",
+  stream: () => "api/events/stream",
 };

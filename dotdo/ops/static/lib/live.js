@@ -1,4 +1,4 @@
-// Live updates: the server's event stream (GET events/stream) sends `counts` (every
+// Live updates: the server's event stream (GET api/events/stream) sends `counts` (every
 // queue's summary, every 2 s) and `job` (each Job event). When the stream is down
 // (a proxy that buffers, the server restarting, no EventSource) the counts are
 // polled instead: whenever no `counts` event came for a while, a timer fetches

@@ -115,7 +115,7 @@ export async function render(ctx) {
   }
   if (!status.queues.length) {
     list.appendChild(h("section", { class: "card", test: "no-queues" },
-      h("p", null, "No queues under this storage root yet. Enqueue a job (dotdo jobs enqueue QUEUE TYPE, or POST /queues/{q}/jobs) and it shows here.")));
+      h("p", null, "No queues under this storage root yet. Enqueue a job (dotdo jobs enqueue QUEUE TYPE, or POST /api/queues/{q}/jobs) and it shows here.")));
   }
 
   const feed = h("ol", { class: "feed", test: "event-feed" },
