@@ -5,10 +5,12 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test lint bench clean
 
+# editable_mode=compat: the editable install is a path in site-packages, which mypy
+# follows when it checks a user's app (setuptools' default, an import hook, it does not).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
 	touch $@
 
 demo: $(VENV)/.installed
@@ -21,9 +23,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
-# Lint and types: ruff (rules in pyproject.toml) and mypy on dotdo/ and actors/.
+# Lint and types: ruff (rules in pyproject.toml) and mypy on dotdo/, actors/ and the
+# public API's types (tests/typing; see [tool.mypy] in pyproject.toml).
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check dotdo actors
+	$(VENV)/bin/ruff check dotdo actors tests/typing
 	$(VENV)/bin/mypy
 
 # The peers (Celery, RQ, Dramatiq, Huey) come from the bench extra; the queue

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from dotdo import codec
 from dotdo.aio import call as _call
@@ -31,6 +31,7 @@ from dotdo.errors import EncodeError, ObjectError, TerminalError
 from dotdo.events import check_event_type
 from dotdo.jobs import StepJournal, running
 from dotdo.object import lookup
+from dotdo.promise import Promise
 from dotdo.registry import APP_CLASS, DEFAULT_APP
 from dotdo.retry import RetryPolicy
 from dotdo.stub import Stub
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["send", "send_once", "try_", "do", "use_clock"]
 
 _DEFAULT_POLICY = RetryPolicy()
+R = TypeVar("R")
 
 
 def _default_app() -> Stub:
@@ -86,9 +88,26 @@ def send_once(event_type: str, data: Any, event_id: str) -> str | None:
 # -- try_ ---------------------------------------------------------------------------
 
 
+# Typed from fn's result: awaiting gives what fn returns, awaited once if it is
+# awaitable (an async function's coroutine, a promise), as aio.call does (Coroutine,
+# not Awaitable, as for Stub.call). The arguments go unchecked: the keyword options
+# between *args and **kwargs leave no room for a ParamSpec; pass a lambda or a
+# functools.partial to have them checked.
+@overload
+async def try_(fn: Callable[..., Coroutine[Any, Any, R]], *args: Any,
+               timeout: float | None = None, **kwargs: Any) -> R: ...
+@overload
+async def try_(fn: Callable[..., Promise[R]], *args: Any, timeout: float | None = None,
+               **kwargs: Any) -> R: ...
+@overload
+async def try_(fn: Callable[..., R], *args: Any, timeout: float | None = None,
+               **kwargs: Any) -> R: ...
+
+
 async def try_(fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
     """One attempt at ``fn(*args, **kwargs)``: no retries, no journal; raises what it
-    raises, or ``TimeoutError`` after ``timeout`` seconds.
+    raises, or ``TimeoutError`` after ``timeout`` seconds. Awaiting it gives what
+    ``fn`` returns (awaited, for an async ``fn``).
 
     With a timeout, a sync ``fn`` runs in a worker thread so that the timeout can
     fire (the thread is not interrupted); async functions are cancelled.
@@ -196,6 +215,23 @@ def _turns(obj: DurableObject | None, step_id: str) -> tuple[dict, Any]:
     return _driver_turns, (id(asyncio.get_running_loop()), step_id)
 
 
+@overload
+async def do(fn: Callable[..., Coroutine[Any, Any, R]], *args: Any, step_id: str | None = None,
+             max_retries: int | None = None, backoff: float | None = None,
+             max_backoff: float | None = None, jitter: bool | None = None,
+             policy: RetryPolicy | None = None, **kwargs: Any) -> R: ...
+@overload
+async def do(fn: Callable[..., Promise[R]], *args: Any, step_id: str | None = None,
+             max_retries: int | None = None, backoff: float | None = None,
+             max_backoff: float | None = None, jitter: bool | None = None,
+             policy: RetryPolicy | None = None, **kwargs: Any) -> R: ...
+@overload
+async def do(fn: Callable[..., R], *args: Any, step_id: str | None = None,
+             max_retries: int | None = None, backoff: float | None = None,
+             max_backoff: float | None = None, jitter: bool | None = None,
+             policy: RetryPolicy | None = None, **kwargs: Any) -> R: ...
+
+
 async def do(
     fn: Callable[..., Any],
     *args: Any,
@@ -218,6 +254,7 @@ async def do(
     attempt is journaled with its time and error. Where a ``step_id`` counts: in an
     object, that object; in driver code, the App (``App("default")``); in a job
     handler, the job's queue, across its jobs and workers (``actors/steps.py``).
+    Awaiting it gives what ``fn`` returns (awaited, for an async ``fn``).
     """
     if "timeout" in kwargs:
         raise TypeError("do() has no timeout: wrap the work in "

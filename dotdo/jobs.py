@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 from dotdo import registry
 from dotdo.checks import is_finite
@@ -29,15 +29,27 @@ def _check_type(job_type: object) -> str:
     return job_type
 
 
-def job(job_type: str | dict[str, Callable[[Any], Any]]):
-    """``@job("email")`` on ``async def send_email(payload)``; or ``job({"email": f, ...})``."""
+# A handler takes the job's payload (a checker rejects one that cannot).
+Handler = TypeVar("Handler", bound=Callable[[Any], Any])
+Handlers = TypeVar("Handlers", bound=dict[str, Callable[..., Any]])
+
+
+@overload
+def job(job_type: str) -> Callable[[Handler], Handler]: ...
+@overload
+def job(job_type: Handlers) -> Handlers: ...
+
+
+def job(job_type: str | dict[str, Callable[[Any], Any]]) -> Any:
+    """``@job("email")`` on ``async def send_email(payload)``; or ``job({"email": f, ...})``.
+    The decorator returns the function as it was, type and all; the dict form the dict."""
     if isinstance(job_type, dict):
         for name, fn in job_type.items():
             job(name)(fn)
         return job_type
     _check_type(job_type)
 
-    def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def register(fn: Handler) -> Handler:
         if not callable(fn):
             raise TypeError(f"job({job_type!r}) registers a function, not {type(fn).__name__}")
         _handlers[job_type] = fn

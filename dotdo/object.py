@@ -9,7 +9,7 @@ can rebuild the object's in-memory state from its storage after every restart.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from dotdo.errors import ConfigError
 from dotdo.hosting import Hosting, Pooled, check
@@ -17,10 +17,15 @@ from dotdo.hosting import Hosting, Pooled, check
 if TYPE_CHECKING:
     from dotdo.background import Activity
     from dotdo.journal import Storage
+    from dotdo.stub import Stub
 
-__all__ = ["DurableObject", "lookup", "known_names", "public_methods", "exposed"]
+__all__ = ["DurableObject", "lookup", "known_names", "public_methods", "exposed",
+           "set_stub_class"]
 
 _registry: dict[str, type[DurableObject]] = {}
+# What DurableObject.stub makes: dotdo.stub.Stub, which sits layers above this module
+# and names itself here when it loads (dotdo imports it, so it always has).
+_stub_class: type[Stub[Any]] | None = None
 
 
 class DurableObject:
@@ -74,6 +79,10 @@ class DurableObject:
                               "contradict each other: give it Dedicated(...) or no hosting")
         if expose is not None:
             cls._dotdo_exposed = _exposed(cls, expose)
+        if "stub" in vars(cls):
+            raise ConfigError(f"class {cls.__name__}: `stub` is DurableObject's own "
+                              f"({cls.__name__}.stub(id) makes a stub): give the method "
+                              "another name")
         # Methods marked by @on / @every / @on_error: every object subscribes them.
         cls._dotdo_subscriptions = [
             (kind, key, name)
@@ -89,6 +98,13 @@ class DurableObject:
                 stacklevel=2,
             )
         _registry[cls.__name__] = cls
+
+    @classmethod
+    def stub(cls, object_id: str) -> Stub[Self]:
+        """``Account.stub("alice")``: the stub of the object ``"alice"``, typed
+        ``Stub[Account]`` (the stub ``dotdo.Account("alice")`` gives, untyped)."""
+        assert _stub_class is not None, "dotdo.stub names its Stub when dotdo is imported"
+        return _stub_class(cls, object_id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'id', '?')!r}>"
@@ -129,6 +145,12 @@ def _origin(cls: type) -> str:
     # the App that imports it: the same class.
     module = "__main__" if cls.__module__.startswith("__dotdo_script__") else cls.__module__
     return f"{module}:{cls.__qualname__}"
+
+
+def set_stub_class(stub_class: type[Stub[Any]]) -> None:
+    """Called by :mod:`dotdo.stub` as it loads: the class :meth:`DurableObject.stub` makes."""
+    global _stub_class
+    _stub_class = stub_class
 
 
 def lookup(name: str) -> type[DurableObject] | None:

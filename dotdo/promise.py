@@ -29,8 +29,8 @@ import contextvars
 import inspect
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping
-from typing import Any
+from collections.abc import Coroutine, Generator, Iterable, Mapping
+from typing import Any, Generic, TypeVar, overload
 
 import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, OwnerDiedError, RayTaskError
@@ -40,6 +40,12 @@ from dotdo.errors import ObjectError
 
 __all__ = ["Promise", "LocalRef", "Slot", "Local", "Later", "settled", "get", "follow",
            "pack_args", "unpack_args", "SCALARS"]
+
+T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T_co = TypeVar("T_co", covariant=True)
 
 Path = tuple[tuple[str, Any], ...]
 # Values that hold no promise and that Ray always serialises.
@@ -175,8 +181,12 @@ def _real(ref: Ref) -> Any:
 # -- promises -----------------------------------------------------------------------
 
 
-class Promise:
-    """The future result of a call. Await it, or ``result()`` it in sync code."""
+class Promise(Generic[T_co]):
+    """The future result of a call. Await it, or ``result()`` it in sync code.
+
+    ``Promise[int]`` is the promise of an ``int`` (``stub.call(Account.deposit, 10)``
+    gives one); projections and calls on it (``p.x``, ``p["k"]``, ``p.m()``) are
+    ``Promise[Any]``."""
 
     __slots__ = ("_ref", "_path", "_projected", "_origin")
 
@@ -205,17 +215,17 @@ class Promise:
                 self._projected = _project.remote(ref, self._path)
         return self._projected
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, T_co]:
         return self._resolve().__await__()
 
-    async def _resolve(self) -> Any:
+    async def _resolve(self) -> T_co:
         try:
             value = await settled(await _real(self._ref))
         except (RayTaskError, ActorDiedError) as exc:
             raise _raised(exc) from exc.__cause__
         return follow(value, self._path)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T_co:
         """Block until the value exists and return it; ``TimeoutError`` after ``timeout`` s."""
         return get(self, timeout=timeout)
 
@@ -247,15 +257,15 @@ class Promise:
         else:
             ray.cancel(_real(self._ref))
 
-    def __getattr__(self, name: str) -> Promise:
+    def __getattr__(self, name: str) -> Promise[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
         return Promise(self._ref, (*self._path, ("attr", name)), self._origin)
 
-    def __getitem__(self, key: Any) -> Promise:
+    def __getitem__(self, key: Any) -> Promise[Any]:
         return Promise(self._ref, (*self._path, ("item", key)), self._origin)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Promise:
+    def __call__(self, *args: Any, **kwargs: Any) -> Promise[Any]:
         path, name = self._path, None
         if path and path[-1][0] == "attr":
             path, name = path[:-1], path[-1][1]
@@ -280,8 +290,24 @@ class Promise:
         raise TypeError("a Promise has no truth value yet: await it or call .result() first")
 
 
-def get(promises: Promise | Iterable[Promise], timeout: float | None = None) -> Any:
-    """Resolve one promise or a list of them from sync code (``Promise.all`` for lists)."""
+@overload
+def get(promises: Promise[T] | ray.ObjectRef[T], timeout: float | None = None) -> T: ...
+@overload
+def get(promises: tuple[Promise[T1], Promise[T2]], timeout: float | None = None
+        ) -> list[T1 | T2]: ...
+@overload
+def get(promises: tuple[Promise[T1], Promise[T2], Promise[T3]], timeout: float | None = None
+        ) -> list[T1 | T2 | T3]: ...
+@overload
+def get(promises: Iterable[Promise[T] | ray.ObjectRef[T]], timeout: float | None = None
+        ) -> list[T]: ...
+
+
+def get(promises: Any, timeout: float | None = None) -> Any:
+    """Resolve one promise or a list of them from sync code (``Promise.all`` for lists).
+
+    One promise gives its value; a list or tuple of them gives a list of their values
+    in order (a tuple of promises of different types: a list of any of those types)."""
     single = isinstance(promises, (Promise, ray.ObjectRef, LocalRef))
     items = [promises] if single else list(promises)
     refs: list[Any] = [_real(p._ref) if isinstance(p, Promise) else p for p in items]

@@ -7,7 +7,7 @@ import ray
 
 import dotdo
 from dotdo import client
-from tests.objects import Metrics
+from tests.objects import Counter, Metrics, Pipe, Room, Stepping
 
 
 def calls(stub) -> int:
@@ -139,3 +139,39 @@ def test_failed_argument_does_not_hold_up_later_calls(ray_session, unique):
     assert counter.seen().result() == [1, 3]
     # The caller told the host to skip the failed call: no gap was waited out.
     assert ray.get(client.actor_handle(counter).stats.remote())["gaps_skipped"] == 0
+
+
+def test_typed_stubs_are_the_stubs_of_the_short_form(local_session, unique):
+    stub = Counter.stub(unique)
+    assert stub == dotdo.stub(Counter, unique) == dotdo.Counter(unique)
+    assert (stub.class_name, stub.id) == ("Counter", unique)
+    with pytest.raises(dotdo.ConfigError, match="`stub` is DurableObject's own"):
+        type("Shadowing", (dotdo.DurableObject,), {"stub": lambda self: None})
+
+
+def test_call_submits_the_method_by_name(ray_session, unique):
+    counter = Counter.stub(unique)
+    p = counter.call(Counter.incr, 2)
+    assert isinstance(p, dotdo.Promise)
+    assert p.result() == 2
+    assert counter.call(Counter.incr, by=3).result() == 5
+    assert counter.incr(1).result() == 6  # the short form calls the same object
+    assert counter.call(Counter.get).result() == 6
+    # An async method: what it returns, awaited.
+    assert asyncio.run(_await(Pipe.stub("p1").call(Pipe.slow, 0.01, "late"))) == "late"
+    assert dotdo.get(Pipe.stub("p1").call(Pipe.record)["items"]) == [10, 20, 30]
+
+
+def test_call_takes_inherited_methods(local_session, unique):
+    room = Room.stub(unique)
+    assert room.call(Stepping.step, "s1").result() == 1
+    assert room.call(Stepping.runs, "s1").result() == 1
+
+
+def test_call_takes_only_public_methods_of_the_stubs_class(local_session, unique):
+    counter = Counter.stub(unique)
+    # Room.incr has the name of Counter.incr, but is another class's method.
+    for wrong in (Room.incr, Pipe.hop, Counter.__init__, "incr", len):
+        with pytest.raises(dotdo.MethodNotFoundError, match="a public method of Counter"):
+            counter.call(wrong, 1)
+    assert counter.get().result() == 0  # nothing was sent
