@@ -325,7 +325,7 @@ class DotdoSystem:
         """dotdo's own figures: the awaited enqueue against a raw Ray actor doing the
         same insert, enqueue_many, and Worker.start() to the first job done."""
         k = min(n, 1000)
-        raw = _RawInsert.remote(os.path.join(self.dotdo.client.settings().storage, "raw.db"),
+        raw = _RawInsert.remote(os.path.join(self.dotdo.connect.settings().storage, "raw.db"),
                                 self.durability)
         ray.get(raw.insert.remote("warm-up", b""))
         # A queue of its own, with no workers: only the enqueue on the machine.
@@ -370,7 +370,7 @@ class DotdoSystem:
         import sqlite3
 
         seen: dict[str, int] = {}
-        for path in glob.glob(os.path.join(self.dotdo.client.settings().storage, "Worker", "*", "*.sqlite3")):
+        for path in glob.glob(os.path.join(self.dotdo.connect.settings().storage, "Worker", "*", "*.sqlite3")):
             conn = sqlite3.connect(path)
             owner = conn.execute("SELECT value FROM _dotdo_meta WHERE key = 'id'").fetchone()[0]
             if owner in {w.id for w in self.workers}:

@@ -50,8 +50,9 @@ from rich.table import Table  # noqa: E402
 import dotdo  # noqa: E402
 from benchmarks._results import write_results  # noqa: E402
 from benchmarks.pipelining import RawAsync, RawSync  # noqa: E402  (the same raw actors)
-from dotdo import client, journal  # noqa: E402
+from dotdo import client  # noqa: E402
 from dotdo.ids import storage_path  # noqa: E402
+from dotdo.storage import connection, kv, schema  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 HOSTS = 4
@@ -112,12 +113,12 @@ def bare_per_file(root: str, n: int) -> float:
         path = storage_path(root, "Bare", f"b{i}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None)
-        for pragma in journal.COMPACT_FILE_PRAGMAS + journal.CACHE_PRAGMAS + journal.PRAGMAS:
+        for pragma in connection.COMPACT_FILE_PRAGMAS + connection.CACHE_PRAGMAS + connection.PRAGMAS:
             conn.execute(pragma)
         conn.execute("BEGIN IMMEDIATE")
-        for ddl in journal.SCHEMA:
+        for ddl in schema.SCHEMA:
             conn.execute(ddl)
-        conn.execute(journal.UPSERT_VALUE, ("value", b"\x01"))
+        conn.execute(kv.UPSERT_VALUE, ("value", b"\x01"))
         conn.execute("COMMIT")
         conn.close()
     return (time.perf_counter() - start) / n

@@ -12,9 +12,9 @@ from typing import Any, TypeVar, overload
 
 from dotdo import app as _app  # noqa: F401  (defines App: dotdo.App(id) is a stub)
 from dotdo.app import deploy
-from dotdo.client import init, shutdown
-from dotdo.client import settings as current_settings
 from dotdo.clock import Clock, FakeClock
+from dotdo.connect import init, shutdown
+from dotdo.connect import settings as current_settings
 from dotdo.context import do, send, try_
 from dotdo.current import current_object
 from dotdo.errors import (
@@ -24,7 +24,9 @@ from dotdo.errors import (
     DotdoError,
     EncodeError,
     HandlerError,
+    HungAttemptError,
     InvalidIdError,
+    JobCancelledError,
     JobError,
     LeaseLostError,
     LimitError,
@@ -32,6 +34,7 @@ from dotdo.errors import (
     NotExposed,
     NotFoundError,
     ObjectError,
+    ParentFailedError,
     StorageError,
     StorageFullError,
     TerminalError,
@@ -41,13 +44,13 @@ from dotdo.events import ErrorInfo, Event, on, on_error
 from dotdo.hosting import Dedicated, Pooled
 from dotdo.jobmodel import Job, JobEntry, JobOptions, JobStatus
 from dotdo.jobs import cancelled, current_job, job, parent_results, progress
-from dotdo.journal import Storage
 from dotdo.object import DurableObject, known_names, lookup
 from dotdo.promise import Promise, get
 from dotdo.registry import DEFAULT_APP
 from dotdo.retry import RetryPolicy
 from dotdo.schedule import Schedule, every
 from dotdo.settings import Settings
+from dotdo.storage.kv import Storage
 from dotdo.stub import Stub
 
 __all__ = [
@@ -111,6 +114,9 @@ __all__ = [
     "HandlerError",
     "JobError",
     "WorkerCrashError",
+    "HungAttemptError",
+    "ParentFailedError",
+    "JobCancelledError",
     "NotExposed",
 ]
 

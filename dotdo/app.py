@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from dotdo import client, context, registry
+from dotdo import connect, context, registry
 from dotdo.current import acting_for, restore
 from dotdo.object import DurableObject
 from dotdo.registry import DEFAULT_APP, check_spec, module_name
@@ -61,7 +61,7 @@ def _import(spec: tuple[str, str]) -> None:
         raise
     # No other process can import this module by name: send its classes by value,
     # as the driver does for its __main__, when an object here calls one of them.
-    client.pickle_by_value(module)
+    connect.pickle_by_value(module)
 
 
 def import_modules(specs: list, importer: str) -> list[list[str]]:

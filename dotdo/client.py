@@ -1,9 +1,8 @@
-"""The client: joining Ray, and sending calls to the hosts of objects.
+"""The client: sending calls to the hosts of objects.
 
-:func:`init` starts or joins Ray and chooses the :class:`~dotdo.settings.Settings`;
-:func:`submit` sends one call to the host of an object. Each process keeps one
-numbered *line* of calls per object it calls (its calls start in that order, see
-:mod:`dotdo.sequencer`).
+:func:`submit` sends one call to the host of an object (started or joined by
+:mod:`dotdo.connect`). Each process keeps one numbered *line* of calls per object it
+calls (its calls start in that order, see :mod:`dotdo.sequencer`).
 
 Promise arguments travel as top-level Ray dependencies, so Ray's core pushes a call
 the moment its arguments exist. Meanwhile the caller lists the call as *deferred* in
@@ -18,8 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -28,14 +25,12 @@ from typing import Any
 
 import ray
 
-from dotdo import registry
+from dotdo import connect, registry
 from dotdo import settings as _conf
-from dotdo.errors import ConfigError, EncodeError
+from dotdo.errors import EncodeError
 from dotdo.host import Call
 from dotdo.hosting import Dedicated, Hosting, Pooled, host_name, note_dedicated
-from dotdo.hosting import check as check_hosting
 from dotdo.ids import actor_name
-from dotdo.inprocess import LocalHost
 from dotdo.object import DurableObject, lookup
 from dotdo.outbox import Outbox
 from dotdo.promise import Promise, get, pack_args
@@ -43,18 +38,15 @@ from dotdo.registry import APP_CLASS
 from dotdo.runtime import Host
 from dotdo.settings import Settings
 
-__all__ = ["init", "shutdown", "settings", "cluster", "running_cluster", "submit", "hosting_of",
-           "actor_handle", "forget_handles", "pickle_by_value", "in_ray_worker"]
+__all__ = ["submit", "hosting_of", "actor_handle", "forget_handles", "trim_lines"]
 
 # Enough concurrent calls that a slow call never holds up the rest of the host.
 _HOST_CONCURRENCY = 1000
 # A call lists at most this many of its caller's deferred calls: the list travels
 # with every call, and the host needs the lowest ones first.
 _MAX_LISTED = 256
-_PROBE_TIMEOUT = 3.0  # seconds for a Ray address to accept a TCP connection
 _SHIP_WAIT = 30.0  # seconds a driver waits for an App to import its handlers' modules
 _log = logging.getLogger("dotdo")
-_local: LocalHost | None = None  # the host of every object in in-process mode
 
 
 class Line:
@@ -103,234 +95,13 @@ def forget_handles() -> None:
         _kept.clear()
 
 
-def init(
-    address: str | None = None,
-    *,
-    storage: str | None = None,
-    namespace: str | None = None,
-    hosting: Hosting | None = None,
-    in_process: bool | None = None,
-    durability: str | None = None,
-    **ray_kwargs: Any,
-) -> Settings:
-    """Start or join Ray and choose where objects store their files.
-
-    With no ``address`` (nor ``$RAY_ADDRESS``) this driver joins the cluster ``ray
-    start`` recorded on this machine, else starts a local Ray (dashboard off), as
-    it does, with a warning, when the recorded cluster is gone; with
-    ``address="auto"``, ``"host:port"`` or ``"ray://..."`` it joins that cluster, and
-    raises ``ConfigError`` if nothing answers there. ``storage`` defaults to
-    ``$DOTDO_STORAGE`` or ``./.dotdo`` (created readable by this user only); on a
-    cluster it must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
-    ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
-    class and id in two namespaces are two objects, with two files: a namespace other
-    than ``"dotdo"`` keeps its files under ``<storage>/@<namespace>``. ``hosting`` (default
-    ``$DOTDO_HOSTING`` or dedicated) applies to classes that do not choose their own.
-    Extra keyword arguments go to ``ray.init``. ``in_process=True`` (default
-    ``$DOTDO_IN_PROCESS``) runs every object in this process with no Ray at all (see
-    :mod:`dotdo.inprocess`): for tests and scripts; ``address`` and hosting then do not apply.
-    ``durability`` (default ``$DOTDO_DURABILITY`` or ``"full"``): ``"full"`` puts every
-    commit on disk before it is acknowledged (it survives a power cut); ``"normal"``
-    is faster and survives the death of a process, not of the machine.
-    Calling it is optional: the first call on a stub does it with the defaults.
-    """
-    previous = _conf.current()
-    in_process = _conf.default_in_process() if in_process is None else bool(in_process)
-    namespace = _conf.default_namespace() if namespace is None else namespace
-    namespace = _conf.check_namespace(namespace)
-    hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
-    durability = (_conf.default_durability() if durability is None
-                  else _conf.check_durability(durability, "dotdo.init"))
-    wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
-                      hosting, in_process, durability)
-    if in_process:
-        if address is not None or ray_kwargs:
-            raise ConfigError("dotdo.init(in_process=True) runs objects in this process: "
-                              "give no address or Ray options (or drop in_process to use Ray)")
-        return _use(wanted, previous)
-    _stop_local()
-    if ray.is_initialized():
-        if in_ray_worker():
-            raise ConfigError(
-                "dotdo.init() ran inside a Ray worker: a module with handlers was imported "
-                "there (by an App or a Worker) and its driver code ran too. Put driver "
-                "code under `if __name__ == \"__main__\":`."
-            )
-        if address is not None and previous is not None:
-            raise ConfigError(
-                "Ray is already initialised in this process: call dotdo.shutdown() "
-                "before dotdo.init(address=...) to join another cluster"
-            )
-    else:
-        address = _address_to_join(address, ray_kwargs.get("_temp_dir"))
-        if address not in (None, "local"):
-            _use_auth_token_if_present()
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray_kwargs.setdefault("include_dashboard", False)
-        ray_kwargs.setdefault("logging_level", "warning")
-        ray.init(address=address, **ray_kwargs)
-        _warm_up()
-        forget_handles()
-    return _use(wanted, previous)
-
-
-def _warm_up() -> None:
-    """Pay now what Ray pays at this process's first call: building its serialisation
-    context imports pydantic and starlette when they are installed (~0.1 s), which
-    would otherwise land in the first round of calls a program makes."""
-    try:
-        ray._private.worker.global_worker.get_serialization_context()
-    except Exception:  # noqa: BLE001 - only an optimisation: the first call builds it
-        _log.debug("dotdo: could not build Ray's serialisation context early", exc_info=True)
-
-
-def _use(wanted: Settings, previous: Settings | None) -> Settings:
-    # Only this user: the files hold every object's payloads and errors.
-    os.makedirs(wanted.root, mode=0o700, exist_ok=True)
-    if previous is not None and (wanted.hosting, wanted.in_process, wanted.root) != (
-            previous.hosting, previous.in_process, previous.root):
-        forget_handles()  # objects may now live on other hosts
-        _stop_local()
-    if wanted != previous:
-        registry.ship_again()  # this cluster's or storage's Apps know nothing yet
-    _conf.use(wanted)
-    return wanted
-
-
-def _stop_local() -> None:
-    """End in-process hosting, if this process had it."""
-    global _local
-    if _local is not None:
-        local, _local = _local, None
-        forget_handles()
-        local.close()
-
-
-def _address_to_join(address: str | None, temp_dir: str | None) -> str | None:
-    """The address ``ray.init`` should get, as Ray would pick it (the argument, else
-    ``$RAY_ADDRESS``, else the cluster ``ray start`` recorded in Ray's temp dir), but
-    checked first: Ray hangs for minutes on an address where no GCS answers.
-
-    A recorded cluster that does not answer is stale (its head was killed without
-    ``ray stop``): with no address asked for, start a local Ray of our own instead.
-    """
-    if address in (None, "auto"):
-        address = os.environ.get("RAY_ADDRESS") or address
-    if address not in (None, "auto"):
-        if address != "local" and not _answers(address):
-            raise ConfigError(
-                f"no Ray cluster answers at {address} (given as dotdo.init's address or "
-                "$RAY_ADDRESS): start it (ray start --head), or fix or unset the address "
-                "to start a local Ray"
-            )
-        return address
-    path = ray._private.utils.get_ray_address_file(temp_dir)
-    recorded = ray._private.utils.read_ray_address(temp_dir)
-    if not recorded or _answers(recorded):
-        return recorded or address
-    if address == "auto":
-        raise ConfigError(
-            f"address='auto' names the Ray cluster recorded in {path}, {recorded}, and "
-            f"nothing answers there: start it again (ray start --head), or run `ray stop` "
-            f"(or delete {path}) and call dotdo.init() to start a local Ray"
-        )
-    _log.warning(
-        "dotdo: %s records a Ray cluster at %s that does not answer (its head was "
-        "stopped without `ray stop`); starting a local Ray instead. Run `ray stop` or "
-        "delete %s to silence this.", path, recorded, path,
-    )
-    return "local"
-
-
-def running_cluster() -> str | None:
-    """The Ray cluster ``init()`` with no address would join: ``$RAY_ADDRESS`` (``init``
-    says if nothing answers there), else the one ``ray start`` recorded on this machine
-    if it answers; None when ``init()`` would start a Ray of its own (which ends with
-    this process)."""
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        return address
-    recorded = ray._private.utils.read_ray_address(None)
-    return recorded if recorded and _answers(recorded) else None
-
-
-def _answers(address: str) -> bool:
-    """Whether ``host:port`` accepts a TCP connection; True for other forms
-    (``ray://...``), which Ray checks itself."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return True
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), _PROBE_TIMEOUT):
-            return True
-    except OSError:
-        return False
-
-
-def pickle_by_value(module: Any) -> None:
-    """Have Ray send the classes and functions of ``module`` by value (for modules no
-    other process can import, like a script an App loaded from its file)."""
-    ray.cloudpickle.register_pickle_by_value(module)
-
-
-def _use_auth_token_if_present() -> None:
-    """A driver joining a token-protected cluster must present the token, or Ray
-    refuses it with ``InvalidAuthToken``; Ray only does this by itself for clusters
-    it starts. Ray caches ``RAY_AUTH_MODE`` at import, so use its own switch."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    try:
-        from ray._private.authentication import authentication_token_setup as auth
-    except ImportError:  # a Ray without token authentication
-        return
-    auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def shutdown() -> None:
-    """Disconnect from Ray (stopping it if this process started it), or stop the
-    objects of in-process hosting. Objects' files stay; the next call starts or joins
-    Ray again."""
-    forget_handles()
-    _stop_local()
-    _conf.use(None)
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def settings() -> Settings:
-    """The settings in force, initialising with the defaults if needed."""
-    conf = _conf.current()
-    if conf is None or not (conf.in_process or ray.is_initialized()):
-        if ray.is_initialized() and in_ray_worker():
-            # A Ray task or actor of the user's calling a stub: Ray is up already.
-            _conf.use(_conf.defaults())
-        else:
-            init()
-        conf = _conf.current()
-    assert conf is not None
-    return conf
-
-
-def cluster() -> dict[str, Any]:
-    """The Ray cluster this process is on, for operators: ``{"address", "nodes":
-    [{"id", "address", "alive", "cpus", "memory"}]}`` (no nodes in process)."""
-    if settings().in_process:
-        return {"address": None, "nodes": []}
-    nodes = [{"id": n["NodeID"], "address": n.get("NodeManagerAddress"), "alive": bool(n["Alive"]),
-              "cpus": n.get("Resources", {}).get("CPU", 0),
-              "memory": n.get("Resources", {}).get("memory", 0)} for n in ray.nodes()]
-    return {"address": ray.get_runtime_context().gcs_address, "nodes": nodes}
-
-
-def in_ray_worker() -> bool:
-    """Whether this process is a Ray worker (a host, a task), not a driver."""
-    return ray.is_initialized() and ray._private.worker.global_worker.mode != ray.SCRIPT_MODE
+connect.on_hosts_change(forget_handles)
 
 
 def hosting_of(cls: type[DurableObject]) -> Hosting:
     """How objects of ``cls`` are hosted: the class's choice, else the default (but
     never a pool for a class that wants a process per object)."""
-    hosting = cls._dotdo_hosting or settings().hosting
+    hosting = cls._dotdo_hosting or connect.settings().hosting
     if cls._dotdo_own_process and isinstance(hosting, Pooled):
         return Dedicated()
     return hosting
@@ -340,7 +111,7 @@ def _line(cls: type[DurableObject], object_id: str) -> Line:
     name = actor_name(cls.__name__, object_id)
     line = _lines.get(name)
     if line is None:
-        conf, hosting = settings(), hosting_of(cls)
+        conf, hosting = connect.settings(), hosting_of(cls)
         host = host_name(cls.__name__, object_id, hosting)
         outbox = _hosts.get(host)
         if outbox is None:
@@ -404,11 +175,8 @@ def _start_host(host: str, cls: type[DurableObject], object_id: str, hosting: Ho
                 conf: Settings) -> Any:
     """The handle of actor ``host``, created unless it exists (get-if-exists); in
     in-process mode, this process's one host."""
-    global _local
     if conf.in_process:
-        if _local is None:
-            _local = LocalHost(conf.root, conf.durability)
-        return _local
+        return connect.in_process_host(conf)
     options: dict[str, Any] = dict(
         name=host,
         namespace=conf.namespace,
@@ -432,7 +200,7 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
            kwargs: dict) -> Promise:
     """Send one call to an object's host, or queue it to go with others (see
     :mod:`dotdo.outbox`); returns the promise of its result."""
-    if _local is None and not ray.is_initialized():
+    if connect.local_host() is None and not ray.is_initialized():
         forget_handles()
     if registry.unshipped() and any(registry.unshipped().values()):
         _ship_registrations()
@@ -445,8 +213,8 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
         outbox = line.outbox
         # In-process, every object shares the one host, which never restarts: promises
         # made there are awaited there anyway, nothing to gain.
-        sent, send_kwargs, deps, local = pack_args(args, kwargs,
-                                                   None if outbox.handle is _local else outbox)
+        in_process = outbox.handle is connect.local_host()
+        sent, send_kwargs, deps, local = pack_args(args, kwargs, None if in_process else outbox)
         with line.lock:  # a number is used only by a call that was really sent
             if line.retired:  # dropped meanwhile (all its calls had started): a new line
                 continue
@@ -527,11 +295,12 @@ def _keep_pinging(every: float) -> None:
 def _ship_registrations() -> None:
     """Tell each App which modules registered its handlers, before any other call,
     so that the App's own process imports them (drivers only)."""
-    conf = settings()
-    if in_ray_worker():
+    conf = connect.settings()
+    if connect.in_ray_worker():
         registry.unshipped().clear()  # inside a host: module handlers live in its App
         return
-    if conf.in_process and _local is not None and _local.on_loop():
+    local = connect.local_host()
+    if conf.in_process and local is not None and local.on_loop():
         return  # an object calling: waiting here would stop the loop; the driver ships
     app_class = lookup(APP_CLASS)
     assert app_class is not None, "dotdo.app defines App and dotdo imports it"
@@ -580,5 +349,4 @@ def _dep_done(line: Line, seq: int, value: Any) -> None:
 def actor_handle(stub) -> Any:
     """The Ray actor handle hosting ``stub``'s object (for tests and operators)."""
     return _line(stub._cls, stub._id).handle
-
 

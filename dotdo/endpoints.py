@@ -18,10 +18,10 @@ import logging
 import os
 from typing import Any
 
-from dotdo import reader
 from dotdo.host import ObjectTable
 from dotdo.ids import storage_path
 from dotdo.pool import PoolKeeper
+from dotdo.storage import reader
 
 __all__ = ["Endpoints", "outcome_of"]
 
@@ -161,7 +161,7 @@ class Endpoints:
         return [reader.relative(root, storage_path(root, c, i)) for c, i in self._table.objects]
 
     async def read(self, root: str, requests: list) -> list[list] | None:
-        """Run reads (see :func:`dotdo.reader.answer`) on files under ``root`` here, on
+        """Run reads (see :func:`dotdo.storage.reader.answer`) on files under ``root`` here, on
         the node where this host writes them: SQLite's WAL is safe only for readers on
         the writer's machine. In a thread, so the objects' calls go on meanwhile (a
         read has its own read-only connection). None if ``root`` is not this host's."""

@@ -22,8 +22,11 @@ The tree::
     │                               its own CancelledError: a failure, not the host's end
     └── JobError (RuntimeError)     a job failed or was cancelled (Queue.wait, Worker.process);
         │                           the message is its error; job_id, status
-        └── WorkerCrashError        ... because its worker's process died while running it
-                                    alone, max_retries + 1 times (its handler never raised)
+        ├── WorkerCrashError        ... because its worker's process died while running it
+        │                           alone, max_retries + 1 times (its handler never raised)
+        ├── HungAttemptError        ... because a sync attempt ran on past 3x its timeout
+        ├── ParentFailedError       ... because a job it depends on failed or was cancelled
+        └── JobCancelledError       ... because it was cancelled
 
 Errors raised by user code inside an object reach the caller as themselves (a
 ``ValueError`` raised in a method is a ``ValueError`` at ``await``), not wrapped.
@@ -50,6 +53,9 @@ __all__ = [
     "HandlerError",
     "JobError",
     "WorkerCrashError",
+    "HungAttemptError",
+    "ParentFailedError",
+    "JobCancelledError",
 ]
 
 
@@ -165,6 +171,30 @@ class WorkerCrashError(JobError):
     kernel's for the OOM killer), then ``Queue.retry`` the job."""
 
 
+class HungAttemptError(JobError):
+    """A job whose sync handler ran on past 3x its timeout: the attempt was given up and
+    its worker's process replaced (a thread cannot be stopped), its retries spent. Its
+    error text starts with ``HungAttempt``. Make the handler return within its
+    ``timeout`` (or raise the timeout), then ``Queue.retry`` the job."""
+
+
+class ParentFailedError(JobError):
+    """A job that depends on another (``depends_on``) which failed or was cancelled,
+    with ``on_parent_failure="fail"``: it never ran. Its error text starts with
+    ``ParentFailed`` and names the parent. Retry the parent, then this job."""
+
+
+class JobCancelledError(JobError):
+    """A job that was cancelled (``Queue.cancel``, a cancelled parent, ``dotdo jobs
+    cancel``) before it completed. Its error text starts with ``Cancelled``."""
+
+
 # The errors a job's error text may name first ("WorkerCrashError: ..."): how a job
-# that failed in the queue, where only its text is kept, becomes its class again.
-_JOB_ERRORS: dict[str, type[JobError]] = {WorkerCrashError.__name__: WorkerCrashError}
+# that failed in the queue, where only its text is kept, becomes its class again. The
+# text is what a worker and the queue write; the class is what a waiter catches.
+_JOB_ERRORS: dict[str, type[JobError]] = {
+    "WorkerCrashError": WorkerCrashError,
+    "HungAttempt": HungAttemptError,
+    "ParentFailed": ParentFailedError,
+    "Cancelled": JobCancelledError,
+}

@@ -27,10 +27,10 @@ from dotdo.clock import Clock
 from dotdo.current import acting_for, current_object, restore
 from dotdo.errors import MethodNotFoundError, ObjectError
 from dotdo.ids import storage_path
-from dotdo.journal import Storage
 from dotdo.object import DurableObject, lookup, public_methods
 from dotdo.promise import Later, Local, Promise, settled, unpack_args
 from dotdo.sequencer import Sequencer
+from dotdo.storage.kv import Storage
 
 __all__ = ["Call", "ObjectTable", "Key", "TURN_WAIT"]
 
@@ -200,7 +200,7 @@ class ObjectTable:
         # own (see trim). None: a pool keeper, or nothing, decides.
         self.max_live = max_live
         self.storage_root = storage_root
-        self.durability = durability  # of the objects' files (dotdo.journal)
+        self.durability = durability  # of the objects' files (dotdo.storage.connection)
         self.compact = compact  # small pages for new files: many objects per process
         self.objects: dict[Key, DurableObject] = {}
         self.clock = Clock()

@@ -16,7 +16,7 @@ from dotdo.hosting import Hosting, Pooled, check
 
 if TYPE_CHECKING:
     from dotdo.background import Activity
-    from dotdo.journal import Storage
+    from dotdo.storage.kv import Storage
     from dotdo.stub import Stub
 
 __all__ = ["DurableObject", "lookup", "known_names", "public_methods", "exposed",
@@ -31,7 +31,7 @@ _stub_class: type[Stub[Any]] | None = None
 class DurableObject:
     """Base class of durable objects.
 
-    ``self.id`` is the object's id; ``self.storage`` its :class:`~dotdo.journal.Storage`.
+    ``self.id`` is the object's id; ``self.storage`` its :class:`~dotdo.storage.kv.Storage`.
     Public methods (names not starting with ``_``), sync or ``async``, are callable
     through stubs; calls to one object run one at a time and interleave only at
     ``await``. ``class Room(DurableObject, hosting=dotdo.Pooled())`` chooses how its

@@ -3,7 +3,7 @@ sleeping ones.
 
 A pooled host holds many objects. Objects idle for the pool's ``idle_timeout`` leave
 memory (see :meth:`ObjectTable.evictable`). A per-host
-:class:`~dotdo.journal.Directory` lists the objects the host must wake by itself:
+:class:`~dotdo.storage.directory.Directory` lists the objects the host must wake by itself:
 those with background work when it died, and evicted ones at their alarm or next
 tick. After a burst of evictions the freed memory goes back to the OS, so the host's
 size follows its live objects.
@@ -17,8 +17,8 @@ import logging
 import time
 
 from dotdo.host import Key, ObjectTable
-from dotdo.journal import Directory
 from dotdo.object import DurableObject
+from dotdo.storage.directory import Directory
 
 __all__ = ["PoolKeeper"]
 

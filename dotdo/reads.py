@@ -22,9 +22,9 @@ from typing import Any
 
 import ray
 
-from dotdo import reader
 from dotdo import settings as _conf
 from dotdo.ids import storage_path
+from dotdo.storage import reader
 
 __all__ = ["read", "hosts_of", "ANSWER_TIMEOUT"]
 
@@ -33,7 +33,7 @@ _POOL_HOST = re.compile(r"^.+\[\d+/\d+\]$")
 
 
 async def read(root: str, requests: list[reader.Request]) -> list[list]:
-    """Answer ``requests`` (see :func:`dotdo.reader.answer`): each on the host that
+    """Answer ``requests`` (see :func:`dotdo.storage.reader.answer`): each on the host that
     holds its object live, else from the file here. ``[True, value]`` or ``[False,
     error]`` per request, in order; a host that does not answer in time fails its
     requests with TimeoutError (its files are not opened from here meanwhile)."""

@@ -33,11 +33,11 @@ from dotdo.endpoints import Endpoints, outcome_of
 from dotdo.errors import EncodeError
 from dotdo.host import TURN_WAIT, ObjectTable
 from dotdo.ids import storage_path
-from dotdo.journal import Directory
 from dotdo.object import DurableObject
 from dotdo.pool import PoolKeeper
 from dotdo.promise import SCALARS, Later
 from dotdo.settings import Settings
+from dotdo.storage.directory import Directory
 
 __all__ = ["Host", "encodable", "STRAGGLE", "HANDOVER_GRACE"]
 

@@ -33,7 +33,7 @@ class Settings:
     hosting: Hosting = dataclasses.field(default_factory=Dedicated)
     in_process: bool = False  # every object in this process, no Ray (dotdo.inprocess)
     # "full": a commit is on disk when acknowledged; "normal": survives a process's death
-    # only (see dotdo.journal). The objects' hosts use their creator's.
+    # only (see dotdo.storage.connection). The objects' hosts use their creator's.
     durability: str = "full"
 
     @property

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 import dotdo
-from dotdo import client
+from dotdo import client, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hosts (Ray workers inherit this environment, and in-process hosts read it too) give
@@ -85,9 +85,9 @@ def ray_session(_ray_session, storage_root):
     back to it after a test that ran objects in process."""
     if not ray.is_initialized():
         start_ray(storage_root)
-    elif client.settings().in_process:
+    elif connect.settings().in_process:
         dotdo.init(storage=str(storage_root))
-    return client.settings()
+    return connect.settings()
 
 
 @pytest.fixture(scope="session")

@@ -178,7 +178,7 @@ def test_a_killed_pool_host_brings_back_every_object_it_held(pooled, unique):
 
 def test_a_broken_pool_directory_names_the_file(pooled, tmp_path):
     # The directory is a pool host's own SQLite file; junk there is reported, not hidden
-    from dotdo.journal import Directory
+    from dotdo.storage.directory import Directory
 
     path = tmp_path / "dir.sqlite3"
     path.write_bytes(b"not a database" * 100)

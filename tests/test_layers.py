@@ -11,29 +11,51 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Bottom to top. A module may import only modules listed before it.
+# Bottom to top. A module may import only modules listed before it. Names are dotted
+# paths under dotdo/: "storage.kv" is dotdo/storage/kv.py. Each module of a folder is a
+# module of its layer; the folder's __init__.py imports nothing (see below), so a module
+# brings in only what it names. dotdo/ops and dotdo/testing sit on top (tests below).
 LAYERS = [
     # leaves
     ["errors", "ids", "clock", "codec", "checks", "aio", "current", "sequencer",
      "hosting", "retry", "settings", "signals", "jobmodel"],
-    # storage
-    ["journal", "reader"],
+    # storage: the only modules that touch SQLite
+    ["storage.connection", "storage.schema", "storage.journal", "storage.kv",
+     "storage.directory", "storage.reader"],
     # the object model and registration
     ["object", "registry", "events", "schedule", "jobs", "background"],
     # the host core, Ray-free but for promises
     ["promise", "host", "pool", "endpoints"],
-    # Ray: the host actor, then the client that starts and calls it
-    ["inprocess", "runtime", "outbox", "client", "reads", "stub"],
+    # Ray: the host actor, then joining Ray and the client that calls the hosts
+    ["inprocess", "runtime", "outbox", "connect", "client", "reads", "stub"],
     # the $ API and the App on top
     ["context", "app"],
 ]
 ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
+ON_TOP = ("ops", "testing")  # dotdo/ops, dotdo/testing: checked on their own below
 # Imports inside functions, each for a reason: a Ray module only some Rays have.
-INNER_ALLOWED = {("dotdo.client", "ray._private.authentication")}
+INNER_ALLOWED = {("dotdo.connect", "ray._private.authentication")}
 # What the shipped objects may use besides the package itself: documented modules.
 ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec",
                   "dotdo.ids", "dotdo.jobs", "dotdo.jobmodel", "dotdo.retry", "dotdo.signals",
                   "dotdo.clock"}
+
+
+def _path(module: str) -> pathlib.Path:
+    """The file of a module named by its dotted path: dotdo.storage.kv -> dotdo/storage/kv.py."""
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _name(path: pathlib.Path) -> str:
+    """The dotted name of the module in ``path`` (a package's ``__init__.py``: the package)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _below_the_top() -> list[pathlib.Path]:
+    """Every file of dotdo/ but those of the folders on top."""
+    return [p for p in sorted((ROOT / "dotdo").rglob("*.py"))
+            if p.relative_to(ROOT / "dotdo").parts[0] not in ON_TOP]
 
 
 def _imports(path: pathlib.Path, package: str) -> tuple[set[str], set[str]]:
@@ -66,17 +88,28 @@ def _imports(path: pathlib.Path, package: str) -> tuple[set[str], set[str]]:
 
 
 def test_every_module_is_placed_in_a_layer():
-    found = {f"dotdo.{p.stem}" for p in (ROOT / "dotdo").glob("*.py") if p.stem != "__init__"}
+    found = {_name(p) for p in _below_the_top() if p.name != "__init__.py"}
     assert found == set(ORDER), f"place these in LAYERS: {sorted(found ^ set(ORDER))}"
 
 
+def test_the_folders_of_the_layers_import_nothing_in_their_init():
+    # dotdo/storage/__init__.py imports nothing: `from dotdo.storage import reader`
+    # brings in the reader alone, not the modules that write.
+    folders = [p for p in _below_the_top() if p.name == "__init__.py" and p.parent != ROOT / "dotdo"]
+    assert folders, "no folder found: the check below would pass on nothing"
+    for path in folders:
+        top, inner = _imports(path, _name(path))
+        assert not top | inner, f"{path.relative_to(ROOT)} imports {sorted(top | inner)}"
+
+
 def test_modules_import_only_modules_below_them_and_only_at_the_top():
+    packages = {_name(p) for p in (ROOT / "dotdo").rglob("__init__.py")}
     for rank, module in enumerate(ORDER):
-        path = ROOT / "dotdo" / f"{module.split('.')[1]}.py"
-        top, inner = _imports(path, "dotdo")
+        top, inner = _imports(_path(module), module.rpartition(".")[0])
         above = sorted(m for m in top if m in ORDER and ORDER.index(m) >= rank)
         assert not above, f"{module} imports {above}, which are not below it"
-        assert "dotdo" not in top, f"{module} imports the package itself: import the module"
+        whole = sorted(top & packages)
+        assert not whole, f"{module} imports the package {whole}: import the module"
         late = {(module, m) for m in inner} - INNER_ALLOWED
         assert not late, f"{module} imports inside a function: {sorted(late)}"
 
@@ -98,8 +131,8 @@ def test_dotdo_never_names_the_actors_package_in_code():
 # The operations layer (dotdo/ops: the CLI, the HTTP API, the dashboard) sits on top:
 # the public API, the read-only file views (and where to read them), and these few
 # documented modules.
-OPS_MAY_USE = {"dotdo", "dotdo.reader", "dotdo.reads", "dotdo.client", "dotdo.errors", "dotdo.events",
-               "dotdo.ids", "dotdo.jobmodel", "dotdo.object", "dotdo.settings"}
+OPS_MAY_USE = {"dotdo", "dotdo.storage.reader", "dotdo.reads", "dotdo.connect", "dotdo.errors",
+               "dotdo.events", "dotdo.ids", "dotdo.jobmodel", "dotdo.object", "dotdo.settings"}
 
 
 def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
@@ -108,7 +141,7 @@ def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
         used = {m for m in top | inner
                 if m.split(".")[0] == "dotdo" and not m.startswith("dotdo.ops")}
         assert used <= OPS_MAY_USE, f"ops/{path.name} uses {sorted(used - OPS_MAY_USE)}"
-    for path in [*(ROOT / "dotdo").glob("*.py"), *(ROOT / "actors").glob("*.py")]:
+    for path in [*_below_the_top(), *(ROOT / "actors").glob("*.py")]:
         top, inner = _imports(path, "dotdo")
         assert not {m for m in top | inner if m.startswith("dotdo.ops")}, path.name
 

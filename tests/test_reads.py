@@ -10,11 +10,12 @@ import signal
 import pytest
 import ray
 
-from dotdo import client, reader, reads
+from dotdo import client, reads
 from dotdo.hosting import host_name
 from dotdo.ids import storage_path
-from dotdo.journal import Storage
 from dotdo.ops.service import Service
+from dotdo.storage import reader
+from dotdo.storage.kv import Storage
 from tests.conftest import host_pid
 from tests.objects import Held, PoolHeld
 

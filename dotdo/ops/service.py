@@ -4,7 +4,7 @@ dashboard offer, in one place, so the three show the same facts.
 Live state (queues, jobs, workers) comes from the objects themselves, through stubs,
 as any driver would call them. What is in files and needs no live object (which
 objects exist, an object's keys, tables, schedules and step journal) is read from
-the files, read only (:mod:`dotdo.reader`): looking never wakes an object. A file
+the files, read only (:mod:`dotdo.storage.reader`): looking never wakes an object. A file
 whose object is live is read by its host, on the node that writes it
 (:mod:`dotdo.reads`): SQLite's WAL is not safe for readers on other machines.
 
@@ -22,12 +22,13 @@ from collections.abc import Iterable
 from typing import Any, Unpack
 
 import dotdo
-from dotdo import client, reader, reads
+from dotdo import connect, reads
 from dotdo.errors import NotExposed, NotFoundError, StorageError
 from dotdo.events import check_event_type
 from dotdo.ids import check_id, storage_path
 from dotdo.jobmodel import FINISHED, Job, JobOptions, JobStatus
 from dotdo.object import exposed, lookup, public_methods
+from dotdo.storage import reader
 
 _log = logging.getLogger("dotdo")
 
@@ -106,7 +107,7 @@ class Service:
         queues = await self.queues()
         workers = await self.workers()
         return {"storage": self.root, "namespace": settings.namespace,
-                "ray": client.cluster(), "classes": reader.classes(self.root),
+                "ray": connect.cluster(), "classes": reader.classes(self.root),
                 "queues": queues,
                 "workers": {"online": sum(1 for w in workers if w["online"]),
                             "total": len(workers)}}

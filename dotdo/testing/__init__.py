@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import ray
 
 import dotdo
-from dotdo import client, context, jobs
+from dotdo import client, connect, context, jobs
 from dotdo import clock as clocks
 from dotdo import settings as _conf
 from dotdo.clock import Clock, ManualClock
@@ -319,7 +319,7 @@ def local(storage: str | os.PathLike[str] | None = None, *, start: float = START
     token = context.use_clock(_DriverClock(env))
     _active = env
     try:
-        client.init(in_process=True, storage=env.storage, durability=durability)
+        connect.init(in_process=True, storage=env.storage, durability=durability)
         app = dotdo.App(DEFAULT_APP)
         host = client.actor_handle(app)
         assert isinstance(host, LocalHost) and host.table.clock is test_clock, \
@@ -350,14 +350,14 @@ def _reset(token: contextvars.Token) -> None:
 def _restore(previous: _conf.Settings | None) -> None:
     """Back to the settings from before ``local()`` (stopping its in-process host)."""
     if previous is not None and (previous.in_process or ray.is_initialized()):
-        client.init(storage=previous.storage, namespace=previous.namespace,
+        connect.init(storage=previous.storage, namespace=previous.namespace,
                     hosting=previous.hosting, in_process=previous.in_process,
                     durability=previous.durability)
     elif ray.is_initialized():  # Ray up, dotdo not set up: leave it so
-        client.init(storage=_conf.current().storage)  # type: ignore[union-attr]
+        connect.init(storage=_conf.current().storage)  # type: ignore[union-attr]
         _conf.use(None)
     else:
-        client.shutdown()
+        connect.shutdown()
 
 
 def _current(what: str) -> Local:

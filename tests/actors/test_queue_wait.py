@@ -86,11 +86,12 @@ def test_wait_refuses_an_unknown_job_and_a_bad_timeout_and_a_cancelled_job_raise
             queue.wait(job_id, timeout=bad).result()
     with pytest.raises(ValueError, match="takes a job id"):
         queue.wait(["a list"]).result()
-    # A job cancelled while a wait is on it: the wait raises JobError, status cancelled
+    # A job cancelled while a wait is on it: the wait raises JobCancelledError (a
+    # JobError), status cancelled
     waiting = queue.wait(job_id, timeout=120)
     wait_for(lambda: queue.waiters().result()["calls"] == 1)
     queue.cancel(job_id).result()
-    with pytest.raises(dotdo.JobError, match="cancelled") as cancelled:
+    with pytest.raises(dotdo.JobCancelledError, match="cancelled") as cancelled:
         waiting.result()
     assert (cancelled.value.job_id, cancelled.value.status) == (job_id, "cancelled")
     assert _quiet(queue)
@@ -141,15 +142,15 @@ def test_wait_in_process_follows_a_parent_failure_and_a_cancel(setup):
     start(1)
     with pytest.raises(dotdo.JobError, match="by design") as failed:
         waits[parent].result()
-    assert failed.value.status == "failed"
+    assert failed.value.status == "failed" and type(failed.value) is dotdo.JobError
     # The child, cancelled by its parent's failure, wakes its waiter too
-    with pytest.raises(dotdo.JobError, match="ParentFailed: parent job 'parent' ended failed"
-                       ) as followed:
+    with pytest.raises(dotdo.ParentFailedError,
+                       match="ParentFailed: parent job 'parent' ended failed") as followed:
         waits[child].result()
     assert (followed.value.job_id, followed.value.status) == (child, "cancelled")
     # A delayed job cancelled by cancel_all
     assert queue.cancel_all("delayed").result() == 1
-    with pytest.raises(dotdo.JobError, match="Cancelled: job 'other' was cancelled"):
+    with pytest.raises(dotdo.JobCancelledError, match="Cancelled: job 'other' was cancelled"):
         waits[other].result()
     assert _quiet(queue)
     # A finished job purged: wait says it is not there

@@ -14,7 +14,7 @@ from tests import job_handlers  # noqa: F401  (ships the handlers to the App)
 from tests import objects  # noqa: F401
 from tests.actors.conftest import drained
 from tests.conftest import host_pid, journaled_steps, live_object, wait_for
-from tests.test_journal import fill_disk
+from tests.storage.test_connection import fill_disk
 
 
 

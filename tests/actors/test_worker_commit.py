@@ -12,7 +12,7 @@ import dotdo
 from tests import job_handlers  # noqa: F401  (echo; ships the handlers to the App)
 from tests.actors.conftest import drained
 from tests.conftest import journaled_steps, live_object, wait_for
-from tests.test_journal import fill_disk
+from tests.storage.test_connection import fill_disk
 
 _GATES: dict[str, list] = {}  # per test folder: [arrived, opened], in a worker's process
 

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import dotdo
-from dotdo import client
+from dotdo import connect
 from dotdo.ops.cli import main
 from dotdo.ops.cli.jobs import jobs_enqueue
 from dotdo.ops.cli.output import ago, when
@@ -337,7 +337,7 @@ def test_the_module_runs_and_file_commands_read_files_when_no_ray_answers(root):
 def test_a_one_off_command_refuses_to_start_a_ray_of_its_own(root):
     # With no cluster to join, a command's own Ray would wake the queue's workers and
     # end with the command while they hold jobs: it says how to get a lasting one.
-    if client.running_cluster() is not None:
+    if connect.running_cluster() is not None:
         pytest.skip("a Ray cluster runs on this machine: the command would join it")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "DOTDO_IN_PROCESS")}
     done = subprocess.run([sys.executable, "-m", "dotdo.ops.cli", "--storage", str(root), "queues"],

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 import dotdo
-from dotdo import client
+from dotdo import connect
 from dotdo.errors import ConfigError
 from dotdo.ops.service import Service
 from dotdo.settings import (
@@ -67,7 +67,7 @@ class Ops:
         self.import_modules()
         if not (self._started or self.in_process or self.address == "local"
                 or default_in_process()):
-            if self.address is not None or client.running_cluster() is not None:
+            if self.address is not None or connect.running_cluster() is not None:
                 try:
                     return self.live()
                 except ConfigError:
@@ -83,7 +83,7 @@ class Ops:
         self.import_modules()
         in_process = self.in_process or default_in_process()
         if not (self._started or lasting or in_process or self.address is not None
-                or client.running_cluster() is not None):
+                or connect.running_cluster() is not None):
             raise click.ClickException(
                 "no Ray cluster is running on this machine for this command to ask (a "
                 "program's own Ray ends with it). Start a lasting one with `ray start "

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from dotdo.ops.cli.context import current_ops, json_option, run_service
 from dotdo.ops.cli.output import ago, as_text, emit, field_table, first_line, new_table, when
-from dotdo.reader import MAX_QUERY_DEADLINE, MAX_ROWS, QUERY_DEADLINE
+from dotdo.storage.reader import MAX_QUERY_DEADLINE, MAX_ROWS, QUERY_DEADLINE
 
 # -- workers, schedules ------------------------------------------------------------------------
 

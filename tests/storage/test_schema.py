@@ -1,102 +1,15 @@
-import contextlib
+"""Opening a file at the current schema version, and the versions of an object's own
+tables (dotdo/storage/schema.py)."""
+
 import os
-import socket
 import sqlite3
 
 import pytest
 
-from dotdo import codec, journal
-from dotdo.errors import CorruptStorageError, EncodeError, StorageError, StorageFullError
-from dotdo.journal import Storage
-
-
-@pytest.fixture
-def make_storage(tmp_path):
-    """Factory of Storage objects on real files; closes them all afterwards."""
-    opened = []
-
-    def make(object_id="o1", class_name="Thing", compact=False):
-        s = Storage(str(tmp_path / class_name / f"{object_id}.sqlite3"), class_name, object_id,
-                    compact=compact)
-        opened.append(s)
-        return s
-
-    yield make
-    for s in opened:
-        s.close()
-
-
-def test_put_get_delete(make_storage):
-    s = make_storage()
-    assert s.get("k") is None and s.get("k", 5) == 5
-    s.put("k", {"a": [1, 2]})
-    assert s.get("k") == {"a": [1, 2]}
-    assert s.delete("k") is True and s.delete("k") is False
-    s.put({"a": 1, "b": 2, "c": 3})
-    assert s.delete(["a", "b", "zz"]) == 2
-
-
-def test_values_survive_reopen(make_storage, tmp_path):
-    s = make_storage()
-    s.put("k", "v")
-    s.close()
-    assert make_storage().get("k") == "v"
-
-
-def test_list_prefix_range_limit_reverse(make_storage):
-    s = make_storage()
-    s.put({"user:1": 1, "user:2": 2, "user:10": 10, "users": 0, "order:1": "o"})
-    assert list(s.list("user:")) == ["user:1", "user:10", "user:2"]
-    assert list(s.list("user:", limit=2)) == ["user:1", "user:10"]
-    assert list(s.list("user:", reverse=True)) == ["user:2", "user:10", "user:1"]
-    assert list(s.list(start="order", end="user:10")) == ["order:1", "user:1"]
-    assert len(s.list()) == 5
-
-
-def test_wal_mode(make_storage):
-    s = make_storage()
-    assert s.sql.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_transaction_is_atomic(make_storage):
-    s = make_storage()
-    s.put("balance", 10)
-    with pytest.raises(RuntimeError):
-        with s.transaction():
-            s.put("balance", 0)
-            s.put("other", 1)
-            raise RuntimeError("boom")
-    assert s.get("balance") == 10 and s.get("other") is None
-
-
-def test_nested_transaction_rolls_back_inner_only(make_storage):
-    s = make_storage()
-    with s.transaction():
-        s.put("outer", 1)
-        with pytest.raises(KeyError):
-            with s.transaction():
-                s.put("inner", 1)
-                raise KeyError("x")
-    assert s.get("outer") == 1 and s.get("inner") is None
-
-
-def test_unencodable_put_writes_nothing(make_storage):
-    s = make_storage()
-    with pytest.raises(EncodeError, match="socket"):
-        s.put({"good": 1, "bad": socket.socket()})
-    assert s.list() == {}
-
-
-def test_non_string_key_is_refused(make_storage):
-    with pytest.raises(TypeError, match="keys are str"):
-        make_storage().put(1, "x")
-
-
-def test_sql_gives_the_objects_own_tables(make_storage):
-    s = make_storage()
-    s.sql["orders"].insert({"id": 1, "total": 9.5}, pk="id")
-    assert list(s.sql["orders"].rows) == [{"id": 1, "total": 9.5}]
-    assert "_dotdo_kv" in s.sql.table_names()
+from dotdo import codec
+from dotdo.errors import CorruptStorageError, StorageError
+from dotdo.storage import schema
+from dotdo.storage.kv import Storage
 
 
 def test_corrupt_file_is_named_and_left_alone(tmp_path):
@@ -132,68 +45,6 @@ def test_damaged_page_is_reported(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptStorageError, match=str(path)):
         Storage(str(path), "Thing", "d")
-
-
-def test_compact_files_get_small_pages_and_keep_them(make_storage):
-    small, big = make_storage("small", compact=True), make_storage("big")
-    page = lambda s: s.sql.execute("PRAGMA page_size").fetchone()[0]  # noqa: E731
-    assert (page(small), page(big)) == (1024, 4096)
-    small.put("k", "v")
-    small.close()
-    # Reopened without the flag, a file keeps the page size it was made with
-    again = make_storage("small")
-    assert page(again) == 1024 and again.get("k") == "v"
-
-
-def test_an_object_file_is_held_by_one_storage_at_a_time(make_storage, monkeypatch):
-    monkeypatch.setattr("dotdo.journal.HOLD_WAIT", 0.2)
-    # Given a live object's storage
-    first = make_storage("one")
-    first.put("k", 1)
-    # When a second actor (here: a second Storage) tries to open the same object
-    with pytest.raises(StorageError, match="Thing/one is live in another actor.*same hosting"):
-        make_storage("one")
-    # Then nothing changed, and once the first lets go the object opens again
-    assert first.get("k") == 1
-    first.close()
-    assert make_storage("one").get("k") == 1
-
-
-def test_an_event_id_is_journaled_once(make_storage):
-    s = make_storage()
-    assert s.journal.append_event("e1", "Job.done", b"\xc0", 1.0) is True
-    assert s.journal.append_event("e1", "Job.done", b"\xc0", 2.0) is False  # sent again
-    assert [e[0] for e in s.journal.pending_events()] == ["e1"]
-
-
-def test_prune_forgets_old_handled_events_and_old_steps_only(make_storage):
-    s = make_storage()
-    for i, handled in enumerate((10.0, 100.0, None)):
-        s.journal.append_event(f"e{i}", "Job.done", b"\xc0", 1.0)
-        if handled is not None:
-            s.journal.events_handled([f"e{i}"], handled)
-    s.journal.record_attempt("old", 1, 1.0, 2.0, "boom")
-    s.journal.finish_step("old", b"\xc0", 2, 3.0, 4.0)
-    s.journal.finish_step("new", b"\xc0", 1, 200.0, 201.0)
-    s.journal.prune(events_before=50.0, steps_before=None)
-    ids = [r[0] for r in s.sql.execute("SELECT id FROM _dotdo_events ORDER BY seq").fetchall()]
-    assert ids == ["e1", "e2"]  # the unhandled one stays whatever its age
-    assert s.journal.step("old")[0]
-    s.journal.prune(events_before=None, steps_before=50.0)
-    assert not s.journal.step("old")[0] and s.journal.attempts("old") == []
-    assert s.journal.step("new")[0]
-
-
-def test_files_and_folders_are_private_to_their_owner(make_storage, tmp_path):
-    s = make_storage()
-    assert os.stat(s.path).st_mode & 0o777 == 0o600
-    assert os.stat(os.path.dirname(s.path)).st_mode & 0o777 == 0o700
-    # A file an older dotdo left readable by all is made private when it is opened
-    s.close()
-    os.chmod(s.path, 0o644)
-    again = make_storage()
-    assert os.stat(again.path).st_mode & 0o777 == 0o600
-
 
 # -- schema versions: files written by other dotdo versions ----------------------------
 
@@ -270,7 +121,7 @@ def test_a_file_of_the_previous_schema_opens_and_is_migrated(make_storage, tmp_p
     assert s.journal.pending_events() == [("e1", "Order.placed", {"n": 1}, 1.0)]
     assert s.journal.schedule("Thing.tick@every") == ("every(1).hours", 3600.0, 0)
     assert s.journal.alarm() == (99.0, 0) and s.get_alarm() == 99.0
-    assert _schema_of(s) == str(journal.SCHEMA_VERSION) != "1"
+    assert _schema_of(s) == str(schema.SCHEMA_VERSION) != "1"
     # and the journal writes what this version writes
     s.journal.finish_step("refund", codec.encode("r"), 1, 6.0, 7.0)
     assert s.journal.attempts("refund") == [
@@ -289,7 +140,7 @@ def test_a_version_2_file_gets_the_schedules_last_error(make_storage, tmp_path):
     s.journal.record_tick("Thing.tick@every", 4.0, 7200.0, "ValueError: x")
     assert s.journal.schedule("Thing.tick@every") == ("every(1).hours", 7200.0, 1)
     error = s.sql.execute("SELECT last_error FROM _dotdo_schedules").fetchone()[0]
-    assert error == "ValueError: x" and _schema_of(s) == str(journal.SCHEMA_VERSION)
+    assert error == "ValueError: x" and _schema_of(s) == str(schema.SCHEMA_VERSION)
 
 
 def test_a_file_without_a_version_counts_as_the_oldest(make_storage, tmp_path):
@@ -300,7 +151,7 @@ def test_a_file_without_a_version_counts_as_the_oldest(make_storage, tmp_path):
                  ("INSERT INTO _dotdo_kv VALUES (?, ?)", ("k", codec.encode([1, 2])))])
     # When it is opened, it is migrated from version 1 and gets the journal's tables
     s = make_storage("first")
-    assert s.get("k") == [1, 2] and _schema_of(s) == str(journal.SCHEMA_VERSION)
+    assert s.get("k") == [1, 2] and _schema_of(s) == str(schema.SCHEMA_VERSION)
     assert s.journal.append_event("e1", "Job.done", b"\xc0", 1.0) is True
     s.journal.finish_step("s", b"\xc0", 1, 1.0, 2.0)
     assert s.journal.attempts("s")[0]["started"] == 1.0
@@ -310,7 +161,7 @@ def test_a_file_of_a_newer_schema_is_refused_and_left_as_it_was(make_storage, tm
     # Given a file a newer dotdo wrote (in rollback-journal mode, so that even a
     # journal_mode pragma would change its bytes)
     path = tmp_path / "Thing" / "new.sqlite3"
-    newer = str(journal.SCHEMA_VERSION + 1)
+    newer = str(schema.SCHEMA_VERSION + 1)
     _write_file(path, V1_TABLES[:2],
                 [("INSERT INTO _dotdo_meta VALUES (?, ?)", ("class", "Thing")),
                  ("INSERT INTO _dotdo_meta VALUES (?, ?)", ("id", "new")),
@@ -331,13 +182,13 @@ def test_a_file_of_a_newer_schema_is_refused_and_left_as_it_was(make_storage, tm
 
 def test_a_failing_migration_leaves_the_file_as_it_was(make_storage, tmp_path, monkeypatch):
     _write_file(tmp_path / "Thing" / "old.sqlite3", V1_TABLES, V1_ROWS)
-    migrate = journal.MIGRATIONS[1]
+    migrate = schema.MIGRATIONS[1]
 
     def half_then_fail(db):
         migrate(db)
         raise RuntimeError("migration broke")
 
-    monkeypatch.setitem(journal.MIGRATIONS, 1, half_then_fail)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, half_then_fail)
     with pytest.raises(RuntimeError, match="migration broke"):
         make_storage("old")
     conn = sqlite3.connect(tmp_path / "Thing" / "old.sqlite3")
@@ -345,12 +196,12 @@ def test_a_failing_migration_leaves_the_file_as_it_was(make_storage, tmp_path, m
     version = conn.execute("SELECT value FROM _dotdo_meta WHERE key = 'schema'").fetchone()[0]
     conn.close()
     assert "started" not in columns and version == "1"
-    monkeypatch.setitem(journal.MIGRATIONS, 1, migrate)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, migrate)
     assert make_storage("old").journal.step("charge") == (True, {"ok": 1})
 
 
 def test_every_version_has_a_migration_to_the_next():
-    assert sorted(journal.MIGRATIONS) == list(range(1, journal.SCHEMA_VERSION))
+    assert sorted(schema.MIGRATIONS) == list(range(1, schema.SCHEMA_VERSION))
 
 
 # An object's own tables, versioned by the same mechanism (Storage.migrate): the
@@ -379,7 +230,7 @@ def test_an_objects_tables_are_upgraded_from_the_version_the_file_records(make_s
     # and once at the last version, nothing runs (the CREATE TABLE would fail if it did)
     assert s.migrate("notes", NOTES) == 2
     # The journal's own version is apart from it
-    assert _schema_of(s) == str(journal.SCHEMA_VERSION)
+    assert _schema_of(s) == str(schema.SCHEMA_VERSION)
 
 
 def test_an_objects_tables_from_a_newer_program_are_refused_unchanged(make_storage):
@@ -407,79 +258,3 @@ def test_a_failing_step_leaves_an_objects_tables_as_they_were(make_storage):
     columns = [r[1] for r in s.sql.execute("PRAGMA table_info(notes)").fetchall()]
     assert columns == ["id", "text"] and _notes_version(s) == "1"
     assert s.migrate("notes", NOTES) == 1 and _notes_version(s) == "2"
-
-
-def test_commits_are_on_disk_when_acknowledged_unless_asked_otherwise(make_storage, tmp_path):
-    full = make_storage()
-    assert full.sql.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert full.sql.execute("PRAGMA journal_size_limit").fetchone()[0] == journal.WAL_LIMIT
-    normal = Storage(str(tmp_path / "Thing" / "n.sqlite3"), "Thing", "n", durability="normal")
-    try:
-        assert normal.sql.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    finally:
-        normal.close()
-
-
-def fill_disk(storage) -> None:
-    """Make the file's disk full, as far as SQLite can tell: no page more may be
-    added (``max_page_count``), and the free ones are used up."""
-    storage.sql.execute("CREATE TABLE IF NOT EXISTS filler (b BLOB)")
-    pages = storage.sql.execute("PRAGMA page_count").fetchone()[0]
-    storage.sql.execute(f"PRAGMA max_page_count = {pages}")
-    with pytest.raises(StorageFullError):
-        for _ in range(10_000):
-            storage.sql.execute("INSERT INTO filler VALUES (zeroblob(1024))")
-
-
-def test_a_full_disk_is_a_storage_full_error_that_writes_nothing(make_storage):
-    s = make_storage()
-    s.put("kept", 1)
-    fill_disk(s)
-    with pytest.raises(StorageFullError, match="disk holding .* is full: nothing was written"):
-        s.put("big", "x" * 100_000)
-    with pytest.raises(StorageFullError):
-        with s.transaction():
-            s.put("kept", 2)
-            s.put("big", "x" * 100_000)
-    assert (s.get("kept"), s.get("big")) == (1, None)  # all of it, or none of it
-    # SQLite rolls the whole transaction back on a full disk: a block that catches the
-    # error of an inner one cannot go on writing as if outside it
-    with pytest.raises(StorageError, match="rolled the transaction back"):
-        with s.transaction():
-            s.put("kept", 3)
-            with contextlib.suppress(StorageFullError):
-                with s.transaction():
-                    s.put("big", "x" * 100_000)
-            s.put("after", 1)
-    assert (s.get("kept"), s.get("after")) == (1, None)
-    # Once there is space, writes work again at once
-    s.sql.execute("PRAGMA max_page_count = 1073741823")
-    s.put("big", "x" * 100_000)
-    assert len(s.get("big")) == 100_000
-
-
-def test_a_transaction_the_full_disk_rolled_back_raises_storage_full(make_storage):
-    # Given a file that may not grow (SQLite answers as for a full disk: SQLITE_FULL,
-    # and it rolls the whole transaction back itself)
-    s = make_storage()
-    s.put("kept", 1)
-    s.sql.execute("PRAGMA max_page_count=" + str(s.sql.execute("PRAGMA page_count").fetchone()[0]))
-    # When a transaction, or a savepoint inside one, writes more than fits
-    for nested in (False, True):
-        with pytest.raises(StorageFullError, match="is full: nothing was written") as info:
-            with s.transaction():
-                s.put("a", 0)
-                if nested:
-                    with s.transaction():
-                        s.put({f"k{i}": "x" * 3000 for i in range(50)})
-                else:
-                    s.put({f"k{i}": "x" * 3000 for i in range(50)})
-        # Then the error is the full disk (not the failed rollback after it), and
-        # nothing of it was written
-        assert info.value.path == s.path
-        assert s.get("a") is None and s.get("k0") is None and s.get("kept") == 1
-    # and once there is room, writes work again
-    s.sql.execute("PRAGMA max_page_count=1000000")
-    with s.transaction():
-        s.put("a", 2)
-    assert s.get("a") == 2

@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from dotdo import codec, reader
+from dotdo import codec
 from dotdo.errors import CorruptStorageError, InvalidIdError, LimitError, NotFoundError
 from dotdo.ids import check_class_name, storage_path
-from dotdo.journal import Storage
+from dotdo.storage import reader
+from dotdo.storage.kv import Storage
 
 
 @pytest.fixture
