@@ -18,6 +18,7 @@ import dotdo
 from dotdo import clock as clocks
 from dotdo import client, connect, testing
 from dotdo.background import ALARM_RETRY
+from dotdo.inprocess import LocalHost
 
 MODULE_TICKS: list[float] = []  # when the module-level schedule below ticked (test clock)
 
