@@ -336,8 +336,11 @@ class Claims(Flows):
 
     async def _reap(self) -> None:
         """Put back the jobs of workers gone silent, also while nobody claims."""
-        await self._forever("reaping expired leases", self._reap_every,
-                            lambda: self._reclaim_expired(time.monotonic()))
+        await self._forever("reaping expired leases", self._reap_every, self._reap_round)
+
+    def _reap_round(self) -> None:
+        self._reclaim_expired(time.monotonic())
+        self._wake_parked(self._now())  # parked jobs due: ready, whether or not anyone claims
 
     def heartbeat(self, worker: str, holding: builtins.list, stuck: Sequence[str] = ()
                   ) -> dict[str, Any]:
@@ -375,8 +378,9 @@ class Claims(Flows):
     def complete(self, worker: str, outcomes: builtins.list) -> int:
         """Record ``[job_id, uid, lease, kind, value, ran]`` outcomes in one
         transaction, ``kind`` one of ``ok`` (value: the output, encoded), ``failed`` (value:
-        ``{"error", "trace", "final", "backoff"}``) or ``released`` (not run, or
-        interrupted by its worker stopping: back to pending; value: why, or None);
+        ``{"error", "trace", "final", "backoff"}``), ``released`` (not run, or
+        interrupted by its worker stopping: back to pending; value: why, or None) or
+        ``parked`` (the run ended at a durable wait: the queue parked the job then);
         ``ran`` is 1 if the handler ran. Returns how many counted; a report from a
         worker that no longer holds the job is ignored (see the module docstring)."""
         now = self._now()
@@ -404,6 +408,8 @@ class Claims(Flows):
                         sql.RELEASE, (job_id, uid, worker, lease)).rowcount
                     if changed:
                         self._cancel_if_asked(job_id, uid, now)
+                elif kind == "parked":
+                    changed = 0  # the queue parked it at the point (actors/parks.py)
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
                 done += changed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, cast
 
+from actors.queue_sql import PARKED_FOREVER
 from dotdo.jobmodel import FINISHED, Job, JobStatus
 
 __all__ = ["Job", "JobStatus", "Metrics", "DEFAULT_TIMEOUT", "FINISHED", "job_thing", "result_thing",
@@ -29,6 +31,7 @@ class Metrics:
     concurrency: int | None
     retrying: int = 0
     waiting: int = 0
+    sleeping: int = 0
 
 
 def job_thing(row: dict[str, Any], now: float) -> Job:
@@ -67,6 +70,15 @@ def job_thing(row: dict[str, Any], now: float) -> Job:
         value = row.get(column)
         if value:
             thing[key] = value
+    park = row.get("park")
+    if park:
+        thing["waitingFor"] = park
+        if row["run_at"] < PARKED_FOREVER:
+            thing["wakeAt"] = row["run_at"]
+    parent = row.get("parent")
+    if parent:
+        queue, job_id, _, _ = json.loads(parent)
+        thing["parent"] = {"queue": queue, "id": job_id}
     return cast(Job, thing)  # the keys above are Job's
 
 

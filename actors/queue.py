@@ -71,8 +71,8 @@ from actors.options import (
     number,
     span,
 )
+from actors.parks import Parks
 from actors.retention import RETAIN_BATCH, Retention
-from actors.steps import Steps
 from actors.table import LOOP_RETRY
 from dotdo import clock, codec
 from dotdo.jobmodel import Job, JobEntry, JobFlow, JobOptions, JobPage
@@ -139,11 +139,12 @@ def outgoing(method: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
+class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
     """A durable job queue; see the module docstring. Its parts: ``JobTable``
     (shared state, ``actors/table.py``), ``Flows`` (dependencies), ``Retention``,
     ``Claims`` (the worker protocol), ``Steps`` (named steps of job handlers, one for
-    the whole queue), ``Insight`` (what operators read)."""
+    the whole queue), ``Parks`` (durable waits: jobs sleeping or waiting, holding no
+    worker), ``Insight`` (what operators read)."""
 
     # Named steps of job handlers are journaled here (actors/steps.py): a step that
     # finished more than 30 days ago may run again.
@@ -181,6 +182,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         self._awake_at = mono
         self._grouped = self._any_grouped()
         self._has_deps = db.execute(sql.ANY_DEPS).fetchone() is not None
+        self._load_parks()
         self._rr_after: str | None = None  # the group served last: fair claims go on after it
         self._depth_at = 0.0
         self._expiry_check_at = 0.0
@@ -188,6 +190,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         self._step_changed = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._outbox_ready.set()  # forward what a previous life left behind
+        self._notices_ready = asyncio.Event()
+        self._notices_ready.set()
         self._retain_now = asyncio.Event()
         self._listened = True  # until the App says otherwise
         self._tasks: set[asyncio.Task] = set()
@@ -209,7 +213,8 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
                        loop.create_task(self._watch_listeners()),
                        loop.create_task(self._reap()),
                        loop.create_task(self._wake_workers()),
-                       loop.create_task(self._retain())]
+                       loop.create_task(self._retain()),
+                       loop.create_task(self._forward_notices())]
 
     # -- enqueueing -------------------------------------------------------------------
 
@@ -431,6 +436,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             cancelled=counts.get("cancelled", (0,))[0], stuck=stuck,
             paused=self._paused, concurrency=self._concurrency,
             retrying=retrying, waiting=counts.get("waiting", (0,))[0],
+            sleeping=counts.get("sleeping", (0,))[0],
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -576,7 +582,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
         to stop (an async handler is cancelled, a sync one sees ``dotdo.cancelled()``)
         and ends ``cancelled`` unless it completes first."""
         row, now = self._must_row(job_id), self._now()
-        if row["status"] in ("pending", "waiting"):
+        if row["status"] in ("pending", "waiting", "sleeping"):
             with self.storage.transaction():
                 self._end(job_id, row["uid"], "cancelled", row["attempts"], row["error"],
                           row["trace"], now)
@@ -585,7 +591,7 @@ class Queue(Claims, Steps, Retention, Insight, dotdo.DurableObject):
             self._spawn(self._tell_worker(row["worker"], job_id))
         else:
             raise ValueError(f"job {job_id!r} is {row['status']}: only jobs not yet finished "
-                             "(pending, delayed, retrying, waiting, running) can be cancelled")
+                             "(pending, delayed, retrying, waiting, sleeping, running) can be cancelled")
         return self._must(job_id)
 
     async def _tell_worker(self, worker: str, job_id: str) -> None:

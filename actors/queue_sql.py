@@ -139,9 +139,62 @@ def tables_v1(db: Any) -> None:
         db.execute(ddl)
 
 
+# Durable waits (actors/parks.py). A parked job is ``sleeping`` or ``waiting`` with
+# ``park`` naming the point of its run it waits at, and ``run_at`` its wake time (a
+# sleep's end, a wait's timeout; PARKED_FOREVER for none). ``parent`` is a child job's
+# parent run: JSON [queue, job id, uid, point].
+PARK_COLUMNS = (("park", "TEXT"), ("parent", "TEXT"))
+# The points of each run (one row per durable call of a job handler that its next run
+# must see again: a sleep, a wait, an awakeable, a child job, a patch marker, a named
+# step it reached). ``key`` is the call's place in the run (``sleep#2``: the run's
+# second sleep; ``step:charge-7``); ``state``: open, done, failed, timeout.
+CREATE_POINTS = """
+CREATE TABLE IF NOT EXISTS points (
+    uid      TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    job_id   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    state    TEXT NOT NULL,
+    until    REAL,
+    arg      TEXT,
+    value    BLOB,
+    created  REAL NOT NULL,
+    ended    REAL,
+    PRIMARY KEY (uid, key)
+) WITHOUT ROWID"""
+# Parked jobs by wake time: waking the due ones must not scan every job.
+CREATE_PARKED = ("CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (run_at) "
+                 "WHERE park IS NOT NULL")
+# Ends of child jobs on their way to a parent in another queue (actors/parks.py).
+CREATE_NOTICES = """
+CREATE TABLE IF NOT EXISTS notices (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue   TEXT NOT NULL,
+    job_id  TEXT NOT NULL,
+    uid     TEXT,
+    key     TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    value   BLOB
+)"""
+PARKED_FOREVER = 1e18  # run_at of a wait without a timeout (no index holds NULL here)
+
+
+def parks_v2(db: Any) -> None:
+    """1 -> 2: durable waits (the points table, parked jobs)."""
+    have = {row[0] for row in db.execute(SELECT_JOB_COLUMNS).fetchall()}
+    for name, decl in PARK_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    db.execute(CREATE_POINTS)
+    db.execute(CREATE_PARKED)
+    db.execute(CREATE_NOTICES)
+
+
 # The queue's schema versions (``Storage.migrate("queue", MIGRATIONS)``): MIGRATIONS[n]
 # takes its tables from version n to n + 1.
-MIGRATIONS = {0: tables_v1}
+MIGRATIONS = {0: tables_v1, 1: parks_v2}
+
+
 
 # The first release's options only: the hot path.
 INSERT_PLAIN = (
@@ -292,7 +345,7 @@ RETRY_LATER = (
 )
 END = (
     "UPDATE jobs SET status = ?, attempts = ?, finished = ?, error = ?, trace = ?, "
-    "lease_until = NULL, stuck_since = NULL WHERE id = ? AND uid IS ?"
+    "lease_until = NULL, stuck_since = NULL, park = NULL WHERE id = ? AND uid IS ?"
 )
 RELEASE = f"UPDATE jobs SET {_REQUEUED} WHERE {HOLDER}"
 CANCEL_ASKED = (
@@ -426,3 +479,52 @@ SELECT first, count(*), group_concat(DISTINCT type), max(finished),
 
 # The depth gauge: jobs ready to run now.
 COUNT_READY = "SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= ?"
+
+# -- durable waits (actors/parks.py) --
+SELECT_POINT = "SELECT state, until, arg, value FROM points WHERE uid = ? AND key = ?"
+SELECT_POINT_KEYS = "SELECT key FROM points WHERE uid = ? ORDER BY seq"
+COUNT_POINTS = "SELECT count(*) FROM points WHERE uid = ?"
+SELECT_POINTS = (
+    "SELECT key, state, until, arg, created, ended FROM points WHERE uid = ? ORDER BY seq")
+INSERT_POINT = (
+    "INSERT OR IGNORE INTO points (uid, key, job_id, seq, state, until, arg, value, created, "
+    "ended) VALUES (?, ?, ?, (SELECT count(*) FROM points WHERE uid = ?), ?, ?, ?, ?, ?, ?)"
+)
+# An open point ends (first end wins: a second resolve finds it ended).
+END_POINT = (
+    "UPDATE points SET state = ?, value = ?, ended = ? WHERE uid = ? AND key = ? "
+    "AND state = 'open'"
+)
+DELETE_POINTS_OF_UIDS = "DELETE FROM points WHERE uid IN (SELECT value FROM json_each(?))"
+# The holder parks its job at a point: it holds no lease and no worker while it waits.
+PARK = (
+    "UPDATE jobs SET status = ?, park = ?, run_at = ?, worker = NULL, lease_until = NULL, "
+    f"stuck_since = NULL, progress = NULL, progress_msg = NULL WHERE {HOLDER}"
+)
+# A parked job whose point ended (or whose time came) is ready to run again.
+UNPARK = (
+    "UPDATE jobs SET status = 'pending', park = NULL, run_at = ? WHERE id = ? AND uid IS ? "
+    "AND park = ? AND status IN ('sleeping', 'waiting')"
+)
+WAKE_DUE = (
+    "UPDATE jobs SET status = 'pending', park = NULL WHERE seq IN (SELECT seq FROM jobs "
+    "INDEXED BY jobs_parked WHERE park IS NOT NULL AND run_at <= ? LIMIT ?)"
+)
+NEXT_WAKE = "SELECT min(run_at) FROM jobs INDEXED BY jobs_parked WHERE park IS NOT NULL"
+SELECT_PARKED = "SELECT id, uid, park, status FROM jobs WHERE id = ?"
+# Open waits for one awakeable (the wait point's arg names it).
+OPEN_WAITS_FOR = "SELECT key FROM points WHERE uid = ? AND state = 'open' AND arg = ?"
+SET_PARENT = "UPDATE jobs SET parent = ? WHERE id = ? AND parent IS NULL"
+INSERT_NOTICE = (
+    "INSERT INTO notices (queue, job_id, uid, key, state, value) VALUES (?, ?, ?, ?, ?, ?)")
+SELECT_NOTICES = "SELECT seq, queue, job_id, uid, key, state, value FROM notices ORDER BY seq LIMIT ?"
+DELETE_NOTICE = "DELETE FROM notices WHERE seq = ?"
+ANY_NOTICES = "SELECT 1 FROM notices LIMIT 1"
+OPEN_CHILDREN = (
+    "SELECT arg FROM points WHERE uid = ? AND state = 'open' AND key LIKE 'child#%'")
+# The children of a job's runs (for its page): their ids, from its child points.
+SELECT_CHILDREN = "SELECT key, arg FROM points WHERE uid = ? AND key LIKE 'child#%' ORDER BY seq"
+ANY_POINTS = "SELECT 1 FROM points LIMIT 1"
+ANY_CHILD = "SELECT 1 FROM jobs WHERE parent IS NOT NULL LIMIT 1"
+SELECT_CHILD_END = "SELECT id, status, output, error, parent FROM jobs WHERE id = ?"
+SELECT_UID = "SELECT uid FROM jobs WHERE id = ?"

@@ -63,13 +63,14 @@ class Retention(Flows, Insight):
 
     def _delete_jobs(self, rows: builtins.list[tuple], status: str) -> int:
         """Delete jobs ``(seq, id, uid, worker)`` that are ``status``, with their
-        attempts, and note their steps for their workers to forget."""
+        attempts and the points of their runs, and note their steps for their workers to forget."""
         uids = json.dumps([uid for _, _, uid, _ in rows])
         with self.storage.transaction():
             gone = self.storage.sql.execute(
                 sql.DELETE_SEQS, (json.dumps([seq for seq, _, _, _ in rows]),)).rowcount
             self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
             self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
+            self.storage.sql.execute(sql.DELETE_POINTS_OF_UIDS, (uids,))
             for _, job_id, uid, worker in rows:
                 self._job_ended(job_id)  # a wait() on it answers that it is gone
                 if worker is not None:

@@ -36,6 +36,15 @@ class Steps(JobTable):
     """What a worker calls on the queue for a named step of a job handler."""
 
     _step_changed: asyncio.Event  # set (and replaced) when a hold ends
+    _any_points: bool  # some run has points (actors/parks.py)
+
+    def _note_step(self, job_id: str, uid: str | None, step: str) -> None:
+        """A run of ``job_id`` met the named step ``step``, done: a point of its run,
+        so that a resumed run that no longer reaches it is told (``dotdo.ReplayError``)."""
+        now = self._now()
+        self.storage.sql.execute(sql.INSERT_POINT, (
+            uid, f"step:{step}", job_id, uid, "done", None, None, None, now, now))
+        self._any_points = True
 
     def _holds(self, job_id: str, uid: str | None, worker: str, lease: int) -> bool:
         """Whether this run (of ``worker``, under ``lease``) still holds its job."""
@@ -58,6 +67,7 @@ class Steps(JobTable):
         while True:
             result = self.storage.journal.step_result(step)
             if result is not None:
+                self._note_step(job_id, uid, step)
                 return {"done": result}
             if not self._holds(job_id, uid, worker, lease):
                 return {"lost": True}
@@ -85,6 +95,7 @@ class Steps(JobTable):
         with self.storage.transaction():
             self.storage.journal.finish_step(step, result, attempts, started, finished)
             self.storage.sql.execute(sql.DELETE_STEP_HOLD, (step,))
+            self._note_step(job_id, uid, step)
         self._steps_changed()
         stored = self.storage.journal.step_result(step)
         assert stored is not None, "journaled just now, in this transaction or before"

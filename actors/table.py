@@ -58,6 +58,7 @@ class JobTable:
     _fence: int  # the last claim's fence (lease number): the next claim's is larger
     _awake_at: float  # monotonic: when the queue last looked at its leases
     _offset: float  # wall time minus monotonic time then: a change is a clock step
+    _wake_parked: Callable[[float], None]  # parked jobs due are ready (actors/parks.py)
 
     def _now(self) -> float:
         """Wall time, from the host's clock (the one seam every wall-time read of the

@@ -66,6 +66,7 @@ from dotdo import codec, signals
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
 from dotdo.checks import is_finite, is_int
+from dotdo.waits import Parked
 
 __all__ = ["Worker"]
 
@@ -122,6 +123,13 @@ class _Held:
     looked_up: bool = False  # replay was read (else _run reads it)
     ran: tuple[int, float, float] | None = None  # a success to journal: (attempts, started, finished)
     unwritten: bool = False  # its outcome is known but not yet in the file (see _write_down)
+    # Durable waits (dotdo/waits.py): the points the queue journaled for the job's
+    # earlier runs (this run must meet each again), those this run met, how many of
+    # each kind it met, and patch markers it met not yet sent to the queue.
+    journaled: list[str] = dataclasses.field(default_factory=list)
+    reached: list[str] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    marks: list[str] = dataclasses.field(default_factory=list)
 
     def report(self) -> list:
         assert self.outcome is not None, "reported only once known"
@@ -130,14 +138,51 @@ class _Held:
 
 
 class _JobRun:
-    """What ``dotdo.progress``, ``dotdo.cancelled`` and friends see of a running job."""
+    """What ``dotdo.progress``, ``dotdo.cancelled``, the durable waits and friends see
+    of a running job."""
 
-    __slots__ = ("_held", "_worker", "job_id", "queue", "attempt", "parents")
+    __slots__ = ("_held", "_worker", "job_id", "queue", "attempt", "parents", "uid")
 
     def __init__(self, held: _Held, worker: Worker) -> None:
         self._held, self._worker = held, worker
         self.job_id, self.queue, self.attempt = held.job_id, held.queue, held.attempt
-        self.parents = held.parents
+        self.parents, self.uid = held.parents, held.uid
+
+    def next_key(self, kind: str) -> str:
+        n = self._held.counters[kind] = self._held.counters.get(kind, 0) + 1
+        return f"{kind}#{n}"
+
+    async def point(self, key: str, kind: str, arg: dict[str, Any]) -> dict[str, Any]:
+        """Meet point ``key`` at the queue; raises Parked when the job parks there."""
+        held = self._held
+        if not held.queue:
+            raise RuntimeError("durable waits need a job from a queue, not Worker.process")
+        queue = dotdo.Queue(held.queue)
+        await _send_marks(held, self._worker)
+        answer = await queue.point(self._worker.id, held.job_id, held.uid, held.lease, key,
+                                   kind, arg)
+        if answer.get("lost"):
+            raise _QueueSteps(held, self._worker)._lost()
+        held.reached.append(key)
+        if "parked" in answer:
+            missing = _unmet(held)
+            if missing:
+                raise dotdo.ReplayError(_replay_error(held, missing))
+            raise Parked(f"job {held.job_id!r} parked at {key}")
+        return answer
+
+    def patched(self, name: str) -> bool:
+        held = self._held
+        key = f"patch:{name}"
+        if key in held.journaled:
+            held.reached.append(key)
+            return True
+        seen = set(held.reached)
+        if any(k not in seen for k in held.journaled):
+            return False  # the run went past this place before, without the patch
+        held.reached.append(key)
+        held.marks.append(name)
+        return True
 
     @property
     def fence(self) -> int:
@@ -178,11 +223,13 @@ class _QueueSteps:
 
     async def lookup(self, step_id: str) -> tuple[bool, Any]:
         queue = dotdo.Queue(self._held.queue)
+        await _send_marks(self._held, self._worker)
         while True:
             if self._held.lost:
                 raise self._lost()
             answer = await queue.step_begin(*self._who(), step_id)
             if "done" in answer:
+                self._held.reached.append(f"step:{step_id}")
                 return True, codec.decode(answer["done"])
             if answer.get("lost"):
                 raise self._lost()
@@ -199,12 +246,34 @@ class _QueueSteps:
                      finished: float) -> tuple[bool, Any]:
         stored = await dotdo.Queue(self._held.queue).step_finish(
             *self._who(), step_id, encoded, n, started, finished)
+        self._held.reached.append(f"step:{step_id}")
         return (False, None) if stored == encoded else (True, codec.decode(stored))
 
     def abandon(self, step_id: str) -> None:
         now = self._worker.storage.now()
         dotdo.Queue(self._held.queue).step_attempt(
             *self._who(), step_id, 0, now, now, None, True)  # sent; nobody waits
+
+
+async def _send_marks(held: _Held, worker: Worker) -> None:
+    """The patch markers a run met go to the queue before its next point or step."""
+    if held.marks:
+        names, held.marks = held.marks, []
+        await dotdo.Queue(held.queue).mark(worker.id, held.job_id, held.uid, held.lease, names)
+
+
+def _unmet(held: _Held) -> list[str]:
+    """Points of the job's earlier runs that this run has not met (yet)."""
+    seen = set(held.reached)
+    return [k for k in held.journaled if k not in seen]
+
+
+def _replay_error(held: _Held, missing: list[str]) -> str:
+    return (f"job {held.job_id!r} resumed under code that no longer reaches "
+            f"{missing[0]!r}, which an earlier run of it passed (its journal holds "
+            f"{', '.join(missing)} that this run did not meet): the handler changed under "
+            "a run in flight. Guard the change with dotdo.patched('name'), or let runs "
+            "finish before such a deploy")
 
 
 class _Interrupted(Exception):
@@ -730,6 +799,12 @@ class Worker(dotdo.DurableObject, own_process=True):
         try:
             # Retries here only for process(); a queue's job gets one attempt a claim.
             output = _output(await dotdo.do(attempt, policy=policy))
+            missing = _unmet(held)
+            if missing:  # it ended without meeting steps it had passed: not silently
+                raise dotdo.ReplayError(_replay_error(held, missing))
+        except Parked:  # the job waits in its queue, holding nothing here
+            _record(held.queue, job_type, "parked", started)
+            return ["parked", None, 0]
         except Exception as exc:  # noqa: BLE001 - the job failed, the worker goes on
             if held.interrupt == "stop":
                 _record(held.queue, job_type, "released", started)
@@ -738,7 +813,8 @@ class Worker(dotdo.DurableObject, own_process=True):
             return ["failed", {"error": str(exc) if isinstance(exc, (_Interrupted, _Unstorable))
                                else f"{type(exc).__name__}: {exc}",
                                "trace": "".join(traceback.format_exception(exc)),
-                               "final": isinstance(exc, (dotdo.TerminalError, _Unstorable))
+                               "final": isinstance(exc, (dotdo.TerminalError, _Unstorable,
+                                                         dotdo.ReplayError))
                                or bool(held.interrupt),
                                "backoff": backoff}, 1]
         # Journaled by the caller: a queue's job with others in one commit (_write_down).
@@ -763,7 +839,8 @@ class Worker(dotdo.DurableObject, own_process=True):
             return
         # Written down with the other outcomes of its batch, before the report (_report);
         # until then the job is in flight: if the process dies, it runs again.
-        held.unwritten = outcome[0] != "ok" or held.ran is not None
+        # (a parked job has nothing to write: the queue parked it in its own commit)
+        held.unwritten = outcome[0] not in ("ok", "parked") or held.ran is not None
         held.outcome = outcome
         if held.unwritten and not self._write_due:
             # Written down at the loop's next turn, with every other outcome of this one:
@@ -812,7 +889,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                 grant["step"], queue, job["$id"], grant["uid"], grant["lease"],
                 alone=grant["alone"], attempt=job["attempts"] + 1,
                 parents=dict(grant.get("parents") or {}),
-                replay=replays.get(grant["step"]), looked_up=True)
+                replay=replays.get(grant["step"]), looked_up=True,
+                journaled=list(grant.get("points") or ()))
             if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:

@@ -11,6 +11,8 @@ import importlib.metadata
 from typing import Any, TypeVar, overload
 
 from dotdo import app as _app  # noqa: F401  (defines App: dotdo.App(id) is a stub)
+from dotdo import codec as _codec
+from dotdo import waits as _waits
 from dotdo.app import deploy
 from dotdo.clock import Clock, FakeClock
 from dotdo.connect import init, shutdown
@@ -18,6 +20,7 @@ from dotdo.connect import settings as current_settings
 from dotdo.context import do, send, try_
 from dotdo.current import current_object
 from dotdo.errors import (
+    AwakeableError,
     ConfigError,
     CorruptStorageError,
     DecodeError,
@@ -35,6 +38,8 @@ from dotdo.errors import (
     NotFoundError,
     ObjectError,
     ParentFailedError,
+    RejectedError,
+    ReplayError,
     StorageError,
     StorageFullError,
     TerminalError,
@@ -52,6 +57,7 @@ from dotdo.schedule import Schedule, every
 from dotdo.settings import Settings
 from dotdo.storage.kv import Storage
 from dotdo.stub import Stub
+from dotdo.waits import awakeable, patched, run_job, sleep, sleep_until, wait, wait_for_event
 
 __all__ = [
     # objects
@@ -80,6 +86,15 @@ __all__ = [
     "cancelled",
     "current_job",
     "parent_results",
+    "sleep",
+    "sleep_until",
+    "wait_for_event",
+    "awakeable",
+    "wait",
+    "resolve",
+    "reject",
+    "run_job",
+    "patched",
     "JobOptions",
     "JobEntry",
     "JobStatus",
@@ -117,6 +132,9 @@ __all__ = [
     "HungAttemptError",
     "ParentFailedError",
     "JobCancelledError",
+    "AwakeableError",
+    "RejectedError",
+    "ReplayError",
     "NotExposed",
 ]
 
@@ -134,6 +152,22 @@ def stub(cls: type[DurableObject] | str, object_id: str) -> Stub[Any]:
     """A stub for object ``object_id`` of ``cls`` (a class or a registered class name);
     given the class, it is typed: ``dotdo.stub(Account, "alice")`` is a ``Stub[Account]``."""
     return Stub(_resolve(cls) if isinstance(cls, str) else cls, object_id)
+
+
+def resolve(token: str, value: Any = None) -> Promise[None]:
+    """Resolve the awakeable ``token`` with ``value`` (kept durably): the job waiting
+    for it goes on with it. A second resolve or reject raises ``AwakeableError``."""
+    queue, job_id, uid, key = _waits.parse_token(token)
+    return stub("Queue", queue).settle_awakeable(job_id, uid, key, _codec.encode(value), None)
+
+
+def reject(token: str, reason: str) -> Promise[None]:
+    """Reject the awakeable ``token``: ``await dotdo.wait(token)`` raises
+    ``RejectedError(reason)`` in its job."""
+    if not isinstance(reason, str) or not reason:
+        raise ValueError(f"a rejection has a reason, a non-empty str, not {reason!r}")
+    queue, job_id, uid, key = _waits.parse_token(token)
+    return stub("Queue", queue).settle_awakeable(job_id, uid, key, None, reason)
 
 
 class _Factory:

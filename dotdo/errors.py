@@ -18,6 +18,10 @@ The tree::
     ├── LimitError (ValueError)     over a documented limit (payload size, batch, page)
     ├── TerminalError               raised by user code in a step: stop retrying now
     ├── LeaseLostError              a job's run whose lease went to another worker: it stops
+    ├── AwakeableError              an awakeable's id is unknown, or it was settled before
+    ├── RejectedError               the awakeable a job waits for was rejected (the reason)
+    ├── ReplayError                 a resumed job's journal does not fit its code (a deploy
+    │                               removed or reordered a step it had passed)
     ├── HandlerError (RuntimeError) a handler raised SystemExit, KeyboardInterrupt or
     │                               its own CancelledError: a failure, not the host's end
     └── JobError (RuntimeError)     a job failed or was cancelled (Queue.wait, Worker.process);
@@ -50,6 +54,9 @@ __all__ = [
     "NotFoundError",
     "TerminalError",
     "LeaseLostError",
+    "AwakeableError",
+    "RejectedError",
+    "ReplayError",
     "HandlerError",
     "JobError",
     "WorkerCrashError",
@@ -139,6 +146,24 @@ class HandlerError(DotdoError, RuntimeError):
     """A handler raised something that is not an ``Exception`` (``SystemExit``,
     ``KeyboardInterrupt``, its own ``CancelledError``): a failed attempt like any
     other, never the end of the process running it."""
+
+
+class AwakeableError(DotdoError):
+    """``dotdo.resolve`` or ``dotdo.reject`` of an awakeable that is not there (its job
+    was purged; the id was changed) or was settled before: an awakeable takes one
+    resolve or reject, the first. The message says which."""
+
+
+class RejectedError(DotdoError):
+    """Raised in a job handler by ``await dotdo.wait(token)`` when the awakeable was
+    rejected (``dotdo.reject(token, reason)``); the message is the reason."""
+
+
+class ReplayError(DotdoError):
+    """A job that resumed (after a sleep, a wait, or its worker's death) under code that
+    no longer reaches a step its journal holds: the message names the step. Guard a
+    change to a handler with runs in flight by ``dotdo.patched("name")``, or let those
+    runs finish before the deploy."""
 
 
 class JobError(DotdoError, RuntimeError):

@@ -84,12 +84,16 @@ class JobStatus(str, enum.Enum):
     ``retrying`` one whose last attempt failed, back in the queue until its next run
     (``runAt``); ``waiting`` one whose parents (``depends_on``) have not all completed;
     ``stuck`` a running job whose attempt ran past its timeout and has not stopped
-    (sync code cannot be interrupted: it holds its worker slot until it returns)."""
+    (sync code cannot be interrupted: it holds its worker slot until it returns).
+    ``sleeping`` is a job whose handler parked in ``dotdo.sleep`` until ``wakeAt``;
+    ``waiting`` also a job parked in a wait (``waitingFor``: an event, an awakeable, a
+    child job). A parked job holds no worker."""
 
     PENDING = "pending"
     DELAYED = "delayed"
     RETRYING = "retrying"
     WAITING = "waiting"
+    SLEEPING = "sleeping"
     RUNNING = "running"
     STUCK = "stuck"
     COMPLETED = "completed"
@@ -130,6 +134,13 @@ Job = TypedDict("Job", {
     "dedupeKey": NotRequired[str],
     "waitingOn": NotRequired[int],
     "cancelRequestedAt": NotRequired[float],
+    # A parked job (sleeping, or waiting at a durable wait): the point of its run it
+    # waits at (``sleep#1``, ``event#1``, ``wait#1``, ``child#1``) and when it wakes
+    # (a sleep's end, a wait's timeout; absent for a wait without one).
+    "waitingFor": NotRequired[str],
+    "wakeAt": NotRequired[float],
+    # A child job of a parked run (``dotdo.run_job``): its parent's queue and id.
+    "parent": NotRequired[dict[str, str]],
     # Only in enqueue's answer: added, existing, debounced or duplicate.
     "enqueued": NotRequired[str],
 })

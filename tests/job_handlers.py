@@ -223,3 +223,35 @@ async def huge_output(payload):
 @dotdo.job("long_progress")
 async def long_progress(payload):
     dotdo.progress(0.5, "y" * payload["size"])
+
+
+# -- durable waits ------------------------------------------------------------------------
+
+
+@dotdo.job("nap")
+async def nap(payload):
+    """A step, a durable sleep, a step: the witness counts runs and each step's runs,
+    and notes which worker ran each part."""
+    job = dotdo.current_job()["id"]
+    witness = dotdo.Recorder(payload["witness"])
+    await witness.hit(f"run:{job}")
+
+    async def step(name):
+        await witness.hit(f"{name}:{job}")
+        await witness.note("workers", [name, os.getpid()])
+        return f"{name} on {os.getpid()}"
+
+    before = await dotdo.do(step, "before", step_id=f"{job}-before")
+    await witness.note("parking", os.getpid())
+    await dotdo.sleep(payload["seconds"])
+    after = await dotdo.do(step, "after", step_id=f"{job}-after")
+    return {"before": before, "after": after}
+
+
+@dotdo.job("approve")
+async def approve(payload):
+    """Waits for a person: its awakeable's id goes to the witness (the email)."""
+    token = await dotdo.awakeable()
+    await dotdo.do(dotdo.Recorder(payload["witness"]).note, "tokens", token,
+                   step_id=f"mail-{dotdo.current_job()['id']}")
+    return await dotdo.wait(token)

@@ -12,7 +12,6 @@ import textwrap
 import time
 
 import pytest
-import ray
 
 import dotdo
 from dotdo import clock as clocks
