@@ -62,6 +62,7 @@ class Parks(Steps):
     _must_row: Callable[[str], dict[str, Any]]  # Queue's
     enqueue_many: Callable[[builtins.list[Any]], builtins.list[Any]]  # Queue's
     cancel: Callable[[str], Any]  # Queue's
+    _end: Callable[..., None]  # Flows'
 
     def _load_parks(self) -> None:
         """At start: when the first parked job wakes, and whether any run has points
@@ -151,6 +152,11 @@ class Parks(Steps):
         with self.storage.transaction():
             parked = self.storage.sql.execute(sql.PARK, (
                 status, key, wake, job_id, uid, worker, lease)).rowcount
+            if not parked and self._one(sql.CANCEL_ASKED_OF, (job_id, uid)):
+                # asked to stop while it ran: it ends cancelled here, not parked
+                self._end(job_id, uid, "cancelled", self._one(sql.ATTEMPTS_OF, (job_id,)),
+                          f"Cancelled: job {job_id!r} was cancelled while it ran; it stopped "
+                          f"at {key}", None, now)
         if not parked:
             return {"lost": True}
         self._next_wake = min(self._next_wake, wake)

@@ -499,8 +499,14 @@ DELETE_POINTS_OF_UIDS = "DELETE FROM points WHERE uid IN (SELECT value FROM json
 # The holder parks its job at a point: it holds no lease and no worker while it waits.
 PARK = (
     "UPDATE jobs SET status = ?, park = ?, run_at = ?, worker = NULL, lease_until = NULL, "
-    f"stuck_since = NULL, progress = NULL, progress_msg = NULL WHERE {HOLDER}"
+    f"stuck_since = NULL, progress = NULL, progress_msg = NULL WHERE {HOLDER} "
+    "AND cancel_requested IS NULL"
 )
+CANCEL_ASKED_OF = (
+    "SELECT count(*) FROM jobs WHERE id = ? AND uid IS ? AND status = 'running' "
+    "AND cancel_requested IS NOT NULL"
+)
+ATTEMPTS_OF = "SELECT attempts FROM jobs WHERE id = ?"
 # A parked job whose point ended (or whose time came) is ready to run again.
 UNPARK = (
     "UPDATE jobs SET status = 'pending', park = NULL, run_at = ? WHERE id = ? AND uid IS ? "

@@ -19,11 +19,12 @@ import base64
 import datetime
 import json
 import math
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, Unpack
 
 from dotdo import codec
 from dotdo.errors import JobError, RejectedError, ReplayError
 from dotdo.events import Event, check_event_type
+from dotdo.jobmodel import JobOptions
 from dotdo.jobs import running
 
 __all__ = ["sleep", "sleep_until", "wait_for_event", "awakeable", "wait", "run_job",
@@ -141,7 +142,7 @@ async def wait(token: str, timeout: float | datetime.timedelta | None = None) ->
 
 
 async def run_job(type: str, payload: Any = None, *, queue: str | None = None,
-                  **options: Any) -> Any:
+                  **options: Unpack[JobOptions]) -> Any:
     """Enqueue a child job (in ``queue``, by default this job's), park this job until
     the child ends, and return its output; raises the child's error (a ``JobError``)
     if it fails or is cancelled. Cancelling this job cancels its unfinished children.

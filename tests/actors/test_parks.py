@@ -10,6 +10,7 @@ import pytest
 
 import dotdo
 from dotdo import codec
+from tests.conftest import wait_for
 
 RUNS: dict[str, int] = {}  # handler runs by job id (this process: in-process hosting)
 TOKENS: dict[str, str] = {}  # awakeables' ids by job id, as a handler hands them out
@@ -273,3 +274,22 @@ def test_cancelling_a_parent_cancels_its_unfinished_children(dotdo_local, unique
 @dotdo.job("parks-parent-of-sleeper")
 async def parent_of_sleeper(payload: None) -> dict:
     return await dotdo.run_job("parks-sleeper", {"seconds": 3600})
+
+
+@dotdo.job("parks-parent-elsewhere")
+async def parent_elsewhere(payload: dict) -> int:
+    return await dotdo.run_job("parks-child", payload["n"], queue=payload["queue"])
+
+
+def test_a_child_in_another_queue_reports_its_end_to_its_parent(dotdo_local, unique):
+    parents, children = dotdo.Queue(f"{unique}-a"), dotdo.Queue(f"{unique}-b")
+    job_id = parents.enqueue("parks-parent-elsewhere",
+                             {"n": 5, "queue": children.id}).result()["$id"]
+    dotdo_local.drain(parents)
+    child_id = f"{job_id}.child1"
+    assert children.get(child_id).result()["parent"] == {"queue": parents.id, "id": job_id}
+    assert dotdo_local.drain(children).completed == [child_id]
+    # the child's end travels to the parent's queue (a notice, kept until it is taken)
+    assert wait_for(lambda: parents.get(job_id).result()["status"] == "pending")
+    assert dotdo_local.drain(parents).completed == [job_id]
+    assert parents.result(job_id).result()["output"] == 10

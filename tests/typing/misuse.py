@@ -92,3 +92,11 @@ def no_payload() -> None: ...
 
 
 dotdo.job(3)  # E: call-overload
+
+
+async def waits_misused() -> None:
+    await dotdo.sleep("a day")  # E: arg-type
+    await dotdo.wait_for_event("Payment.received", match=[7])  # E: arg-type
+    late: int = await dotdo.awakeable()  # E: assignment
+    await dotdo.run_job("resize", b"png", priorty=5)  # E: call-arg
+    flag: str = dotdo.patched("x")  # E: assignment

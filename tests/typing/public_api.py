@@ -134,3 +134,18 @@ async def queues() -> None:
     assert_type(emails.call(Queue.result, "job-1"), dotdo.Promise[dict[str, Any] | None])
     assert_type(emails.call(Queue.count, status="pending"), dotdo.Promise[int])
     assert_type(await emails.call(Queue.wait, "job-1", timeout=5.0), dict[str, Any])
+
+
+async def durable_waits() -> None:
+    # Inside a job handler: each wait's answer keeps its type.
+    assert_type(await dotdo.sleep(60), None)
+    assert_type(await dotdo.sleep_until(1_900_000_000.0), None)
+    event = assert_type(await dotdo.wait_for_event("Payment.received", match={"order": 7},
+                                                   timeout=86_400), dotdo.Event)
+    assert_type(event.data, Any)
+    token = assert_type(await dotdo.awakeable(), str)
+    assert_type(await dotdo.wait(token, timeout=3600), Any)
+    assert_type(dotdo.resolve(token, {"approved": True}), dotdo.Promise[None])
+    assert_type(dotdo.reject(token, "refused"), dotdo.Promise[None])
+    assert_type(await dotdo.run_job("resize", b"png", queue="images", priority=5), Any)
+    assert_type(dotdo.patched("free-shipping"), bool)
