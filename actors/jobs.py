@@ -75,6 +75,8 @@ def job_thing(row: dict[str, Any], now: float) -> Job:
         thing["waitingFor"] = park
         if row["run_at"] < PARKED_FOREVER:
             thing["wakeAt"] = row["run_at"]
+        else:  # a wait without a timeout: it runs when its wait ends, at no set time
+            thing["runAt"] = None
     parent = row.get("parent")
     if parent:
         queue, job_id, _, _ = json.loads(parent)

@@ -150,6 +150,9 @@ class Parks(Steps):
         status = "sleeping" if kind == "sleep" else "waiting"
         wake = sql.PARKED_FOREVER if until is None else until
         with self.storage.transaction():
+            # the run's record first (it names its worker): it ended here, parked
+            self.storage.sql.execute(sql.LOG_PARKED, (
+                now, f"parked at {key}", job_id, uid, worker, lease))
             parked = self.storage.sql.execute(sql.PARK, (
                 status, key, wake, job_id, uid, worker, lease)).rowcount
             if not parked and self._one(sql.CANCEL_ASKED_OF, (job_id, uid)):
@@ -228,14 +231,15 @@ class Parks(Steps):
     def settle_awakeable(self, job_id: str, uid: str | None, key: str, value: bytes | None,
                          error: str | None = None) -> None:
         """Resolve (``value``, encoded) or reject (``error``) an awakeable; a job waiting
-        for it runs again. A second settle is refused: AwakeableError."""
+        for it runs again. A second settle is refused: AwakeableError; an awakeable
+        that is not there (its job purged) is a NotFoundError."""
         if value is not None and not isinstance(value, bytes):
             raise TypeError("settle_awakeable takes the value encoded (bytes)")
         row = self.storage.sql.execute(sql.SELECT_POINT, (uid, key)).fetchone()
         if row is None or not key.startswith("awakeable#"):
-            raise dotdo.AwakeableError(
+            raise dotdo.NotFoundError(
                 f"job {job_id!r} of queue {self.id!r} has no awakeable {key!r} (the job was "
-                "purged, or the token is of another queue's file)")
+                "purged, or the id is of another queue's file)")
         if row[0] != "open":
             raise dotdo.AwakeableError(
                 f"the awakeable {key!r} of job {job_id!r} was settled before "

@@ -408,10 +408,11 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
         return where, params
 
     def attempts(self, job_id: str) -> builtins.list[dict[str, Any]]:
-        """Every attempt of a job, oldest first: ``{"attempt", "worker", "startedAt",
+        """Every run of a job, oldest first: ``{"attempt", "worker", "startedAt",
         "finishedAt", "outcome", "error", "trace"}``, outcome one of ``failed``,
         ``cancelled``, ``lost`` (its worker went silent), ``crashed`` (its worker's
-        process died), ``released`` (its worker stopped), ``running``, ``completed``."""
+        process died), ``released`` (its worker stopped), ``parked`` (it ended at a
+        durable wait: error says which), ``running``, ``completed``."""
         row = self._must_row(job_id)
         names = ("worker", "startedAt", "finishedAt", "outcome", "error", "trace")
         out = [dict(zip(names, r)) for r in

@@ -502,6 +502,11 @@ PARK = (
     f"stuck_since = NULL, progress = NULL, progress_msg = NULL WHERE {HOLDER} "
     "AND cancel_requested IS NULL"
 )
+LOG_PARKED = (
+    "INSERT INTO attempts (uid, job_id, worker, started, finished, outcome, error) "
+    f"SELECT uid, id, worker, started, ?, 'parked', ? FROM jobs WHERE {HOLDER} "
+    "AND cancel_requested IS NULL"
+)
 CANCEL_ASKED_OF = (
     "SELECT count(*) FROM jobs WHERE id = ? AND uid IS ? AND status = 'running' "
     "AND cancel_requested IS NOT NULL"

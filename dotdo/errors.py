@@ -18,7 +18,7 @@ The tree::
     ├── LimitError (ValueError)     over a documented limit (payload size, batch, page)
     ├── TerminalError               raised by user code in a step: stop retrying now
     ├── LeaseLostError              a job's run whose lease went to another worker: it stops
-    ├── AwakeableError              an awakeable's id is unknown, or it was settled before
+    ├── AwakeableError              an awakeable was settled (resolved or rejected) before
     ├── RejectedError               the awakeable a job waits for was rejected (the reason)
     ├── ReplayError                 a resumed job's journal does not fit its code (a deploy
     │                               removed or reordered a step it had passed)
@@ -149,9 +149,9 @@ class HandlerError(DotdoError, RuntimeError):
 
 
 class AwakeableError(DotdoError):
-    """``dotdo.resolve`` or ``dotdo.reject`` of an awakeable that is not there (its job
-    was purged; the id was changed) or was settled before: an awakeable takes one
-    resolve or reject, the first. The message says which."""
+    """``dotdo.resolve`` or ``dotdo.reject`` of an awakeable settled before: an
+    awakeable takes one resolve or reject, the first. (One that is not there, its job
+    purged, is a ``NotFoundError``.)"""
 
 
 class RejectedError(DotdoError):

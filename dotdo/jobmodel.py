@@ -118,7 +118,7 @@ Job = TypedDict("Job", {
     "claims": int,
     "crashes": int,
     "priority": int,
-    "runAt": float,
+    "runAt": float | None,  # None: parked in a wait without a timeout
     "maxRetries": int,
     "timeout": float,
     "createdAt": float,

@@ -9,8 +9,9 @@ or ``?token=`` must come from this server's own pages (its Origin). The read-onl
 may only read. Bodies are JSON, labelled so or not. Every answer has a documented
 shape (:mod:`dotdo.ops.models`); errors answer ``{"error": message}`` (and ``"field"``
 for a bad input): 400 bad input, 401 no or a wrong token, 403 the read-only token
-writing, a cross-site write or something not exposed, 404 unknown queue, job, class or
-object, 413 body too large, 500 a failure (an exposed method's own error).
+writing, a cross-site write or something not exposed, 404 unknown queue, job, class,
+object or awakeable, 409 an awakeable settled before, 413 body too large, 500 a
+failure (an exposed method's own error).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def create_app(service: Service, tokens: Tokens, *, max_body: int = MAX_BODY) ->
     _pages(app)
     _queues(app, service)
     _jobs(app, service)
+    _awakeables(app, service)
     _objects(app, service)
     _live(app, service)
     return app
@@ -261,6 +263,11 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(dotdo.NotFoundError)
     async def not_found(_: Request, exc: Exception) -> Response:
         return _error(404, str(exc))
+
+    @app.exception_handler(dotdo.AwakeableError)
+    async def settled_before(_: Request, exc: Exception) -> Response:
+        # The service answers an awakeable that is not there as NotFoundError (404).
+        return _error(409, str(exc))
 
     @app.exception_handler(NotExposed)
     async def not_exposed(_: Request, exc: Exception) -> Response:
@@ -451,6 +458,23 @@ def _jobs(app: FastAPI, service: Service) -> None:
     async def cancel(q: str, job_id: str) -> Any:
         """Cancel a job not yet finished (a running one is asked to stop)."""
         return (await service.cancel(q, [job_id]))[0]
+
+
+def _awakeables(app: FastAPI, service: Service) -> None:
+    # The id is the token `await dotdo.awakeable()` gave: it names its queue and job.
+    @app.post(API + "/awakeables/{awakeable_id}/resolve", tags=["awakeables"],
+              response_model=models.Settled, responses=models.SETTLE)
+    async def resolve(awakeable_id: str, body: models.ResolveBody | None = None) -> Any:
+        """Resolve an awakeable with `value` (null if left out): the job waiting for
+        it goes on with that value. An awakeable takes one resolve or reject (409 after)."""
+        return await service.resolve(awakeable_id, (body or {}).get("value"))
+
+    @app.post(API + "/awakeables/{awakeable_id}/reject", tags=["awakeables"],
+              response_model=models.Settled, responses=models.SETTLE)
+    async def reject(awakeable_id: str, body: models.RejectBody) -> Any:
+        """Reject an awakeable: the job's `await dotdo.wait(token)` raises
+        `RejectedError` with the reason. One resolve or reject per awakeable (409 after)."""
+        return await service.reject(awakeable_id, body["reason"])
 
 
 def _objects(app: FastAPI, service: Service) -> None:

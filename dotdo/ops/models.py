@@ -27,6 +27,7 @@ __all__ = ["Value", "plain", "ErrorBody", "READ", "LOOKUP", "WRITE", "SEND", "ST
            "EnqueueBody", "SettingsBody", "RetryBody", "CancelBody", "PurgeBody", "CallBody",
            "Status", "QueueSummary", "QueueView", "QueueSettings", "Stats", "DeadLetters",
            "JobAnswer", "JobsPage", "JobDetail", "Outcome", "Purged", "Retried", "Cancelled",
+           "ResolveBody", "RejectBody", "Settled", "Point", "Awakeable", "Child", "SETTLE",
            "WorkerRow", "ScheduleRow", "ObjectPage", "ObjectView", "Step", "Called", "Sent",
            "JobEvent"]
 
@@ -186,6 +187,22 @@ class PurgeBody(te.TypedDict, total=False):
 
 
 @with_config(_BODY)
+class ResolveBody(te.TypedDict, total=False):
+    """The value to resolve an awakeable with (null if left out): what
+    ``await dotdo.wait(token)`` returns in its job."""
+
+    value: Any
+
+
+@with_config(_BODY)
+class RejectBody(te.TypedDict):
+    """Why the awakeable is rejected: ``await dotdo.wait(token)`` raises
+    ``RejectedError`` with it in its job."""
+
+    reason: Annotated[str, Field(min_length=1)]
+
+
+@with_config(_BODY)
 class CallBody(te.TypedDict, total=False):
     """The arguments of a call on an exposed object."""
 
@@ -321,12 +338,56 @@ class Attempt(te.TypedDict):
     trace: str | None
 
 
+PointState = Literal["open", "done", "failed", "timeout"]
+
+
+class Point(te.TypedDict):
+    """A durable call of the job's runs, in the order they met it: ``key`` is its place
+    (``sleep#1``, ``event#1``, ``awakeable#1``, ``wait#1``, ``child#1``,
+    ``patch:<name>``, ``step:<step id>``); ``state`` open until it ended (done,
+    failed, or timeout: a wait's time ran out); ``until``: a sleep's end or a wait's
+    timeout (null: none); ``arg``: what it waits for (an event's type and match, the
+    awakeable a wait waits for, a child's queue, id and type)."""
+
+    key: str
+    state: PointState
+    until: float | None
+    arg: Value
+    createdAt: float
+    endedAt: float | None
+
+
+class Awakeable(te.TypedDict):
+    """An awakeable the job's runs made: open until resolved (``done``) or rejected
+    (``failed``); ``token`` is the id to settle it with
+    (``POST /api/awakeables/{token}/resolve`` or ``reject``)."""
+
+    key: str
+    state: PointState
+    token: str
+    createdAt: float
+    endedAt: float | None
+
+
+class Child(te.TypedDict):
+    """A child job the job's runs started (``dotdo.run_job``): its queue, id and type,
+    and the point of the parent's run that waits for it."""
+
+    queue: str
+    id: str
+    type: str
+    point: str
+
+
 def _job_detail() -> Any:
     """``Job`` with its queue, every attempt (``attempts``; the count moves to
-    ``attemptCount``) and its result (null until it completed)."""
+    ``attemptCount``), its result (null until it completed), and what its runs met
+    on the way: ``points`` in order, its ``awakeables`` (with their tokens) and the
+    ``children`` it started."""
     fields = {key: kind for key, kind in get_type_hints(JobAnswer, include_extras=True).items()
               if key != "enqueued"}  # only enqueue answers say how it went
-    fields.update(queue=str, attemptCount=int, attempts=list[Attempt], result=Value)
+    fields.update(queue=str, attemptCount=int, attempts=list[Attempt], result=Value,
+                  points=list[Point], awakeables=list[Awakeable], children=list[Child])
     return _typed_dict("JobDetail", fields, _job_detail.__doc__)
 
 
@@ -342,6 +403,17 @@ class Outcome(te.TypedDict):
     done: bool
     output: te.NotRequired[Value]
     error: te.NotRequired[str]
+
+
+class Settled(te.TypedDict):
+    """The awakeable was settled: its job, waiting for it, runs again (with the value,
+    or ``RejectedError`` with the reason); one not waiting yet finds it when it waits."""
+
+    token: str
+    queue: str
+    job: str
+    awakeable: str
+    settled: Literal["resolved", "rejected"]
 
 
 class JobEvent(te.TypedDict):
@@ -498,7 +570,8 @@ _WHEN = {
     401: "No token, or a wrong one: send `Authorization: Bearer <token>`.",
     403: "The read-only token writing; a write carried by the cookie or `?token=` from "
          "another site's page; or a class, method or event that is not exposed.",
-    404: "No such queue, job, class, object or method.",
+    404: "No such queue, job, class, object, method or awakeable.",
+    409: "The awakeable was resolved or rejected before: it takes one, the first.",
     413: "The body is over the server's limit (1 MiB by default; the message says it).",
     500: "The server failed: an exposed method raised, or a bug. The message says what.",
 }
@@ -515,6 +588,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 READ = _errors(401, 500)  # a listing: nothing in the request can be wrong but the token
 LOOKUP = _errors(400, 401, 404, 500)  # a read naming a queue, job or object, or with options
 WRITE = _errors(400, 401, 403, 404, 413, 500)  # changes something
+SETTLE = _errors(400, 401, 403, 404, 409, 413, 500)  # settles an awakeable: once
 SEND = _errors(400, 401, 403, 413, 500)  # an event: nothing to look up
 
 STREAM: dict[int | str, dict[str, Any]] = {200: {

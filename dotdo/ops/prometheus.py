@@ -1,6 +1,7 @@
 """Queue metrics in Prometheus' text format, under the names queue exporters use: jobs
-finished by outcome (a counter), jobs by state, duration and wait quantiles, the age
-of the oldest waiting job, workers, and whether the queue is paused."""
+finished by outcome (a counter), jobs by state (every ``JobStatus``: parked jobs are
+``sleeping`` or ``waiting``), duration and wait quantiles, the age of the oldest
+waiting job, workers, and whether the queue is paused."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FAMILIES = (
     ("dotdo_jobs_total", "counter",
      "Jobs that ended, by outcome (completed, failed, cancelled); purged jobs still count."),
-    ("dotdo_queue_jobs", "gauge", "Jobs in each state now."),
+    ("dotdo_queue_jobs", "gauge",
+     "Jobs in each state now; parked jobs (durable waits, holding no worker) are sleeping "
+     "(dotdo.sleep) or waiting (an event, an awakeable, a child job)."),
     ("dotdo_job_duration_seconds", "gauge",
      "Run time of the latest completed jobs (up to 1,000), by quantile."),
     ("dotdo_job_wait_seconds", "gauge",

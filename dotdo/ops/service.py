@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Unpack
 
 import dotdo
@@ -29,6 +29,7 @@ from dotdo.ids import check_id, storage_path
 from dotdo.jobmodel import FINISHED, Job, JobOptions, JobStatus
 from dotdo.object import exposed, lookup, public_methods
 from dotdo.storage import reader
+from dotdo.waits import parse_token
 
 _log = logging.getLogger("dotdo")
 
@@ -206,14 +207,18 @@ class Service:
 
     async def job(self, q: str, job_id: str) -> dict[str, Any]:
         """A job with every attempt and its result: the Job Thing plus ``queue``,
-        ``attemptCount``, ``attempts`` (list) and ``result``."""
+        ``attemptCount``, ``attempts`` (list), ``result``, and what its runs met:
+        ``points`` (in order), ``awakeables`` (with their tokens) and ``children``."""
         queue = await self._queue(q)
         thing = await queue.get(job_id)
         if thing is None:
             raise NotFoundError(f"no job {job_id!r} in queue {q!r}")
-        attempts, result = await asyncio.gather(queue.attempts(job_id), queue.result(job_id))
+        attempts, result, points, awakeables, children = await asyncio.gather(
+            queue.attempts(job_id), queue.result(job_id), queue.points(job_id),
+            queue.awakeables(job_id), queue.children(job_id))
         return {**thing, "queue": q, "attemptCount": thing["attempts"], "attempts": attempts,
-                "result": None if result is None else result["output"]}
+                "result": None if result is None else result["output"], "points": points,
+                "awakeables": awakeables, "children": children}
 
     async def find_job(self, job_id: str) -> str:
         """The queue that holds ``job_id``."""
@@ -254,6 +259,26 @@ class Service:
         elif thing["error"] is not None:
             out["error"] = thing["error"]
         return out
+
+    async def resolve(self, token: str, value: Any = None) -> dict[str, Any]:
+        """Resolve the awakeable ``token`` with ``value`` (``dotdo.resolve``): its job
+        goes on with it. ``{"token", "queue", "job", "awakeable", "settled"}``."""
+        return await self._settle(token, lambda: dotdo.resolve(token, value), "resolved")
+
+    async def reject(self, token: str, reason: str) -> dict[str, Any]:
+        """Reject the awakeable ``token`` (``dotdo.reject``): ``await dotdo.wait`` raises
+        ``RejectedError(reason)`` in its job."""
+        return await self._settle(token, lambda: dotdo.reject(token, reason), "rejected")
+
+    async def _settle(self, token: str, settle: Callable[[], Awaitable[None]], settled: str
+                      ) -> dict[str, Any]:
+        """Settle an awakeable of a queue that exists (looking up a token must not
+        create its queue). An awakeable that is not there is NotFoundError; one
+        settled before ``dotdo.AwakeableError``."""
+        q, job_id, _, key = parse_token(token)
+        await self._queue(q)
+        await settle()
+        return {"token": token, "queue": q, "job": job_id, "awakeable": key, "settled": settled}
 
     async def retry(self, q: str, job_ids: list[str]) -> list[dict[str, Any]]:
         """Send failed jobs back to the queue with fresh retries."""

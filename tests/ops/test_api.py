@@ -21,8 +21,10 @@ from dotdo.ops import serve
 from dotdo.ops.api import create_app
 from dotdo.ops.auth import Tokens
 from dotdo.ops.service import Service
+from dotdo.waits import awakeable_token
 from tests import job_handlers  # noqa: F401  (echo, doomed)
 from tests.conftest import wait_for
+from tests.ops.parked_jobs import parked
 
 
 class Till(dotdo.DurableObject, expose=True):
@@ -190,6 +192,50 @@ def test_retry_cancel_pause_resume_and_settings(http, queue, worker, unique):
     assert status == 200 and body["retried"] == 1
 
 
+def test_an_awakeable_is_resolved_over_http_once_and_bad_ids_are_refused(
+        http, queue, worker, unique):
+    # Given two jobs waiting for a person (an awakeable each)
+    approved = queue.enqueue("ops-approve", None).result()["$id"]
+    refused = queue.enqueue("ops-approve", None).result()["$id"]
+    wait_for(lambda: parked(queue, approved) and parked(queue, refused))
+    status, job = http("GET", f"/api/jobs/{unique}/{approved}")
+    assert status == 200 and (job["status"], job["waitingFor"]) == ("waiting", "wait#1")
+    assert "wakeAt" not in job  # a wait without a timeout
+    assert [(p["key"], p["state"]) for p in job["points"]] == [("awakeable#1", "open"),
+                                                               ("wait#1", "open")]
+    (awakeable,) = job["awakeables"]
+    token = awakeable["token"]
+    other = http("GET", f"/api/jobs/{unique}/{refused}")[1]["awakeables"][0]["token"]
+    assert http("GET", f"/api/queues/{unique}/jobs?status=waiting")[1]["jobs"][0]["waitingFor"] \
+        == "wait#1"
+    # When one is resolved over HTTP, then its job completes with the value
+    status, settled = http("POST", f"/api/awakeables/{token}/resolve", {"value": {"ok": 1}})
+    assert status == 200 and settled == {"token": token, "queue": unique, "job": approved,
+                                         "awakeable": "awakeable#1", "settled": "resolved"}
+    outcome = http("GET", f"/api/jobs/{unique}/{approved}/result?wait=30")[1]
+    assert outcome["done"] and outcome["output"] == {"approved": {"ok": 1}}
+    # and a second resolve or reject is 409, saying it was settled before
+    for verb, body in (("resolve", {"value": 2}), ("resolve", None), ("reject", {"reason": "no"})):
+        status, answer = http("POST", f"/api/awakeables/{token}/{verb}", body)
+        assert status == 409 and "settled before" in answer["error"], (verb, answer)
+    # The other is rejected with a reason (which it needs): its job sees the reason
+    status, answer = http("POST", f"/api/awakeables/{other}/reject", {})
+    assert status == 400 and answer["field"] == "reason"
+    status, settled = http("POST", f"/api/awakeables/{other}/reject", {"reason": "no budget"})
+    assert status == 200 and settled["settled"] == "rejected"
+    outcome = http("GET", f"/api/jobs/{unique}/{refused}/result?wait=30")[1]
+    assert outcome["output"] == {"rejected": "no budget"}
+    # A malformed id is 400; an awakeable or a queue that is not there 404
+    for bad in ("nonsense", "awk_AAAA", token[:-6]):
+        status, answer = http("POST", f"/api/awakeables/{bad}/resolve")
+        assert status == 400 and "awakeable's id" in answer["error"], (bad, answer)
+    for ghost, says in ((awakeable_token(unique, "ghost", None, "awakeable#1"), "no awakeable"),
+                        (awakeable_token("ghost-queue", "x", None, "awakeable#1"), "no queue")):
+        status, answer = http("POST", f"/api/awakeables/{ghost}/reject", {"reason": "x"})
+        assert status == 404 and says in answer["error"], answer
+    assert "ghost-queue" not in [q["id"] for q in http("GET", "/api/queues")[1]]
+
+
 def test_bad_bodies_name_the_field_and_write_nothing(http, queue, unique):
     cases = [
         (b"{not json", "body"),
@@ -279,6 +325,9 @@ def test_prometheus_reads_the_queue_metrics_by_their_names(http, queue, worker, 
     wait_for(lambda: queue.get(bad).result()["status"] == "failed"
              and queue.get(ok).result()["status"] == "completed")
     queue.enqueue("echo", 2, delay=3600).result()
+    napping = queue.enqueue("ops-nap", 3600).result()["$id"]
+    waiting = queue.enqueue("ops-approve", None).result()["$id"]
+    wait_for(lambda: parked(queue, napping, "sleeping") and parked(queue, waiting))
     status, text = http("GET", "/metrics")
     assert status == 200
     samples = {}
@@ -295,6 +344,10 @@ def test_prometheus_reads_the_queue_metrics_by_their_names(http, queue, worker, 
     assert one("dotdo_jobs_total", outcome="failed") == 1
     assert one("dotdo_queue_jobs", state="delayed") == 1
     assert one("dotdo_queue_jobs", state="completed") == 1
+    # parked jobs, which hold no worker: one sleeping, one waiting for its awakeable
+    assert one("dotdo_queue_jobs", state="sleeping") == 1
+    assert one("dotdo_queue_jobs", state="waiting") == 1
+    assert one("dotdo_queue_jobs", state="running") == 0
     assert one("dotdo_job_duration_seconds", quantile="0.5") >= 0
     assert one("dotdo_job_wait_seconds", quantile="0.95") >= 0
     assert one("dotdo_queue_oldest_pending_age_seconds") == 0
@@ -477,6 +530,13 @@ def test_every_answer_of_every_route_is_documented_and_fits_its_schema(
     till = make_local("Till", unique)
     till.ring(3).result()
     till.count().result()
+    # and parked jobs: one sleeping, two waiting for their awakeables
+    napping = queue.enqueue("ops-nap", 3600).result()["$id"]
+    asking = [queue.enqueue("ops-approve", n).result()["$id"] for n in range(2)]
+    wait_for(lambda: parked(queue, napping, "sleeping") and all(parked(queue, a) for a in asking))
+    yes, no = (queue.awakeables(a).result()[0]["token"] for a in asking)
+    ghost = awakeable_token(unique, "ghost", None, "awakeable#1")
+    resolve, reject = "/api/awakeables/{awakeable_id}/resolve", "/api/awakeables/{awakeable_id}/reject"
     q, jobs = f"/api/queues/{unique}", f"/api/jobs/{unique}"
     objects = f"/api/objects/Till/{unique}"
     # Each route: the requests that must succeed, then one per error it answers
@@ -504,6 +564,10 @@ def test_every_answer_of_every_route_is_documented_and_fits_its_schema(
         ("GET", "/api/queues/{q}/jobs", "/api/queues/ghost/jobs", None, 404),
         ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{done}", None, 200),
         ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{failed}", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{napping}", None, 200),
+        ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/{asking[0]}", None, 200),
+        ("GET", "/api/queues/{q}/jobs", f"{q}/jobs?status=sleeping", None, 200),
+        ("GET", "/api/queues/{q}/jobs", f"{q}/jobs?status=waiting", None, 200),
         ("GET", "/api/jobs/{q}/{job_id}", f"{jobs}/ghost", None, 404),
         ("GET", "/api/jobs/{q}/{job_id}", f"/api/jobs/{LONG}/x", None, 400),
         ("GET", "/api/jobs/{q}/{job_id}/result", f"{jobs}/{done}/result", None, 200),
@@ -545,6 +609,14 @@ def test_every_answer_of_every_route_is_documented_and_fits_its_schema(
         ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/{later}/cancel", None, 200),
         ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/{done}/cancel", None, 400),
         ("POST", "/api/jobs/{q}/{job_id}/cancel", f"{jobs}/ghost/cancel", None, 404),
+        ("POST", resolve, f"/api/awakeables/{yes}/resolve", {"value": {"ok": True}}, 200),
+        ("POST", resolve, f"/api/awakeables/{yes}/resolve", None, 409),
+        ("POST", resolve, "/api/awakeables/nonsense/resolve", None, 400),
+        ("POST", resolve, f"/api/awakeables/{ghost}/resolve", {}, 404),
+        ("POST", reject, f"/api/awakeables/{no}/reject", {"reason": "no budget"}, 200),
+        ("POST", reject, f"/api/awakeables/{no}/reject", {"reason": "again"}, 409),
+        ("POST", reject, f"/api/awakeables/{yes}/reject", {"reason": ""}, 400),
+        ("POST", reject, f"/api/awakeables/{ghost}/reject", {"reason": "x"}, 404),
         ("POST", "/api/queues/{q}/jobs/retry", f"{q}/jobs/retry", None, 200),
         ("POST", "/api/queues/{q}/jobs/retry", f"{q}/jobs/retry", {"status": "pending"}, 400),
         ("POST", "/api/queues/{q}/jobs/retry", "/api/queues/ghost/jobs/retry", None, 404),

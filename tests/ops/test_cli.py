@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -28,6 +29,7 @@ from dotdo.ops.cli import main
 from dotdo.ops.cli.jobs import jobs_enqueue
 from dotdo.ops.cli.output import ago, when
 from tests.conftest import ROOT, wait_for
+from tests.ops import parked_jobs  # noqa: F401  (ops-approve, ops-nap, ops-parent)
 
 FAILED_WITH = "OSError: disk full writing"
 
@@ -162,6 +164,55 @@ def test_jobs_get_shows_every_attempt_with_its_worker_error_and_traceback(root, 
     assert good["status"] == "completed" and good["result"] == {"to": "ada"}
     assert '"to": "ada"' in run(root, "jobs", "get", "good").stdout  # payload and result
     assert run(root, "jobs", "get", "nothing", code=1).stderr.startswith("Error: no job 'nothing'")
+
+
+def test_parked_jobs_show_in_ls_and_get_and_an_awakeable_is_settled_from_the_command(
+        root, unique):
+    # Given a sleeping job, a parent waiting for its child, and the child and another
+    # job waiting for their awakeables (the worker stops once all of them parked)
+    desk = dotdo.Queue("desk")
+    desk.enqueue("ops-nap", 3600, job_id="nap").result()
+    desk.enqueue("ops-parent", None, job_id="boss").result()
+    desk.enqueue("ops-approve", None, job_id="ask").result()
+    run_to_the_end("desk", f"{unique}-w")
+    assert desk.get("boss.child1").result()["status"] == "waiting"
+
+    # Then ls --status sleeping has the sleeping job, and the table says when it wakes
+    [napping] = as_json(root, "jobs", "ls", "desk", "--status", "sleeping")["jobs"]
+    assert (napping["$id"], napping["waitingFor"]) == ("nap", "sleep#1")
+    out = run(root, "jobs", "ls", "desk", "--status", "sleeping").stdout
+    assert re.search(r"sleep#1, wakes in 5\dm", out)  # within the hour
+    waiting = as_json(root, "jobs", "ls", "desk", "--status", "waiting")["jobs"]
+    assert {j["$id"]: j["waitingFor"] for j in waiting} == {
+        "boss": "child#1", "boss.child1": "wait#1", "ask": "wait#1"}
+    # and get shows what each waits for, when it wakes, the parent and the children
+    out = run(root, "jobs", "get", "nap").stdout
+    assert "waiting for  sleep#1" in out and "wakes" in out and "run at" not in out
+    out = run(root, "jobs", "get", "boss.child1").stdout
+    assert "times out    never" in out and "parent       boss in desk" in out
+    assert "awakeable#1" in out and "awk_" in out
+    assert "boss.child1 (ops-approve) in desk" in run(root, "jobs", "get", "boss").stdout
+
+    # When the child's awakeable is resolved and the other's rejected, by their tokens
+    child = as_json(root, "jobs", "get", "boss.child1")
+    assert child["parent"] == {"queue": "desk", "id": "boss"}
+    [token] = [a["token"] for a in child["awakeables"]]
+    out = run(root, "jobs", "resolve", token, '{"ok": true}').stdout
+    assert "Resolved: awakeable awakeable#1 of job boss.child1 in desk" in out
+    [other] = [a["token"] for a in as_json(root, "jobs", "get", "ask")["awakeables"]]
+    assert as_json(root, "jobs", "reject", other, "no budget") == {
+        "token": other, "queue": "desk", "job": "ask", "awakeable": "awakeable#1",
+        "settled": "rejected"}
+    # Then a second settle, a bad id or a value that is not JSON is refused, saying why
+    again = run(root, "jobs", "resolve", token, code=1).stderr
+    assert again.startswith("Error: ") and "settled before" in again
+    assert "not an awakeable's id" in run(root, "jobs", "resolve", "nonsense", code=1).stderr
+    assert "not JSON" in run(root, "jobs", "resolve", other, "{yes}", code=2).output
+    # and the jobs go on with what they were given
+    run_to_the_end("desk", f"{unique}-w")
+    assert desk.result("boss").result()["output"] == {"child": {"approved": {"ok": True}}}
+    assert desk.result("ask").result()["output"] == {"rejected": "no budget"}
+    assert desk.get("nap").result()["status"] == "sleeping"
 
 
 def test_workers_show_a_running_worker_with_its_queue_and_counts(root, unique):

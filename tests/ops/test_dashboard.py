@@ -3,7 +3,9 @@ HTTP API over a ``Service``) on objects in this process, with a worker working t
 queue: each page loads and shows what the service knows; retry, bulk retry, pause
 and concurrency are clicked and the service confirms them; errors from the API show
 in the banner; screenshots are saved (to the test's tmp dir, and the overview and a
-job page also to ``$DOTDO_SCREENSHOTS`` when set, as the docs' pictures).
+job page also to ``$DOTDO_SCREENSHOTS`` when set, as the docs' pictures). Parked jobs
+(sleeping, waiting for an awakeable or a child) show what they wait for and their
+points, and their awakeables are approved and rejected from the job page.
 
 Needs Debian's ``chromium`` and ``chromium-driver``; without them every test here
 skips and says what to install.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 
 import dotdo
 from tests.conftest import wait_for
+from tests.ops.parked_jobs import parked  # and its handlers: ops-approve, ops-nap, ops-parent
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -399,6 +403,80 @@ def test_queue_page_tabs_search_row_retry_and_bulk_retry(page, queue, gate, qid)
     page.until(lambda d: "type=dash-email" in d.current_url and page.all("type-filter"), "the filter")
     page.until(lambda d: page.attrs("job-row", "data-job") == [echo],
                "only the dash-email job")
+
+
+def test_parked_jobs_show_their_waits_and_approve_and_reject_settle_their_awakeables(
+        page, queue, qid):
+    # Given a sleeping job, a parent waiting for its child, and the child and another
+    # job waiting for a person (their awakeables)
+    napping = queue.enqueue("ops-nap", 3600).result()["$id"]
+    boss = queue.enqueue("ops-parent", {"order": 7}).result()["$id"]
+    child = f"{boss}.child1"
+    asking = queue.enqueue("ops-approve", None).result()["$id"]
+    wait_for(lambda: parked(queue, napping, "sleeping") and parked(queue, boss)
+             and parked(queue, child) and parked(queue, asking), timeout=WAIT)
+
+    # Then the overview and the queue page count the sleeping state, and each row says
+    # what the job waits for and when it wakes
+    page.open("#/")
+    card = page.css(f'[data-test="queue-card"][data-queue="{qid}"]')
+    assert page.text("count-sleeping", card).startswith("1")
+    assert page.text("count-waiting", card).startswith("3")
+    page.shot("overview-parked")
+    page.open(f"#/queues/{qid}")
+    assert page.text("tab-sleeping").endswith("1") and page.text("tab-waiting").endswith("3")
+    page.one("tab-sleeping").click()
+    page.until(lambda d: "status=sleeping" in d.current_url
+               and page.attrs("job-row", "data-job") == [napping], "the sleeping tab")
+    assert re.match(r"wakes in 5\d m", page.text("job-waits"))  # within the hour
+    page.go(f"#/queues/{qid}?status=waiting")
+    row = page.css(f'[data-test="job-row"][data-job="{child}"]')
+    assert page.text("job-waits", row) == "waits for awakeable wait#1 · no timeout"
+    row = page.css(f'[data-test="job-row"][data-job="{boss}"]')
+    assert page.text("job-waits", row).startswith("waits for child job child#1")
+    page.shot("queue-waiting")
+
+    # The sleeping job's page: when it wakes, and its points
+    page.open(f"#/jobs/{qid}/{napping}")
+    assert page.text("job-status") == "sleeping"
+    assert page.text("job-waiting-for") == "sleep sleep#1"
+    assert re.search(r"\(wakes in 5\d m \d\d s\)", page.text("job-wake"))
+    assert page.attrs("point", "data-key") == ["sleep#1"]
+
+    # The parent links to its child, the child back to its parent
+    page.open(f"#/jobs/{qid}/{boss}")
+    assert page.text("job-waiting-for") == "child job child#1"
+    assert page.attrs("point", "data-key") == ["child#1"]
+    page.one("child-link").click()
+    page.until(lambda d: page.text("job-id") == child, "the child's page")
+    assert page.text("job-parent") == boss
+    assert page.attrs("point", "data-key") == ["awakeable#1", "wait#1"]
+    assert page.attrs("point", "data-state") == ["open", "open"]
+    assert page.text("awakeable-token").startswith("awk_")
+
+    # When Approve is clicked with a value, the child completes with it, then the parent
+    awakeable = page.css('[data-test="awakeable"][data-key="awakeable#1"]')
+    page.one("awakeable-value", awakeable).send_keys('{"ok": true}')
+    page.shot("job-parked")
+    page.one("awakeable-approve", awakeable).click()
+    page.wait_text("job-status", "completed")
+    page.wait_text("job-result", '"ok": true')
+    assert page.attrs("awakeable", "data-state") == ["done"] and not page.all("awakeable-approve")
+    assert page.attrs("point", "data-state") == ["done", "done"]
+    page.one("job-parent").click()
+    page.until(lambda d: page.text("job-id") == boss, "the parent's page")
+    page.wait_text("job-status", "completed")
+    assert run(Service().result(qid, boss))["output"] == {"child": {"approved": {"ok": True}}}
+
+    # Reject asks for the reason, and the job's wait raises with it
+    page.open(f"#/jobs/{qid}/{asking}")
+    page.one("awakeable-reject").click()
+    prompt = page.until(lambda d: d.switch_to.alert, "the reason prompt")
+    prompt.send_keys("no budget")
+    prompt.accept()
+    page.wait_text("job-status", "completed")
+    page.wait_text("job-result", "no budget")
+    assert queue.result(asking).result()["output"] == {"rejected": "no budget"}
 
 
 def test_pause_resume_and_concurrency_from_the_queue_page(page, queue, qid):

@@ -10,11 +10,13 @@ import pytest
 
 import dotdo
 from dotdo import client
-from dotdo.ids import storage_path
 from dotdo.errors import NotExposed
+from dotdo.ids import storage_path
 from dotdo.ops.service import Service
+from dotdo.waits import awakeable_token
 from tests import job_handlers, objects  # noqa: F401  (handlers; Ticker)
 from tests.conftest import wait_for
+from tests.ops.parked_jobs import parked
 
 
 class Shop(dotdo.DurableObject, expose=["order"]):
@@ -96,6 +98,45 @@ def test_events_start_from_now_and_carry_the_queue(service, make_local, unique):
     assert [(e["queue"], e["type"], e["data"]["$id"]) for e in events] == [
         (unique, "Job.enqueued", job_id)]
     assert run(service.events(cursor))[0] == []
+
+
+def test_a_parked_parent_and_child_show_their_points_and_the_child_is_resolved_once(
+        service, worked, unique):
+    # Given a parent job waiting for its child, which waits for its awakeable
+    parent_id = worked.enqueue("ops-parent", None).result()["$id"]
+    child_id = f"{parent_id}.child1"
+    wait_for(lambda: parked(worked, parent_id) and parked(worked, child_id))
+    parent, child = run(service.job(unique, parent_id)), run(service.job(unique, child_id))
+    # Then the parent shows its child and the point it waits at, the child its parent
+    # and its awakeable's token
+    assert (parent["status"], parent["waitingFor"], "wakeAt" in parent) == ("waiting", "child#1", False)
+    assert parent["children"] == [{"queue": unique, "id": child_id, "type": "ops-approve",
+                                   "point": "child#1"}]
+    assert [(p["key"], p["state"]) for p in parent["points"]] == [("child#1", "open")]
+    assert parent["awakeables"] == [] and "parent" not in parent
+    assert child["parent"] == {"queue": unique, "id": parent_id} and child["children"] == []
+    assert [(p["key"], p["state"]) for p in child["points"]] == [("awakeable#1", "open"),
+                                                                 ("wait#1", "open")]
+    (awakeable,) = child["awakeables"]
+    assert awakeable["state"] == "open" and awakeable["key"] == "awakeable#1"
+    # When it is resolved, then both go on; a second settle is refused as settled before
+    settled = run(service.resolve(awakeable["token"], 7))
+    assert settled == {"token": awakeable["token"], "queue": unique, "job": child_id,
+                       "awakeable": "awakeable#1", "settled": "resolved"}
+    assert run(service.result(unique, parent_id, wait=30))["output"] == {
+        "child": {"approved": 7}}
+    with pytest.raises(dotdo.AwakeableError, match="settled before"):
+        run(service.reject(awakeable["token"], "too late"))
+    assert [p["state"] for p in run(service.job(unique, child_id))["points"]] == ["done", "done"]
+    # An awakeable that is not there is not found; one of a queue that is not there
+    # creates no queue
+    with pytest.raises(dotdo.NotFoundError, match="no awakeable"):
+        run(service.resolve(awakeable_token(unique, "ghost", None, "awakeable#1")))
+    with pytest.raises(dotdo.NotFoundError, match="no queue"):
+        run(service.resolve(awakeable_token(f"{unique}-ghost", "x", None, "awakeable#1")))
+    assert f"{unique}-ghost" not in run(service.queue_ids())
+    with pytest.raises(ValueError, match="not an awakeable's id"):
+        run(service.resolve("nonsense"))
 
 
 def test_workers_and_status_show_a_live_worker(service, worked, unique):

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from dotdo.errors import DotdoError
-from dotdo.ops.cli import jobs, objects, queues, serving
+from dotdo.ops.cli import awakeables, jobs, objects, queues, serving
 from dotdo.ops.cli.context import Ops
 
 __all__ = ["main"]
@@ -64,6 +64,8 @@ main.add_command(queues.status)
 main.add_command(queues.queues)
 main.add_command(queues.queue)
 main.add_command(jobs.jobs)
+jobs.jobs.add_command(awakeables.resolve)
+jobs.jobs.add_command(awakeables.reject)
 main.add_command(objects.workers)
 main.add_command(objects.schedules)
 main.add_command(objects.objects)

@@ -1,7 +1,9 @@
 """The ``jobs`` group: list a queue's jobs a page at a time (``ls``), show one with
-its payload, result and every attempt (``get``), ``retry`` failed jobs and ``cancel``
+its payload, result, every attempt and what its runs met (``get``: points,
+awakeables with their tokens, child jobs), ``retry`` failed jobs and ``cancel``
 unfinished ones (by id, or every such job of a queue after asking), and ``enqueue`` a
-job from the command line.
+job from the command line. ``resolve`` and ``reject`` (an awakeable) are in
+:mod:`dotdo.ops.cli.awakeables`.
 """
 
 from __future__ import annotations
@@ -38,20 +40,76 @@ from dotdo.ops.service import STATES, Service
 
 @click.group()
 def jobs() -> None:
-    """Jobs: ls, get, retry, cancel, enqueue."""
+    """Jobs: ls, get, retry, cancel, enqueue, resolve, reject."""
+
+
+def _parked(job: dict[str, Any], now: float) -> str:
+    """What a parked job waits at and when it wakes: ``sleep#1, wakes in 1h``."""
+    wake = job.get("wakeAt")
+    if wake is None:
+        return f"{job['waitingFor']}, no timeout"
+    verb = "wakes" if job["status"] == JobStatus.SLEEPING else "times out"
+    return f"{job['waitingFor']}, {verb} {ago(wake, now)}"
 
 
 def _jobs_table(rows: list[dict[str, Any]], with_queue: bool = False) -> Table:
     now = time.time()
+    parked = any(job.get("waitingFor") for job in rows)  # the column only when it says something
     table = new_table(*(["queue"] if with_queue else []), "id", "type", "status", "attempts",
-                   "created", "worker", "error")
+                      "created", *(["waiting for"] if parked else []), "worker", "error")
     for job in rows:
         attempts = job.get("attemptCount", job["attempts"])
+        waits = [as_text(_parked(job, now) if job.get("waitingFor") else None)] if parked else []
         table.add_row(*([as_text(job.get("queue"))] if with_queue else []), as_text(job["$id"]),
                       as_text(job["type"]), as_text(job["status"]), str(attempts),
-                      ago(job["createdAt"], now), as_text(job.get("worker")),
+                      ago(job["createdAt"], now), *waits, as_text(job.get("worker")),
                       as_text(first_line(job["error"]) or None))
     return table
+
+
+def _point_what(point: dict[str, Any], now: float) -> str:
+    """What a point of a run waits for, in a few words."""
+    arg = point.get("arg") or {}
+    kind = point["key"].partition("#")[0]
+    if kind == "sleep":
+        return f"until {when(point['until'], now)}"
+    if kind == "event":
+        match = f" matching {data_text(arg['match']).replace(chr(10), ' ')}" if arg.get("match") else ""
+        return f"event {arg.get('type')}{match}"
+    if kind == "wait":
+        return f"awakeable {arg.get('awakeable')}"
+    if kind == "awakeable":
+        return "settled by its token (dotdo jobs resolve / reject)"
+    if kind == "child":
+        return f"job {arg.get('id')} ({arg.get('type')}) in {arg.get('queue')}"
+    named, _, name = point["key"].partition(":")  # step:<step id>, patch:<name>
+    return f"{named} {name}" if name else ""
+
+
+def _waits_tables(value: dict[str, Any], now: float) -> list[Table]:
+    """The job's points, awakeables (with the tokens to settle them) and children."""
+    tables = []
+    if value.get("points"):
+        table = new_table("point", "state", "what", "times out", "created", "ended",
+                          title="Points (in order)")
+        for p in value["points"]:
+            timeout = None if p["key"].startswith("sleep#") else p["until"]
+            table.add_row(as_text(p["key"]), as_text(p["state"]), as_text(_point_what(p, now)),
+                          when(timeout, now), when(p["createdAt"], now), when(p["endedAt"], now))
+        tables.append(table)
+    if value.get("awakeables"):
+        table = new_table("awakeable", "state", "token (dotdo jobs resolve TOKEN [VALUE])",
+                          title="Awakeables")
+        for a in value["awakeables"]:
+            table.add_row(as_text(a["key"]), as_text(a["state"]), as_text(a["token"]))
+        tables.append(table)
+    if value.get("children"):
+        table = new_table("point", "queue", "id", "type", title="Child jobs")
+        for c in value["children"]:
+            table.add_row(as_text(c["point"]), as_text(c["queue"]), as_text(c["id"]),
+                          as_text(c["type"]))
+        tables.append(table)
+    return tables
 
 
 @jobs.command("ls")
@@ -102,9 +160,21 @@ def jobs_get(job_id: str, q: str | None) -> None:
         rows: list[tuple[str, Any]] = [
             ("queue", value["queue"]), ("type", value["type"]), ("status", value["status"]),
             ("attempts", f"{value['attemptCount']} (retries allowed: {value['maxRetries']})"),
-            ("priority", value["priority"]), ("created", when(value["createdAt"], now)),
-            ("run at", when(value["runAt"], now)), ("started", when(value["startedAt"], now)),
-            ("finished", when(value["finishedAt"], now)), ("worker", value["worker"])]
+            ("priority", value["priority"]), ("created", when(value["createdAt"], now))]
+        if value.get("waitingFor"):  # parked: its runAt is its wake time, or none
+            point = next((p for p in value.get("points", ()) if p["key"] == value["waitingFor"]),
+                         None)
+            what = _point_what(point, now) if point is not None else ""
+            rows.append(("waiting for", f"{value['waitingFor']}: {what}" if what
+                         else value["waitingFor"]))
+            verb = "wakes" if value["status"] == JobStatus.SLEEPING else "times out"
+            rows.append((verb, when(value["wakeAt"], now) if "wakeAt" in value else "never"))
+        else:
+            rows.append(("run at", when(value["runAt"], now)))
+        rows += [("started", when(value["startedAt"], now)),
+                 ("finished", when(value["finishedAt"], now)), ("worker", value["worker"])]
+        if value.get("parent"):
+            rows.append(("parent", f"{value['parent']['id']} in {value['parent']['queue']}"))
         if value.get("progress") is not None:
             rows.append(("progress", f"{value['progress']:.0%} {value.get('progressMessage') or ''}"))
         for key in ("group", "rateKey", "dedupeKey"):
@@ -133,6 +203,8 @@ def jobs_get(job_id: str, q: str | None) -> None:
                                         title_align="left", border_style="red"))
             if traces:
                 out.print(Group(*traces))
+        for table in _waits_tables(value, now):
+            out.print(table)
 
     emit(value, render)
 

@@ -54,7 +54,10 @@ def when(t: float | None, now: float | None = None) -> str:
     """A local ISO time and its age: ``2025-01-31 09:00:00 (3m ago)``."""
     if t is None:
         return "-"
-    local = datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+    try:
+        local = datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, ValueError, OSError):  # past any calendar: a wait with no end
+        return "never"
     return f"{local} ({ago(t, now)})"
 
 

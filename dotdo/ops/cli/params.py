@@ -1,6 +1,7 @@
 """Values on the command line: the click parameter types of ``dotdo``'s options
 (durations, moments for ``--since`` and ``--run-at``, backoffs, a setting or ``none``,
-retention), the ``--payload`` JSON callback, and the job states the options may name.
+retention), the JSON callbacks of ``--payload`` and of an awakeable's value, and the
+job states the options may name.
 Each turns text into what the service takes, or fails with a message saying what to
 give instead.
 """
@@ -18,7 +19,7 @@ import click
 from dotdo.jobmodel import FINISHED, UNFINISHED
 
 __all__ = ["FINISHED", "UNFINISHED", "CLEAR", "Duration", "Since", "Moment", "Backoff",
-           "OrNone", "KeepType", "parse_payload"]
+           "OrNone", "KeepType", "parse_payload", "parse_value"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -176,3 +177,15 @@ def parse_payload(_ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(
             f"not JSON ({exc}): quote it for the shell, e.g. --payload '{{\"to\": \"ada\"}}'",
             param=param) from exc
+
+
+def parse_value(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """An awakeable's value given as JSON text (None when left out)."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"not JSON ({exc}): give the value as JSON, quoted for the shell: "
+            "'{\"approved\": true}', '42', or '\"yes\"' for a string", param=param) from exc

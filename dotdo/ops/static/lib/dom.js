@@ -152,10 +152,34 @@ export function firstLine(text) {
 
 // -- common pieces ---------------------------------------------------------------------
 
-// Every job status, in the order a job goes through them (also the tab order).
-export const STATES = ["pending", "delayed", "retrying", "waiting", "running", "stuck",
-  "completed", "failed", "cancelled"];
+// Every job state, in the order a job goes through them (also the tab order), as the
+// API lists them: a queue's counts have one key per state (the queue's JobStatus), so
+// a state added there shows here with no change to the pages.
+export const statesOf = (counts) => Object.keys(counts || {});
 export const FINISHED = ["completed", "failed", "cancelled"];
+
+// A point of a job's runs ("sleep#1", "event#2", "wait#1", "awakeable#1", "child#1",
+// "step:charge-7", "patch:new-path") in words.
+const POINT_KINDS = { sleep: "sleep", event: "event", wait: "awakeable", awakeable: "awakeable", child: "child job" };
+export function pointKind(key) {
+  const kind = String(key).split(/[#:]/)[0];
+  return POINT_KINDS[kind] || kind;
+}
+
+// When a parked job wakes: a sleep's end, a wait's timeout, or never.
+export function wakeText(job) {
+  if (job.wakeAt === null || job.wakeAt === undefined) return h("span", { class: "muted" }, "no timeout");
+  return [job.status === "sleeping" ? "wakes " : "times out ", ago(job.wakeAt)];
+}
+
+// What a parked job (sleeping, or waiting at a durable wait) waits for, and when it
+// wakes; null for any other job.
+export function parkedText(job) {
+  if (!job.waitingFor) return null;
+  const what = job.status === "sleeping" ? null
+    : ["waits for ", pointKind(job.waitingFor), " ", h("span", { class: "mono" }, job.waitingFor), " · "];
+  return h("span", { class: "waits", test: "job-waits", title: job.waitingFor }, what, wakeText(job));
+}
 
 export function badge(status, test) {
   return h("span", { class: `badge st-${status}`, test: test || "status" }, status);

@@ -1,13 +1,57 @@
 // One job (#/jobs/Q/ID): its facts, payload, result, error, and every attempt with
 // its worker, times, outcome, error and traceback; retry (failed) and cancel
-// (unfinished). The page follows the job live until it is finished.
+// (unfinished). A job that parked (durable waits) shows what it waits for and when it
+// wakes, its open awakeables with Approve / Reject, the points its runs met in order,
+// and links to its parent and children. The page follows the job live until it is
+// finished.
 
-import { act, get, notify, paths, post } from "../lib/api.js";
+import { ApiError, act, get, notify, paths, post, showError } from "../lib/api.js";
 import {
-  FINISHED, ago, badge, eventJobId, keepingOpen, facts, fmtDuration, fmtTime, h, jsonBlock, queueHref, replace, table,
+  FINISHED, ago, badge, eventJobId, keepingOpen, facts, fmtDuration, fmtTime, h, jobHref, jsonBlock, pointKind,
+  queueHref, replace, short, table, wakeText,
 } from "../lib/dom.js";
 
 const POLL_EVERY = 2000;
+
+// What a point waits for, from what its row keeps of its arguments.
+function pointWhat(p) {
+  const arg = p.arg || {};
+  const kind = p.key.split(/[#:]/)[0];
+  switch (kind) {
+    case "sleep":
+      return ["until ", fmtTime(p.until)];
+    case "event":
+      return [h("span", { class: "mono" }, arg.type || ""),
+        arg.match && Object.keys(arg.match).length ? ` matching ${short(arg.match, 60)}` : null];
+    case "awakeable":
+      return "made: settled by its token (Awakeables)";
+    case "wait":
+      return ["resolve or reject of ", h("span", { class: "mono" }, arg.awakeable || "")];
+    case "child":
+      return arg.id ? [h("a", { class: "mono", href: jobHref(arg.queue, arg.id), test: "point-child" }, arg.id),
+        ` (${arg.type}) in ${arg.queue}`] : null;
+    case "step":
+      return ["step ", h("span", { class: "mono" }, p.key.slice("step:".length))];
+    case "patch":
+      return ["patch ", h("span", { class: "mono" }, p.key.slice("patch:".length))];
+    default:
+      return null;
+  }
+}
+
+function pointRow(p, i) {
+  // A sleep's `until` is when it ends; any other point's is when it times out.
+  const timeout = p.key.startsWith("sleep#") ? null : p.until;
+  return h("tr", { test: "point", "data-key": p.key, "data-state": p.state },
+    h("td", { class: "num" }, String(i + 1)),
+    h("td", { class: "mono" }, p.key),
+    h("td", null, p.key.split(/[#:]/)[0]),
+    h("td", null, badge(p.state, "point-state")),
+    h("td", null, pointWhat(p)),
+    h("td", null, timeout === null || timeout === undefined ? "–" : [fmtTime(timeout), " (", ago(timeout), ")"]),
+    h("td", null, fmtTime(p.createdAt)),
+    h("td", null, fmtTime(p.endedAt)));
+}
 
 function attemptRow(a) {
   const took = a.startedAt && a.finishedAt ? fmtDuration(a.finishedAt - a.startedAt) : "–";
@@ -29,6 +73,66 @@ export async function render(ctx) {
   const body = h("div", { test: "job" });
   replace(ctx.root, head, body);
   let job = null;
+  const typed = new Map(); // values typed for awakeables, by token: kept across redraws
+
+  // An awakeable: its token, and while it is open, Approve (resolve, with the value
+  // typed, if any) and Reject (asks for the reason).
+  function awakeableRow(a) {
+    const open = a.state === "open";
+    const row = h("tr", { test: "awakeable", "data-key": a.key, "data-state": a.state });
+    let actions = null;
+    if (open) {
+      const value = h("input", {
+        type: "text", class: "mono value-input", test: "awakeable-value", value: typed.get(a.token) || "",
+        placeholder: "value (JSON, optional)", title: "what the job's wait returns: JSON, or empty for null",
+      });
+      value.addEventListener("input", () => typed.set(a.token, value.value));
+      const approve = h("button", { test: "awakeable-approve", title: "resolve: the job goes on with the value" },
+        "Approve");
+      const reject = h("button", { class: "danger", test: "awakeable-reject",
+        title: "reject: the job's wait raises RejectedError with the reason" }, "Reject");
+      approve.addEventListener("click", () => {
+        const raw = value.value.trim();
+        let sent = {};
+        if (raw) {
+          try {
+            sent = { value: JSON.parse(raw) };
+          } catch (e) {
+            showError(new ApiError(0, `the value is not JSON (${e.message}): leave it empty for null, or give JSON such as {"ok": true}, 42 or "yes"`, ""));
+            return;
+          }
+        }
+        act(approve, async () => {
+          await post(paths.resolve(a.token), sent);
+          typed.delete(a.token);
+          notify(`resolved ${a.key} of ${id}`);
+          refresh();
+        });
+      });
+      reject.addEventListener("click", () => {
+        const reason = window.prompt(`Reject ${a.key} of job ${id}? Its wait raises RejectedError with this reason:`, "");
+        if (reason === null) return;
+        if (!reason.trim()) {
+          showError(new ApiError(0, "a rejection needs a reason: nothing was rejected", ""));
+          return;
+        }
+        act(reject, async () => {
+          await post(paths.reject(a.token), { reason: reason.trim() });
+          notify(`rejected ${a.key} of ${id}`);
+          refresh();
+        });
+      });
+      actions = [value, approve, reject];
+    }
+    replace(row,
+      h("td", { class: "mono" }, a.key),
+      h("td", null, badge(a.state, "awakeable-state")),
+      h("td", { class: "mono token", test: "awakeable-token" }, a.token),
+      h("td", null, fmtTime(a.createdAt)),
+      h("td", null, fmtTime(a.endedAt)),
+      h("td", { class: "actions" }, actions));
+    return row;
+  }
 
   function draw(j) {
     job = j;
@@ -64,7 +168,15 @@ export async function render(ctx) {
         ["max retries", j.maxRetries === null ? "none" : String(j.maxRetries)],
         ["priority", String(j.priority)],
         ["created", [fmtTime(j.createdAt), " (", ago(j.createdAt), ")"]],
-        j.runAt && !FINISHED.includes(j.status) ? ["runs", [fmtTime(j.runAt), " (", ago(j.runAt), ")"]] : null,
+        // A parked job's runAt is its wake time (or none): shown as such.
+        j.runAt && !FINISHED.includes(j.status) && !j.waitingFor
+          ? ["runs", [fmtTime(j.runAt), " (", ago(j.runAt), ")"]] : null,
+        j.waitingFor ? ["waiting for", h("span", { test: "job-waiting-for" },
+          pointKind(j.waitingFor), " ", h("span", { class: "mono" }, j.waitingFor))] : null,
+        j.waitingFor ? [j.status === "sleeping" ? "wakes" : "times out", h("span", { test: "job-wake" },
+          j.wakeAt === null || j.wakeAt === undefined ? wakeText(j) : [fmtTime(j.wakeAt), " (", wakeText(j), ")"])] : null,
+        j.parent ? ["parent", h("a", { class: "mono", href: jobHref(j.parent.queue, j.parent.id), test: "job-parent" },
+          j.parent.queue === q ? j.parent.id : `${j.parent.queue} / ${j.parent.id}`)] : null,
         j.startedAt ? ["started", fmtTime(j.startedAt)] : null,
         j.finishedAt ? ["finished", fmtTime(j.finishedAt)] : null,
         j.worker ? ["worker", j.worker] : null,
@@ -77,11 +189,24 @@ export async function render(ctx) {
         // The latest error in full; every attempt's error and traceback are below.
         j.error ? ["error", h("pre", { class: "error-text", test: "job-error" }, j.error), true] : null,
       ], "job-facts")),
+      (j.awakeables || []).length ? h("section", { class: "card", test: "awakeables" }, h("h2", null, "Awakeables"),
+        h("p", { class: "muted" }, "Promises the job handed out (await dotdo.awakeable()): each takes one resolve or reject, the first."),
+        table(["awakeable", "state", "token", "created", "settled", ""], j.awakeables.map(awakeableRow),
+          { test: "awakeables-table" })) : null,
+      (j.children || []).length ? h("section", { class: "card", test: "children" }, h("h2", null, "Child jobs"),
+        table(["point", "type", "job"], j.children.map((c) => h("tr", { test: "child", "data-job": c.id },
+          h("td", { class: "mono" }, c.point), h("td", null, c.type),
+          h("td", null, h("a", { class: "mono", href: jobHref(c.queue, c.id), test: "child-link" },
+            c.queue === q ? c.id : `${c.queue} / ${c.id}`)))), { test: "children-table" })) : null,
       h("div", { class: "two" },
         h("section", { class: "card" }, h("h2", null, "Payload"), jsonBlock(j.payload, "job-payload")),
         h("section", { class: "card" }, h("h2", null, "Result"),
           j.status === "completed" ? jsonBlock(j.result, "job-result")
             : h("p", { class: "muted", test: "job-result" }, `no result: the job is ${j.status}`))),
+      (j.points || []).length ? h("section", { class: "card", test: "points" }, h("h2", null, "Points"),
+        h("p", { class: "muted" }, "The durable calls of the job's runs, in order: a resumed run meets each again and gets the same answer."),
+        table(["#", "point", "kind", "state", "what", "times out", "created", "ended"], j.points.map(pointRow),
+          { test: "points-table" })) : null,
       h("section", { class: "card" }, h("h2", null, "Attempts"),
         table(["#", "worker", "started", "took", "outcome", "error"], (j.attempts || []).map(attemptRow),
           { test: "attempts" }))));

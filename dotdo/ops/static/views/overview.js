@@ -8,7 +8,7 @@ import { get, paths } from "../lib/api.js";
 import { throughputChart } from "../lib/chart.js";
 import { pausedBadge, statsBlock } from "../lib/stats.js";
 import {
-  STATES, ago, badge, eventJobId, fmtNumber, h, jobHref, queueHref, replace, short,
+  ago, badge, eventJobId, fmtNumber, h, jobHref, queueHref, replace, short, statesOf,
 } from "../lib/dom.js";
 
 const FEED_SIZE = 15;
@@ -51,7 +51,7 @@ function queueCard(summary) {
       h("span", { class: "muted" }, `${s.workers} worker${s.workers === 1 ? "" : "s"}`),
       h("span", { class: "muted" }, s.concurrency ? `concurrency ${s.concurrency}` : "no concurrency limit"),
       h("a", { class: "aside", href: `#/dead/${encodeURIComponent(q)}` }, "dead letters"));
-    replace(counts, STATES.map((st) => stateCell(q, st, s.counts[st] || 0)));
+    replace(counts, statesOf(s.counts).map((st) => stateCell(q, st, s.counts[st] || 0)));
   }
 
   async function reloadStats() {

@@ -9,19 +9,23 @@
 import { act, get, notify, patch, paths, post, showError, ApiError } from "../lib/api.js";
 import { throughputChart } from "../lib/chart.js";
 import {
-  FINISHED, STATES, ago, badge, firstLine, fmtDuration, fmtNumber, h, jobHref, queueHref, replace, short, table,
+  FINISHED, ago, badge, firstLine, fmtDuration, fmtNumber, h, jobHref, parkedText, queueHref, replace, short,
+  statesOf, table,
 } from "../lib/dom.js";
 import { pausedBadge, statsBlock } from "../lib/stats.js";
 
 const PAGE = 25;
-const TABS = ["all", ...STATES];
 
-// When a job last moved, in the terms of its status.
+// When a job last moved, or moves next, in the terms of its status.
 function when(job) {
+  if (job.waitingFor) return parkedText(job); // parked: what it waits for, when it wakes
   switch (job.status) {
     case "delayed":
     case "retrying":
       return ["runs ", ago(job.runAt)];
+    case "waiting":
+      return job.waitingOn ? `waits for ${job.waitingOn} parent job${job.waitingOn === 1 ? "" : "s"}`
+        : ["created ", ago(job.createdAt)];
     case "running":
     case "stuck":
       return ["started ", ago(job.startedAt),
@@ -39,11 +43,13 @@ export async function render(ctx) {
   const q = ctx.params.q;
   const status = ctx.query.get("status") || "all";
   const type = ctx.query.get("type") || "";
-  if (!TABS.includes(status)) {
-    throw new ApiError(400, `no job status ${JSON.stringify(status)}: one of ${TABS.join(", ")}`, "");
-  }
   const info = await get(paths.queue(q));
   if (!ctx.alive()) return;
+  const states = statesOf(info.counts);
+  const tabNames = ["all", ...states];
+  if (!tabNames.includes(status)) {
+    throw new ApiError(400, `no job status ${JSON.stringify(status)}: one of ${tabNames.join(", ")}`, "");
+  }
 
   // -- header: state and pause/resume ----------------------------------------------------
   const stateBox = h("span", { class: "state-box" });
@@ -102,8 +108,8 @@ export async function render(ctx) {
   // -- jobs: tabs, search, bulk, table, pager -----------------------------------------------
   const tabs = h("div", { class: "tabs", role: "tablist", test: "tabs" });
   function showTabs(counts) {
-    const total = STATES.reduce((a, st) => a + (counts[st] || 0), 0);
-    replace(tabs, TABS.map((st) => h("a", {
+    const total = states.reduce((a, st) => a + (counts[st] || 0), 0);
+    replace(tabs, tabNames.map((st) => h("a", {
       role: "tab", class: `tab${st === status ? " active" : ""}`, "aria-selected": String(st === status),
       href: queueHref(q, type ? { status: st, type } : { status: st }), test: `tab-${st}`,
     }, st, " ", h("span", { class: "n" }, fmtNumber(st === "all" ? total : counts[st] || 0)))));
