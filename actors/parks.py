@@ -217,8 +217,15 @@ class Parks(Steps):
 
     def _deliver_in(self, job_id: str, uid: str | None, key: str, state: str,
                     value: bytes | None, now: float) -> bool:
-        """``deliver``, inside the caller's transaction."""
+        """``deliver``, inside the caller's transaction. A point not yet written (its
+        run registered the wait, then died before writing it) is written ended, so
+        that the next run finds what came."""
         ended = self._end_point(uid, key, state, value, now)
+        if not ended and self._one(sql.HAS_RUN, (job_id, uid)) and \
+                self.storage.sql.execute(sql.SELECT_POINT, (uid, key)).fetchone() is None:
+            self.storage.sql.execute(sql.INSERT_POINT, (
+                uid, key, job_id, uid, state, None, None, value, now, now))
+            self._any_points = ended = True
         if ended:
             self._wake_at(job_id, uid, key, now)
         return ended

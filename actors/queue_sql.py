@@ -539,3 +539,7 @@ ANY_POINTS = "SELECT 1 FROM points LIMIT 1"
 ANY_CHILD = "SELECT 1 FROM jobs WHERE parent IS NOT NULL LIMIT 1"
 SELECT_CHILD_END = "SELECT id, status, output, error, parent FROM jobs WHERE id = ?"
 SELECT_UID = "SELECT uid FROM jobs WHERE id = ?"
+HAS_RUN = (
+    "SELECT count(*) FROM jobs WHERE id = ? AND uid IS ? "
+    "AND status NOT IN ('completed', 'failed', 'cancelled')"
+)

@@ -293,3 +293,18 @@ def test_a_child_in_another_queue_reports_its_end_to_its_parent(dotdo_local, uni
     assert wait_for(lambda: parents.get(job_id).result()["status"] == "pending")
     assert dotdo_local.drain(parents).completed == [job_id]
     assert parents.result(job_id).result()["output"] == 10
+
+
+def test_a_wait_ended_before_its_point_was_written_is_found_by_the_next_run(
+        dotdo_local, unique):
+    # A run registered where its answer would come from, then died before writing its
+    # point: what came meanwhile is kept for the run that comes next
+    queue = dotdo.Queue(unique)
+    job_id = queue.enqueue("parks-token").result()["$id"]
+    (grant,) = queue.claim("w-gone", 1, wait=0.0, idle=True).result()["jobs"]
+    assert queue.deliver(job_id, grant["uid"], "wait#1", "done", codec.encode("came")).result()
+    assert not queue.deliver(job_id, grant["uid"], "wait#1", "done", codec.encode("again")).result()
+    queue.complete("w-gone", [[job_id, grant["uid"], grant["lease"], "released", None, 0]]).result()
+    assert dotdo_local.drain(queue).completed == [job_id]
+    assert queue.result(job_id).result()["output"] == "came"
+    assert not queue.deliver("no-such-job", None, "wait#1", "done", codec.encode(1)).result()
