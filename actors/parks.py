@@ -72,16 +72,22 @@ class Parks(Steps):
         self._any_points = self.storage.sql.execute(sql.ANY_POINTS).fetchone() is not None
         self._any_children = self.storage.sql.execute(sql.ANY_CHILD).fetchone() is not None
 
-    def _journaled(self, uid: str | None) -> builtins.list[str]:
-        """The points journaled for a run (a grant carries them, for its replay)."""
-        if not self._any_points:
-            return []
-        return [k for (k,) in self.storage.sql.execute(sql.SELECT_POINT_KEYS, (uid,)).fetchall()]
+    def _journaled(self, uid: str | None) -> tuple[builtins.list[str], dict[str, Any]]:
+        """The points journaled for a run, and the answers of those that ended (but
+        named steps, which answer through step_begin): a grant carries them, so that
+        the run replays them without asking."""
+        keys: builtins.list[str] = []
+        answers: dict[str, Any] = {}
+        for key, state, value in self.storage.sql.execute(sql.SELECT_POINT_ANSWERS, (uid,)):
+            keys.append(key)
+            if state != "open" and not key.startswith("step:"):
+                answers[key] = _answer(state, value)
+        return keys, answers
 
     def _grant(self, row: dict[str, Any], alone: bool, now: float) -> dict[str, Any]:
         grant = super()._grant(row, alone, now)  # type: ignore[misc]
         if self._any_points:  # the run replays these: it must meet each again
-            grant["points"] = self._journaled(row["uid"])
+            grant["points"], grant["answers"] = self._journaled(row["uid"])
         return grant
 
     def _lease(self, worker: str, n: int, idle: bool, now: float, mono: float) -> Any:
@@ -119,37 +125,40 @@ class Parks(Steps):
         if not self._holds(job_id, uid, worker, lease):
             return {"lost": True}
         now = self._now()
-        if row is None:
+        fresh = row is None
+        if fresh:
             until = self._until(kind, arg, now)
             if kind == "event":
                 await self._watch_event(job_id, uid, key, arg)
             elif kind == "child":
                 await self._start_child(job_id, uid, key, arg, now)
-            with self.storage.transaction():
+        # One commit for all that follows: the point written, and what it comes to (its
+        # end, or the job parked there).
+        with self.storage.transaction():
+            if fresh:
                 self.storage.sql.execute(sql.INSERT_POINT, (
                     uid, key, job_id, uid, "open", until,
                     json.dumps(self._stored_arg(kind, arg)), None, now, None))
-            self._any_points = True
-            row = self.storage.sql.execute(sql.SELECT_POINT, (uid, key)).fetchone()
-            if row[0] != "open":  # ended meanwhile (a child done at once, an early resolve)
-                return _answer(row[0], row[3])
-        _, until, stored, _ = row
-        if kind == "awakeable":
-            return {"open": True}
-        if until is not None and until <= now:
-            return self._ended_by_time(job_id, uid, key, kind, stored, now)
-        if kind == "wait":
-            target = json.loads(stored)["awakeable"]
-            found = self.storage.sql.execute(sql.SELECT_POINT, (uid, target)).fetchone()
-            if found is None:
-                raise ValueError(f"job {job_id!r} waits for an awakeable it never made "
-                                 f"({target}): wait for tokens of the job's own awakeables")
-            if found[0] != "open":
-                self._end_point(uid, key, found[0], found[3], now)
-                return _answer(found[0], found[3])
-        status = "sleeping" if kind == "sleep" else "waiting"
-        wake = sql.PARKED_FOREVER if until is None else until
-        with self.storage.transaction():
+                self._any_points = True
+                row = self.storage.sql.execute(sql.SELECT_POINT, (uid, key)).fetchone()
+                if row[0] != "open":  # ended meanwhile (a child done at once, an answer)
+                    return _answer(row[0], row[3])
+            _, until, stored, _ = row
+            if kind == "awakeable":
+                return {"open": True}
+            if until is not None and until <= now:
+                return self._ended_by_time(uid, key, kind, now)
+            if kind == "wait":
+                target = json.loads(stored)["awakeable"]
+                found = self.storage.sql.execute(sql.SELECT_POINT, (uid, target)).fetchone()
+                if found is None:
+                    raise ValueError(f"job {job_id!r} waits for an awakeable it never made "
+                                     f"({target}): wait for tokens of the job's own awakeables")
+                if found[0] != "open":
+                    self._end_point(uid, key, found[0], found[3], now)
+                    return _answer(found[0], found[3])
+            status = "sleeping" if kind == "sleep" else "waiting"
+            wake = sql.PARKED_FOREVER if until is None else until
             # the run's record first (it names its worker): it ended here, parked
             self.storage.sql.execute(sql.LOG_PARKED, (
                 now, f"parked at {key}", job_id, uid, worker, lease))
@@ -187,8 +196,8 @@ class Parks(Steps):
             return {"queue": arg["queue"], "id": arg["id"], "type": arg["type"]}
         return {}
 
-    def _ended_by_time(self, job_id: str, uid: str | None, key: str, kind: str,
-                       stored: str | None, now: float) -> dict[str, Any]:
+    def _ended_by_time(self, uid: str | None, key: str, kind: str, now: float
+                       ) -> dict[str, Any]:
         """A point whose time came: a sleep is done, a wait timed out."""
         state = "done" if kind == "sleep" else "timeout"
         self._end_point(uid, key, state, None, now)
@@ -301,16 +310,26 @@ class Parks(Steps):
             sql.SELECT_CHILDREN, (row["uid"],)).fetchall()]
 
     def _wake_parked(self, now: float) -> None:
-        """Parked jobs whose time came (a sleep's end, a wait's timeout) are ready; their
-        next run meets the point and learns it ended."""
+        """Parked jobs whose time came (a sleep's end, a wait's timeout) are ready, their
+        points ended in the same commit: the claim that hands a job out carries its
+        points' answers, so its next run goes past them without a call."""
         if now < self._next_wake:
             return
         woke = 0
         while True:
+            due = self.storage.sql.execute(sql.DUE_PARKED, (now, _WAKE_BATCH)).fetchall()
+            if not due:
+                break
             with self.storage.transaction():
-                n = self.storage.sql.execute(sql.WAKE_DUE, (now, _WAKE_BATCH)).rowcount
-            woke += n
-            if n < _WAKE_BATCH:
+                self.storage.sql.conn.executemany(sql.END_POINT, [
+                    ("done" if key.startswith("sleep#") else "timeout", None, now, uid, key)
+                    for _, uid, key in due])
+                self.storage.sql.execute(sql.WAKE_SEQS, (json.dumps([seq for seq, _, _ in due]),))
+            for _, uid, key in due:
+                if key.startswith("event#"):
+                    self._spawn(self._unwatch_event(uid, key))
+            woke += len(due)
+            if len(due) < _WAKE_BATCH:
                 break
         first = self._one(sql.NEXT_WAKE)
         self._next_wake = float("inf") if first is None else float(first)

@@ -482,7 +482,7 @@ COUNT_READY = "SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= 
 
 # -- durable waits (actors/parks.py) --
 SELECT_POINT = "SELECT state, until, arg, value FROM points WHERE uid = ? AND key = ?"
-SELECT_POINT_KEYS = "SELECT key FROM points WHERE uid = ? ORDER BY seq"
+SELECT_POINT_ANSWERS = "SELECT key, state, value FROM points WHERE uid = ? ORDER BY seq"
 COUNT_POINTS = "SELECT count(*) FROM points WHERE uid = ?"
 SELECT_POINTS = (
     "SELECT key, state, until, arg, created, ended FROM points WHERE uid = ? ORDER BY seq")
@@ -517,9 +517,13 @@ UNPARK = (
     "UPDATE jobs SET status = 'pending', park = NULL, run_at = ? WHERE id = ? AND uid IS ? "
     "AND park = ? AND status IN ('sleeping', 'waiting')"
 )
-WAKE_DUE = (
-    "UPDATE jobs SET status = 'pending', park = NULL WHERE seq IN (SELECT seq FROM jobs "
-    "INDEXED BY jobs_parked WHERE park IS NOT NULL AND run_at <= ? LIMIT ?)"
+DUE_PARKED = (
+    "SELECT seq, uid, park FROM jobs INDEXED BY jobs_parked WHERE park IS NOT NULL "
+    "AND run_at <= ? LIMIT ?"
+)
+WAKE_SEQS = (
+    "UPDATE jobs SET status = 'pending', park = NULL "
+    "WHERE seq IN (SELECT value FROM json_each(?)) AND park IS NOT NULL"
 )
 NEXT_WAKE = "SELECT min(run_at) FROM jobs INDEXED BY jobs_parked WHERE park IS NOT NULL"
 SELECT_PARKED = "SELECT id, uid, park, status FROM jobs WHERE id = ?"
