@@ -104,9 +104,14 @@ class Parks(Steps):
     def _ended(self, job_id: str, status: str, error: str | None, attempts: int,
                now: float) -> None:
         super()._ended(job_id, status, error, attempts, now)  # type: ignore[misc]
-        if status == "cancelled" and self._any_points:
-            uid = self._one(sql.SELECT_UID, (job_id,))
+        if not self._any_points:
+            return
+        uid = self._one(sql.SELECT_UID, (job_id,))
+        if status == "cancelled":
             self._cancel_children(uid)
+        # A job that ended while waiting for an event: the App may forget the wait.
+        for (key,) in self.storage.sql.execute(sql.OPEN_EVENT_WAITS, (uid,)).fetchall():
+            self._spawn(self._unwatch_event(uid, key))
 
     async def point(self, worker: str, job_id: str, uid: str | None, lease: int, key: str,
                     kind: str, arg: dict[str, Any] | None = None) -> dict[str, Any]:

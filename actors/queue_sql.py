@@ -308,10 +308,11 @@ _HELD_RUNS = (
 EXTEND_LEASES = f"UPDATE jobs SET lease_until = ? WHERE seq IN ({_HELD_RUNS})"
 # The runs a worker names that no longer hold their job (it went to another worker,
 # or back to the queue, or ended).
+# A run whose job parked under its lease (a durable wait) is ending, not lost.
 LOST_RUNS = (
     "SELECT p.value FROM json_each(?) p WHERE NOT EXISTS (SELECT 1 FROM jobs j "
-    "WHERE j.id = p.value ->> 0 AND j.lease = p.value ->> 1 AND j.status = 'running' "
-    "AND j.worker = ?)"
+    "WHERE j.id = p.value ->> 0 AND j.lease = p.value ->> 1 AND ((j.status = 'running' "
+    "AND j.worker = ?) OR j.park IS NOT NULL))"
 )
 MARK_STUCK = (
     "UPDATE jobs SET stuck_since = coalesce(stuck_since, ?) WHERE status = 'running' "
@@ -547,3 +548,4 @@ HAS_RUN = (
     "SELECT count(*) FROM jobs WHERE id = ? AND uid IS ? "
     "AND status NOT IN ('completed', 'failed', 'cancelled')"
 )
+OPEN_EVENT_WAITS = "SELECT key FROM points WHERE uid = ? AND state = 'open' AND key LIKE 'event#%'"

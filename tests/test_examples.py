@@ -14,6 +14,13 @@ from tests.conftest import ROOT
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 # What each example must print: proof that it did its job, not only that it ran.
 EXPECTED = {
+    "approval.py": [r"email to the manager: Order 7 \(125000 cents, ch_7_1\) needs your approval: "
+                    r"POST http://127\.0\.0\.1:\d+/api/awakeables/awk_[\w-]+/resolve",
+                    r"order-7 is waiting at wait#1, worker None",
+                    r"POST /api/awakeables/<id>/resolve -> 200 resolved",
+                    r"order-7: shipped True, approved by grace, charge ch_7_1",
+                    r"the same link again -> 409",
+                    r"2 runs of the job; charges: \['order 7: 125000 cents'\]; emails: 1"],
     "do.py": [r"attempt 1: ConnectionError", r"attempt 3: ok", r"\(from the journal\)",
               r"stopped after 1 attempt: card declined"],
     "http_api.py": [r"POST /api/queues/billing-[\d-]+/jobs -> 201 order-7 \(added\)",
@@ -27,6 +34,11 @@ EXPECTED = {
                      r"dead letter: \w{8} report: ValueError: report \d+ has a corrupt row"],
     "events.py": [r"reserved: \['o-1', 'o-2'\]", r"audit: 2",
                   r"failures: \['Order.placed \w{8}: order o-2 needs a manual check'\]"],
+    "onboarding.py": [r"ada: welcome sent; waiting at event#1 \(User\.loggedIn\), worker None",
+                      r"ada: logged in, no follow-up \(2 runs of the job\)",
+                      r"bob: no login within 3 s, follow-up sent \(2 runs of the job\)",
+                      r"emails sent: \['Welcome aboard -> (ada|bob)', 'Welcome aboard -> (ada|bob)', "
+                      r"'Need a hand getting started\? -> bob'\]"],
     "pipelining.py": [r"alice deposits 10 -> balance 10", r"ledger entries: 1, last for alice: 10",
                       r"refused: an object id must not be empty"],
     "queue_retries.py": [r"charge: retrying after attempt 1, next run in 0\.\d s: ConnectionError: card network busy",
@@ -56,6 +68,9 @@ EXPECTED = {
     "try_.py": [r"driver: 9.99", r"object: lamp: the price service is slow",
                 r"object: unknown: no price for unknown"],
 }
+# What an example reads from its environment beyond storage and Ray: onboarding's wait
+# for a login is 3 days unless told.
+ENV = {"onboarding.py": {"ONBOARDING_WAIT": "3"}}
 
 
 @pytest.mark.dedicated_pass("examples run as a user runs them; rooms.py pools its own class")
@@ -65,7 +80,8 @@ def test_example_runs(script: Path, ray_session, tmp_path):
     # so that the example's App is not the session's.
     namespace = f"example-{script.stem}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DOTDO_STORAGE": str(tmp_path),
-           "DOTDO_NAMESPACE": namespace, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+           "DOTDO_NAMESPACE": namespace, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           **ENV.get(script.name, {})}
     try:
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)

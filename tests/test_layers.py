@@ -29,7 +29,7 @@ LAYERS = [
     # Ray: the host actor, then joining Ray and the client that calls the hosts
     ["inprocess", "runtime", "outbox", "connect", "client", "reads", "stub"],
     # the $ API and the App on top
-    ["context", "app"],
+    ["context", "watches", "app", "waits"],
 ]
 ORDER = [f"dotdo.{name}" for layer in LAYERS for name in layer]
 ON_TOP = ("ops", "testing")  # dotdo/ops, dotdo/testing: checked on their own below
@@ -38,7 +38,7 @@ INNER_ALLOWED = {("dotdo.connect", "ray._private.authentication")}
 # What the shipped objects may use besides the package itself: documented modules.
 ACTORS_MAY_USE = {"dotdo", "dotdo.app", "dotdo.checks", "dotdo.codec",
                   "dotdo.ids", "dotdo.jobs", "dotdo.jobmodel", "dotdo.retry", "dotdo.signals",
-                  "dotdo.clock"}
+                  "dotdo.clock", "dotdo.waits"}
 
 
 def _path(module: str) -> pathlib.Path:
@@ -132,7 +132,8 @@ def test_dotdo_never_names_the_actors_package_in_code():
 # the public API, the read-only file views (and where to read them), and these few
 # documented modules.
 OPS_MAY_USE = {"dotdo", "dotdo.storage.reader", "dotdo.reads", "dotdo.connect", "dotdo.errors",
-               "dotdo.events", "dotdo.ids", "dotdo.jobmodel", "dotdo.object", "dotdo.settings"}
+               "dotdo.events", "dotdo.ids", "dotdo.jobmodel", "dotdo.object", "dotdo.settings",
+               "dotdo.waits"}
 
 
 def test_the_operations_layer_sits_on_top_and_nothing_below_uses_it():
