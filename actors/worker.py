@@ -127,6 +127,8 @@ class _Held:
     # earlier runs (this run must meet each again), those this run met, how many of
     # each kind it met, and patch markers it met not yet sent to the queue.
     journaled: list[str] = dataclasses.field(default_factory=list)
+    answers: dict[str, dict] = dataclasses.field(default_factory=dict)  # of ended points
+    parked: bool = False  # its run parked the job: the queue has it, not a lost lease
     reached: list[str] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     marks: list[str] = dataclasses.field(default_factory=list)
@@ -157,6 +159,10 @@ class _JobRun:
         held = self._held
         if not held.queue:
             raise RuntimeError("durable waits need a job from a queue, not Worker.process")
+        known = held.answers.get(key)
+        if known is not None:  # it ended before this run: its answer came with the claim
+            held.reached.append(key)
+            return known
         queue = dotdo.Queue(held.queue)
         await _send_marks(held, self._worker)
         answer = await queue.point(self._worker.id, held.job_id, held.uid, held.lease, key,
@@ -165,6 +171,7 @@ class _JobRun:
             raise _QueueSteps(held, self._worker)._lost()
         held.reached.append(key)
         if "parked" in answer:
+            held.parked = True
             missing = _unmet(held)
             if missing:
                 raise dotdo.ReplayError(_replay_error(held, missing))
@@ -429,6 +436,49 @@ def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
     # Only a type with a handler here gets here with its own label (see _label).
     label = job_type if outcome != "unknown_type" else _label(job_type)
     metrics.job_ended(queue, label, outcome, time.monotonic() - started)
+
+
+# Frames in these files are dotdo's, the worker's and asyncio's own (the thread pool's
+# too): a job's trace folds them, so that it begins at the handler's frame.
+_OWN_CODE = (*(os.path.dirname(m.__file__ or "") + os.sep
+                for m in (dotdo, asyncio, concurrent.futures)),
+             os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
+
+
+class _Folded(traceback.StackSummary):
+    """The user's frames of a traceback; the first line says how many were folded."""
+
+    folded = 0
+
+    def __bool__(self) -> bool:  # "Traceback ..." and the folded line, even with no frame left
+        return bool(self.folded) or len(self) > 0
+
+    def format(self) -> list[str]:
+        lines = super().format()
+        if self.folded:
+            lines.insert(0, f"  [{self.folded} frame{'s' * (self.folded != 1)} of dotdo "
+                            "and asyncio folded]\n")
+        return lines
+
+
+def _user_trace(exc: BaseException) -> str:
+    """``exc``'s traceback, as ``traceback.format_exception`` has it, with the frames of
+    :data:`_OWN_CODE` folded (in each exception of its chain): the exception's lines
+    and the user's frames stay."""
+    shown = traceback.TracebackException.from_exception(exc)
+    todo, seen = [shown], set()
+    while todo:
+        one = todo.pop()
+        if id(one) in seen:
+            continue
+        seen.add(id(one))
+        kept = _Folded(f for f in one.stack
+                       if not os.path.abspath(f.filename).startswith(_OWN_CODE))
+        kept.folded = len(one.stack) - len(kept)
+        one.stack = kept
+        todo += [t for t in (one.__cause__, one.__context__, *(one.exceptions or ()))
+                 if t is not None]
+    return "".join(shown.format())
 
 
 class Worker(dotdo.DurableObject, own_process=True):
@@ -797,8 +847,11 @@ class Worker(dotdo.DurableObject, own_process=True):
             return await self._attempt(handler, job["payload"], timeout, held)
 
         try:
-            # Retries here only for process(); a queue's job gets one attempt a claim.
-            output = _output(await dotdo.do(attempt, policy=policy))
+            # Retries here only for process(). A queue's job gets one attempt a claim,
+            # called as it is: dotdo.do would note on its error that it "gave up after
+            # 1 attempt", which is not the job's count (the queue retries it).
+            output = _output(await (attempt() if policy is _ONE_ATTEMPT
+                                    else dotdo.do(attempt, policy=policy)))
             missing = _unmet(held)
             if missing:  # it ended without meeting steps it had passed: not silently
                 raise dotdo.ReplayError(_replay_error(held, missing))
@@ -812,7 +865,7 @@ class Worker(dotdo.DurableObject, own_process=True):
             _record(held.queue, job_type, "failed", started)
             return ["failed", {"error": str(exc) if isinstance(exc, (_Interrupted, _Unstorable))
                                else f"{type(exc).__name__}: {exc}",
-                               "trace": "".join(traceback.format_exception(exc)),
+                               "trace": _user_trace(exc),
                                "final": isinstance(exc, (dotdo.TerminalError, _Unstorable,
                                                          dotdo.ReplayError))
                                or bool(held.interrupt),
@@ -890,7 +943,8 @@ class Worker(dotdo.DurableObject, own_process=True):
                 alone=grant["alone"], attempt=job["attempts"] + 1,
                 parents=dict(grant.get("parents") or {}),
                 replay=replays.get(grant["step"]), looked_up=True,
-                journaled=list(grant.get("points") or ()))
+                journaled=list(grant.get("points") or ()),
+                answers=dict(grant.get("answers") or {}))
             if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:
@@ -928,8 +982,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         lost = {(job_id, lease) for job_id, lease in runs}
         for held in list(self._held.values()):
             if (held.queue != queue or (held.job_id, held.lease) not in lost
-                    or held.outcome is not None):
-                continue
+                    or held.outcome is not None or held.parked):
+                continue  # (a parked run's job is the queue's, not another worker's)
             log.warning("dotdo: worker %s lost the lease of job %r (it went to another "
                         "worker): its run stops, its outcome is discarded", self.id, held.job_id)
             held.lost = True

@@ -4,6 +4,8 @@ this process's one host), and the :class:`~dotdo.settings.Settings` in force.
 :func:`init` checks the address before Ray sees it (Ray hangs for minutes on one where
 nothing answers), presents a cluster's auth token, starts or joins Ray and warms up its
 serialisation; :func:`settings` initialises with the defaults when nothing did.
+A process that starts a Ray of its own records its address under the storage root
+(:func:`ray_record`) while it runs, so that one-off ``dotdo`` commands there join it.
 Whenever the hosts this process called may have changed (Ray started or left, other
 storage, hosting or mode), what the client keeps of them is dropped
 (:func:`on_hosts_change`).
@@ -11,9 +13,14 @@ storage, hosting or mode), what the client keeps of them is dropped
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import json
 import logging
 import os
+import shlex
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +35,17 @@ from dotdo.inprocess import LocalHost
 from dotdo.settings import Settings
 
 __all__ = ["init", "shutdown", "settings", "cluster", "running_cluster", "in_ray_worker",
-           "pickle_by_value", "on_hosts_change", "local_host", "in_process_host"]
+           "pickle_by_value", "on_hosts_change", "local_host", "in_process_host", "RayRecord",
+           "ray_record", "RAY_RECORD"]
 
 _PROBE_TIMEOUT = 3.0  # seconds for a Ray address to accept a TCP connection
 _log = logging.getLogger("dotdo")
 _local: LocalHost | None = None  # the host of every object in in-process mode
 # Called when the hosts may have changed: the client's forget_handles.
 _forgetters: list[Callable[[], None]] = []
+RAY_RECORD = ".ray-address"  # under the storage root: the Ray a process there started
+_PROGRAM_CHARS = 80  # of the command line a record keeps, to name the program that runs
+_recorded: str | None = None  # the record this process wrote, removed when its Ray ends
 
 
 def on_hosts_change(forget: Callable[[], None]) -> None:
@@ -65,7 +76,9 @@ def init(
     start`` recorded on this machine, else starts a local Ray (dashboard off), as
     it does, with a warning, when the recorded cluster is gone; with
     ``address="auto"``, ``"host:port"`` or ``"ray://..."`` it joins that cluster, and
-    raises ``ConfigError`` if nothing answers there. ``storage`` defaults to
+    raises ``ConfigError`` if nothing answers there. A Ray it starts is recorded in
+    ``<storage>/.ray-address`` until it ends, and ``dotdo`` commands run with that
+    storage join it. ``storage`` defaults to
     ``$DOTDO_STORAGE`` or ``./.dotdo`` (created readable by this user only); on a
     cluster it must be a path every node sees. ``namespace`` (default ``$DOTDO_NAMESPACE`` or
     ``"dotdo"``) is the Ray namespace of the objects' actors: objects of the same
@@ -109,7 +122,8 @@ def init(
             )
     else:
         address = _address_to_join(address, ray_kwargs.get("_temp_dir"))
-        if address not in (None, "local"):
+        starts = address in (None, "local")  # else it joins a running cluster
+        if not starts:
             _use_auth_token_if_present()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray_kwargs.setdefault("include_dashboard", False)
@@ -117,6 +131,10 @@ def init(
         ray.init(address=address, **ray_kwargs)
         _warm_up()
         _forget_handles()
+        conf = _use(wanted, previous)
+        if starts:
+            _record_ray(conf.storage)
+        return conf
     return _use(wanted, previous)
 
 
@@ -200,6 +218,97 @@ def running_cluster() -> str | None:
     return recorded if recorded and _answers(recorded) else None
 
 
+@dataclasses.dataclass(frozen=True)
+class RayRecord:
+    """A Ray that a dotdo process started for a storage root, as it recorded it there:
+    its GCS ``address``, and the ``pid``, ``host`` and command line (``program``) of
+    the process, whose Ray ends with it. ``path``: the record's file."""
+
+    address: str
+    pid: int
+    host: str
+    program: str
+    path: str
+
+    def answers(self) -> bool:
+        """Whether the process still runs (when on this machine) and its Ray answers."""
+        if self.host == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass  # another user's process: it runs
+        return _answers(self.address)
+
+
+def ray_record(storage: str) -> RayRecord | None:
+    """The Ray recorded under the storage root ``storage``, if a record is there (it
+    may be stale: its process killed; :meth:`RayRecord.answers` tells)."""
+    path = os.path.join(storage, RAY_RECORD)
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+        return RayRecord(str(fields["address"]), int(fields["pid"]), str(fields["host"]),
+                         str(fields.get("program", "")), path)
+    except (OSError, ValueError, KeyError, TypeError):  # none, or half a file from before
+        return None
+
+
+def _program() -> str:
+    """This process's command line, its middle left out if long: ``dotdo serve --port 8765``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:  # python -m
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    else:
+        head = [os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"]
+    line = shlex.join(head + sys.argv[1:])
+    if len(line) <= _PROGRAM_CHARS:
+        return line
+    half = (_PROGRAM_CHARS - 5) // 2  # the program and its last words: serve --port 8765
+    return f"{line[:half]} ... {line[-half:]}"
+
+
+def _record_ray(storage: str) -> None:
+    """Record the Ray this process started under ``storage``, written whole (a reader
+    never sees half of it), unless another process's Ray recorded there still answers:
+    commands go on joining that one. Removed when this process's Ray ends."""
+    global _recorded
+    path = os.path.join(storage, RAY_RECORD)
+    current = ray_record(storage)
+    if current is not None and current.pid != os.getpid() and current.answers():
+        return
+    fields = {"address": ray.get_runtime_context().gcs_address, "pid": os.getpid(),
+              "host": socket.gethostname(), "program": _program()}
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(fields, f)
+        os.replace(partial, path)
+    except OSError as exc:  # only a convenience for commands: the program goes on
+        _log.debug("dotdo: could not record this Ray's address in %s: %s", path, exc)
+        return
+    _recorded = path
+    atexit.unregister(_forget_record)  # once, however often this process starts Ray
+    atexit.register(_forget_record)  # after Ray's own, so it runs before Ray ends
+
+
+def _forget_record() -> None:
+    """Remove the record this process wrote, if it is still this process's."""
+    global _recorded
+    path, _recorded = _recorded, None
+    if path is None:
+        return
+    record = ray_record(os.path.dirname(path))
+    if record is not None and record.pid == os.getpid():
+        try:
+            os.remove(path)
+        except OSError:
+            pass  # gone already
+
+
 def _answers(address: str) -> bool:
     """Whether ``host:port`` accepts a TCP connection; True for other forms
     (``ray://...``), which Ray checks itself."""
@@ -239,6 +348,7 @@ def shutdown() -> None:
     _forget_handles()
     _stop_local()
     _conf.use(None)
+    _forget_record()
     if ray.is_initialized():
         ray.shutdown()
 

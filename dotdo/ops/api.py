@@ -65,9 +65,10 @@ _BODIES = ("POST", "PUT", "PATCH")
 _OPEN = ("/docs/assets/",)  # Swagger UI's own files: no data in them
 _SIGN_IN = """<!doctype html><meta charset="utf-8"><title>dotdo</title>
 <body style="font-family: sans-serif; margin: 3em">
-<h1>dotdo</h1><p>This dashboard needs its token. Open the address <code>dotdo serve</code>
-printed with <code>?token=</code> and the token from its token file, or run
-<code>dotdo dashboard</code>, which opens it for you.</p></body>"""
+<h1>dotdo</h1><p>This dashboard needs its token. <code>dotdo serve</code> and
+<code>dotdo dashboard --no-open</code> print its address with the token, ready to open, in
+the terminal they run in: the line <code>dashboard: http://&hellip;/?token=&hellip;</code>.
+<code>dotdo dashboard</code> opens it for you.</p></body>"""
 _BAD_INPUT = (ValueError, TypeError, dotdo.ConfigError, dotdo.LimitError, dotdo.InvalidIdError,
               dotdo.EncodeError, dotdo.DecodeError)
 

@@ -37,8 +37,12 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 def serve_local(service: Service, tokens: Tokens, host: str = "127.0.0.1",
                 port: int = DEFAULT_PORT) -> None:
-    """Serve the API (and the dashboard) from this process until interrupted."""
-    _server(create_app(service, tokens), host, port).run()
+    """Serve the API (and the dashboard) from this process until interrupted; returns
+    then, so that the process ends as it would on its own (its Ray's record removed)."""
+    try:
+        _server(create_app(service, tokens), host, port).run()
+    except KeyboardInterrupt:  # uvicorn stopped gracefully, then raised the signal again
+        pass
 
 
 class Background:

@@ -160,10 +160,35 @@ def test_jobs_get_shows_every_attempt_with_its_worker_error_and_traceback(root, 
     job = as_json(root, "jobs", "get", "bad", "--queue", "mail")
     assert [a["outcome"] for a in job["attempts"]] == ["failed", "failed"]
     assert all(a["worker"] == f"{unique}-w" and "disk_full" in a["trace"] for a in job["attempts"])
+    # Each trace begins at the handler's frame: the worker's, dotdo's and asyncio's
+    # frames are folded into one line saying how many
+    for attempt in job["attempts"]:
+        lines = attempt["trace"].splitlines()
+        assert lines[0] == "Traceback (most recent call last):"
+        assert re.fullmatch(r"  \[\d+ frames of dotdo and asyncio folded\]", lines[1])
+        assert lines[2].startswith(f'  File "{__file__}"') and lines[2].endswith("in disk_full")
+        assert lines[-1] == f"{FAILED_WITH} a.txt"
+        assert not any("/dotdo/" in line or "/asyncio/" in line or "/actors/" in line
+                       for line in lines if line.startswith("  File"))
     good = as_json(root, "jobs", "get", "good")
     assert good["status"] == "completed" and good["result"] == {"to": "ada"}
     assert '"to": "ada"' in run(root, "jobs", "get", "good").stdout  # payload and result
     assert run(root, "jobs", "get", "nothing", code=1).stderr.startswith("Error: no job 'nothing'")
+
+
+def test_a_job_that_failed_every_attempt_says_no_attempt_count_but_its_own(root, unique):
+    # Given a job allowed 3 retries whose handler always fails
+    mail = dotdo.Queue("mail")
+    mail.enqueue("cli-disk-full", {"file": "b.txt"}, job_id="doomed", max_retries=3).result()
+    run_to_the_end("mail", f"{unique}-w")
+    # Then it failed after its 4 attempts, and nothing it shows says it gave up after one
+    job = as_json(root, "jobs", "get", "doomed")
+    assert job["status"] == "failed" and job["attemptCount"] == 4
+    assert [a["outcome"] for a in job["attempts"]] == ["failed"] * 4
+    assert job["error"] == f"{FAILED_WITH} b.txt"
+    shown = run(root, "jobs", "get", "doomed").stdout
+    assert "attempt 4" in shown and "gave up after" not in shown
+    assert not any("gave up after" in a["trace"] for a in job["attempts"])
 
 
 def test_parked_jobs_show_in_ls_and_get_and_an_awakeable_is_settled_from_the_command(
@@ -391,11 +416,27 @@ def test_a_one_off_command_refuses_to_start_a_ray_of_its_own(root):
     if connect.running_cluster() is not None:
         pytest.skip("a Ray cluster runs on this machine: the command would join it")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "DOTDO_IN_PROCESS")}
-    done = subprocess.run([sys.executable, "-m", "dotdo.ops.cli", "--storage", str(root), "queues"],
-                          env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 1 and "no Ray cluster is running" in done.stderr
+
+    def queues() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dotdo.ops.cli", "--storage", str(root),
+                               "queues"], env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    done = queues()
+    assert done.returncode == 1 and f"no Ray runs for the storage {root}" in done.stderr
+    assert "Start `dotdo dashboard` or `dotdo serve` with this storage" in done.stderr
     assert "ray start --head" in done.stderr and "--address local" in done.stderr
+    # A record of a Ray whose process ended, or that no longer answers, is not joined:
+    # the refusal names it
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    record = root / ".ray-address"
+    for pid, address in ((ended.pid, "127.0.0.1:9"), (os.getpid(), "127.0.0.1:9")):
+        record.write_text(json.dumps({"address": address, "pid": pid, "program": "dotdo serve",
+                                      "host": socket.gethostname()}))
+        done = queues()
+        assert done.returncode == 1 and f"no Ray runs for the storage {root}" in done.stderr
+        assert f"{record} names the Ray of dotdo serve (pid {pid}), which has ended" in done.stderr
 
 
 def free_port() -> int:
@@ -412,12 +453,14 @@ def test_serve_prints_where_and_the_token_file_and_answers_with_it(tmp_path):
          "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
-        said = [server.stdout.readline() for _ in range(3)]
+        said = [server.stdout.readline() for _ in range(4)]
         assert said[0].startswith(f"dotdo API on http://127.0.0.1:{port}"), said
         token_file = tmp_path / "_dotdo_api" / "token"
-        assert f"token: {token_file}" in said[1] and f"cat {token_file}" in said[2]
+        assert f"token: {token_file}" in said[2] and f"cat {token_file}" in said[3]
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()
+        # the pages' address, with the token, ready to open
+        assert said[1] == f"dashboard: http://127.0.0.1:{port}/?token={token}\n"
 
         def get(path: str, token: str | None = None):
             request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
@@ -431,6 +474,14 @@ def test_serve_prints_where_and_the_token_file_and_answers_with_it(tmp_path):
         status = wait_for(lambda: _up(get, "/api/status", token))
         assert status[0] == 200 and status[1]["storage"] == str(tmp_path)
         assert get("/api/status")[0] == 401
+        # The pages without their token say where that address was printed
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30)
+        page = refused.value.read().decode()
+        assert refused.value.code == 401 and "dotdo dashboard --no-open" in page
+        assert "the line <code>dashboard: http://" in page and "?token=" in page
+        with urllib.request.urlopen(said[1].split(" ", 1)[1].strip(), timeout=30) as opened:
+            assert opened.status == 200
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -471,14 +522,16 @@ def test_dashboard_opens_the_pages_with_a_token_once_the_server_listens(root, mo
     monkeypatch.setattr(web, "serve_local", serve_local)
     port = free_port()
     shown = json.loads(run(root, "dashboard", "--port", str(port), "--json").stdout)
-    assert opened == [f"http://127.0.0.1:{port}/?token={shown['token']}"]
+    assert opened == [f"http://127.0.0.1:{port}/?token={shown['token']}"] == [shown["dashboard"]]
     assert served == [("127.0.0.1", port)] and shown["tokenFile"].startswith(str(root))
     seen.clear()
     run(root, "dashboard", "--port", str(free_port()), "--read-only")
     assert opened[1].endswith(f"?token={shown['readToken']}")
     monkeypatch.setattr(web, "serve_local", lambda *a, **k: served.append(("no-open", 0)))
-    run(root, "dashboard", "--no-open")
+    out = run(root, "dashboard", "--no-open", "--port", str(port)).stdout
     assert len(opened) == 2 and served[-1] == ("no-open", 0)
+    # --no-open prints the address the browser would have been sent to
+    assert f"dashboard: http://127.0.0.1:{port}/?token={shown['token']}\n" in out
 
 
 def test_times_print_as_local_iso_times_with_their_age():

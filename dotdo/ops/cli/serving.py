@@ -1,6 +1,7 @@
 """``serve`` and ``dashboard``: the HTTP API (and the dashboard at ``/``) in this
 process or as a Ray Serve application, with its tokens made once and kept in the
-storage root; ``dashboard`` also opens the pages in a browser once the server is up.
+storage root. Both print the pages' address with its ``?token=``, ready to open;
+``dashboard`` also opens it in a browser once the server is up.
 The web stack is imported only when serving starts, so the other commands start faster.
 """
 
@@ -84,20 +85,23 @@ def _serve(host: str, port: int, token: str | None, read_token: str | None, ray_
     # A server on every interface is reached locally at the loopback address.
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"http://{local}:{port}"
+    # The pages' address, ready to open: the admin token lets them retry, cancel and
+    # pause; --read-only only looks. The 401 page says where this line is.
+    page = f"{url}/?token={tokens.read_token if read_only else tokens.token}"
     if ops.json:
-        click.echo(json.dumps({"url": url, "docs": f"{url}/docs", "storage": ops.root,
-                               "tokenFile": tokens.path, "readTokenFile": tokens.read_path,
-                               "token": tokens.token, "readToken": tokens.read_token}))
+        click.echo(json.dumps({"url": url, "docs": f"{url}/docs", "dashboard": page,
+                               "storage": ops.root, "tokenFile": tokens.path,
+                               "readTokenFile": tokens.read_path, "token": tokens.token,
+                               "readToken": tokens.read_token}))
     else:
         click.echo(f"dotdo API on {url} (docs: {url}/docs), storage {ops.root}"
                    + (f", {replicas} Ray Serve replica(s)" if ray_serve else ""))
+        click.echo(f"dashboard: {page}")
         click.echo(f"token: {tokens.path or 'as given (--token)'}; read-only token: "
                    f"{tokens.read_path or 'as given (--read-token)'}")
         bearer = f"$(cat {tokens.path})" if tokens.path else "$TOKEN"
         click.echo(f'try: curl -H "Authorization: Bearer {bearer}" {url}/api/status')
     if open_browser:
-        # The admin token lets the pages retry, cancel and pause; --read-only only looks.
-        page = f"{url}/?token={tokens.read_token if read_only else tokens.token}"
         if not ops.json:
             click.echo(f"opening {url}/ in a browser (Ctrl-C stops the server)")
         open_when_up(local, port, page)
@@ -117,7 +121,7 @@ def serve(**options: Any) -> None:
 
 @click.command()
 @_serve_options
-@click.option("--no-open", is_flag=True, help="Print the address; open no browser.")
+@click.option("--no-open", is_flag=True, help="Print the pages' address (with its token); open no browser.")
 @click.option("--read-only", is_flag=True,
               help="Open the pages with the read-only token: they can look, not act.")
 def dashboard(no_open: bool, read_only: bool, **options: Any) -> None:
