@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dotdo
@@ -68,6 +68,8 @@ class Claims(Flows):
     """What workers call on a queue."""
 
     _polls: builtins.list[_Poll]  # long-poll claims waiting now, oldest first
+    # The ids of a batch's completed jobs, into their types' histograms (actors/insight.py).
+    _count_completed: Callable[[builtins.list[str]], None]
 
     def register_worker(self, worker: str) -> None:
         """``worker`` works for this queue: it is woken whenever the queue activates."""
@@ -385,6 +387,7 @@ class Claims(Flows):
         worker that no longer holds the job is ignored (see the module docstring)."""
         now = self._now()
         done = 0
+        completed: builtins.list[str] = []
         with self.storage.transaction():
             for job_id, uid, lease, kind, value, ran in outcomes:
                 ran = 1 if ran else 0
@@ -394,6 +397,7 @@ class Claims(Flows):
                     changed = self.storage.sql.execute(
                         sql.COMPLETE, (ran, now, value, job_id, uid, lease)).rowcount
                     if changed:
+                        completed.append(job_id)
                         self._job_ended(job_id)
                         self._event("Job.completed", result_thing(
                             job_id, codec.decode(value, lenient=True), now))
@@ -413,6 +417,7 @@ class Claims(Flows):
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
                 done += changed
+            self._count_completed(completed)
         self._ready.set()
         return done
 

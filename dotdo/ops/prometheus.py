@@ -1,6 +1,7 @@
 """Queue metrics in Prometheus' text format, under the names queue exporters use: jobs
 finished by outcome (a counter), jobs by state (every ``JobStatus``: parked jobs are
-``sleeping`` or ``waiting``), duration and wait quantiles, the age of the oldest
+``sleeping`` or ``waiting``), histograms of the run time and the wait of completed jobs
+by type (kept by each queue in its file: ``Queue.histograms``), the age of the oldest
 waiting job, workers, and whether the queue is paused."""
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ _FAMILIES = (
     ("dotdo_queue_jobs", "gauge",
      "Jobs in each state now; parked jobs (durable waits, holding no worker) are sleeping "
      "(dotdo.sleep) or waiting (an event, an awakeable, a child job)."),
-    ("dotdo_job_duration_seconds", "gauge",
-     "Run time of the latest completed jobs (up to 1,000), by quantile."),
-    ("dotdo_job_wait_seconds", "gauge",
-     "Time from ready to started of the latest started jobs (up to 1,000), by quantile."),
+    ("dotdo_job_duration_seconds", "histogram",
+     "Run time (started to completed) of the jobs that completed, by type; counted since "
+     "the queue's file began counting them, kept across restarts."),
+    ("dotdo_job_wait_seconds", "histogram",
+     "Time from ready to started of the run that completed, of the jobs that completed, "
+     "by type; counted since the queue's file began counting them, kept across restarts."),
     ("dotdo_queue_oldest_pending_age_seconds", "gauge",
      "Seconds the oldest ready job has waited (0 when none waits)."),
     ("dotdo_workers", "gauge", "Workers registered on the queue."),
@@ -38,6 +41,24 @@ def _sample(name: str, labels: dict[str, str], value: float) -> str:
     return f"{name}{{{inside}}} {float(value)!r}"
 
 
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _histogram(name: str, q: dict[str, str], histogram: dict[str, Any]) -> list[str]:
+    """A histogram family's samples of one queue, one series per job type: cumulative
+    ``_bucket`` per bound and ``+Inf``, ``_sum``, ``_count``."""
+    bounds = [*map(_le, histogram["le"]), "+Inf"]
+    lines: list[str] = []
+    for job_type, h in sorted(histogram["types"].items()):
+        labels = {**q, "type": job_type}
+        lines += [_sample(f"{name}_bucket", {**labels, "le": le}, n)
+                  for le, n in zip(bounds, h["buckets"], strict=True)]
+        lines += [_sample(f"{name}_sum", labels, h["sum"]),
+                  _sample(f"{name}_count", labels, h["count"])]
+    return lines
+
+
 def render(queues: list[dict[str, Any]]) -> str:
     """The exposition text of ``Service.metrics()``."""
     samples: dict[str, list[str]] = {name: [] for name, _, _ in _FAMILIES}
@@ -50,10 +71,10 @@ def render(queues: list[dict[str, Any]]) -> str:
             samples["dotdo_queue_jobs"].append(_sample("dotdo_queue_jobs", {**q, "state": state}, n))
         for family, key in (("dotdo_job_duration_seconds", "duration"),
                             ("dotdo_job_wait_seconds", "wait")):
-            for quantile, field in (("0.5", "p50"), ("0.95", "p95")):
-                value = m[key][field]
-                if value is not None:  # no jobs yet: no sample, rather than a made-up 0
-                    samples[family].append(_sample(family, {**q, "quantile": quantile}, value))
+            # Types with no completed job yet have no series, rather than made-up zeros;
+            # nor has a queue whose process runs a release without histograms.
+            if m[key].get("histogram"):
+                samples[family] += _histogram(family, q, m[key]["histogram"])
         samples["dotdo_queue_oldest_pending_age_seconds"].append(_sample(
             "dotdo_queue_oldest_pending_age_seconds", q, m["oldestPendingAge"] or 0.0))
         samples["dotdo_workers"].append(_sample("dotdo_workers", q, m["workers"]))
