@@ -71,7 +71,7 @@ class Drained:
     cancelled: list[str]
     retried: list[str]  # failed an attempt and wait out their backoff (once per attempt)
     ready: int  # still ready: the queue is paused
-    later: int  # not due yet: delayed, or waiting out a backoff
+    later: int  # not due yet: delayed, waiting out a backoff, or parked until a time
     next_at: float | None  # clock time (``now()``) the first of those is due
 
 
@@ -276,13 +276,15 @@ def _queue(queue: Stub | str) -> Stub:
 
 
 def _run_times(q: Stub) -> list[float]:
-    """When each job of ``q`` that is delayed or backing off is (or was) due."""
+    """When each job of ``q`` that is delayed, backing off or parked until a time (a
+    sleep's end, a wait's timeout) is (or was) due."""
     times: list[float] = []
-    for status in ("delayed", "retrying"):
+    for status in ("delayed", "retrying", "sleeping", "waiting"):
         cursor = None
         while True:
             page = q.list(status=status, limit=_PAGE, cursor=cursor).result()
-            times += [job["runAt"] for job in page["jobs"]]
+            times += [job["wakeAt"] if "waitingFor" in job else job["runAt"]
+                      for job in page["jobs"] if status != "waiting" or "wakeAt" in job]
             cursor = page["cursor"]
             if cursor is None:
                 break

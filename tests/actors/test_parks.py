@@ -96,7 +96,7 @@ def test_a_sleeping_job_holds_nothing_and_resumes_replaying_its_steps(dotdo_loca
     start = dotdo_local.now()
     job_id = queue.enqueue("parks-sleeper", {"seconds": 3 * 86_400}).result()["$id"]
     first = dotdo_local.drain(queue)
-    assert first.completed == []
+    assert (first.completed, first.later, first.next_at) == ([], 1, start + 3 * 86_400)
     job = queue.get(job_id).result()
     assert job["status"] == "sleeping"
     assert job["wakeAt"] == start + 3 * 86_400 and job["waitingFor"] == "sleep#1"

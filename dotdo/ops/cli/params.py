@@ -168,24 +168,21 @@ class KeepType(click.ParamType):
         return out
 
 
-def parse_payload(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+def _json(param: click.Parameter, value: str | None, hint: str) -> Any:
+    """JSON text given on the command line (None when left out); ``hint`` says how."""
     if value is None:
         return None
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise click.BadParameter(
-            f"not JSON ({exc}): quote it for the shell, e.g. --payload '{{\"to\": \"ada\"}}'",
-            param=param) from exc
+        raise click.BadParameter(f"not JSON ({exc}): {hint}", param=param) from exc
+
+
+def parse_payload(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    return _json(param, value, "quote it for the shell, e.g. --payload '{\"to\": \"ada\"}'")
 
 
 def parse_value(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """An awakeable's value given as JSON text (None when left out)."""
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"not JSON ({exc}): give the value as JSON, quoted for the shell: "
-            "'{\"approved\": true}', '42', or '\"yes\"' for a string", param=param) from exc
+    return _json(param, value, "give the value as JSON, quoted for the shell: "
+                 "'{\"approved\": true}', '42', or '\"yes\"' for a string")
