@@ -237,9 +237,8 @@ class Parks(Steps):
         ended = self._end_point(uid, key, state, value, now)
         if not ended and self._one(sql.HAS_RUN, (job_id, uid)) and \
                 self.storage.sql.execute(sql.SELECT_POINT, (uid, key)).fetchone() is None:
-            self.storage.sql.execute(sql.INSERT_POINT, (
-                uid, key, job_id, uid, state, None, None, value, now, now))
-            self._any_points = ended = True
+            self._ended_point(job_id, uid, key, state, value, now)
+            ended = True
         if ended:
             self._wake_at(job_id, uid, key, now)
         return ended
@@ -285,18 +284,18 @@ class Parks(Steps):
         now = self._now()
         with self.storage.transaction():
             for name in names:
-                self.storage.sql.execute(sql.INSERT_POINT, (
-                    uid, f"patch:{name}", job_id, uid, "done", None, None, None, now, now))
-        self._any_points = True
+                self._ended_point(job_id, uid, f"patch:{name}", "done", None, now)
 
     def points(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """The points of the job's latest enqueue, in the order its runs met them."""
-        row = self._must_row(job_id)
+        return self._points_of(self._must_row(job_id)["uid"])
+
+    def _points_of(self, uid: str | None) -> builtins.list[dict[str, Any]]:
         return [{"key": key, "state": state, "until": until,
                  "arg": json.loads(arg) if arg else None, "createdAt": created,
                  "endedAt": ended}
                 for key, state, until, arg, created, ended in self.storage.sql.execute(
-                    sql.SELECT_POINTS, (row["uid"],)).fetchall()]
+                    sql.SELECT_POINTS, (uid,)).fetchall()]
 
     def awakeables(self, job_id: str) -> builtins.list[dict[str, Any]]:
         """The awakeables the job's runs made: ``{"key", "state", "token", "createdAt",
@@ -305,7 +304,7 @@ class Parks(Steps):
         return [{"key": p["key"], "state": p["state"], "createdAt": p["createdAt"],
                  "endedAt": p["endedAt"],
                  "token": awakeable_token(self.id, job_id, row["uid"], p["key"])}
-                for p in self.points(job_id) if p["key"].startswith("awakeable#")]
+                for p in self._points_of(row["uid"]) if p["key"].startswith("awakeable#")]
 
     def children(self, job_id: str) -> builtins.list[dict[str, str]]:
         """The child jobs the job's runs started (``dotdo.run_job``), in order:

@@ -41,9 +41,13 @@ class Steps(JobTable):
     def _note_step(self, job_id: str, uid: str | None, step: str) -> None:
         """A run of ``job_id`` met the named step ``step``, done: a point of its run,
         so that a resumed run that no longer reaches it is told (``dotdo.ReplayError``)."""
-        now = self._now()
+        self._ended_point(job_id, uid, f"step:{step}", "done", None, self._now())
+
+    def _ended_point(self, job_id: str, uid: str | None, key: str, state: str,
+                     value: bytes | None, now: float) -> None:
+        """Write point ``key`` of a run as ended already (kept if it is there)."""
         self.storage.sql.execute(sql.INSERT_POINT, (
-            uid, f"step:{step}", job_id, uid, "done", None, None, None, now, now))
+            uid, key, job_id, uid, state, None, None, value, now, now))
         self._any_points = True
 
     def _holds(self, job_id: str, uid: str | None, worker: str, lease: int) -> bool:

@@ -45,6 +45,7 @@ class WaitRun(Protocol):
 
     job_id: str
     queue: str
+    uid: str | None  # the job's enqueue: its points' key
 
     def next_key(self, kind: str) -> str:
         """The next place of ``kind`` in this run: ``sleep#1``, ``sleep#2``, ..."""
@@ -125,7 +126,7 @@ async def awakeable() -> str:
     run = _run("awakeable")
     key = run.next_key("awakeable")
     await run.point(key, "awakeable", {})
-    return awakeable_token(run.queue, run.job_id, _uid(run), key)
+    return awakeable_token(run.queue, run.job_id, run.uid, key)
 
 
 async def wait(token: str, timeout: float | datetime.timedelta | None = None) -> Any:
@@ -190,10 +191,6 @@ def _raise_failed(kind: str, key: str, failure: Any, run: WaitRun) -> NoReturn:
     if kind == "wait":
         raise RejectedError(str(failure))
     raise ReplayError(f"{kind} {key} of job {run.job_id!r}: {failure}")
-
-
-def _uid(run: WaitRun) -> str | None:
-    return getattr(run, "uid", None)
 
 
 def awakeable_token(queue: str, job_id: str, uid: str | None, key: str) -> str:
