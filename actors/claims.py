@@ -30,7 +30,7 @@ from actors import queue_sql as sql
 from actors.flows import Flows
 from actors.jobs import job_thing, result_thing, step_id
 from actors.options import MAX_BACKOFF, number
-from dotdo import codec
+from dotdo import codec, logs
 from dotdo.retry import backoff_delay
 
 __all__ = ["Claims"]
@@ -182,6 +182,8 @@ class Claims(Flows):
         grant = {"job": job_thing({**row, "payload": None}, now), "payload": row["payload"],
                  "lease": row["lease"], "uid": row["uid"], "alone": alone,
                  "step": step_id(self.id, row["id"], row["uid"])}
+        if row.get("traceparent"):  # its attempts' spans go under its enqueue's
+            grant["trace"] = row["traceparent"]
         if row.get("on_parent_failure"):  # it had parents: hand over their outputs
             grant["parents"] = dict(
                 self.storage.sql.execute(sql.PARENT_RESULTS, (row["uid"],)).fetchall())
@@ -378,18 +380,20 @@ class Claims(Flows):
         return done
 
     def complete(self, worker: str, outcomes: builtins.list) -> int:
-        """Record ``[job_id, uid, lease, kind, value, ran]`` outcomes in one
+        """Record ``[job_id, uid, lease, kind, value, ran(, [attempt, log lines])]`` outcomes in one
         transaction, ``kind`` one of ``ok`` (value: the output, encoded), ``failed`` (value:
         ``{"error", "trace", "final", "backoff"}``), ``released`` (not run, or
         interrupted by its worker stopping: back to pending; value: why, or None) or
         ``parked`` (the run ended at a durable wait: the queue parked the job then);
-        ``ran`` is 1 if the handler ran. Returns how many counted; a report from a
-        worker that no longer holds the job is ignored (see the module docstring)."""
+        ``ran`` is 1 if the handler ran; the lines are what it logged (``dotdo.logs``).
+        Returns how many counted; a report from a worker that no longer holds the job
+        is ignored (see the module docstring), with its lines."""
         now = self._now()
         done = 0
         completed: builtins.list[str] = []
         with self.storage.transaction():
-            for job_id, uid, lease, kind, value, ran in outcomes:
+            for outcome in outcomes:
+                job_id, uid, lease, kind, value, ran = outcome[:6]
                 ran = 1 if ran else 0
                 if kind == "ok":
                     if not isinstance(value, bytes):
@@ -416,10 +420,19 @@ class Claims(Flows):
                     changed = 0  # the queue parked it at the point (actors/parks.py)
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
+                if len(outcome) > 6 and (changed or kind == "parked"):
+                    self._keep_logs(uid, worker, *outcome[6])
                 done += changed
             self._count_completed(completed)
         self._ready.set()
         return done
+
+    def _keep_logs(self, uid: str | None, worker: str, attempt: int, lines: builtins.list) -> None:
+        """Store what a run logged (inside the caller's transaction)."""
+        for line in lines[:logs.KEEP + 1]:  # and the line that counts those left out
+            self.storage.sql.execute(sql.INSERT_JOB_LOG, (
+                uid, attempt, worker, line["t"], line["level"], line["logger"], line["message"],
+                line.get("traceId"), line.get("spanId")))
 
     def _fail(self, job_id: str, uid: str | None, worker: str, lease: int, value: Any,
               ran: int, now: float) -> int:

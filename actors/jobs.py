@@ -7,6 +7,7 @@ import json
 from typing import Any, cast
 
 from actors.queue_sql import PARKED_FOREVER
+from dotdo import tracing
 from dotdo.jobmodel import FINISHED, Job, JobStatus
 
 __all__ = ["Job", "JobStatus", "Metrics", "DEFAULT_TIMEOUT", "FINISHED", "job_thing", "result_thing",
@@ -77,6 +78,9 @@ def job_thing(row: dict[str, Any], now: float) -> Job:
             thing["wakeAt"] = row["run_at"]
         else:  # a wait without a timeout: it runs when its wait ends, at no set time
             thing["runAt"] = None
+    traceparent = row.get("traceparent")
+    if traceparent:
+        thing["traceId"] = tracing.trace_id_of(traceparent)
     parent = row.get("parent")
     if parent:
         queue, job_id, _, _ = json.loads(parent)

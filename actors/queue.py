@@ -74,7 +74,7 @@ from actors.options import (
 from actors.parks import Parks
 from actors.retention import RETAIN_BATCH, Retention
 from actors.table import LOOP_RETRY
-from dotdo import clock, codec
+from dotdo import clock, codec, tracing
 from dotdo.jobmodel import Job, JobEntry, JobFlow, JobOptions, JobPage
 
 __all__ = ["Queue", "DEFAULT_TIMEOUT", "MAX_PAYLOAD", "MAX_BATCH", "MAX_PAGE", "MAX_WAITERS",
@@ -287,9 +287,10 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
             inserted = db.execute(sql.INSERT_PLAIN, (
                 spec.id, spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
                 spec.timeout, spec.created, spec.uid)).rowcount
-            if inserted:
-                self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
-            return (_new_row(spec), "added") if inserted else (None, "existing")
+            if not inserted:
+                return None, "existing"
+            self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
+            return self._traced(_new_row(spec), spec), "added"
         inserted = db.execute(sql.INSERT_JOB, (
             spec.id, spec.type, spec.payload, status, spec.priority, spec.run_at,
             spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff, spec.group,
@@ -304,11 +305,19 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
         if spec.group:
             self._grouped = True
         self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
-        row = _new_row(spec, status, waiting)
+        row = self._traced(_new_row(spec, status, waiting), spec)
         if broken is not None:  # a parent failed already: this job follows it now
             self._follow_parent(spec.id, spec.uid, spec.on_parent_failure, *broken, now)
             return None, "added"
         return row, "added"
+
+    def _traced(self, row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+        """A job just written, with its enqueue span's context when tracing is on
+        (its attempts run under it, whenever and wherever they run)."""
+        if tracing.enabled():
+            row["traceparent"] = tracing.producer(self.id, spec.id, spec.type)
+            self.storage.sql.execute(sql.SET_TRACEPARENT, (row["traceparent"], spec.id))
+        return row
 
     def enqueue_flow(self, flow: JobFlow) -> dict[str, Any]:
         """Enqueue a job with its children, and theirs, in one transaction: ``flow``
@@ -424,6 +433,15 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
         for n, attempt in enumerate(out, 1):
             attempt["attempt"] = n
         return out
+
+    def logs(self, job_id: str, limit: int = 1000) -> builtins.list[dict[str, Any]]:
+        """What a job's handler logged while its runs ran, oldest first (at most
+        ``limit`` lines): ``{"attempt", "t", "level", "logger", "message", "worker",
+        "traceId", "spanId"}``, ``t`` in epoch seconds. Kept until the job is."""
+        row = self._must_row(job_id)
+        names = ("attempt", "t", "level", "logger", "message", "worker", "traceId", "spanId")
+        return [dict(zip(names, r)) for r in self.storage.sql.execute(
+            sql.SELECT_JOB_LOGS, (row["uid"], max(0, int(limit)))).fetchall()]
 
     def get_metrics(self) -> Metrics:
         counts = {s: (n, stuck, delayed or 0, retrying or 0) for s, n, stuck, delayed, retrying

@@ -47,6 +47,7 @@ JOB_COLUMNS = (
     ("progress", "REAL"),
     ("progress_msg", "TEXT"),
     ("cancel_requested", "REAL"),
+    ("traceparent", "TEXT"),  # W3C context of its enqueue span (dotdo.tracing); NULL: untraced
 )
 # Ready jobs in claim order: those without a group in one index, grouped ones by
 # group in another (each pending job is in one of the two: no index costs twice).
@@ -118,9 +119,35 @@ CREATE TABLE IF NOT EXISTS step_holds (
     worker  TEXT NOT NULL,
     since   REAL NOT NULL
 ) WITHOUT ROWID"""
-DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET, CREATE_STEP_HOLDS)
+# What a job's handler logged while each run of it ran (dotdo.logs), sent with the
+# run's outcome: at most logs.MAX_LINES lines a run. Deleted with the job.
+CREATE_JOB_LOGS = """
+CREATE TABLE IF NOT EXISTS job_logs (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid      TEXT NOT NULL,
+    attempt  INTEGER NOT NULL,
+    worker   TEXT,
+    t        REAL NOT NULL,
+    level    TEXT NOT NULL,
+    logger   TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    trace_id TEXT,
+    span_id  TEXT
+)"""
+CREATE_JOB_LOGS_INDEX = "CREATE INDEX IF NOT EXISTS job_logs_uid ON job_logs (uid, seq)"
+INSERT_JOB_LOG = (
+    "INSERT INTO job_logs (uid, attempt, worker, t, level, logger, message, trace_id, span_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_JOB_LOGS = (
+    "SELECT attempt, t, level, logger, message, worker, trace_id, span_id FROM job_logs "
+    "WHERE uid = ? ORDER BY seq LIMIT ?"
+)
+DELETE_JOB_LOGS = "DELETE FROM job_logs WHERE uid IN (SELECT value FROM json_each(?))"
+DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET, CREATE_STEP_HOLDS,
+       CREATE_JOB_LOGS)
 INDEXES = (CREATE_READY, CREATE_STATUS, CREATE_SUSPECTS, CREATE_GROUPS, CREATE_DEDUPE,
-           CREATE_ATTEMPTS_INDEX, CREATE_DEPS_CHILD)
+           CREATE_ATTEMPTS_INDEX, CREATE_DEPS_CHILD, CREATE_JOB_LOGS_INDEX)
 SELECT_JOB_COLUMNS = "SELECT name FROM pragma_table_info('jobs')"
 
 
@@ -207,6 +234,8 @@ INSERT_JOB = (
     "on_parent_failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
+# A traced job: the context its attempts' spans run under (written only when tracing is on).
+SET_TRACEPARENT = "UPDATE jobs SET traceparent = ? WHERE id = ?"
 # What Queue.wait answers with: how a job ended, if it did.
 SELECT_END = "SELECT status, output, finished, error FROM jobs WHERE id = ?"
 # Jobs by id, many at once: ids as one JSON array, so one statement serves any count.

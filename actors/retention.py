@@ -69,6 +69,7 @@ class Retention(Flows, Insight):
             gone = self.storage.sql.execute(
                 sql.DELETE_SEQS, (json.dumps([seq for seq, _, _, _ in rows]),)).rowcount
             self.storage.sql.execute(sql.DELETE_ATTEMPTS, (uids,))
+            self.storage.sql.execute(sql.DELETE_JOB_LOGS, (uids,))
             self.storage.sql.execute(sql.DELETE_DEPS, (uids,))
             self.storage.sql.execute(sql.DELETE_POINTS_OF_UIDS, (uids,))
             for _, job_id, uid, worker in rows:

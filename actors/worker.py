@@ -62,7 +62,7 @@ import dotdo
 from actors import metrics
 from actors.jobs import DEFAULT_TIMEOUT, result_thing
 from actors.options import MAX_OUTPUT
-from dotdo import codec, signals
+from dotdo import codec, logs, signals, tracing
 from dotdo import jobs as job_handlers
 from dotdo.app import import_modules
 from dotdo.checks import is_finite, is_int
@@ -132,10 +132,15 @@ class _Held:
     reached: list[str] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     marks: list[str] = dataclasses.field(default_factory=list)
+    trace: str | None = None  # its enqueue span's context (W3C), when traced
+    # What the handler logged during this run (dotdo.logs), sent with its outcome.
+    logs: list[dict] | None = None
 
     def report(self) -> list:
         assert self.outcome is not None, "reported only once known"
         kind, value, ran = self.outcome
+        if self.logs:
+            return [self.job_id, self.uid, self.lease, kind, value, ran, [self.attempt, self.logs]]
         return [self.job_id, self.uid, self.lease, kind, value, ran]
 
 
@@ -430,6 +435,18 @@ def _output(value: Any) -> bytes:
             f"limit of {MAX_OUTPUT:,}: store big results elsewhere (a file, an object's "
             "storage) and return their key")
     return encoded
+
+
+def _traced_outcome(span: Any, outcome: list, retries_left: bool) -> None:
+    """An attempt's outcome on its span: completed, retrying, failed, parked or released."""
+    kind, value = outcome[0], outcome[1]
+    if kind == "ok":
+        tracing.outcome(span, "completed")
+    elif kind == "failed":
+        retrying = retries_left and not value["final"]
+        tracing.outcome(span, "retrying" if retrying else "failed", value["error"])
+    else:
+        tracing.outcome(span, kind)
 
 
 def _record(queue: str, job_type: str, outcome: str, started: float) -> None:
@@ -878,7 +895,13 @@ class Worker(dotdo.DurableObject, own_process=True):
     async def _run_held(self, held: _Held, job: dict[str, Any], payload: bytes,
                         backoff: float) -> None:
         try:
-            outcome = await self._run(job, held, _ONE_ATTEMPT, backoff, payload)
+            with tracing.consumer(held.trace, held.queue, held.job_id, job["type"], held.attempt,
+                                  held.lease, self.id) as span, \
+                    logs.job_scope(held.queue, held.job_id, held.attempt) as lines:
+                outcome = await self._run(job, held, _ONE_ATTEMPT, backoff, payload)
+                if span is not None:
+                    _traced_outcome(span, outcome, held.attempt <= job.get("maxRetries", 0))
+            held.logs = lines or None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if held.interrupt is None or current is None:
@@ -944,7 +967,7 @@ class Worker(dotdo.DurableObject, own_process=True):
                 parents=dict(grant.get("parents") or {}),
                 replay=replays.get(grant["step"]), looked_up=True,
                 journaled=list(grant.get("points") or ()),
-                answers=dict(grant.get("answers") or {}))
+                answers=dict(grant.get("answers") or {}), trace=grant.get("trace"))
             if self._config is None or self._closing:  # stopped, or SIGTERM came
                 held.outcome = ["released", None, 0]
             else:
@@ -1062,7 +1085,8 @@ class Worker(dotdo.DurableObject, own_process=True):
         """A handler reported progress: send it soon, with any others (on the loop)."""
         self._progressed.add(held)
         if self._progress_task is None or self._progress_task.done():
-            self._progress_task = self._event_loop.create_task(self._send_progress())
+            with tracing.detached():  # sent for every running job, not the one that called
+                self._progress_task = self._event_loop.create_task(self._send_progress())
 
     async def _send_progress(self) -> None:
         """Send the latest progress of each job, at most every ``_PROGRESS_EVERY`` s."""
@@ -1116,7 +1140,8 @@ class Worker(dotdo.DurableObject, own_process=True):
 
     def _start_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+            with tracing.detached():  # its claims and reports are not the start call's
+                self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
         beats = _Heartbeats(self)

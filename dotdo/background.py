@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from dotdo import aio, codec
+from dotdo import aio, codec, tracing
 from dotdo.current import acting_for, restore
 from dotdo.errors import DecodeError, HandlerError
 from dotdo.events import ErrorInfo, Event, matches
@@ -133,6 +133,9 @@ class Activity:
         # those of the call in flight), and handled ones waiting for that to be marked.
         self._unsent: collections.deque[Sent] = collections.deque()
         self._unsent_ids: set[str] = set()
+        # Traced sends' contexts by event id, until handled: the handlers' spans link
+        # to them (kept in memory: after a restart, a handler's span has no link).
+        self._sent_in: dict[str, str] = {}
         self._held: list[Sent] = []
         self._unsent_came = asyncio.Event()
         self._held_less = asyncio.Event()
@@ -260,7 +263,8 @@ class Activity:
         # starts itself (they keep it in memory), not the Activity's own.
         token = acting_for(None)
         try:
-            task = asyncio.get_running_loop().create_task(coro)
+            with tracing.detached():  # an object's own work, whichever call started it
+                task = asyncio.get_running_loop().create_task(coro)
         finally:
             restore(token)
         self._tasks.append(task)
@@ -303,6 +307,10 @@ class Activity:
                 if not self.journal.append_event(event_id, event_type, encoded, created):
                     return None
                 self.on_emit(event_id, event_type, encoded, created)
+        if tracing.enabled():
+            carrier = tracing.sent(event_type, event_id, repr(self.obj))
+            if carrier is not None:
+                self._sent_in[event_id] = carrier
         self.soon(self._deliver)
         return event_id
 
@@ -349,13 +357,20 @@ class Activity:
                 handled.append(sent)
                 continue
             event = Event(event_id, event_type, data, created)
+            sent_in = self._sent_in.pop(event_id, None)
             for pattern, handler in list(self.handlers):
                 if not matches(pattern, event_type):
                     continue
-                try:
-                    await self._run(handler, event)
-                except Exception as exc:  # noqa: BLE001 - goes to on_error, not the sender
-                    await self.report(ErrorInfo(event_type, event_id, data, exc, _name(handler)))
+                with tracing.root_span(f"handle {event_type}", links=[sent_in], attributes={
+                        "messaging.system": "dotdo", "messaging.operation.type": "process",
+                        "messaging.destination.name": event_type,
+                        "messaging.message.id": event_id, "dotdo.handler": _name(handler),
+                        "dotdo.object": repr(self.obj)}):
+                    try:
+                        await self._run(handler, event)
+                    except Exception as exc:  # noqa: BLE001 - goes to on_error, not the sender
+                        await self.report(ErrorInfo(event_type, event_id, data, exc,
+                                                    _name(handler)))
             handled.append(sent)
 
     # -- events jobs wait for -----------------------------------------------------------
@@ -475,11 +490,15 @@ class Activity:
                     continue  # woke early (the clock moved): check again
             fired = self.clock.now()
             error = None
-            try:
-                await self._run(fn)
-            except Exception as exc:  # noqa: BLE001 - the schedule goes on
-                error = f"{type(exc).__name__}: {exc}"
-                await self.report(ErrorInfo("Schedule.ticked", None, name, exc, _name(fn)))
+            with tracing.root_span(f"schedule {name}", attributes={
+                    "dotdo.schedule": name, "dotdo.schedule.spec": schedule.spec,
+                    "dotdo.object": repr(self.obj)}) as span:
+                try:
+                    await self._run(fn)
+                except Exception as exc:  # noqa: BLE001 - the schedule goes on
+                    error = f"{type(exc).__name__}: {exc}"
+                    tracing.failed(span, exc)
+                    await self.report(ErrorInfo("Schedule.ticked", None, name, exc, _name(fn)))
             # Missed ticks collapse into the one that just ran: next is after now.
             self.journal.record_tick(name, fired, schedule.next_after(max(self.clock.now(), fired)),
                                      error)
@@ -511,7 +530,10 @@ class Activity:
                 continue  # re-read: it may have moved, or it is due now
             self.journal.count_alarm_attempt()
             try:
-                await self._run(self.obj.alarm)  # type: ignore[attr-defined]
+                with tracing.root_span("alarm", attributes={
+                        "dotdo.object": repr(self.obj), "dotdo.alarm.at": fire_at,
+                        "dotdo.alarm.retry": failures}):
+                    await self._run(self.obj.alarm)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 - retried with backoff
                 failures += 1
                 await self.report(ErrorInfo("Alarm.failed", None, fire_at, exc, "alarm"))

@@ -25,7 +25,7 @@ from typing import Any
 
 import ray
 
-from dotdo import connect, registry
+from dotdo import connect, registry, tracing
 from dotdo import settings as _conf
 from dotdo.errors import EncodeError
 from dotdo.host import Call
@@ -223,15 +223,20 @@ def submit(cls: type[DurableObject], object_id: str, method: str, args: tuple,
             # One argument of lists, dicts and scalars, plus the dependencies: Ray
             # serialises each argument on its own, and those types through msgpack,
             # cheaper than the pickle it falls back to for tuples.
+            span, carrier = tracing.client_span(cls.__name__, method, object_id)
             message = list(Call(cls.__name__, object_id, method, list(sent), send_kwargs,
-                                deferred, more, line.token, seq, local or None))
+                                deferred, more, line.token, seq, local or None, carrier))
             try:
                 ref = outbox.send(message, deps, batchable=not deps)
             except TypeError as exc:  # Ray could not pickle an argument
+                tracing.end_call(span, exc)
                 first = str(exc).splitlines()[0]
                 raise EncodeError(
                     f"cannot send the arguments of {cls.__name__}.{method}(): {first}"
                 ) from None
+            # The span covers the call's sending: its run is the host's span (a
+            # promise's result may be awaited much later, or never, by anyone).
+            tracing.end_call(span)
             line.next = seq + 1
             if deps:
                 line.deferred[seq] = len(deps)

@@ -26,13 +26,15 @@ from typing import Any
 
 import ray
 
-from dotdo import registry
+from dotdo import logs, registry
 from dotdo import settings as _conf
 from dotdo.errors import ConfigError
 from dotdo.hosting import Hosting
 from dotdo.hosting import check as check_hosting
 from dotdo.inprocess import LocalHost
 from dotdo.settings import Settings
+from dotdo.tracing import setup as tracing_setup
+from dotdo.tracing import switches as tracing_switches
 
 __all__ = ["init", "shutdown", "settings", "cluster", "running_cluster", "in_ray_worker",
            "pickle_by_value", "on_hosts_change", "local_host", "in_process_host", "RayRecord",
@@ -68,6 +70,7 @@ def init(
     hosting: Hosting | None = None,
     in_process: bool | None = None,
     durability: str | None = None,
+    tracing: bool | None = None,
     **ray_kwargs: Any,
 ) -> Settings:
     """Start or join Ray and choose where objects store their files.
@@ -91,6 +94,8 @@ def init(
     ``durability`` (default ``$DOTDO_DURABILITY`` or ``"full"``): ``"full"`` puts every
     commit on disk before it is acknowledged (it survives a power cut); ``"normal"``
     is faster and survives the death of a process, not of the machine.
+    ``tracing=True`` exports OpenTelemetry spans from this process and every host it
+    starts (default: as the standard ``OTEL_*`` variables say; see :mod:`dotdo.tracing`).
     Calling it is optional: the first call on a stub does it with the defaults.
     """
     previous = _conf.current()
@@ -100,8 +105,11 @@ def init(
     hosting = _conf.default_hosting() if hosting is None else check_hosting(hosting, "dotdo.init")
     durability = (_conf.default_durability() if durability is None
                   else _conf.check_durability(durability, "dotdo.init"))
+    switches = tracing_switches(tracing)
+    tracing_setup(switches)
+    logs.configure()
     wanted = Settings(os.path.abspath(storage) if storage else _conf.default_storage(), namespace,
-                      hosting, in_process, durability)
+                      hosting, in_process, durability, switches)
     if in_process:
         if address is not None or ray_kwargs:
             raise ConfigError("dotdo.init(in_process=True) runs objects in this process: "

@@ -22,7 +22,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from dotdo import codec
+from dotdo import codec, tracing
 from dotdo.aio import call as _call
 from dotdo.checks import is_real
 from dotdo.clock import Clock
@@ -268,7 +268,7 @@ async def do(
         raise ValueError(f"step_id is a non-empty str, got {step_id!r}")
     obj = current_object()
     if step_id is None:
-        return await _attempts(fn, args, kwargs, policy, None, None)
+        return await _traced(fn, args, kwargs, policy, None, None)
     # One do of a step at a time: a second waits for the first, then finds its result
     # in the journal instead of running fn again.
     turns, key = _turns(obj, step_id)
@@ -279,15 +279,32 @@ async def do(
         journal = _journal(obj)
         found, value = await journal.lookup(step_id)
         if found:
+            tracing.step_span(step_id, replayed=True)
             return value
         try:
-            return await _attempts(fn, args, kwargs, policy, step_id, journal)
+            return await _traced(fn, args, kwargs, policy, step_id, journal)
         except BaseException:
             journal.abandon(step_id)
             raise
     finally:
         del turns[key]
         ended.set_result(None)
+
+
+async def _traced(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: RetryPolicy,
+                  step_id: str | None, journal: Any) -> Any:
+    """:func:`_attempts` in a step's span (a child of the span it runs in, if traced)."""
+    span = tracing.step_span(step_id or str(getattr(fn, "__name__", "do")), replayed=False)
+    if span is None:
+        return await _attempts(fn, args, kwargs, policy, step_id, journal)
+    try:
+        with tracing.activate(span):
+            value = await _attempts(fn, args, kwargs, policy, step_id, journal)
+    except BaseException as exc:
+        tracing.end_call(span, exc)
+        raise
+    tracing.end_call(span)
+    return value
 
 
 async def _attempts(fn: Callable[..., Any], args: tuple, kwargs: dict, policy: RetryPolicy,

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-from dotdo import aio
+from dotdo import aio, tracing
 from dotdo.background import Activity
 from dotdo.clock import Clock
 from dotdo.current import acting_for, current_object, restore
@@ -51,7 +51,8 @@ class Call(NamedTuple):
     msgpack, cheaper than the pickle it uses for tuples). ``deferred`` and ``more``
     are the caller's earlier calls still held back (see :meth:`Sequencer.arrive`);
     ``stream`` and ``seq`` the caller's line and this call's number on it; ``local``
-    the promise arguments made by calls on this host (:class:`~dotdo.promise.Local`)."""
+    the promise arguments made by calls on this host (:class:`~dotdo.promise.Local`);
+    ``trace`` the caller's span (W3C ``traceparent``) when the call is traced."""
 
     class_name: str
     object_id: str
@@ -63,6 +64,7 @@ class Call(NamedTuple):
     stream: str
     seq: int
     local: list[Local] | None = None
+    trace: str | None = None
 
 
 class Results:
@@ -176,6 +178,11 @@ class Results:
                 self._futures.pop(key, None)  # never came here: nobody will fill it
 
 
+def _called(call: Call) -> tuple[str, str, str]:
+    """What a call's span names: its class, method and object."""
+    return call.class_name, call.method or "", call.object_id
+
+
 async def _await_ref(ref: Any) -> Any:
     return await settled(await ref)
 
@@ -264,7 +271,8 @@ class ObjectTable:
         activity.on_busy = lambda: self.on_busy(obj)
         token = acting_for(obj)  # so that __init__ may subscribe handlers itself
         try:
-            cls.__init__(obj)
+            with tracing.detached():  # the loops it starts are the object's, not a call's
+                cls.__init__(obj)
         except BaseException:
             storage.close()
             raise
@@ -274,7 +282,8 @@ class ObjectTable:
         if not self._inflight.get(key):
             self.idle_since[key] = time.monotonic()
         self.on_activate(key, obj)
-        activity.start()
+        with tracing.detached():
+            activity.start()
         if self.max_live is not None and len(self.objects) > self.max_live:
             self.trim(keep=key)
         return obj
@@ -363,8 +372,12 @@ class ObjectTable:
             args, kwargs = unpack_args(call.args, call.kwargs, deps)
             token = acting_for(obj)
             try:
-                running = aio.call(fn, *args, **kwargs)
-                return await _settle(running, outcome)
+                if call.trace is None:
+                    running = aio.call(fn, *args, **kwargs)
+                    return await _settle(running, outcome)
+                with tracing.server_span(call.trace, *_called(call)):
+                    running = aio.call(fn, *args, **kwargs)
+                    return await _settle(running, outcome)
             finally:
                 restore(token)
         except BaseException as exc:
@@ -429,7 +442,11 @@ class ObjectTable:
                         group = (key, tx, len(out))
                     token = acting_for(obj)
                     try:
-                        result = fn(*call.args, **call.kwargs)
+                        if call.trace is None:
+                            result = fn(*call.args, **call.kwargs)
+                        else:
+                            with tracing.server_span(call.trace, *_called(call)):
+                                result = fn(*call.args, **call.kwargs)
                     finally:
                         restore(token)
                 except BaseException as exc:  # noqa: BLE001 - the call's outcome, as alone

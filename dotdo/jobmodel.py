@@ -134,6 +134,8 @@ Job = TypedDict("Job", {
     "dedupeKey": NotRequired[str],
     "waitingOn": NotRequired[int],
     "cancelRequestedAt": NotRequired[float],
+    # The OpenTelemetry trace of a job enqueued with tracing on: its enqueue and attempts.
+    "traceId": NotRequired[str],
     # A parked job (sleeping, or waiting at a durable wait): the point of its run it
     # waits at (``sleep#1``, ``event#1``, ``wait#1``, ``child#1``) and when it wakes
     # (a sleep's end, a wait's timeout; absent for a wait without one).

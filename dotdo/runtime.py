@@ -27,8 +27,8 @@ import ray
 from ray import cloudpickle
 from ray.exceptions import RayTaskError, TaskCancelledError
 
+from dotdo import logs, signals, tracing
 from dotdo import settings as _conf
-from dotdo import signals
 from dotdo.endpoints import Endpoints, outcome_of
 from dotdo.errors import EncodeError
 from dotdo.host import TURN_WAIT, ObjectTable
@@ -62,6 +62,9 @@ class _HostActor(Endpoints):
         pool: tuple[str, float | None] | None = None,
     ) -> None:
         _conf.use(conf)  # stubs called inside objects use the settings of their creator
+        name = pool[0] if pool is not None else "/".join(key) if key else "host"
+        tracing.setup(conf.tracing, host=name)  # as its creator: spans to the same place
+        logs.configure(name)
         table = ObjectTable(classes, conf.root, fresh=not _restarted(),
                             deferred_timeout=_conf.deferred_timeout(), durability=conf.durability)
         keeper = None

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 
+from dotdo import tracing
 from dotdo.errors import ConfigError
 from dotdo.hosting import Dedicated, Hosting, from_env
 
@@ -35,6 +36,9 @@ class Settings:
     # "full": a commit is on disk when acknowledged; "normal": survives a process's death
     # only (see dotdo.storage.connection). The objects' hosts use their creator's.
     durability: str = "full"
+    # The OpenTelemetry switches of the driver (dotdo.tracing.switches): its hosts
+    # export spans as it does; empty: tracing is off.
+    tracing: tuple[tuple[str, str], ...] = ()
 
     @property
     def root(self) -> str:
@@ -113,7 +117,7 @@ def default_durability() -> str:
 def defaults() -> Settings:
     """The settings the environment asks for."""
     return Settings(default_storage(), default_namespace(), default_hosting(),
-                    default_in_process(), default_durability())
+                    default_in_process(), default_durability(), tracing.switches(None))
 
 
 def deferred_timeout() -> float:
