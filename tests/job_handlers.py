@@ -1,6 +1,7 @@
 """Job handlers the queue tests use; module level, so Workers import them."""
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,21 @@ async def flaky(payload):
     tries = await dotdo.Recorder(payload["witness"]).hit(f"flaky:{payload['key']}")
     if tries <= payload["fail"]:
         raise ConnectionError(f"try {tries} failed")
+    return tries
+
+
+_shop_log = logging.getLogger("tests.shop")
+_shop_log.setLevel(logging.INFO)  # its INFO lines are made, so kept with the job
+
+
+@dotdo.job("chatty")
+async def chatty(payload):
+    """Logs a line each try (and one from a pool thread); fails the first try."""
+    tries = await dotdo.Recorder(payload["witness"]).hit(f"chatty:{payload['key']}")
+    _shop_log.info("try %d for %s", tries, payload["key"])
+    await asyncio.to_thread(_shop_log.warning, "from a thread, try %d", tries)
+    if tries == 1:
+        raise ConnectionError("the first try fails")
     return tries
 
 

@@ -48,6 +48,22 @@ def test_retries_with_backoff_then_success(setup, unique):
     assert witness.hits("flaky:a").result() == 3
 
 
+def test_what_a_handler_logs_is_kept_with_its_job_by_attempt(setup, unique):
+    queue, _, start = setup
+    start(1)
+    job = queue.enqueue("chatty", {"witness": f"{unique}-witness", "key": "k"}, max_retries=2,
+                        backoff=0.01).result()
+    assert dotdo.get(queue.wait(job["$id"], timeout=30))["output"] == 2
+    lines = queue.logs(job["$id"]).result()
+    assert [(x["attempt"], x["level"], x["logger"], x["message"]) for x in lines] == [
+        (1, "INFO", "tests.shop", "try 1 for k"), (1, "WARNING", "tests.shop", "from a thread, try 1"),
+        (2, "INFO", "tests.shop", "try 2 for k"), (2, "WARNING", "tests.shop", "from a thread, try 2")]
+    assert all(x["worker"] == f"{unique}-w0" and x["t"] > 0 for x in lines)
+    assert queue.logs(job["$id"], limit=1).result() == lines[:1]
+    with pytest.raises(dotdo.NotFoundError):
+        queue.logs("no-such-job").result()
+
+
 def test_spent_retries_go_to_dead_letter_and_retry_brings_them_back(setup, unique):
     queue, witness, start = setup
     job_id = queue.enqueue("flaky", {"witness": f"{unique}-witness", "key": "b", "fail": 3},
