@@ -161,6 +161,20 @@ def test_one_trace_follows_a_job_from_enqueue_through_a_failure_a_kill_and_a_ret
     assert plain["pid"] == out["plain_pid"] and plain["trace"] != out["trace_id"]
     assert {s["host"] for s in everything} >= {  # (each served Worker.start, at least)
         "Worker/traced-w1", "Worker/traced-w2", "Queue/traced", "App/default", None}
+    # Calls sent in batches keep one context each: a server span per call, each under
+    # its own client span in the driver
+    assert out["batched"] > 0
+
+    def batched_hits() -> list[dict]:
+        with receiver.lock:
+            spans = list(receiver.spans)
+        driver = {c["id"] for c in spans if c["pid"] == out["driver"]}
+        return [s for s in spans if s["name"] == "Recorder.hit" and s["kind"] == 2
+                and s["parent"] in driver]
+    assert wait_for(lambda: len(batched_hits()) == 20, timeout=60)
+    hits = batched_hits()
+    assert len({h["parent"] for h in hits}) == 20
+    assert len({h["trace"] for h in hits}) == 20  # each a trace of its own (a root call)
     # The runtime's own calls (claims, heartbeats, reports) make no spans
     assert not [s for s in everything if s["name"] in ("Queue.claim", "Queue.complete")]
     # The event: the driver's send reached the App, whose handler ran in a span linked to it
@@ -188,3 +202,31 @@ def test_tracing_is_off_unless_asked_and_names_its_install_when_missing(monkeypa
     assert tracing.switches(None) == ()
     assert tracing.trace_id_of("00-" + "a" * 32 + "-" + "b" * 16 + "-01") == "a" * 32
     assert tracing.trace_id_of("garbage") is None
+
+
+def test_a_driver_hands_its_switches_to_the_hosts_it_starts(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("OTEL_") or key == "DOTDO_TRACING":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
+    # dotdo.init(tracing=True): on without any OTEL_ variable for traces, and what the
+    # environment says of the rest travels along (the hosts' Settings carry it)
+    assert tracing.switches(True) == (("DOTDO_TRACING", "1"), ("OTEL_SERVICE_NAME", "shop"))
+    monkeypatch.setenv("DOTDO_TRACING", "1")
+    assert tracing.switches(None)[0] == ("DOTDO_TRACING", "1")
+
+
+def test_tracing_without_the_sdk_names_the_extra_to_install():
+    code = ("import sys\n"
+            "for name in ('opentelemetry.sdk', 'opentelemetry.sdk.trace', 'opentelemetry.sdk.resources'):\n"
+            "    sys.modules[name] = None  # as if not installed\n"
+            "from dotdo import tracing\n"
+            "from dotdo.errors import ConfigError\n"
+            "try:\n"
+            "    tracing.setup((('DOTDO_TRACING', '1'),))\n"
+            "except ConfigError as exc:\n"
+            "    print('REFUSED', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "REFUSED" in done.stdout and "dotdo[otel]" in done.stdout, done.stderr
+    assert not tracing.enabled()  # this process never turned it on

@@ -13,8 +13,10 @@ import os
 import signal
 import sys
 
+import ray
+
 import dotdo
-from dotdo import tracing
+from dotdo import client, tracing
 from tests import trace_handlers  # noqa: F401  (registers the job types and the handler)
 from tests.conftest import host_pid, wait_for
 
@@ -32,6 +34,10 @@ def main(address: str, storage: str, namespace: str) -> dict:
     plain_pid = dotdo.get(queue.wait(plain["$id"], timeout=120))["output"]
     os.kill(pid, signal.SIGKILL)
     done = dotdo.get(queue.wait(job["$id"], timeout=120))
+    # Calls issued together travel in one batch (one Ray task), each with its context
+    before = ray.get(client.actor_handle(witness).stats.remote())["batched_calls"]
+    dotdo.get([witness.hit("batched") for _ in range(20)])
+    batched = ray.get(client.actor_handle(witness).stats.remote())["batched_calls"] - before
     dotdo.send("Trace.sent", {"witness": witness.id})
     wait_for(lambda: witness.notes("handled").result(), timeout=120)
     stored = queue.get(job["$id"]).result()
@@ -41,7 +47,7 @@ def main(address: str, storage: str, namespace: str) -> dict:
     tracing.flush()
     return {"job": job["$id"], "trace_id": stored.get("traceId"), "output": done["output"],
             "killed": pid, "plain": plain["$id"], "plain_pid": plain_pid, "driver": os.getpid(),
-            "workers": pids}
+            "workers": pids, "batched": batched}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from ray import serve
 
 import dotdo
+from dotdo import tracing
 from dotdo.ops.api import create_app
 from dotdo.ops.auth import Tokens
 from dotdo.ops.service import Service
@@ -83,7 +84,8 @@ def ray_serve_app(storage: str, namespace: str, tokens: Tokens, *, events: list[
     dotdo's own hosts use their creator's, so it reaches the very actors a driver
     with these settings reaches."""
     conf = Settings(os.path.abspath(storage), namespace, hosting or default_hosting(),
-                    durability=default_durability())
+                    durability=default_durability(),
+                    tracing=tracing.handed() or tracing.switches(None))
     app = create_app(Service(storage=conf.root, events=list(events)), tokens)
 
     @serve.deployment(num_replicas=replicas, ray_actor_options={
@@ -97,6 +99,7 @@ def ray_serve_app(storage: str, namespace: str, tokens: Tokens, *, events: list[
             # A Ray worker otherwise takes its settings from its environment, whose
             # hosting may differ: it would then start other actors on the same files.
             use_settings(conf)
+            tracing.setup(conf.tracing, host="api")  # its requests' spans, as the driver's
             for module in modules:  # exposed classes and job types
                 importlib.import_module(module)
 
