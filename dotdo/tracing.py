@@ -227,19 +227,21 @@ def failed(span: Any, error: BaseException) -> None:
     span.set_attribute("error.type", type(error).__name__)
 
 
-@contextlib.contextmanager
+# What the context managers below give when there is nothing to trace: one shared
+# no-op, so that off, a job or a call pays a test and a with, no generator.
+_OFF: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+
+
 def server_span(traceparent: str | None, class_name: str, method: str,
-                object_id: str) -> Iterator[Any]:
+                object_id: str) -> contextlib.AbstractContextManager[Any]:
     """The span of a call run by its host, a child of the caller's (when it carries a
-    context), current while the method runs; yields None when the call is untraced."""
+    context), current while the method runs; gives None when the call is untraced."""
     if _tracer is None or not traceparent:
-        yield None
-        return
-    with _tracer.start_as_current_span(
-            f"{class_name}.{method}", context=_parent(traceparent), kind=_api.SpanKind.SERVER,
-            attributes={"rpc.system": "dotdo", "rpc.service": class_name, "rpc.method": method,
-                        "dotdo.object.id": object_id}) as span:
-        yield span
+        return _OFF
+    return _tracer.start_as_current_span(
+        f"{class_name}.{method}", context=_parent(traceparent), kind=_api.SpanKind.SERVER,
+        attributes={"rpc.system": "dotdo", "rpc.service": class_name, "rpc.method": method,
+                    "dotdo.object.id": object_id})
 
 
 def producer(queue: str, job_id: str, job_type: str) -> str | None:
@@ -270,24 +272,21 @@ def sent(event_type: str, event_id: str, sender: str) -> str | None:
     return _carrier(span)
 
 
-@contextlib.contextmanager
 def consumer(traceparent: str | None, queue: str, job_id: str, job_type: str, attempt: int,
-             fence: int, worker: str) -> Iterator[Any]:
+             fence: int, worker: str) -> contextlib.AbstractContextManager[Any]:
     """One attempt of a job: its ``<queue> process`` span under the job's enqueue
     context (however much later it runs, wherever), current while the handler runs.
     The caller sets ``dotdo.job.outcome`` with :func:`outcome`."""
     if _tracer is None:
-        yield None
-        return
-    with _tracer.start_as_current_span(
-            f"{queue} process", context=_parent(traceparent), kind=_api.SpanKind.CONSUMER,
-            record_exception=False, set_status_on_exception=False, attributes={
-                "messaging.system": "dotdo", "messaging.operation.type": "process",
-                "messaging.operation.name": "process", "messaging.destination.name": queue,
-                "messaging.message.id": job_id, "messaging.consumer.group.name": queue,
-                "dotdo.job.type": job_type, "dotdo.job.attempt": attempt,
-                "dotdo.job.fence": fence, "dotdo.worker": worker}) as span:
-        yield span
+        return _OFF
+    return _tracer.start_as_current_span(
+        f"{queue} process", context=_parent(traceparent), kind=_api.SpanKind.CONSUMER,
+        record_exception=False, set_status_on_exception=False, attributes={
+            "messaging.system": "dotdo", "messaging.operation.type": "process",
+            "messaging.operation.name": "process", "messaging.destination.name": queue,
+            "messaging.message.id": job_id, "messaging.consumer.group.name": queue,
+            "dotdo.job.type": job_type, "dotdo.job.attempt": attempt,
+            "dotdo.job.fence": fence, "dotdo.worker": worker})
 
 
 def outcome(span: Any, value: str, error: str | None = None) -> None:
@@ -316,14 +315,17 @@ def step_span(name: str, replayed: bool) -> Any:
     return span
 
 
-@contextlib.contextmanager
-def detached() -> Iterator[None]:
+def detached() -> contextlib.AbstractContextManager[Any]:
     """Run the block outside any span: for starting the runtime's own background work
     (an object's loops, a worker's claims), which a task would otherwise run inside the
     span of the call that happened to start it, tracing its every call forever."""
     if _tracer is None:
-        yield
-        return
+        return _OFF
+    return _detached()
+
+
+@contextlib.contextmanager
+def _detached() -> Iterator[None]:
     token = _context.attach(_context.Context())
     try:
         yield
@@ -331,28 +333,23 @@ def detached() -> Iterator[None]:
         _context.detach(token)
 
 
-@contextlib.contextmanager
-def activate(span: Any) -> Iterator[None]:
+def activate(span: Any) -> contextlib.AbstractContextManager[Any]:
     """Make ``span`` current for the block (nothing when None)."""
     if span is None:
-        yield
-        return
-    with _api.use_span(span, end_on_exit=False, record_exception=False,
-                       set_status_on_exception=False):
-        yield
+        return _OFF
+    return _api.use_span(span, end_on_exit=False, record_exception=False,
+                         set_status_on_exception=False)
 
 
-@contextlib.contextmanager
 def root_span(name: str, links: list[str | None] | None = None,
-              attributes: dict[str, Any] | None = None,
-              traceparent: str | None = None, server: bool = False) -> Iterator[Any]:
+              attributes: dict[str, Any] | None = None, traceparent: str | None = None,
+              server: bool = False) -> contextlib.AbstractContextManager[Any]:
     """A span for work that starts here (an event's handler, a schedule's tick, an
     alarm, an HTTP request: ``server``): a root with links to the contexts that led to
     it, current for the block, or, given ``traceparent``, a child of that (an HTTP
     request's caller)."""
     if _tracer is None:
-        yield None
-        return
+        return _OFF
     linked = []
     for carrier in links or ():
         parent = _parent(carrier)
@@ -361,11 +358,10 @@ def root_span(name: str, links: list[str | None] | None = None,
             if ctx.is_valid:
                 linked.append(_api.Link(ctx))
     parent = _parent(traceparent)
-    with _tracer.start_as_current_span(
-            name, context=parent if parent is not None else _context.Context(),
-            kind=_api.SpanKind.SERVER if server else _api.SpanKind.INTERNAL,
-            links=linked, attributes=attributes) as span:
-        yield span
+    return _tracer.start_as_current_span(
+        name, context=parent if parent is not None else _context.Context(),
+        kind=_api.SpanKind.SERVER if server else _api.SpanKind.INTERNAL,
+        links=linked, attributes=attributes)
 
 
 def current_carrier() -> str | None:
