@@ -380,7 +380,7 @@ class Claims(Flows):
         return done
 
     def complete(self, worker: str, outcomes: builtins.list) -> int:
-        """Record ``[job_id, uid, lease, kind, value, ran(, [attempt, log lines])]`` outcomes in one
+        """Record ``[job_id, uid, lease, kind, value, ran(, log lines)]`` outcomes in one
         transaction, ``kind`` one of ``ok`` (value: the output, encoded), ``failed`` (value:
         ``{"error", "trace", "final", "backoff"}``), ``released`` (not run, or
         interrupted by its worker stopping: back to pending; value: why, or None) or
@@ -421,14 +421,19 @@ class Claims(Flows):
                 else:
                     raise ValueError(f"unknown outcome kind {kind!r}")
                 if len(outcome) > 6 and (changed or kind == "parked"):
-                    self._keep_logs(uid, worker, *outcome[6])
+                    self._keep_logs(uid, worker, kind == "ok", outcome[6])
                 done += changed
             self._count_completed(completed)
         self._ready.set()
         return done
 
-    def _keep_logs(self, uid: str | None, worker: str, attempt: int, lines: builtins.list) -> None:
-        """Store what a run logged (inside the caller's transaction)."""
+    def _keep_logs(self, uid: str | None, worker: str, completed: bool,
+                   lines: builtins.list) -> None:
+        """Store what a run logged (inside the caller's transaction), under the run's
+        number in :meth:`Queue.attempts`: every run that did not complete has its row
+        there by now (this one's too), the completed one comes after them."""
+        runs = self.storage.sql.execute(sql.COUNT_RUNS, (uid,)).fetchone()[0]
+        attempt = runs + 1 if completed else max(runs, 1)
         for line in lines[:logs.KEEP + 1]:  # and the line that counts those left out
             self.storage.sql.execute(sql.INSERT_JOB_LOG, (
                 uid, attempt, worker, line["t"], line["level"], line["logger"], line["message"],

@@ -143,6 +143,7 @@ SELECT_JOB_LOGS = (
     "SELECT attempt, t, level, logger, message, worker, trace_id, span_id FROM job_logs "
     "WHERE uid = ? ORDER BY seq LIMIT ?"
 )
+COUNT_RUNS = "SELECT count(*) FROM attempts WHERE uid = ?"
 DELETE_JOB_LOGS = "DELETE FROM job_logs WHERE uid IN (SELECT value FROM json_each(?))"
 DDL = (CREATE_JOBS, CREATE_OUTBOX, CREATE_ATTEMPTS, CREATE_DEPS, CREATE_FORGET, CREATE_STEP_HOLDS,
        CREATE_JOB_LOGS)

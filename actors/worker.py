@@ -133,14 +133,15 @@ class _Held:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     marks: list[str] = dataclasses.field(default_factory=list)
     trace: str | None = None  # its enqueue span's context (W3C), when traced
-    # What the handler logged during this run (dotdo.logs), sent with its outcome.
+    # What the handler logged during this run (dotdo.logs), sent with its outcome
+    # (the queue numbers it as the run's place in the job's attempts).
     logs: list[dict] | None = None
 
     def report(self) -> list:
         assert self.outcome is not None, "reported only once known"
         kind, value, ran = self.outcome
         if self.logs:
-            return [self.job_id, self.uid, self.lease, kind, value, ran, [self.attempt, self.logs]]
+            return [self.job_id, self.uid, self.lease, kind, value, ran, self.logs]
         return [self.job_id, self.uid, self.lease, kind, value, ran]
 
 

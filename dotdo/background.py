@@ -136,6 +136,7 @@ class Activity:
         # Traced sends' contexts by event id, until handled: the handlers' spans link
         # to them (kept in memory: after a restart, a handler's span has no link).
         self._sent_in: dict[str, str] = {}
+        self._alarm_set_in: str | None = None  # the span that last set the alarm, if traced
         self._held: list[Sent] = []
         self._unsent_came = asyncio.Event()
         self._held_less = asyncio.Event()
@@ -507,6 +508,8 @@ class Activity:
 
     def alarm_changed(self) -> None:
         self._busy()
+        if tracing.enabled():  # the alarm's span links to the one that set it
+            self._alarm_set_in = tracing.current_carrier()
         self._alarm_changed.set()
 
     async def _alarm_loop(self) -> None:
@@ -530,7 +533,7 @@ class Activity:
                 continue  # re-read: it may have moved, or it is due now
             self.journal.count_alarm_attempt()
             try:
-                with tracing.root_span("alarm", attributes={
+                with tracing.root_span("alarm", links=[self._alarm_set_in], attributes={
                         "dotdo.object": repr(self.obj), "dotdo.alarm.at": fire_at,
                         "dotdo.alarm.retry": failures}):
                     await self._run(self.obj.alarm)  # type: ignore[attr-defined]

@@ -230,3 +230,59 @@ def test_tracing_without_the_sdk_names_the_extra_to_install():
                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "REFUSED" in done.stdout and "dotdo[otel]" in done.stdout, done.stderr
     assert not tracing.enabled()  # this process never turned it on
+
+
+_SERVED = """
+import sys, urllib.request
+import dotdo
+from dotdo import tracing
+from dotdo.ops import serve
+from dotdo.ops.api import create_app
+from dotdo.ops.auth import Tokens
+from dotdo.ops.service import Service
+
+storage, caller = sys.argv[1], sys.argv[2]
+dotdo.init(in_process=True, storage=storage)
+dotdo.Queue("web").enqueue("echo", 1).result()
+tokens = Tokens.load_or_create(storage)
+running = serve.start_in_background(create_app(Service(), tokens), host="127.0.0.1", port=0)
+for headers in ({"traceparent": caller}, {}):
+    request = urllib.request.Request(running.url + "/api/queues/web",
+                                     headers={"Authorization": "Bearer " + tokens.token, **headers})
+    urllib.request.urlopen(request).read()
+try:
+    urllib.request.urlopen(running.url + "/api/queues/web")
+except urllib.error.HTTPError as exc:
+    print("REFUSED", exc.code)
+running.stop()
+tracing.flush()
+"""
+
+
+def test_every_http_request_is_a_server_span_under_its_callers_traceparent(receiver, tmp_path):
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+           "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    done = subprocess.run([sys.executable, "-c", _SERVED, str(tmp_path / "storage"),
+                           f"00-{caller_trace}-{caller_span}-01"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "REFUSED 401" in done.stdout, done.stderr[-3000:]
+    from tests.conftest import wait_for
+
+    def requests() -> list[dict]:
+        with receiver.lock:
+            return [s for s in receiver.spans if s["attrs"].get("http.request.method")]
+    assert wait_for(lambda: len(requests()) == 3, timeout=60)
+    given, alone, refused = sorted(requests(), key=lambda s: s["start"])
+    # Named by route, a server span (kind 2), a child of the caller's span when it sends one
+    assert [s["name"] for s in (given, alone)] == ["GET /api/queues/{q}"] * 2
+    assert given["attrs"]["http.route"] == "/api/queues/{q}"
+    assert all(s["kind"] == 2 and s["attrs"]["http.response.status_code"] == 200
+               for s in (given, alone))
+    assert given["trace"] == caller_trace and given["parent"] == caller_span
+    assert alone["parent"] == "" and alone["trace"] != caller_trace
+    assert refused["attrs"]["http.response.status_code"] == 401  # the guard's answers too
+    # What the route asked of the queue is a call under the request's span
+    with receiver.lock:
+        children = [s for s in receiver.spans if s["parent"] == given["id"]]
+    assert children and all(s["name"].startswith("Queue.") for s in children)

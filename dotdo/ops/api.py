@@ -111,8 +111,10 @@ class _App(FastAPI):
 def create_app(service: Service, tokens: Tokens, *, max_body: int = MAX_BODY) -> FastAPI:
     """The API over ``service``, guarded by ``tokens``: every data route under
     ``/api``; the pages, the docs and ``/metrics`` (where Prometheus scrapes) beside."""
+    # With tracing on, FastAPI's own telemetry makes a server span per request (a child
+    # of the caller's traceparent); the calls a route makes to objects are under it.
     app = _App(title="dotdo", version="1", docs_url=None, redoc_url=None,
-               default_response_class=_JSON,
+               default_response_class=_JSON, telemetry={"operation_spans": False},
                description="Queues, jobs, workers and durable objects of one dotdo storage "
                            "root. Authenticate with `Authorization: Bearer <token>`. Bodies "
                            "are JSON (with or without `Content-Type: application/json`).")
@@ -440,6 +442,20 @@ def _jobs(app: FastAPI, service: Service) -> None:
     async def job(q: str, job_id: str) -> Any:
         """A job with its payload, result and every attempt."""
         return await service.job(q, job_id)
+
+    @app.get(API + "/jobs/{q}/{job_id}/timeline", tags=["jobs"], response_model=models.Timeline,
+             responses=models.LOOKUP)
+    async def job_timeline(q: str, job_id: str) -> Any:
+        """The job's life as a waterfall, from its queue's records: its wait to its
+        first run, every attempt, the durable calls its runs met and its end, as bars
+        on one time axis."""
+        return await service.timeline(q, job_id)
+
+    @app.get(API + "/jobs/{q}/{job_id}/logs", tags=["jobs"], response_model=list[models.LogLine],
+             responses=models.LOOKUP)
+    async def job_logs(q: str, job_id: str, limit: int = Query(1000, ge=1, le=10_000)) -> Any:
+        """The log lines emitted while the job's attempts ran, oldest first."""
+        return await service.logs(q, job_id, limit)
 
     @app.get(API + "/jobs/{q}/{job_id}/result", tags=["jobs"], response_model=models.Outcome,
              responses=models.LOOKUP)
