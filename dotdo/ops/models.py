@@ -29,7 +29,7 @@ __all__ = ["Value", "plain", "ErrorBody", "READ", "LOOKUP", "WRITE", "SEND", "ST
            "JobAnswer", "JobsPage", "JobDetail", "Outcome", "Purged", "Retried", "Cancelled",
            "ResolveBody", "RejectBody", "Settled", "Point", "Awakeable", "Child", "SETTLE",
            "WorkerRow", "ScheduleRow", "ObjectPage", "ObjectView", "Step", "Called", "Sent",
-           "JobEvent"]
+           "JobEvent", "Timeline", "TimelineBar", "LogLine"]
 
 REF = "#/components/schemas/"
 _ANNOTATED: Any = Annotated  # subscripted with types known only at run time
@@ -394,6 +394,68 @@ def _job_detail() -> Any:
 JobDetail: Any = _job_detail()
 
 
+class JobRef(te.TypedDict):
+    """A job elsewhere: its queue and id."""
+
+    queue: str
+    id: str
+
+
+class TimelineBar(te.TypedDict):
+    """One bar of a job's waterfall. ``kind``: ``queued`` (from its enqueue to its
+    first run), ``attempt`` (a run: ``state`` its outcome, ``retried`` for a failure
+    run again, ``retrying`` while the next run waits), a durable call of its runs
+    (``sleep``, ``event``, ``awakeable``, ``wait``, ``child``: ``state`` as its point's;
+    ``step`` and ``patch``: marks where the run met them) or ``finished`` (a mark:
+    ``state`` the job's end). ``end`` is null while it goes on (it runs to the
+    timeline's ``now``), ``duration`` then too; ``attempt`` is the run it belongs to;
+    ``until``: a sleep's end or a wait's timeout; ``job``: a child's queue and id."""
+
+    kind: Literal["queued", "attempt", "sleep", "event", "awakeable", "wait", "child", "step",
+                  "patch", "finished"]
+    label: str
+    start: float
+    end: float | None
+    duration: float | None
+    state: str
+    attempt: int | None
+    worker: str | None
+    error: str | None
+    detail: str | None
+    until: float | None
+    job: JobRef | None
+
+
+class Timeline(te.TypedDict):
+    """A job's life from its queue's records, as bars on one time axis (epoch seconds)
+    from ``start`` (its enqueue) to ``end`` (its last record; null while unfinished:
+    the axis runs to ``now``, the server's time of the answer). ``traceId``: the trace
+    its runs are in, when tracing was on."""
+
+    queue: str
+    id: str
+    status: JobStatus
+    traceId: str | None
+    start: float
+    end: float | None
+    now: float
+    bars: list[TimelineBar]
+
+
+class LogLine(te.TypedDict):
+    """A log record emitted while an attempt of the job ran: when (epoch seconds), its
+    level and logger, the message, the worker, and the trace and span it was in."""
+
+    attempt: int
+    t: float
+    level: str
+    logger: str
+    message: str
+    worker: str | None
+    traceId: str | None
+    spanId: str | None
+
+
 class Outcome(te.TypedDict):
     """A job's outcome: ``done`` once it finished; ``output`` if it completed,
     ``error`` if it failed."""
@@ -532,7 +594,8 @@ class WorkersOnline(te.TypedDict):
 
 class Status(te.TypedDict):
     """The storage root and namespace, Ray's nodes, objects by class, every queue and
-    how many workers are online."""
+    how many workers are online; ``traceUrl``: where a trace id links to, ``{trace_id}``
+    in it standing for the id (``$DOTDO_TRACE_URL`` of the server; null: not set)."""
 
     storage: str
     namespace: str
@@ -540,6 +603,7 @@ class Status(te.TypedDict):
     classes: dict[str, int]
     queues: list[QueueSummary]
     workers: WorkersOnline
+    traceUrl: str | None
 
 
 class Called(te.TypedDict):

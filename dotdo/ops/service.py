@@ -28,12 +28,13 @@ from dotdo.events import check_event_type
 from dotdo.ids import check_id, storage_path
 from dotdo.jobmodel import FINISHED, Job, JobOptions, JobStatus
 from dotdo.object import exposed, lookup, public_methods
+from dotdo.ops import timeline
 from dotdo.storage import reader
 from dotdo.waits import parse_token
 
 _log = logging.getLogger("dotdo")
 
-__all__ = ["Service", "STATES"]
+__all__ = ["Service", "STATES", "TRACE_URL", "trace_url", "trace_link"]
 
 # Every state a job can be in, as the queue reports them (Metrics fields).
 STATES: tuple[str, ...] = tuple(state.value for state in JobStatus)
@@ -41,6 +42,26 @@ _QUEUE = "Queue"
 _WORKER = "Worker"
 _RESULT_POLL = 0.25  # seconds between looks while a caller long-polls a result
 _MAX_WAIT = 60.0
+_MAX_LOGS = 10_000  # log lines of one job in one answer
+# Where a job's trace id links to (a trace viewer's page): `{trace_id}` stands for the id.
+TRACE_URL = "DOTDO_TRACE_URL"
+_TRACE_ID = "{trace_id}"
+
+
+def trace_url() -> str | None:
+    """The trace viewer's address template (``$DOTDO_TRACE_URL``, e.g.
+    ``http://jaeger:16686/trace/{trace_id}``), read when asked; None if not set."""
+    return os.environ.get(TRACE_URL, "").strip() or None
+
+
+def trace_link(trace_id: str | None, template: str | None = None) -> str | None:
+    """The address of trace ``trace_id`` in the trace viewer (``template``, default
+    :func:`trace_url`): ``{trace_id}`` replaced by it, or the id appended if the
+    template has no ``{trace_id}``. None without an id or a template."""
+    template = template if template is not None else trace_url()
+    if not trace_id or not template:
+        return None
+    return template.replace(_TRACE_ID, trace_id) if _TRACE_ID in template else template + trace_id
 
 
 def _counts(metrics: Any) -> dict[str, int]:
@@ -103,7 +124,8 @@ class Service:
     # -- status and queues -------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Ray (nodes), objects by class, queues with counts, workers online."""
+        """Ray (nodes), objects by class, queues with counts, workers online, and the
+        trace viewer's address template (``traceUrl``: :func:`trace_url`)."""
         settings = dotdo.current_settings()
         queues = await self.queues()
         workers = await self.workers()
@@ -111,7 +133,8 @@ class Service:
                 "ray": connect.cluster(), "classes": reader.classes(self.root),
                 "queues": queues,
                 "workers": {"online": sum(1 for w in workers if w["online"]),
-                            "total": len(workers)}}
+                            "total": len(workers)},
+                "traceUrl": trace_url()}
 
     async def _queue(self, q: str) -> Any:
         """The stub of queue ``q``, which must exist."""
@@ -219,6 +242,20 @@ class Service:
         return {**thing, "queue": q, "attemptCount": thing["attempts"], "attempts": attempts,
                 "result": None if result is None else result["output"], "points": points,
                 "awakeables": awakeables, "children": children}
+
+    async def timeline(self, q: str, job_id: str) -> dict[str, Any]:
+        """The job's life as a waterfall from the queue's records: its wait to its first
+        run, every attempt, the durable calls its runs met, its end
+        (:func:`dotdo.ops.timeline.build`)."""
+        return timeline.build(await self.job(q, job_id), time.time())
+
+    async def logs(self, q: str, job_id: str, limit: int = 1_000) -> list[dict[str, Any]]:
+        """The log records emitted while the job's attempts ran, oldest first (at most
+        ``limit``): ``{"attempt", "t", "level", "logger", "message", "worker",
+        "traceId", "spanId"}`` (``Queue.logs``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LOGS:
+            raise ValueError(f"limit is a number of lines from 1 to {_MAX_LOGS:,}, not {limit!r}")
+        return await (await self._queue(q)).logs(job_id, limit)  # NotFoundError: no such job
 
     async def find_job(self, job_id: str) -> str:
         """The queue that holds ``job_id``."""

@@ -1,6 +1,7 @@
 """The ``jobs`` group: list a queue's jobs a page at a time (``ls``), show one with
-its payload, result, every attempt and what its runs met (``get``: points,
-awakeables with their tokens, child jobs), ``retry`` failed jobs and ``cancel``
+its payload, result, trace, every attempt and what its runs met (``get``: points,
+awakeables with their tokens, child jobs), print the log lines its attempts emitted
+(``logs``), ``retry`` failed jobs and ``cancel``
 unfinished ones (by id, or every such job of a queue after asking), and ``enqueue`` a
 job from the command line. ``resolve`` and ``reject`` (an awakeable) are in
 :mod:`dotdo.ops.cli.awakeables`.
@@ -8,6 +9,7 @@ job from the command line. ``resolve`` and ``reject`` (an awakeable) are in
 
 from __future__ import annotations
 
+import datetime
 import time
 import types
 from collections.abc import Callable
@@ -33,14 +35,14 @@ from dotdo.ops.cli.output import (
     when,
 )
 from dotdo.ops.cli.params import UNFINISHED, Backoff, Duration, Moment, Since, parse_payload
-from dotdo.ops.service import STATES, Service
+from dotdo.ops.service import STATES, Service, trace_link
 
 # -- jobs ----------------------------------------------------------------------------------
 
 
 @click.group()
 def jobs() -> None:
-    """Jobs: ls, get, retry, cancel, enqueue, resolve, reject."""
+    """Jobs: ls, get, logs, retry, cancel, enqueue, resolve, reject."""
 
 
 def _parked(job: dict[str, Any], now: float) -> str:
@@ -175,6 +177,9 @@ def jobs_get(job_id: str, q: str | None) -> None:
                  ("finished", when(value["finishedAt"], now)), ("worker", value["worker"])]
         if value.get("parent"):
             rows.append(("parent", f"{value['parent']['id']} in {value['parent']['queue']}"))
+        if value.get("traceId"):
+            link = trace_link(value["traceId"])
+            rows.append(("trace", f"{value['traceId']} {link}" if link else value["traceId"]))
         if value.get("progress") is not None:
             rows.append(("progress", f"{value['progress']:.0%} {value.get('progressMessage') or ''}"))
         for key in ("group", "rateKey", "dedupeKey"):
@@ -205,6 +210,37 @@ def jobs_get(job_id: str, q: str | None) -> None:
                 out.print(Group(*traces))
         for table in _waits_tables(value, now):
             out.print(table)
+
+    emit(value, render)
+
+
+def log_line(line: dict[str, Any]) -> str:
+    """One log record as a line: ``2026-12-04 21:00:00.123 INFO [attempt 2] logger:
+    message`` (local time)."""
+    try:
+        stamp = datetime.datetime.fromtimestamp(line["t"]).isoformat(
+            sep=" ", timespec="milliseconds")
+    except (OverflowError, ValueError, OSError, TypeError):
+        stamp = str(line["t"])
+    return (f"{stamp} {line['level']} [attempt {line['attempt']}] {line['logger']}: "
+            f"{line['message']}")
+
+
+@jobs.command("logs")
+@click.argument("q")
+@click.argument("job_id", metavar="ID")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="At most this many lines.")
+@json_option
+def jobs_logs(q: str, job_id: str, limit: int) -> None:
+    """The log lines job ID of queue Q emitted while its attempts ran, oldest first."""
+    value = run_service(current_ops().live().logs(q, job_id, limit))
+
+    def render(_: Console) -> None:
+        if not value:
+            click.echo(f"No log lines of job {job_id} in {q}.", err=True)
+        for line in value:
+            click.echo(log_line(line))
 
     emit(value, render)
 

@@ -3,7 +3,7 @@
 // a module under views/ exporting render(ctx); ctx says what the route matched and
 // holds what must stop when the user goes elsewhere (live listeners, timers).
 
-import { clearError, dropTokenFromUrl, get, paths, showError } from "./lib/api.js";
+import { clearError, dropTokenFromUrl, serverInfo, showError } from "./lib/api.js";
 import { h, replace } from "./lib/dom.js";
 import * as live from "./lib/live.js";
 import * as overview from "./views/overview.js";
@@ -121,7 +121,7 @@ async function route() {
 // The header's facts: which storage root and namespace this server shows.
 async function loadHeader() {
   try {
-    const status = await get(paths.status());
+    const status = await serverInfo();
     const el = document.getElementById("where");
     replace(el, `${status.namespace || ""} · ${status.storage || ""}`);
     el.title = "namespace · storage root";

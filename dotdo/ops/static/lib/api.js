@@ -70,6 +70,14 @@ export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body === undefined ? {} : body);
 export const patch = (path, body) => request("PATCH", path, body);
 
+// What the server says of itself (GET api/status: its storage root and namespace, and
+// settings such as traceUrl), asked once per page load: the header and the pages share it.
+let info = null;
+export function serverInfo() {
+  if (!info) info = get(paths.status()).catch((err) => { info = null; throw err; });
+  return info;
+}
+
 // -- the banners: errors stay until dismissed or replaced, notices fade -----------------
 
 export function showError(err) {
@@ -133,6 +141,8 @@ export const paths = {
   retryBulk: (q) => `api/queues/${e(q)}/jobs/retry`,
   deadLetters: (q) => `api/queues/${e(q)}/dead-letters`,
   job: (q, id) => `api/jobs/${e(q)}/${e(id)}`,
+  timeline: (q, id) => `api/jobs/${e(q)}/${e(id)}/timeline`,
+  logs: (q, id) => `api/jobs/${e(q)}/${e(id)}/logs`,
   retry: (q, id) => `api/jobs/${e(q)}/${e(id)}/retry`,
   cancel: (q, id) => `api/jobs/${e(q)}/${e(id)}/cancel`,
   resolve: (token) => `api/awakeables/${e(token)}/resolve`,

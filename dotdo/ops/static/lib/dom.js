@@ -75,6 +75,13 @@ export function fmtTime(t) {
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+// Epoch seconds -> "2024-05-01 12:03:04.123": log lines, which come many a second.
+export function fmtTimeMs(t) {
+  if (t === null || t === undefined) return "–";
+  const ms = String(Math.floor((t * 1000) % 1000)).padStart(3, "0");
+  return `${fmtTime(t)}.${ms}`;
+}
+
 export function fmtClock(t) {
   const d = new Date(t * 1000);
   return `${pad(d.getHours())}:${pad(d.getMinutes())}`;

@@ -1,15 +1,17 @@
-// One job (#/jobs/Q/ID): its facts, payload, result, error, and every attempt with
-// its worker, times, outcome, error and traceback; retry (failed) and cancel
-// (unfinished). A job that parked (durable waits) shows what it waits for and when it
-// wakes, its open awakeables with Approve / Reject, the points its runs met in order,
-// and links to its parent and children. The page follows the job live until it is
-// finished.
+// One job (#/jobs/Q/ID): its facts (its trace id, a link when the server has a trace
+// viewer's address), its life as a waterfall (timeline), payload, result, error, every
+// attempt with its worker, times, outcome, error and traceback, and the log lines of
+// each attempt; retry (failed) and cancel (unfinished). A job that parked (durable
+// waits) shows what it waits for and when it wakes, its open awakeables with Approve /
+// Reject, the points its runs met in order, and links to its parent and children. The
+// page follows the job live until it is finished.
 
-import { ApiError, act, get, notify, paths, post, showError } from "../lib/api.js";
+import { ApiError, act, get, notify, paths, post, serverInfo, showError } from "../lib/api.js";
 import {
-  FINISHED, ago, badge, eventJobId, keepingOpen, facts, fmtDuration, fmtTime, h, jobHref, jsonBlock, pointKind,
-  queueHref, replace, short, table, wakeText,
+  FINISHED, ago, badge, eventJobId, keepingOpen, facts, fmtDuration, fmtTime, fmtTimeMs, h, jobHref, jsonBlock,
+  pointKind, queueHref, replace, short, table, wakeText,
 } from "../lib/dom.js";
+import { timelineChart } from "../lib/timeline.js";
 
 const POLL_EVERY = 2000;
 
@@ -65,6 +67,85 @@ function attemptRow(a) {
       a.error ? h("div", { class: "error-text", test: "attempt-error" }, a.error) : null,
       a.trace ? h("details", { test: "traceback", "data-key": `attempt-${a.attempt}` }, h("summary", null, "traceback"),
         h("pre", { class: "trace" }, a.trace)) : null));
+}
+
+// The address of a trace in the server's trace viewer (its traceUrl, "{trace_id}"
+// standing for the id; without it the id is appended), or null: none set, or an
+// address that is not http(s).
+export function traceHref(template, traceId) {
+  if (!template || !traceId) return null;
+  const id = encodeURIComponent(traceId);
+  const href = template.includes("{trace_id}") ? template.split("{trace_id}").join(id) : template + id;
+  return /^https?:\/\//i.test(href) ? href : null;
+}
+
+function traceFact(j, info) {
+  if (!j.traceId) return ["trace", h("span", { class: "muted", test: "job-trace" }, "none (traced only when tracing is on)")];
+  const href = traceHref(info && info.traceUrl, j.traceId);
+  const id = h("span", { class: "mono" }, j.traceId);
+  return ["trace", h("span", { test: "job-trace" }, href
+    ? h("a", { href, target: "_blank", rel: "noopener", test: "job-trace-link", title: "open the trace" }, id) : id)];
+}
+
+// What could not be read of a part of the page, in its place: the rest still shows.
+function unread(what, err) {
+  return h("p", { class: "error-text", test: "unread" }, `${what} could not be read: ${err && err.message ? err.message : err}`);
+}
+
+function timelineCard(tl) {
+  const box = h("div", { class: "timeline-box", test: "timeline-box" });
+  if (tl.error) replace(box, unread("the timeline", tl.error));
+  else replace(box, timelineChart(tl.value, "timeline-chart"));
+  const value = tl.value;
+  const span = value ? ((value.end === null ? value.now : value.end) - value.start) : null;
+  const card = h("section", { class: "card", test: "timeline" },
+    h("div", { class: "card-head" }, h("h2", null, "Timeline"),
+      value ? h("span", { class: "muted aside", test: "timeline-span" },
+        `${fmtTime(value.start)} · ${fmtDuration(span)}${value.end === null ? " so far" : ""}`) : null),
+    box);
+  return { card, box };
+}
+
+function logsCard(logs) {
+  const card = h("section", { class: "card", test: "logs" }, h("h2", null, "Logs"));
+  if (logs.error) {
+    card.appendChild(unread("the log lines", logs.error));
+    return card;
+  }
+  const lines = logs.value || [];
+  if (!lines.length) {
+    card.appendChild(h("p", { class: "muted", test: "logs-empty" }, "No log lines: the job's attempts logged nothing (or ran before their lines were kept)."));
+    return card;
+  }
+  const byAttempt = new Map();
+  for (const line of lines) {
+    if (!byAttempt.has(line.attempt)) byAttempt.set(line.attempt, []);
+    byAttempt.get(line.attempt).push(line);
+  }
+  for (const [n, some] of byAttempt) {
+    card.appendChild(h("div", { class: "log-attempt", test: "log-attempt", "data-attempt": String(n) },
+      h("h3", null, `attempt ${n}`,
+        some[0].worker ? h("span", { class: "muted" }, ` · ${some[0].worker}`) : null,
+        h("span", { class: "muted" }, ` · ${some.length} line${some.length === 1 ? "" : "s"}`)),
+      h("div", { class: "log-lines" }, some.map((line) => h("div", {
+        class: `log-line lvl-${String(line.level).toLowerCase()}`, test: "log-line", "data-level": line.level,
+        title: line.traceId ? `trace ${line.traceId}${line.spanId ? ` · span ${line.spanId}` : ""}` : null,
+      },
+      h("span", { class: "log-t" }, fmtTimeMs(line.t)),
+      h("span", { class: "log-level" }, line.level),
+      h("span", { class: "log-logger" }, line.logger),
+      h("span", { class: "log-message", test: "log-message" }, line.message))))));
+  }
+  return card;
+}
+
+// A request whose failure shows in its part of the page, not over the whole page.
+async function settled(promise) {
+  try {
+    return { value: await promise };
+  } catch (error) {
+    return { error };
+  }
 }
 
 export async function render(ctx) {
@@ -134,13 +215,16 @@ export async function render(ctx) {
     return row;
   }
 
-  function draw(j) {
+  let timelineBox = null;
+  let shown = {}; // the timeline, logs and server info last drawn with the job
+  function draw(j, tl, logs, info) {
     job = j;
+    shown = { tl, logs, info };
     const retry = h("button", { test: "job-retry", disabled: j.status !== "failed",
       title: "send back to the queue with fresh retries" }, "Retry");
     const cancel = h("button", { class: "danger", test: "job-cancel", disabled: FINISHED.includes(j.status) }, "Cancel");
     retry.addEventListener("click", () => act(retry, async () => {
-      draw({ ...job, ...(await post(paths.retry(q, id))), attempts: job.attempts });
+      draw({ ...job, ...(await post(paths.retry(q, id))), attempts: job.attempts }, shown.tl, shown.logs, shown.info);
       notify(`retried ${id}`);
       refresh();
     }));
@@ -156,6 +240,8 @@ export async function render(ctx) {
       h("h1", null, h("a", { href: queueHref(q) }, q), " / ", h("span", { class: "mono", test: "job-id" }, id)),
       badge(j.status, "job-status"), retry, cancel);
 
+    const timeline = timelineCard(tl);
+    timelineBox = timeline.box;
     const progress = j.progress !== null && j.progress !== undefined
       ? `${Math.round(j.progress * 100)} %${j.progressMessage ? ` · ${j.progressMessage}` : ""}` : null;
     keepingOpen(body, () => replace(body,
@@ -177,6 +263,7 @@ export async function render(ctx) {
           j.wakeAt === null || j.wakeAt === undefined ? wakeText(j) : [fmtTime(j.wakeAt), " (", wakeText(j), ")"])] : null,
         j.parent ? ["parent", h("a", { class: "mono", href: jobHref(j.parent.queue, j.parent.id), test: "job-parent" },
           j.parent.queue === q ? j.parent.id : `${j.parent.queue} / ${j.parent.id}`)] : null,
+        traceFact(j, info),
         j.startedAt ? ["started", fmtTime(j.startedAt)] : null,
         j.finishedAt ? ["finished", fmtTime(j.finishedAt)] : null,
         j.worker ? ["worker", j.worker] : null,
@@ -189,6 +276,7 @@ export async function render(ctx) {
         // The latest error in full; every attempt's error and traceback are below.
         j.error ? ["error", h("pre", { class: "error-text", test: "job-error" }, j.error), true] : null,
       ], "job-facts")),
+      timeline.card,
       (j.awakeables || []).length ? h("section", { class: "card", test: "awakeables" }, h("h2", null, "Awakeables"),
         h("p", { class: "muted" }, "Promises the job handed out (await dotdo.awakeable()): each takes one resolve or reject, the first."),
         table(["awakeable", "state", "token", "created", "settled", ""], j.awakeables.map(awakeableRow),
@@ -209,18 +297,25 @@ export async function render(ctx) {
           { test: "points-table" })) : null,
       h("section", { class: "card" }, h("h2", null, "Attempts"),
         table(["#", "worker", "started", "took", "outcome", "error"], (j.attempts || []).map(attemptRow),
-          { test: "attempts" }))));
+          { test: "attempts" })),
+      logsCard(logs)));
   }
 
   // Drawn again only when something changed: a redraw resets what the reader
-  // selected and where, for no news.
+  // selected and where, for no news. While the job goes on, its open bars grow to the
+  // server's `now`: only the timeline is drawn again for that.
   let drawn = "";
   async function load() {
-    const j = await get(paths.job(q, id));
-    const key = JSON.stringify(j);
-    if (ctx.alive() && key !== drawn) {
+    const [j, tl, logs, info] = await Promise.all([get(paths.job(q, id)), settled(get(paths.timeline(q, id))),
+      settled(get(paths.logs(q, id))), serverInfo().catch(() => null)]);
+    const key = JSON.stringify([j, tl.value ? { ...tl.value, now: null } : String(tl.error), logs.value || String(logs.error),
+      info && info.traceUrl]);
+    if (!ctx.alive()) return;
+    if (key !== drawn) {
       drawn = key;
-      draw(j);
+      draw(j, tl, logs, info);
+    } else if (tl.value && timelineBox && tl.value.end === null) {
+      replace(timelineBox, timelineChart(tl.value, "timeline-chart"));
     }
   }
   // A reload in flight is not started again: live events and the timer both ask.
