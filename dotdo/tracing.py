@@ -45,6 +45,7 @@ _api: Any = None  # the opentelemetry.trace module, once on
 _context: Any = None  # the opentelemetry.context module, once on
 _propagator: Any = None  # W3C TraceContext propagator, once on
 _in_host = False  # this process is a host: only calls inside a span are traced
+_untraced: Any = None  # the context key that marks the runtime's own work (detached())
 _switches: tuple[tuple[str, str], ...] = ()
 
 
@@ -77,7 +78,7 @@ def setup(given: tuple[tuple[str, str], ...], *, host: str | None = None) -> boo
     ``host``: this process is a host of that name (its switches came from its creator:
     they fill the environment's gaps, so the SDK reads them as its own). Returns
     whether tracing is on. Idempotent."""
-    global _tracer, _api, _context, _propagator, _in_host, _switches
+    global _tracer, _api, _context, _propagator, _in_host, _switches, _untraced
     if host is not None:
         _in_host = True
     if _tracer is not None or not given:
@@ -94,6 +95,7 @@ def setup(given: tuple[tuple[str, str], ...], *, host: str | None = None) -> boo
         provider = _provider(host)
         trace.set_tracer_provider(provider)
     _api, _context, _propagator = trace, context, TraceContextTextMapPropagator()
+    _untraced = context.create_key("dotdo.untraced")
     _switches = tuple(given)
     _tracer = trace.get_tracer("dotdo")
     return True
@@ -188,11 +190,14 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 def traced_now() -> bool:
-    """Whether a call made here now is traced: tracing is on, and this is a driver or
-    the code runs inside a span."""
+    """Whether a call made here now is traced: tracing is on, and the code runs inside
+    a span, or is a driver's own (not a host's, nor the runtime's background work,
+    which starts :func:`detached`: in process, that runs in the driver's process)."""
     if _tracer is None:
         return False
-    return not _in_host or _api.get_current_span().get_span_context().is_valid
+    if _api.get_current_span().get_span_context().is_valid:
+        return True
+    return not _in_host and not _context.get_value(_untraced)
 
 
 # -- spans ----------------------------------------------------------------------------
@@ -326,7 +331,9 @@ def detached() -> contextlib.AbstractContextManager[Any]:
 
 @contextlib.contextmanager
 def _detached() -> Iterator[None]:
-    token = _context.attach(_context.Context())
+    # A context of its own, marked: what starts in it makes no span until a span
+    # starts (a job's attempt, an event's handler), whose context has no mark.
+    token = _context.attach(_context.set_value(_untraced, True, _context.Context()))
     try:
         yield
     finally:

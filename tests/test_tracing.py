@@ -286,3 +286,7 @@ def test_every_http_request_is_a_server_span_under_its_callers_traceparent(recei
     with receiver.lock:
         children = [s for s in receiver.spans if s["parent"] == given["id"]]
     assert children and all(s["name"].startswith("Queue.") for s in children)
+    # In process too, the runtime's own work (the queue handing its events to the App)
+    # makes no spans
+    with receiver.lock:
+        assert not [s for s in receiver.spans if s["name"].startswith("App.")]
