@@ -95,14 +95,15 @@ _UNCHANGED: Any = object()
 log = logging.getLogger("dotdo")
 
 
-def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0) -> dict[str, Any]:
+def _new_row(spec: JobSpec, status: str = "pending", waiting_on: int = 0,
+             trace: str | None = None) -> dict[str, Any]:
     """A job as it was just inserted from ``spec`` (with the payload as it was given)."""
     return {"id": spec.id, "type": spec.type, "payload": spec.value,
             "status": status, "priority": spec.priority, "run_at": spec.run_at, "attempts": 0,
             "max_retries": spec.max_retries, "timeout": spec.timeout, "error": None,
             "created": spec.created, "finished": None, "lease": 0, "crashes": 0,
             "uid": spec.uid, "grp": spec.group, "rate_key": spec.rate_key,
-            "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on}
+            "dedupe_key": spec.dedupe_key, "waiting_on": waiting_on, "traceparent": trace}
 
 
 def _sealed(job: Any) -> Any:
@@ -283,19 +284,22 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
             waiting += found[0] != "completed"
         if waiting:
             status = "waiting"
+        # Traced: its enqueue span, whose context its attempts run under, whenever and
+        # wherever they run (None when tracing is off).
+        trace = tracing.producer(self.id, spec.id, spec.type)
         if spec.plain:
             inserted = db.execute(sql.INSERT_PLAIN, (
                 spec.id, spec.type, spec.payload, spec.priority, spec.run_at, spec.max_retries,
-                spec.timeout, spec.created, spec.uid)).rowcount
+                spec.timeout, spec.created, spec.uid, trace)).rowcount
             if not inserted:
                 return None, "existing"
             self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
-            return self._traced(_new_row(spec), spec), "added"
+            return _new_row(spec, trace=trace), "added"
         inserted = db.execute(sql.INSERT_JOB, (
             spec.id, spec.type, spec.payload, status, spec.priority, spec.run_at,
             spec.max_retries, spec.timeout, spec.created, spec.uid, spec.backoff, spec.group,
             spec.rate_key, spec.dedupe_key, waiting,
-            spec.on_parent_failure if spec.depends_on else None)).rowcount
+            spec.on_parent_failure if spec.depends_on else None, trace)).rowcount
         if not inserted:
             return None, "existing"
         if spec.depends_on:
@@ -305,19 +309,11 @@ class Queue(Parks, Claims, Retention, Insight, dotdo.DurableObject):
         if spec.group:
             self._grouped = True
         self._event("Job.enqueued", {"$id": spec.id, "type": spec.type})
-        row = self._traced(_new_row(spec, status, waiting), spec)
+        row = _new_row(spec, status, waiting, trace)
         if broken is not None:  # a parent failed already: this job follows it now
             self._follow_parent(spec.id, spec.uid, spec.on_parent_failure, *broken, now)
             return None, "added"
         return row, "added"
-
-    def _traced(self, row: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-        """A job just written, with its enqueue span's context when tracing is on
-        (its attempts run under it, whenever and wherever they run)."""
-        if tracing.enabled():
-            row["traceparent"] = tracing.producer(self.id, spec.id, spec.type)
-            self.storage.sql.execute(sql.SET_TRACEPARENT, (row["traceparent"], spec.id))
-        return row
 
     def enqueue_flow(self, flow: JobFlow) -> dict[str, Any]:
         """Enqueue a job with its children, and theirs, in one transaction: ``flow``

@@ -227,16 +227,14 @@ MIGRATIONS = {0: tables_v1, 1: parks_v2}
 # The first release's options only: the hot path.
 INSERT_PLAIN = (
     "INSERT OR IGNORE INTO jobs (id, type, payload, status, priority, run_at, max_retries, "
-    "timeout, created, uid) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"
+    "timeout, created, uid, traceparent) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_JOB = (
     "INSERT OR IGNORE INTO jobs (id, type, payload, status, priority, run_at, max_retries, "
     "timeout, created, uid, backoff, grp, rate_key, dedupe_key, waiting_on, "
-    "on_parent_failure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "on_parent_failure, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_JOB = "SELECT * FROM jobs WHERE id = ?"
-# A traced job: the context its attempts' spans run under (written only when tracing is on).
-SET_TRACEPARENT = "UPDATE jobs SET traceparent = ? WHERE id = ?"
 # What Queue.wait answers with: how a job ended, if it did.
 SELECT_END = "SELECT status, output, finished, error FROM jobs WHERE id = ?"
 # Jobs by id, many at once: ids as one JSON array, so one statement serves any count.

@@ -38,6 +38,8 @@ _log = logging.getLogger("dotdo")
 TRACEPARENT = "traceparent"  # the W3C header, also the key in stored carriers
 # The switches a driver hands its hosts (the standard ones, read by the SDK itself).
 _SWITCH_PREFIXES = ("OTEL_",)
+BURST = 32_768  # spans a process keeps waiting for export (the SDK's default: 2,048)
+EXPORT_BATCH = 2_048  # spans a process sends in one export (the SDK's default: 512)
 INSTALL_HINT = "pip install 'dotdo[otel]' (opentelemetry-sdk and its OTLP/HTTP exporter)"
 
 _tracer: Any = None  # an opentelemetry Tracer once tracing is on in this process
@@ -129,7 +131,14 @@ def _provider(host: str | None) -> Any:
     else:
         raise ConfigError(f"OTEL_TRACES_EXPORTER={kind!r}: dotdo exports 'otlp' (over "
                           f"HTTP/protobuf) or 'console'; or set 'none' to turn traces off")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # The SDK's queue (2,048 spans) drops spans when a driver issues a few thousand
+    # calls at once; unless OTEL_BSP_* say otherwise, room for a burst, sent in fewer
+    # exports.
+    env = os.environ
+    provider.add_span_processor(BatchSpanProcessor(
+        exporter,
+        max_queue_size=None if "OTEL_BSP_MAX_QUEUE_SIZE" in env else BURST,
+        max_export_batch_size=None if "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in env else EXPORT_BATCH))
     return provider
 
 
