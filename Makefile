@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/first_round.py
 	$(PY) benchmarks/queue_features.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/tracing_cost.py
 
 clean:
 	rm -rf $(VENV) .dotdo .pytest_cache *.egg-info
