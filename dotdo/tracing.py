@@ -182,20 +182,26 @@ def _parent(traceparent: str | None) -> Any:
 
 
 def current_ids() -> tuple[str, str] | None:
-    """``(trace id, span id)`` in hex of the span this code runs in, else None."""
+    """``(trace id, span id)`` in hex of the span this code runs in, if it is recorded
+    (a sampler may leave it out: then no backend will have it), else None."""
     if _tracer is None:
         return None
     ctx = _api.get_current_span().get_span_context()
-    if not ctx.is_valid:
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
-    """The trace id in a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``), else None."""
+    """The trace id in a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``) whose
+    trace is recorded (its sampled flag is set), else None."""
     if not traceparent or traceparent.count("-") != 3:
         return None
-    return traceparent.split("-")[1]
+    _, trace_id, _, flags = traceparent.split("-")
+    try:
+        return trace_id if int(flags, 16) & 1 else None
+    except ValueError:
+        return None
 
 
 def traced_now() -> bool:

@@ -202,6 +202,8 @@ def test_tracing_is_off_unless_asked_and_names_its_install_when_missing(monkeypa
     assert tracing.switches(None) == ()
     assert tracing.trace_id_of("00-" + "a" * 32 + "-" + "b" * 16 + "-01") == "a" * 32
     assert tracing.trace_id_of("garbage") is None
+    # A trace the sampler left out is nobody's to link to: no trace id for it
+    assert tracing.trace_id_of("00-" + "a" * 32 + "-" + "b" * 16 + "-00") is None
 
 
 def test_a_driver_hands_its_switches_to_the_hosts_it_starts(monkeypatch):
