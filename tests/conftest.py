@@ -29,23 +29,37 @@ HOSTINGS = {"dedicated": "dedicated", "pooled": "pooled:2:1"}
 # first, so that the two pytest workers do not end on one of them while the other idles.
 # (With `--dist worksteal`: one worker starts them, the other takes tests from the end.)
 LONG_FIRST = ("tests/faults/test_faults.py", "tests/test_cluster.py", "tests/faults/")
+# Then the dedicated pass, the tests on neither pass's Ray, and the pooled pass. Each
+# worker starts with a contiguous half and one that is done takes tests from the end of
+# the other's: with neither pass's tests in the middle, what it takes seldom needs the
+# other pass's Ray, whose start (Ray, then every host cold) costs 10-20 s each time.
+PASS_ORDER = {"dedicated": 0, None: 1, "pooled": 2}
+
+
+def _hosting_of(item: pytest.Item) -> str | None:
+    return getattr(getattr(item, "callspec", None), "params", {}).get("hosting")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest groups tests by their session fixtures
 def pytest_collection_modifyitems(items):
     """``@pytest.mark.dedicated_pass(why)``: a test that would only repeat itself in the
-    pooled pass (what it tests does not depend on the default hosting) runs once."""
-    def rank(item: pytest.Item) -> int:
+    pooled pass (what it tests does not depend on the default hosting) runs once. A test
+    asking for the ``pooled`` fixture (tests/test_hosting.py) runs in the pooled pass
+    only. Both are skipped before their fixtures start, so a skip never starts a Ray."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
         path = Path(item.fspath).as_posix()
-        return next((i for i, p in enumerate(LONG_FIRST) if path.startswith(str(ROOT / p))),
-                    len(LONG_FIRST))
+        first = next((i for i, p in enumerate(LONG_FIRST) if path.startswith(str(ROOT / p))),
+                     len(LONG_FIRST))
+        return first, PASS_ORDER[_hosting_of(item)]
 
     items.sort(key=rank)
     for item in items:
         marker = item.get_closest_marker("dedicated_pass")
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if marker is not None and params.get("hosting") == "pooled":
+        hosting = _hosting_of(item)
+        if marker is not None and hosting == "pooled":
             item.add_marker(pytest.mark.skip(reason=f"runs in the dedicated pass: {marker.args[0]}"))
+        elif "pooled" in item.fixturenames and hosting == "dedicated":
+            item.add_marker(pytest.mark.skip(reason="runs in the pooled pass"))
 
 
 @pytest.fixture(scope="session", params=sorted(HOSTINGS))

@@ -73,10 +73,10 @@ def test_an_object_maps_to_the_same_host_in_every_process():
 # -- on Ray ----------------------------------------------------------------------------
 
 @pytest.fixture
-def pooled(hosting, ray_session):
-    """Run once: pooled classes host the same way in both passes of the suite."""
-    if hosting != "pooled":
-        pytest.skip("runs in the pooled pass")
+def pooled(ray_session):
+    """Run once: pooled classes host the same way in both passes of the suite. A test
+    asking for this runs in the pooled pass only (tests/conftest.py skips it in the
+    dedicated one before it starts that pass's Ray)."""
     return ray_session
 
 

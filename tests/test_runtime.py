@@ -15,7 +15,7 @@ import dotdo
 from dotdo import client, host
 from dotdo.ids import storage_path
 from tests import objects  # noqa: F401  (registers Counter and Pipe)
-from tests.conftest import ROOT, host_actor_name, kill_and_wait, run_driver, start_ray
+from tests.conftest import ROOT, host_actor_name, kill_and_wait, run_driver, start_ray, wait_for
 
 
 def test_unknown_class_lists_known_ones():
@@ -89,9 +89,10 @@ def test_two_drivers_share_one_actor_and_lose_nothing(ray_session, unique, tmp_p
     address = ray.get_runtime_context().gcs_address
     go = tmp_path / "go"
     code = f"""
-import os, time, dotdo
+import os, sys, time, dotdo
 from tests.objects import Counter
 dotdo.init(address={address!r}, storage={ray_session.storage!r})
+open(os.path.join({str(tmp_path)!r}, "joined-" + sys.argv[1]), "w").close()
 while not os.path.exists({str(go)!r}):
     time.sleep(0.005)
 dotdo.get([dotdo.Counter({unique!r}).incr() for _ in range(50)])
@@ -99,11 +100,13 @@ print("done")
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     drivers = [
-        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+        subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=ROOT, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
+        for i in range(2)
     ]
-    time.sleep(3)  # both joined and waiting (if not, they start later: still correct)
+    # Both joined and waiting, then both go at once (a driver that failed to join says why)
+    wait_for(lambda: len(list(tmp_path.glob("joined-*"))) == 2
+             or any(d.poll() is not None for d in drivers))
     go.touch()
     for d in drivers:
         out, err = d.communicate(timeout=120)
@@ -140,6 +143,7 @@ print(os.path.isdir(os.path.join(os.getcwd(), ".dotdo", "Counter")))
     assert done.stdout.split() == ["1", "True"]
 
 
+@pytest.mark.dedicated_pass("the storage root does not depend on the hosting")
 def test_dotdo_storage_env_sets_the_root(tmp_path, ray_session):
     code = """
 import dotdo
@@ -290,6 +294,7 @@ for address in (None, {closed!r}, "auto"):
     assert "ray_current_cluster" in lines[2]
 
 
+@pytest.mark.dedicated_pass("the storage root does not depend on the hosting")
 def test_the_storage_root_is_private_to_its_user(ray_session, tmp_path):
     root = tmp_path / "private-root"
     out = run_driver(f"""

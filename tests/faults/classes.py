@@ -122,6 +122,7 @@ class Session:
 
     def wait_done(self, wait: float = 240.0) -> None:
         deadline = time.time() + wait
+        said = ""
         while time.time() < deadline:
             try:
                 m = self.queue.get_metrics().result(timeout=30)
@@ -132,9 +133,12 @@ class Session:
             if (m.pending + m.running + m.stuck + m.delayed + m.retrying + m.waiting == 0
                     and m.completed + m.failed >= len(self.expected)):
                 break
-            log(f"pending {m.pending} delayed {m.delayed} retrying {m.retrying} running "
-                f"{m.running} stuck {m.stuck} completed {m.completed} failed {m.failed}")
-            time.sleep(1)
+            now = (f"pending {m.pending} delayed {m.delayed} retrying {m.retrying} running "
+                   f"{m.running} stuck {m.stuck} completed {m.completed} failed {m.failed}")
+            if now != said:  # progress, once a change
+                log(now)
+                said = now
+            time.sleep(0.2)
         time.sleep(3)  # the last Job.failed events reach the App's handler
 
     def attempts(self) -> dict[str, list[dict]]:

@@ -103,6 +103,7 @@ def run(work: str, seed: int) -> dict:
 
     # Wait for every job to end, with progress
     deadline = time.time() + 300
+    said = ""
     while True:
         try:
             m = queue.get_metrics().result(timeout=30)
@@ -114,9 +115,12 @@ def run(work: str, seed: int) -> dict:
             break
         if time.time() > deadline:
             break
-        log(f"pending {m.pending} running {m.running} stuck {m.stuck} "
-            f"completed {m.completed} failed {m.failed}")
-        time.sleep(2)
+        now = (f"pending {m.pending} running {m.running} stuck {m.stuck} "
+               f"completed {m.completed} failed {m.failed}")
+        if now != said:  # progress, once a change
+            log(now)
+            said = now
+        time.sleep(0.2)
     time.sleep(3)  # let the last Job.failed events reach the App's handler
     return tally(queue, expected, retries, ledger_path, kills, restarts)
 
